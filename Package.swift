@@ -1,0 +1,64 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "vfioctl",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "vfioctl", targets: ["vfioctl"]),
+        .library(name: "PCIInventory", targets: ["PCIInventory"]),
+        .library(name: "VFIO", targets: ["VFIO"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // Kernel uapi: structs and ioctl numbers from <linux/vfio.h> and <linux/kvm.h>.
+        .target(name: "CLinuxUAPI"),
+        // libpci (Debian libpci-dev) for names from pci.ids / hwdb.
+        .systemLibrary(
+            name: "CLibPCI",
+            pkgConfig: "libpci",
+            providers: [.apt(["libpci-dev"])]
+        ),
+        // pci_lookup_name is variadic; Swift cannot call it, so a C shim does.
+        .target(name: "CPCINames", dependencies: ["CLibPCI"]),
+        .target(
+            name: "PCIInventory",
+            dependencies: [
+                "CPCINames",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .target(
+            name: "VFIO",
+            dependencies: [
+                "CLinuxUAPI",
+                "PCIInventory",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // Builds fake sysfs trees from descriptions: for tests and benchmarks.
+        .target(name: "SysfsFixtures"),
+        .target(
+            name: "VfioctlCommands",
+            dependencies: [
+                "PCIInventory",
+                "VFIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(name: "vfioctl", dependencies: ["VfioctlCommands"]),
+        .executableTarget(
+            name: "inventory-benchmark",
+            dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
+        ),
+        .testTarget(
+            name: "PCIInventoryTests",
+            dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
+        ),
+    ]
+)

@@ -1,0 +1,157 @@
+/// Read-only decoding of a PCI configuration space image (the device's sysfs `config` file).
+/// Pure: it takes bytes and never touches the device.
+public struct PCIConfigSpace: Sendable {
+    public let bytes: [UInt8]
+
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+
+    /// The standard header is 64 bytes; anything shorter cannot be decoded.
+    public var hasHeader: Bool { bytes.count >= 64 }
+
+    public func u8(_ offset: Int) -> UInt8? {
+        offset >= 0 && offset < bytes.count ? bytes[offset] : nil
+    }
+
+    public func u16(_ offset: Int) -> UInt16? {
+        guard offset >= 0, offset + 2 <= bytes.count else { return nil }
+        return UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8
+    }
+
+    public func u32(_ offset: Int) -> UInt32? {
+        guard offset >= 0, offset + 4 <= bytes.count else { return nil }
+        return UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8
+            | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24
+    }
+
+    public var vendorID: UInt16? { hasHeader ? u16(0x00) : nil }
+    public var deviceID: UInt16? { hasHeader ? u16(0x02) : nil }
+    public var command: UInt16? { hasHeader ? u16(0x04) : nil }
+    public var revision: UInt8? { hasHeader ? u8(0x08) : nil }
+    public var classCode: UInt32? {
+        guard hasHeader, let low = u32(0x08) else { return nil }
+        return low >> 8
+    }
+    /// Header type without the multi-function bit: 0 endpoint, 1 PCI-PCI bridge, 2 CardBus.
+    public var headerType: UInt8? { hasHeader ? u8(0x0e).map { $0 & 0x7f } : nil }
+
+    /// Offsets of the standard capabilities by ID, following the list from 0x34.
+    public func capabilityOffset(_ id: UInt8) -> Int? {
+        guard hasHeader, let status = u16(0x06), status & 0x10 != 0,
+              var pointer = u8(0x34).map({ Int($0) & ~3 }) else { return nil }
+        var visited = 0
+        // A looping or garbage list must not hang us: 48 capabilities fit in 192 bytes.
+        while pointer >= 0x40, visited < 48 {
+            guard let capID = u8(pointer), let next = u8(pointer + 1) else { return nil }
+            if capID == id { return pointer }
+            pointer = Int(next) & ~3
+            visited += 1
+        }
+        return nil
+    }
+
+    /// Offsets of PCIe extended capabilities by ID, following the list from 0x100.
+    public func extendedCapabilityOffset(_ id: UInt16) -> Int? {
+        var pointer = 0x100
+        var visited = 0
+        while pointer >= 0x100, visited < 960 {
+            guard let header = u32(pointer), header != 0, header != 0xffff_ffff else { return nil }
+            if UInt16(header & 0xffff) == id { return pointer }
+            pointer = Int(header >> 20) & ~3
+            visited += 1
+        }
+        return nil
+    }
+
+    /// The PCI Express device/port type from the PCIe capability, when there is one.
+    public var expressPortType: PCIExpressPortType? {
+        guard let cap = capabilityOffset(PCIConfigSpace.expressCapabilityID),
+              let flags = u16(cap + 2) else { return nil }
+        return PCIExpressPortType(rawValue: UInt8((flags >> 4) & 0xf))
+    }
+
+    /// The ACS extended capability: what the port supports and what is enabled.
+    public var accessControlServices: ACSStatus? {
+        guard let cap = extendedCapabilityOffset(PCIConfigSpace.acsExtendedCapabilityID),
+              let capability = u16(cap + 4), let control = u16(cap + 6) else { return nil }
+        return ACSStatus(supported: ACSControls(rawValue: capability & ACSControls.all.rawValue),
+                         enabled: ACSControls(rawValue: control & ACSControls.all.rawValue))
+    }
+
+    // Capability IDs from the PCI specifications (the kernel's pci_regs.h, not a uapi header
+    // that ships with ioctl numbers, so they are named here once).
+    static let expressCapabilityID: UInt8 = 0x10
+    static let acsExtendedCapabilityID: UInt16 = 0x000d
+}
+
+/// PCIe device/port types (PCIe capability register bits 7:4).
+public enum PCIExpressPortType: UInt8, Sendable {
+    case endpoint = 0x0
+    case legacyEndpoint = 0x1
+    case rootPort = 0x4
+    case upstreamSwitchPort = 0x5
+    case downstreamSwitchPort = 0x6
+    case expressToPCIBridge = 0x7
+    case pciToExpressBridge = 0x8
+    case rootComplexIntegratedEndpoint = 0x9
+    case rootComplexEventCollector = 0xa
+
+    public var name: String {
+        switch self {
+        case .endpoint: "endpoint"
+        case .legacyEndpoint: "legacy endpoint"
+        case .rootPort: "root port"
+        case .upstreamSwitchPort: "upstream switch port"
+        case .downstreamSwitchPort: "downstream switch port"
+        case .expressToPCIBridge: "PCIe-to-PCI bridge"
+        case .pciToExpressBridge: "PCI-to-PCIe bridge"
+        case .rootComplexIntegratedEndpoint: "root complex integrated endpoint"
+        case .rootComplexEventCollector: "root complex event collector"
+        }
+    }
+}
+
+/// ACS control bits (PCIe spec, ACS capability/control registers).
+public struct ACSControls: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    public static let sourceValidation = ACSControls(rawValue: 0x01)
+    public static let translationBlocking = ACSControls(rawValue: 0x02)
+    public static let requestRedirect = ACSControls(rawValue: 0x04)
+    public static let completionRedirect = ACSControls(rawValue: 0x08)
+    public static let upstreamForwarding = ACSControls(rawValue: 0x10)
+    public static let egressControl = ACSControls(rawValue: 0x20)
+    public static let directTranslatedP2P = ACSControls(rawValue: 0x40)
+    public static let all = ACSControls(rawValue: 0x7f)
+
+    /// The controls the kernel needs enabled on a port to keep devices below it in their own
+    /// IOMMU groups (pci_acs_enabled with REQ_ACS_FLAGS: SV, RR, CR, UF).
+    public static let isolationRequired: ACSControls = [
+        .sourceValidation, .requestRedirect, .completionRedirect, .upstreamForwarding,
+    ]
+
+    /// Short names as lspci prints them (SrcValid, TransBlk, ...).
+    public var names: [String] {
+        var names: [String] = []
+        if contains(.sourceValidation) { names.append("SrcValid") }
+        if contains(.translationBlocking) { names.append("TransBlk") }
+        if contains(.requestRedirect) { names.append("ReqRedir") }
+        if contains(.completionRedirect) { names.append("CmpltRedir") }
+        if contains(.upstreamForwarding) { names.append("UpstreamFwd") }
+        if contains(.egressControl) { names.append("EgressCtrl") }
+        if contains(.directTranslatedP2P) { names.append("DirectTrans") }
+        return names
+    }
+}
+
+public struct ACSStatus: Sendable, Equatable {
+    public let supported: ACSControls
+    public let enabled: ACSControls
+
+    /// Whether the enabled controls isolate the devices below this port, as the kernel judges
+    /// it when it forms IOMMU groups. A control the port does not implement is not required.
+    public var isolates: Bool {
+        let needed = ACSControls.isolationRequired.intersection(supported)
+        return enabled.isSuperset(of: needed) && !supported.intersection(.isolationRequired).isEmpty
+    }
+}

@@ -1,0 +1,60 @@
+/// An IOMMU group: the smallest set of devices the IOMMU can isolate from each other. VFIO hands a
+/// whole group to one user, so every member must be released by host drivers first.
+public struct IOMMUGroup: Sendable {
+    public let id: Int
+    /// PCI members in address order.
+    public let devices: [PCIAddress]
+    /// Members that are not PCI functions (platform devices on some hosts), by sysfs name.
+    public let otherMembers: [String]
+    /// The members that keep VFIO from using the group; empty when the group is viable.
+    public let blockers: [GroupBlocker]
+
+    public var isViable: Bool { blockers.isEmpty }
+}
+
+public struct GroupBlocker: Sendable, Equatable {
+    public let address: String
+    public let driver: String?
+    public let reason: String
+}
+
+/// The kernel's rule for handing a group to VFIO: every member must have no driver or a driver
+/// that leaves DMA to its user (vfio-pci and its variant drivers, pci-stub); bridges may keep
+/// the port drivers, which do no DMA of their own.
+public enum GroupViability {
+    public static let userDrivers: Set<String> = ["vfio-pci", "pci-stub"]
+    public static let bridgeDrivers: Set<String> = ["pcieport", "shpchp"]
+
+    /// Variant drivers (mlx5_vfio_pci, nvgrace_gpu_vfio_pci, ...) are VFIO drivers too.
+    public static func isVFIODriver(_ driver: String) -> Bool {
+        driver == "vfio-pci" || driver.hasSuffix("_vfio_pci") || driver.hasSuffix("-vfio-pci")
+    }
+
+    /// nil when the member does not block the group; otherwise why it does.
+    public static func blockReason(for device: PCIDevice) -> String? {
+        guard let driver = device.driver else { return nil }
+        if isVFIODriver(driver) || userDrivers.contains(driver) { return nil }
+        if device.isBridge, bridgeDrivers.contains(driver) { return nil }
+        if device.isBridge {
+            return "bridge bound to \(driver), which is not a port driver (pcieport, shpchp); unbind it"
+        }
+        return "bound to host driver \(driver); bind it to vfio-pci (or pci-stub), or unbind it"
+    }
+
+    /// Blockers of a group from its members' current drivers.
+    /// `otherMembers` are non-PCI members with the driver each has bound (nil for none).
+    public static func blockers(members: [PCIDevice], otherMembers: [(name: String, driver: String?)]) -> [GroupBlocker] {
+        var blockers: [GroupBlocker] = []
+        for device in members {
+            if let reason = blockReason(for: device) {
+                blockers.append(GroupBlocker(address: device.address.description, driver: device.driver, reason: reason))
+            }
+        }
+        for member in otherMembers {
+            guard let driver = member.driver else { continue }
+            blockers.append(GroupBlocker(address: member.name, driver: driver,
+                                         reason: "non-PCI member bound to \(driver); unbind it"))
+        }
+        return blockers
+    }
+}

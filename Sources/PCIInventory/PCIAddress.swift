@@ -1,0 +1,143 @@
+/// A PCI function's address: domain, bus, device, function.
+///
+/// Parses `DDDD:BB:DD.F` and the short `BB:DD.F` (domain 0000), in any case; prints the
+/// canonical lower-case form the kernel uses in sysfs, `0000:01:00.0`.
+public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let domain: UInt32
+    public let bus: UInt8
+    public let device: UInt8
+    public let function: UInt8
+
+    public init(domain: UInt32 = 0, bus: UInt8, device: UInt8, function: UInt8) throws(PCIAddressError) {
+        guard device <= 0x1f else {
+            throw PCIAddressError(input: Self.format(domain, bus, device, function),
+                                  problem: "device \(hex2(device)) is out of range 00-1f")
+        }
+        guard function <= 7 else {
+            throw PCIAddressError(input: Self.format(domain, bus, device, function),
+                                  problem: "function \(function) is out of range 0-7")
+        }
+        self.domain = domain
+        self.bus = bus
+        self.device = device
+        self.function = function
+    }
+
+    /// Parses a user- or kernel-supplied address. Throws an error that names the expected form.
+    public init(parsing text: String) throws(PCIAddressError) {
+        let input = text.trimmingWhitespace()
+        let colonParts = input.split(separator: ":", omittingEmptySubsequences: false)
+        let domainText: Substring
+        let busText: Substring
+        let slotText: Substring
+        switch colonParts.count {
+        case 3:
+            domainText = colonParts[0]
+            busText = colonParts[1]
+            slotText = colonParts[2]
+        case 2:
+            domainText = "0000"
+            busText = colonParts[0]
+            slotText = colonParts[1]
+        default:
+            throw PCIAddressError(input: input, problem: "it is not of the form DDDD:BB:DD.F or BB:DD.F")
+        }
+        let slotParts = slotText.split(separator: ".", omittingEmptySubsequences: false)
+        guard slotParts.count == 2 else {
+            throw PCIAddressError(input: input, problem: "the device and function must be written DD.F")
+        }
+        // Domains above ffff exist (Intel VMD uses 10000+), so up to 8 digits are accepted.
+        guard let domain = parseHex(domainText, maxDigits: 8).map(UInt32.init) else {
+            throw PCIAddressError(input: input, problem: "the domain \"\(domainText)\" is not 1-8 hex digits")
+        }
+        guard let bus = parseHex(busText, maxDigits: 2).map(UInt8.init) else {
+            throw PCIAddressError(input: input, problem: "the bus \"\(busText)\" is not 1-2 hex digits")
+        }
+        guard let device = parseHex(slotParts[0], maxDigits: 2).map(UInt8.init) else {
+            throw PCIAddressError(input: input, problem: "the device \"\(slotParts[0])\" is not 1-2 hex digits")
+        }
+        guard let function = parseHex(slotParts[1], maxDigits: 1).map(UInt8.init) else {
+            throw PCIAddressError(input: input, problem: "the function \"\(slotParts[1])\" is not a digit 0-7")
+        }
+        guard device <= 0x1f else {
+            throw PCIAddressError(input: input, problem: "device \(hex2(device)) is out of range 00-1f")
+        }
+        guard function <= 7 else {
+            throw PCIAddressError(input: input, problem: "function \(function) is out of range 0-7")
+        }
+        self.domain = domain
+        self.bus = bus
+        self.device = device
+        self.function = function
+    }
+
+    /// Canonical form, e.g. `0000:01:00.0`.
+    public var description: String { Self.format(domain, bus, device, function) }
+
+    /// The address of function 0 of the same slot; a multi-function device's functions share it.
+    public var slot: (domain: UInt32, bus: UInt8, device: UInt8) { (domain, bus, device) }
+
+    public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
+        (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
+    }
+
+    static func format(_ domain: UInt32, _ bus: UInt8, _ device: UInt8, _ function: UInt8) -> String {
+        var domainText = String(domain, radix: 16)
+        if domainText.count < 4 { domainText = String(repeating: "0", count: 4 - domainText.count) + domainText }
+        return "\(domainText):\(hex2(bus)):\(hex2(device)).\(function)"
+    }
+}
+
+/// A PCI address that could not be parsed. Its description names the expected form.
+public struct PCIAddressError: Error, Equatable, CustomStringConvertible {
+    public let input: String
+    public let problem: String
+    public var description: String {
+        "invalid PCI address \"\(input)\": \(problem); expected DDDD:BB:DD.F or BB:DD.F in hex, e.g. 0000:01:00.0"
+    }
+}
+
+func hex2(_ value: UInt8) -> String {
+    let digits = String(value, radix: 16)
+    return digits.count == 1 ? "0" + digits : digits
+}
+
+func hex4(_ value: UInt16) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+}
+
+func hex6(_ value: UInt32) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: max(0, 6 - digits.count)) + digits
+}
+
+/// Parses 1...maxDigits hex digits, nothing else (no sign, no 0x).
+func parseHex(_ text: Substring, maxDigits: Int) -> UInt64? {
+    guard !text.isEmpty, text.count <= maxDigits else { return nil }
+    var value: UInt64 = 0
+    for byte in text.utf8 {
+        guard let digit = hexDigitValue(byte) else { return nil }
+        value = value << 4 | UInt64(digit)
+    }
+    return value
+}
+
+@inline(__always)
+func hexDigitValue(_ byte: UInt8) -> UInt8? {
+    switch byte {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+    default: return nil
+    }
+}
+
+extension StringProtocol {
+    func trimmingWhitespace() -> String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+              let last = scalars.lastIndex(where: { !$0.properties.isWhitespace }) else { return "" }
+        return String(String.UnicodeScalarView(scalars[first...last]))
+    }
+}

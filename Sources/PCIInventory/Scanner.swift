@@ -1,0 +1,239 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads one inventory. Separate from `PCIInventory` so the read-only model stays free of I/O.
+struct Scanner {
+    let root: SysfsRoot
+    let detail: PCIInventory.Detail
+    let names: PCINameDatabase?
+    let reader = SysfsReader()
+
+    func run() throws(InventoryError) -> PCIInventory {
+        let busPath = root.appending("bus/pci/devices")
+        guard let entries = reader.listDirectory(busPath) else {
+            throw .busDirectoryUnreadable(path: busPath)
+        }
+        var problems: [String] = []
+        var addresses: [PCIAddress] = []
+        addresses.reserveCapacity(entries.count)
+        for entry in entries {
+            do {
+                addresses.append(try PCIAddress(parsing: entry))
+            } catch {
+                problems.append("\(busPath)/\(entry) is not a PCI address; ignored")
+            }
+        }
+        addresses.sort()
+
+        var devices: [PCIDevice] = []
+        devices.reserveCapacity(addresses.count)
+        for address in addresses {
+            devices.append(readDevice(address, directory: busPath + "/" + address.description))
+        }
+        if let names { attachNames(&devices, names) }
+
+        let (groups, groupProblems) = readGroups(devices: devices)
+        problems += groupProblems
+        let units = (reader.listDirectory(root.appending("class/iommu")) ?? []).sorted()
+        let commandLine = root.isSystem ? reader.readString("/proc/cmdline") : nil
+        let iommu = IOMMUStatus(units: units, groupCount: groups.count, kernelCommandLine: commandLine)
+        return PCIInventory(root: root, devices: devices, groups: groups, iommu: iommu, problems: problems)
+    }
+
+    func readDevice(_ address: PCIAddress, directory: String) -> PCIDevice {
+        var device = PCIDevice(address: address)
+
+        if let target = reader.readLink(directory) {
+            // The link's path from the root bus down: every PCI-address component above the
+            // device itself is a bridge on the way.
+            var bridges: [PCIAddress] = []
+            for component in target.split(separator: "/").dropLast() {
+                guard component.count >= 7, component.contains("."),
+                      let bridge = try? PCIAddress(parsing: String(component)) else { continue }
+                bridges.append(bridge)
+            }
+            device.parentBridges = bridges.reversed()
+        }
+
+        device.vendorID = reader.readHex(directory + "/vendor").flatMap(UInt16.init(exactly:))
+        device.deviceID = reader.readHex(directory + "/device").flatMap(UInt16.init(exactly:))
+        device.classCode = reader.readHex(directory + "/class").flatMap(UInt32.init(exactly:))
+        device.revision = reader.readHex(directory + "/revision").flatMap(UInt8.init(exactly:))
+        device.subsystemVendorID = reader.readHex(directory + "/subsystem_vendor").flatMap(UInt16.init(exactly:))
+        device.subsystemDeviceID = reader.readHex(directory + "/subsystem_device").flatMap(UInt16.init(exactly:))
+
+        let identityComplete = device.vendorID != nil && device.deviceID != nil && device.classCode != nil
+        var config: PCIConfigSpace?
+        if detail == .full || !identityComplete {
+            config = reader.readBytes(directory + "/config").map(PCIConfigSpace.init(bytes:))
+        }
+        if !identityComplete {
+            fillIdentityFromConfig(&device, config)
+        }
+
+        if reader.readLink(directory + "/driver") != nil {
+            let driverLink = directory + "/driver"
+            device.driver = reader.readLinkBasename(driverLink)
+            if !reader.exists(driverLink) {
+                device.problems.append("driver link points to a driver directory that does not exist (\(reader.readLink(driverLink) ?? "?")); treated as bound to \(device.driver ?? "?")")
+            }
+        }
+
+        if let groupLink = reader.readLink(directory + "/iommu_group") {
+            let groupName = groupLink.split(separator: "/").last.map(String.init) ?? ""
+            if let group = Int(groupName) {
+                device.iommuGroup = group
+                if !reader.exists(directory + "/iommu_group") {
+                    device.problems.append("iommu_group link points to \(groupLink), which does not exist")
+                }
+            } else {
+                device.problems.append("iommu_group link points to \(groupLink), which is not a group number")
+            }
+        }
+
+        if let resourceText = reader.readBytes(directory + "/resource", limit: 8192) {
+            let parsed = parseResourceFile(String(decoding: resourceText, as: UTF8.self))
+            device.bars = parsed.bars
+            device.rom = parsed.rom
+            device.problems += parsed.problems
+        } else {
+            device.problems.append("no readable resource file: BARs unknown")
+        }
+
+        if detail == .full {
+            readFullDetail(&device, directory: directory, config: config)
+        }
+        return device
+    }
+
+    private func fillIdentityFromConfig(_ device: inout PCIDevice, _ config: PCIConfigSpace?) {
+        var missing: [String] = []
+        if device.vendorID == nil { missing.append("vendor") }
+        if device.deviceID == nil { missing.append("device") }
+        if device.classCode == nil { missing.append("class") }
+        guard let config, config.hasHeader else {
+            device.problems.append("missing or unreadable \(missing.joined(separator: ", ")) and no readable config space: identity unknown")
+            return
+        }
+        device.vendorID = device.vendorID ?? config.vendorID
+        device.deviceID = device.deviceID ?? config.deviceID
+        device.classCode = device.classCode ?? config.classCode
+        device.revision = device.revision ?? config.revision
+        device.problems.append("missing or unreadable \(missing.joined(separator: ", ")) attribute; taken from config space")
+    }
+
+    private func readFullDetail(_ device: inout PCIDevice, directory: String, config: PCIConfigSpace?) {
+        if let override = reader.readString(directory + "/driver_override"), override != "(null)", !override.isEmpty {
+            device.driverOverride = override
+        }
+        if let methods = reader.readString(directory + "/reset_method") {
+            device.resetMethods = methods.split(separator: " ").map(String.init)
+        }
+        if let bootVGA = reader.readInt(directory + "/boot_vga") {
+            device.bootVGA = bootVGA != 0
+        }
+        if let node = reader.readInt(directory + "/numa_node"), node >= 0 {
+            device.numaNode = node
+        }
+        if let config {
+            if config.hasHeader {
+                device.expressPortType = config.expressPortType
+                device.accessControlServices = config.accessControlServices
+            } else {
+                device.problems.append("config space is \(config.bytes.count) bytes, shorter than the 64-byte header: capabilities unknown")
+            }
+        } else {
+            device.problems.append("config space unreadable: capabilities (PCIe type, ACS) unknown")
+        }
+        if let physfn = reader.readLinkBasename(directory + "/physfn") {
+            device.physicalFunction = try? PCIAddress(parsing: physfn)
+        }
+        let total = reader.readInt(directory + "/sriov_totalvfs")
+        if let total {
+            var virtualFunctions: [(Int, PCIAddress)] = []
+            for entry in reader.listDirectory(directory) ?? [] where entry.hasPrefix("virtfn") {
+                guard let number = Int(entry.dropFirst("virtfn".count)),
+                      let target = reader.readLinkBasename(directory + "/" + entry),
+                      let address = try? PCIAddress(parsing: target) else { continue }
+                virtualFunctions.append((number, address))
+            }
+            virtualFunctions.sort { $0.0 < $1.0 }
+            device.sriov = SRIOVPhysicalFunction(
+                totalVFs: total,
+                enabledVFs: reader.readInt(directory + "/sriov_numvfs"),
+                virtualFunctions: virtualFunctions.map(\.1)
+            )
+        }
+    }
+
+    private func attachNames(_ devices: inout [PCIDevice], _ names: PCINameDatabase) {
+        for index in devices.indices {
+            let device = devices[index]
+            var found = PCIDeviceNames()
+            if let vendor = device.vendorID {
+                found.vendor = names.vendorName(vendor)
+                if let deviceID = device.deviceID {
+                    found.device = names.deviceName(vendor: vendor, device: deviceID)
+                    if detail == .full, let subVendor = device.subsystemVendorID, let subDevice = device.subsystemDeviceID {
+                        found.subsystemVendor = names.vendorName(subVendor)
+                        found.subsystem = names.subsystemName(vendor: vendor, device: deviceID,
+                                                              subsystemVendor: subVendor, subsystemDevice: subDevice)
+                    }
+                }
+            }
+            if let classCode = device.classCode {
+                found.className = names.className(classCode)
+                if detail == .full { found.programmingInterface = names.programmingInterfaceName(classCode) }
+            }
+            devices[index].names = found
+        }
+    }
+
+    private func readGroups(devices: [PCIDevice]) -> ([IOMMUGroup], [String]) {
+        let groupsPath = root.appending("kernel/iommu_groups")
+        guard let entries = reader.listDirectory(groupsPath) else { return ([], []) }
+        var problems: [String] = []
+        var byAddress: [PCIAddress: PCIDevice] = [:]
+        for device in devices { byAddress[device.address] = device }
+        var groups: [IOMMUGroup] = []
+        for entry in entries {
+            guard let id = Int(entry) else {
+                problems.append("\(groupsPath)/\(entry) is not a group number; ignored")
+                continue
+            }
+            let membersPath = groupsPath + "/" + entry + "/devices"
+            guard let memberNames = reader.listDirectory(membersPath) else {
+                problems.append("cannot read \(membersPath); group \(id) left out")
+                continue
+            }
+            var members: [PCIDevice] = []
+            var others: [(name: String, driver: String?)] = []
+            for name in memberNames {
+                if let address = try? PCIAddress(parsing: name) {
+                    if let device = byAddress[address] {
+                        members.append(device)
+                    } else {
+                        // Listed in the group but not on the bus: judge it from its own links.
+                        var orphan = PCIDevice(address: address)
+                        orphan.driver = reader.readLinkBasename(membersPath + "/" + name + "/driver")
+                        orphan.classCode = reader.readHex(membersPath + "/" + name + "/class").flatMap(UInt32.init(exactly:))
+                        members.append(orphan)
+                        problems.append("group \(id) lists \(name), which is not under bus/pci/devices")
+                    }
+                } else {
+                    others.append((name, reader.readLinkBasename(membersPath + "/" + name + "/driver")))
+                }
+            }
+            members.sort { $0.address < $1.address }
+            groups.append(IOMMUGroup(
+                id: id,
+                devices: members.map(\.address),
+                otherMembers: others.map(\.name).sorted(),
+                blockers: GroupViability.blockers(members: members, otherMembers: others)
+            ))
+        }
+        groups.sort { $0.id < $1.id }
+        return (groups, problems)
+    }
+}

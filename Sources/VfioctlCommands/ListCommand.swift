@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import PCIInventory
+
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List PCI devices with their driver and IOMMU group.",
+        discussion: """
+            One line per device, like `lspci -D -nn -k`, plus its IOMMU group.
+
+            Example:
+              vfioctl list
+              vfioctl list --json | jq '.[] | select(.driver == "vfio-pci") | .address'
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let inventory = try InventoryLoader.load(global, detail: .summary)
+        if global.json {
+            print(try JSONOutput.encode(inventory.devices.map(DeviceSummaryJSON.init)))
+        } else {
+            for device in inventory.devices { print(TextFormat.listLine(device)) }
+        }
+        InventoryLoader.reportTreeProblems(inventory, json: global.json, devicesProblems: true)
+        InventoryLoader.reportMissingIOMMU(inventory, json: global.json)
+    }
+}
+
+/// Loads the inventory for a command, turning failures into one-line errors.
+enum InventoryLoader {
+    static func load(_ global: GlobalOptions, detail: PCIInventory.Detail) throws -> PCIInventory {
+        do {
+            return try PCIInventory.scan(root: global.resolvedRoot, detail: detail, names: global.nameDatabase())
+        } catch {
+            throw CommandFailure(error.description)
+        }
+    }
+
+    /// Tree-level and per-device damage goes to stderr so JSON on stdout stays parseable.
+    static func reportTreeProblems(_ inventory: PCIInventory, json: Bool, devicesProblems: Bool) {
+        for problem in inventory.problems { warn("warning: \(problem)") }
+        // In text mode, per-device problems would otherwise be invisible; JSON carries them.
+        guard devicesProblems, !json else { return }
+        for device in inventory.devices {
+            for problem in device.problems { warn("warning: \(device.address): \(problem)") }
+        }
+    }
+
+    static func reportMissingIOMMU(_ inventory: PCIInventory, json: Bool) {
+        guard !inventory.iommu.isAvailable else { return }
+        if json {
+            // JSON consumers get the lines on stderr, once, prefixed so they can be told apart.
+            for line in inventory.iommu.advice { warn("note: \(line)") }
+        } else {
+            print("")
+            for line in inventory.iommu.advice { print("note: \(line)") }
+        }
+    }
+}
+
+func warn(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
+enum TextFormat {
+    /// `0000:00:02.0 VGA compatible controller [0300]: Intel Corporation ... [8086:3e92] (rev 02) group 3 driver i915`
+    static func listLine(_ device: PCIDevice) -> String {
+        var line = device.address.description + " " + classText(device) + ": " + identityText(device)
+        if let revision = device.revision, revision != 0 { line += String(format: " (rev %02x)", revision) }
+        line += "  group " + (device.iommuGroup.map(String.init) ?? "-")
+        line += "  driver " + (device.driver ?? "-")
+        return line
+    }
+
+    static func classText(_ device: PCIDevice) -> String {
+        guard let classCode = device.classCode else { return "Unknown class [????]" }
+        let code = String(format: "%04x", classCode >> 8)
+        return (device.names.className ?? "Class \(code)") + " [\(code)]"
+    }
+
+    static func identityText(_ device: PCIDevice) -> String {
+        let vendorID = hexID(device.vendorID) ?? "????"
+        let deviceID = hexID(device.deviceID) ?? "????"
+        // lspci's wording when pci.ids has no name.
+        let vendor = device.names.vendor ?? "Vendor \(vendorID)"
+        let name = device.names.device ?? "Device"
+        return "\(vendor) \(name) [\(vendorID):\(deviceID)]"
+    }
+
+    static func size(_ bytes: UInt64) -> String {
+        let units: [(UInt64, String)] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")]
+        for (unit, suffix) in units where bytes >= unit && bytes % unit == 0 {
+            return "\(bytes / unit)\(suffix)"
+        }
+        return "\(bytes)"
+    }
+
+    static func barLine(_ bar: PCIBAR) -> String {
+        let name = bar.index == PCIBAR.romIndex ? "ROM " : "BAR\(bar.index)"
+        var attributes: [String] = [bar.kind == .io ? "I/O" : "memory"]
+        if bar.kind == .memory { attributes.append(bar.is64Bit ? "64-bit" : "32-bit") }
+        if bar.prefetchable { attributes.append("prefetchable") }
+        if bar.unassigned { attributes.append("unassigned") }
+        return String(format: "%@ 0x%016llx-0x%016llx [size=%@] %@", name, bar.start, bar.end,
+                      size(bar.size), attributes.joined(separator: ", "))
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import PCIInventory
+
+struct ShowCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Show everything about one PCI device: identity, driver, group, BARs, bridges, ACS, SR-IOV.",
+        discussion: """
+            Example:
+              vfioctl show 01:00.0
+              vfioctl show 0000:01:00.0 --json
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
+    var address: String
+
+    func run() throws {
+        let target: PCIAddress
+        do {
+            target = try PCIAddress(parsing: address)
+        } catch {
+            throw CommandFailure(error.description)
+        }
+        let inventory = try InventoryLoader.load(global, detail: .full)
+        guard let device = inventory.device(target) else {
+            throw CommandFailure("no PCI device \(target) under \(inventory.root.appending("bus/pci/devices")); run `vfioctl list` to see the devices")
+        }
+        if global.json {
+            print(try JSONOutput.encode(DeviceDetailJSON(device: device, inventory: inventory)))
+            return
+        }
+        for line in Self.describe(device, in: inventory) { print(line) }
+        if !inventory.iommu.isAvailable {
+            print("")
+            for line in inventory.iommu.advice { print("note: \(line)") }
+        }
+    }
+
+    static func describe(_ device: PCIDevice, in inventory: PCIInventory) -> [String] {
+        var lines = [TextFormat.listLine(device)]
+        func field(_ name: String, _ value: String) { lines.append("  " + name.padding(toLength: 17, withPad: " ", startingAt: 0) + value) }
+        if let subVendor = device.subsystemVendorID, let subDevice = device.subsystemDeviceID {
+            let name = [device.names.subsystemVendor, device.names.subsystem].compactMap { $0 }.joined(separator: " ")
+            field("Subsystem:", (name.isEmpty ? "" : name + " ") + "[\(hexID(subVendor) ?? ""):\(hexID(subDevice) ?? "")]")
+        }
+        if let progIf = device.names.programmingInterface { field("Prog-if:", progIf) }
+        field("Driver:", device.driver ?? "none")
+        if let override = device.driverOverride { field("driver_override:", override) }
+        if let groupID = device.iommuGroup, let group = inventory.group(groupID) {
+            field("IOMMU group:", "\(groupID) (" + (group.isViable ? "viable" : "not viable") + ")")
+            let siblings = group.devices.filter { $0 != device.address }
+            for sibling in siblings {
+                lines.append("    sibling " + (inventory.device(sibling).map(TextFormat.listLine) ?? sibling.description))
+            }
+            for blocker in group.blockers { lines.append("    blocks: \(blocker.address): \(blocker.reason)") }
+        } else {
+            field("IOMMU group:", device.iommuGroup.map { "\($0) (no such group directory)" } ?? "none")
+        }
+        if let portType = device.expressPortType { field("PCIe type:", portType.name) }
+        field("Reset methods:", device.resetMethods.isEmpty ? "none" : device.resetMethods.joined(separator: " "))
+        if let bootVGA = device.bootVGA { field("Boot display:", bootVGA ? "yes (boot_vga=1)" : "no") }
+        field("NUMA node:", device.numaNode.map(String.init) ?? "none")
+        if device.bars.isEmpty { field("BARs:", "none") }
+        for bar in device.bars { lines.append("  " + TextFormat.barLine(bar)) }
+        if let rom = device.rom { lines.append("  " + TextFormat.barLine(rom)) }
+        if let acs = device.accessControlServices {
+            field("ACS:", "supported " + acs.supported.names.joined(separator: " ") + "; enabled " + (acs.enabled.isEmpty ? "none" : acs.enabled.names.joined(separator: " ")))
+        }
+        if device.parentBridges.isEmpty {
+            field("Upstream:", "root bus")
+        } else {
+            lines.append("  Upstream bridges (nearest first):")
+            for address in device.parentBridges {
+                let bridge = inventory.device(address)
+                var text = "    \(address)"
+                if let type = bridge?.expressPortType { text += " " + type.name }
+                if let driver = bridge?.driver { text += ", driver \(driver)" }
+                if let acs = bridge?.accessControlServices {
+                    text += ", ACS enabled: " + (acs.enabled.isEmpty ? "none" : acs.enabled.names.joined(separator: " "))
+                    text += acs.isolates ? " (isolates)" : " (does not isolate)"
+                } else {
+                    text += ", no ACS capability"
+                }
+                lines.append(text)
+            }
+        }
+        if let sriov = device.sriov {
+            field("SR-IOV:", "\(sriov.enabledVFs ?? 0) of \(sriov.totalVFs ?? 0) VFs enabled")
+            for vf in sriov.virtualFunctions { lines.append("    VF \(vf)") }
+        }
+        if let physfn = device.physicalFunction { field("SR-IOV PF:", physfn.description) }
+        for problem in device.problems { lines.append("  warning: \(problem)") }
+        return lines
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+public struct VfioctlCLI: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "vfioctl",
+        abstract: "Inspect PCI devices and IOMMU groups, and manage VFIO passthrough.",
+        subcommands: [ListCommand.self, GroupsCommand.self, ShowCommand.self]
+    )
+    @OptionGroup public var global: GlobalOptions
+    public init() {}
+}

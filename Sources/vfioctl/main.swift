@@ -1,0 +1,2 @@
+import VfioctlCommands
+VfioctlCLI.main()
