@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "vfioctl", targets: ["vfioctl"]),
         .library(name: "PCIInventory", targets: ["PCIInventory"]),
         .library(name: "VFIO", targets: ["VFIO"]),
+        .library(name: "KVM", targets: ["KVM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -40,6 +41,13 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        .target(
+            name: "KVM",
+            dependencies: [
+                "CLinuxUAPI",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
         .target(name: "SysfsFixtures"),
         .target(
@@ -47,6 +55,7 @@ let package = Package(
             dependencies: [
                 "PCIInventory",
                 "VFIO",
+                "KVM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -60,5 +69,6 @@ let package = Package(
             name: "PCIInventoryTests",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
         ),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
     ]
 )
