@@ -65,6 +65,11 @@ let package = Package(
             name: "inventory-benchmark",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
         ),
+        .executableTarget(
+            name: "inspect-groups",
+            dependencies: ["PCIInventory"],
+            path: "examples/inspect-groups"
+        ),
         .testTarget(
             name: "PCIInventoryTests",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
