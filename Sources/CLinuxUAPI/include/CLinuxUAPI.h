@@ -47,6 +47,9 @@ static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
 static const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
 static const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
 static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+// MARK: KVM dirty ring entry flags (defined with _BITUL, which Swift cannot import)
+static const uint32_t CKVM_DIRTY_GFN_F_DIRTY = KVM_DIRTY_GFN_F_DIRTY;
+static const uint32_t CKVM_DIRTY_GFN_F_RESET = KVM_DIRTY_GFN_F_RESET;
 
 /// ioctl(2) is variadic, which Swift cannot call. These pass the third argument as a pointer or
 /// as an integer. They return ioctl's result; on -1 errno is set, as with ioctl itself.
@@ -58,4 +61,17 @@ static inline int cuapi_ioctl_ptr(int fd, unsigned long request, void *arg) {
 static inline int cuapi_ioctl_int(int fd, unsigned long request, unsigned long arg) {
     return ioctl(fd, request, arg);
 }
+// MARK: MMIO access
+/// One load or store of exactly the given width through a volatile pointer, for device memory
+/// mapped through VFIO: the compiler may not merge, split, repeat or drop it, which Swift's own
+/// pointer loads do not promise. Contract: `p` is naturally aligned for the width and points
+/// into a live mapping.
+static inline uint8_t cuapi_mmio_read8(const void *p) { return *(const volatile uint8_t *)p; }
+static inline uint16_t cuapi_mmio_read16(const void *p) { return *(const volatile uint16_t *)p; }
+static inline uint32_t cuapi_mmio_read32(const void *p) { return *(const volatile uint32_t *)p; }
+static inline uint64_t cuapi_mmio_read64(const void *p) { return *(const volatile uint64_t *)p; }
+static inline void cuapi_mmio_write8(void *p, uint8_t v) { *(volatile uint8_t *)p = v; }
+static inline void cuapi_mmio_write16(void *p, uint16_t v) { *(volatile uint16_t *)p = v; }
+static inline void cuapi_mmio_write32(void *p, uint32_t v) { *(volatile uint32_t *)p = v; }
+static inline void cuapi_mmio_write64(void *p, uint64_t v) { *(volatile uint64_t *)p = v; }
 #endif

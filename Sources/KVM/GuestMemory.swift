@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+/// Host memory to back memslots: anonymous, or a shared tmpfs file (like a memfd: a second
+/// mapping, or another process given the descriptor, sees the same pages, as with a device BAR).
+/// Unmapped when the last reference goes; a VM keeps a reference while a slot points into it.
+public final class GuestMemory {
+    public enum Backing: Sendable, Equatable {
+        case anonymous
+        /// POSIX shared memory, unlinked at once, so only the descriptor names it. (memfd_create
+        /// would do the same, but Swift's Glibc module does not declare it.)
+        case shared(name: String)
+    }
+
+    let mapping: MemoryMapping
+    /// The file, for `.shared` backing: kept open so the memory can be mapped again.
+    let file: FileDescriptor?
+    public let backing: Backing
+
+    /// Allocates `size` bytes (rounded up to whole pages), zero-filled. Pages are not touched here:
+    /// the kernel supplies them on first access, guest or host.
+    public init(size: Int, backing: Backing = .anonymous) throws(KVMError) {
+        guard size > 0 else { throw .invalidArgument("guest memory size must be positive, got \(size)") }
+        let rounded = (size + hostPageSize - 1) / hostPageSize * hostPageSize
+        switch backing {
+        case .anonymous:
+            self.file = nil
+            self.mapping = try MemoryMapping(length: rounded, fd: nil, what: "mmap \(rounded) bytes of guest memory")
+        case let .shared(name):
+            let fd = try Self.createSharedFile(name: name)
+            do throws(KVMError) {
+                guard ftruncate(fd.rawValue, off_t(rounded)) == 0 else {
+                    throw .system(operation: "ftruncate shared memory \(name) to \(rounded)", errno: Errno(rawValue: errno))
+                }
+                self.mapping = try MemoryMapping(length: rounded, fd: fd, what: "mmap shared memory \(name)")
+            } catch {
+                closeOwned(fd)
+                throw error
+            }
+            self.file = fd
+        }
+        self.backing = backing
+    }
+
+    /// shm_open with a unique name, then unlink: the file lives only as long as its descriptor
+    /// and mappings. shm_open sets close-on-exec.
+    private static func createSharedFile(name: String) throws(KVMError) -> FileDescriptor {
+        let safe = String(name.map { $0.isLetter || $0.isNumber ? $0 : "-" })
+        for attempt in 0..<100 {
+            let path = "/vfioctl-\(getpid())-\(attempt)-\(safe)"
+            let raw = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0o600)
+            if raw >= 0 {
+                shm_unlink(path)
+                return FileDescriptor(rawValue: raw)
+            }
+            let code = Errno(rawValue: errno)
+            guard code == .fileExists else { throw .system(operation: "shm_open \(path)", errno: code) }
+        }
+        throw .system(operation: "shm_open for \(name): no free name", errno: .fileExists)
+    }
+
+    deinit {
+        if let file { closeOwned(file) }
+    }
+
+    public var size: Int { mapping.length }
+    /// The host address, for kvm_userspace_memory_region.userspace_addr.
+    public var hostAddress: UInt64 { UInt64(UInt(bitPattern: mapping.base)) }
+
+    /// Copies `bytes` in at `offset`.
+    public func write(_ bytes: [UInt8], at offset: Int) throws(KVMError) {
+        try checkRange(offset, bytes.count)
+        // Safety: the range was checked to lie inside the live mapping.
+        bytes.withUnsafeBytes { source in
+            if let from = source.baseAddress { (mapping.base + offset).copyMemory(from: from, byteCount: source.count) }
+        }
+    }
+
+    /// Copies `count` bytes out from `offset`.
+    public func read(at offset: Int, count: Int) throws(KVMError) -> [UInt8] {
+        try checkRange(offset, count)
+        // Safety: the range was checked to lie inside the live mapping.
+        return Array(UnsafeRawBufferPointer(start: mapping.base + offset, count: count))
+    }
+
+    private func checkRange(_ offset: Int, _ count: Int) throws(KVMError) {
+        guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
+            throw .invalidArgument("guest memory access of \(count) bytes at \(offset) is outside its \(size) bytes")
+        }
+    }
+}

@@ -1,0 +1,258 @@
+import CLinuxUAPI
+
+/// A memslot's identity: KVM packs the address space into the top 16 bits of the slot number.
+public struct MemslotID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var addressSpace: UInt16
+    public var slot: UInt16
+    public init(slot: UInt16, addressSpace: UInt16 = 0) {
+        self.slot = slot
+        self.addressSpace = addressSpace
+    }
+    /// The `slot` field of kvm_userspace_memory_region / kvm_dirty_log / kvm_dirty_gfn.
+    public var kernelValue: UInt32 { UInt32(addressSpace) << 16 | UInt32(slot) }
+    public init(kernelValue: UInt32) {
+        self.init(slot: UInt16(truncatingIfNeeded: kernelValue),
+                  addressSpace: UInt16(truncatingIfNeeded: kernelValue >> 16))
+    }
+    public static func < (a: Self, b: Self) -> Bool { a.kernelValue < b.kernelValue }
+    public var description: String { addressSpace == 0 ? "slot \(slot)" : "slot \(addressSpace):\(slot)" }
+}
+
+/// kvm_userspace_memory_region flags this layer knows.
+public struct MemslotFlags: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Track writes to the slot (dirty bitmap or dirty ring).
+    public static let logDirtyPages = MemslotFlags(rawValue: UInt32(KVM_MEM_LOG_DIRTY_PAGES))
+    /// Guest writes exit to userspace as MMIO instead of changing the memory.
+    public static let readOnly = MemslotFlags(rawValue: UInt32(KVM_MEM_READONLY))
+}
+
+/// One guest-physical range backed by host memory.
+public struct Memslot: Hashable, Sendable {
+    public var id: MemslotID
+    public var guestPhysicalAddress: UInt64
+    public var size: UInt64
+    public var userspaceAddress: UInt64
+    public var flags: MemslotFlags
+
+    public init(id: MemslotID, guestPhysicalAddress: UInt64, size: UInt64, userspaceAddress: UInt64,
+                flags: MemslotFlags = []) {
+        self.id = id
+        self.guestPhysicalAddress = guestPhysicalAddress
+        self.size = size
+        self.userspaceAddress = userspaceAddress
+        self.flags = flags
+    }
+
+    /// The guest-physical range; only meaningful for a slot that passed validation (no overflow).
+    public var guestRange: Range<UInt64> { guestPhysicalAddress..<(guestPhysicalAddress &+ size) }
+}
+
+/// Why the table refused a change. Each is a change KVM itself would refuse (errno noted), so
+/// refusing it first gives a clear message instead of a bare EINVAL or EEXIST.
+public enum MemslotError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// gpa, size or host address is not page aligned (kernel: EINVAL).
+    case misaligned(MemslotID, field: String, value: UInt64, pageSize: UInt64)
+    /// A new slot must have a size; KVM reads size 0 as "delete" (kernel: EINVAL).
+    case emptySlot(MemslotID)
+    /// gpa + size or host address + size wraps around (kernel: EINVAL).
+    case addressOverflow(MemslotID)
+    /// Slot number or address space beyond what the VM has (kernel: EINVAL).
+    case slotOutOfRange(MemslotID, slotsPerAddressSpace: Int, addressSpaces: Int)
+    /// Adding a slot whose number is in use (KVM would read it as a change to that slot).
+    case slotInUse(MemslotID)
+    /// No such slot (kernel: EINVAL when deleting it).
+    case noSuchSlot(MemslotID)
+    /// The guest range overlaps another slot in the same address space (kernel: EEXIST).
+    case overlap(MemslotID, with: MemslotID, range: Range<UInt64>)
+    /// Flags KVM does not accept, or read-only memory the host lacks (kernel: EINVAL).
+    case unsupportedFlags(MemslotID, flags: UInt32)
+    /// READONLY cannot change on a live slot: delete it and add it again (kernel: EINVAL).
+    case readOnlyChange(MemslotID)
+    /// Size or host address cannot change on a live slot: delete and add (kernel: EINVAL).
+    case immutableChange(MemslotID, field: String)
+
+    public var description: String {
+        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        switch self {
+        case let .misaligned(id, field, value, pageSize):
+            return "memslot \(id.description): \(field) \(hex(value)) is not a multiple of the page size \(hex(pageSize))"
+        case let .emptySlot(id):
+            return "memslot \(id.description) has size 0 (KVM reads size 0 as delete)"
+        case let .addressOverflow(id):
+            return "memslot \(id.description): address + size wraps past 2^64"
+        case let .slotOutOfRange(id, perSpace, spaces):
+            return "memslot \(id.description) is out of range: this VM has slots 0..<\(perSpace) in \(spaces) address space(s)"
+        case let .slotInUse(id):
+            return "memslot \(id.description) is already in use; delete it first, or use move/setFlags"
+        case let .noSuchSlot(id):
+            return "memslot \(id.description) does not exist"
+        case let .overlap(id, other, range):
+            return "memslot \(id.description) at \(hex(range.lowerBound))..<\(hex(range.upperBound)) overlaps \(other.description)"
+        case let .unsupportedFlags(id, flags):
+            return "memslot \(id.description): flags \(hex(UInt64(flags))) are not supported here"
+        case let .readOnlyChange(id):
+            return "memslot \(id.description): READONLY cannot change on a live slot; delete and add it again"
+        case let .immutableChange(id, field):
+            return "memslot \(id.description): \(field) cannot change on a live slot; delete and add it again"
+        }
+    }
+}
+
+/// The VM's memslots as KVM has them, kept in userspace so every change can be checked against
+/// KVM's rules before the ioctl. Pure: no file descriptors, no memory. Slots are never merged:
+/// adjacent slots stay separate, each with its own id.
+public struct MemslotTable: Sendable, Equatable {
+    public let slotsPerAddressSpace: Int
+    public let addressSpaces: Int
+    public let pageSize: UInt64
+    /// Flags the kernel accepts (READONLY only where KVM_CAP_READONLY_MEM says so).
+    public let allowedFlags: MemslotFlags
+    private var slots: [MemslotID: Memslot] = [:]
+
+    public init(slotsPerAddressSpace: Int, addressSpaces: Int = 1, pageSize: UInt64 = 4096,
+                allowedFlags: MemslotFlags = [.logDirtyPages, .readOnly]) {
+        self.slotsPerAddressSpace = slotsPerAddressSpace
+        self.addressSpaces = max(addressSpaces, 1)
+        self.pageSize = pageSize
+        self.allowedFlags = allowedFlags
+    }
+
+    public var count: Int { slots.count }
+    public var isEmpty: Bool { slots.isEmpty }
+    public subscript(id: MemslotID) -> Memslot? { slots[id] }
+
+    /// All slots of one address space, by guest-physical address.
+    public func slots(inAddressSpace space: UInt16 = 0) -> [Memslot] {
+        slots.values.filter { $0.id.addressSpace == space }.sorted { $0.guestPhysicalAddress < $1.guestPhysicalAddress }
+    }
+    /// Every slot, by id.
+    public var allSlots: [Memslot] { slots.values.sorted { $0.id < $1.id } }
+
+    /// The slot holding `address` in `space`, if any.
+    public func lookup(guestPhysicalAddress address: UInt64, addressSpace space: UInt16 = 0) -> Memslot? {
+        slots.values.first { $0.id.addressSpace == space && $0.guestRange.contains(address) }
+    }
+
+    /// The lowest free slot number in `space`.
+    public func firstFreeSlot(addressSpace space: UInt16 = 0) -> MemslotID? {
+        let used = Set(slots.keys.filter { $0.addressSpace == space }.map(\.slot))
+        for number in 0..<min(slotsPerAddressSpace, Int(UInt16.max) + 1) where !used.contains(UInt16(number)) {
+            return MemslotID(slot: UInt16(number), addressSpace: space)
+        }
+        return nil
+    }
+
+    // MARK: Checks (what the kernel would refuse)
+
+    /// Checks a new slot without adding it.
+    public func validateAdd(_ slot: Memslot) throws(MemslotError) {
+        try checkID(slot.id)
+        guard slots[slot.id] == nil else { throw .slotInUse(slot.id) }
+        try checkShape(slot)
+        try checkNoOverlap(slot.id, slot.guestRange)
+    }
+
+    /// Checks moving an existing slot to another gpa, without doing it; returns the moved slot.
+    public func validateMove(_ id: MemslotID, to address: UInt64) throws(MemslotError) -> Memslot {
+        guard var slot = slots[id] else { throw .noSuchSlot(id) }
+        slot.guestPhysicalAddress = address
+        try checkShape(slot)
+        try checkNoOverlap(id, slot.guestRange)
+        return slot
+    }
+
+    /// Checks a flags change on an existing slot: only LOG_DIRTY_PAGES may change in place.
+    public func validateSetFlags(_ id: MemslotID, _ flags: MemslotFlags) throws(MemslotError) -> Memslot {
+        guard var slot = slots[id] else { throw .noSuchSlot(id) }
+        guard allowedFlags.isSuperset(of: flags) else { throw .unsupportedFlags(id, flags: flags.rawValue) }
+        guard slot.flags.contains(.readOnly) == flags.contains(.readOnly) else { throw .readOnlyChange(id) }
+        slot.flags = flags
+        return slot
+    }
+
+    /// What a kvm_userspace_memory_region call does to the table.
+    public enum Change: Sendable, Equatable { case add, delete, move, flags, none }
+
+    /// Classifies a full kvm_userspace_memory_region as KVM would (a new slot, a delete by size 0,
+    /// a move, a flags change, or nothing), refusing what KVM would refuse.
+    public func classify(_ slot: Memslot) throws(MemslotError) -> Change {
+        try checkID(slot.id)
+        guard let old = slots[slot.id] else {
+            if slot.size == 0 { throw .noSuchSlot(slot.id) }
+            try validateAdd(slot)
+            return .add
+        }
+        if slot.size == 0 { return .delete }
+        try checkShape(slot)
+        guard slot.size == old.size else { throw .immutableChange(slot.id, field: "size") }
+        guard slot.userspaceAddress == old.userspaceAddress else { throw .immutableChange(slot.id, field: "host address") }
+        guard slot.flags.contains(.readOnly) == old.flags.contains(.readOnly) else { throw .readOnlyChange(slot.id) }
+        if slot.guestPhysicalAddress != old.guestPhysicalAddress {
+            try checkNoOverlap(slot.id, slot.guestRange)
+            return .move
+        }
+        return slot.flags == old.flags ? .none : .flags
+    }
+
+    // MARK: Changes
+
+    public mutating func add(_ slot: Memslot) throws(MemslotError) {
+        try validateAdd(slot)
+        slots[slot.id] = slot
+    }
+
+    @discardableResult
+    public mutating func remove(_ id: MemslotID) throws(MemslotError) -> Memslot {
+        guard let old = slots.removeValue(forKey: id) else { throw .noSuchSlot(id) }
+        return old
+    }
+
+    @discardableResult
+    public mutating func move(_ id: MemslotID, to address: UInt64) throws(MemslotError) -> Memslot {
+        let moved = try validateMove(id, to: address)
+        slots[id] = moved
+        return moved
+    }
+
+    @discardableResult
+    public mutating func setFlags(_ id: MemslotID, _ flags: MemslotFlags) throws(MemslotError) -> Memslot {
+        let changed = try validateSetFlags(id, flags)
+        slots[id] = changed
+        return changed
+    }
+
+    // MARK: Private
+
+    private func checkID(_ id: MemslotID) throws(MemslotError) {
+        guard Int(id.slot) < slotsPerAddressSpace, Int(id.addressSpace) < addressSpaces else {
+            throw .slotOutOfRange(id, slotsPerAddressSpace: slotsPerAddressSpace, addressSpaces: addressSpaces)
+        }
+    }
+
+    /// Flags, alignment, size and overflow, in the order KVM checks them (all EINVAL there).
+    private func checkShape(_ slot: Memslot) throws(MemslotError) {
+        guard allowedFlags.isSuperset(of: slot.flags) else { throw .unsupportedFlags(slot.id, flags: slot.flags.rawValue) }
+        let mask = pageSize - 1
+        guard slot.size & mask == 0 else { throw .misaligned(slot.id, field: "size", value: slot.size, pageSize: pageSize) }
+        guard slot.guestPhysicalAddress & mask == 0 else {
+            throw .misaligned(slot.id, field: "guest physical address", value: slot.guestPhysicalAddress, pageSize: pageSize)
+        }
+        guard slot.userspaceAddress & mask == 0 else {
+            throw .misaligned(slot.id, field: "host address", value: slot.userspaceAddress, pageSize: pageSize)
+        }
+        guard slot.size > 0 else { throw .emptySlot(slot.id) }
+        guard !slot.guestPhysicalAddress.addingReportingOverflow(slot.size).overflow,
+              !slot.userspaceAddress.addingReportingOverflow(slot.size).overflow else {
+            throw .addressOverflow(slot.id)
+        }
+    }
+
+    private func checkNoOverlap(_ id: MemslotID, _ range: Range<UInt64>) throws(MemslotError) {
+        // Linear scan: tables hold tens of slots, and this keeps the rule obviously right.
+        for other in allSlots where other.id != id && other.id.addressSpace == id.addressSpace {
+            if other.guestRange.overlaps(range) { throw .overlap(id, with: other.id, range: range) }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinuxUAPI
+import SystemPackage
+
+/// Runs a SystemPackage call and turns its untyped `Errno` into a `KVMError` naming `operation`.
+@inline(__always)
+func withErrno<T>(_ operation: @autoclosure () -> String, _ body: () throws -> T) throws(KVMError) -> T {
+    do {
+        return try body()
+    } catch let errno as Errno {
+        throw .system(operation: operation(), errno: errno)
+    } catch {
+        // SystemPackage throws only Errno; anything else is still reported, as EIO.
+        throw .system(operation: operation() + " (\(error))", errno: .ioError)
+    }
+}
+
+/// ioctl with no argument or an integer argument; returns the ioctl's non-negative result.
+/// EINTR is retried: none of the requests sent through here has a side effect before it fails.
+@discardableResult
+func ioctlValue(_ fd: FileDescriptor, _ request: UInt, _ argument: UInt = 0,
+                _ what: @autoclosure () -> String) throws(KVMError) -> Int32 {
+    while true {
+        let result = cuapi_ioctl_int(fd.rawValue, request, argument)
+        if result >= 0 { return result }
+        let code = Errno(rawValue: errno)
+        if code == .interrupted { continue }
+        throw .system(operation: what(), errno: code)
+    }
+}
+
+/// ioctl whose argument is a struct the kernel reads and/or fills in.
+/// Contract: `T` is the exact uapi struct `request` expects (the CLinuxUAPI import of it), so the
+/// pointer handed over covers the layout and size the kernel reads and writes.
+@discardableResult
+func ioctlStruct<T>(_ fd: FileDescriptor, _ request: UInt, _ value: inout T,
+                    _ what: @autoclosure () -> String) throws(KVMError) -> Int32 {
+    while true {
+        let result = withUnsafeMutablePointer(to: &value) { pointer in
+            // Safety: the pointer is valid for the whole call and points to a `T` (see contract).
+            cuapi_ioctl_ptr(fd.rawValue, request, UnsafeMutableRawPointer(pointer))
+        }
+        if result >= 0 { return result }
+        let code = Errno(rawValue: errno)
+        if code == .interrupted { continue }
+        throw .system(operation: what(), errno: code)
+    }
+}
+
+/// Closes a descriptor its owner is done with. Linux releases the descriptor even when close
+/// reports an error, so there is nothing to retry and nothing useful to throw from a deinit.
+func closeOwned(_ fd: FileDescriptor) {
+    _ = try? fd.close()
+}
+
+/// The host's page size: slot addresses and sizes must be multiples of it.
+let hostPageSize: Int = {
+    let size = sysconf(Int32(_SC_PAGESIZE))
+    return size > 0 ? size : 4096
+}()
+
+/// An mmap(2) region, unmapped exactly once when the last reference goes.
+final class MemoryMapping {
+    let base: UnsafeMutableRawPointer
+    let length: Int
+
+    /// Maps `length` bytes. `fd` nil gives anonymous private memory; otherwise a shared mapping
+    /// of the file at `offset` (a vCPU's kvm_run, its dirty ring, a memfd).
+    init(length: Int, protection: Int32 = PROT_READ | PROT_WRITE, fd: FileDescriptor?,
+         offset: Int = 0, what: @autoclosure () -> String) throws(KVMError) {
+        let flags = fd == nil ? (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE) : MAP_SHARED
+        let pointer = mmap(nil, length, protection, flags, fd?.rawValue ?? -1, off_t(offset))
+        guard let pointer, pointer != MAP_FAILED else {
+            throw .system(operation: what(), errno: Errno(rawValue: errno))
+        }
+        self.base = pointer
+        self.length = length
+    }
+
+    deinit {
+        // Safety: `base`/`length` are exactly what mmap returned and nothing else unmaps them;
+        // every pointer handed out is documented as valid only while this object lives.
+        munmap(base, length)
+    }
+}

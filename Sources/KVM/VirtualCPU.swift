@@ -1,0 +1,200 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinuxUAPI
+import SystemPackage
+
+/// Direction of a port I/O exit.
+public enum IODirection: Sendable, Equatable { case `in`, out }
+
+/// Why KVM_RUN returned, decoded from kvm_run.
+public enum VMExit: Sendable, Equatable {
+    /// `in`/`out`: for `.out`, `data` is what the guest wrote (size * count bytes); for `.in` it
+    /// is empty and the guest gets what `VirtualCPU.provideInput` supplies before the next run.
+    case io(port: UInt16, direction: IODirection, size: Int, count: Int, data: [UInt8])
+    /// An access to guest-physical memory with no slot (or a write to a read-only slot): for a
+    /// write `data` is the bytes written; for a read it is empty and `length` bytes are expected
+    /// from `provideInput`.
+    case mmio(address: UInt64, isWrite: Bool, length: Int, data: [UInt8])
+    /// The guest executed `hlt` (with no in-kernel irqchip).
+    case halt
+    /// The vCPU's dirty ring is (soft) full: collect dirty pages, then run again.
+    case dirtyRingFull
+    /// VM entry failed; `reason` is the hardware's (hardware_entry_failure_reason).
+    case failEntry(reason: UInt64)
+    /// KVM could not emulate something; `suberror` is a KVM_INTERNAL_ERROR_* value.
+    case internalError(suberror: UInt32)
+    /// Triple fault or similar: the guest would reset.
+    case shutdown
+    /// KVM_RUN returned EINTR (a signal, or immediate_exit): nothing happened in the guest.
+    case interrupted
+    /// Any other KVM_EXIT_* value.
+    case other(reason: UInt32)
+}
+
+/// A vCPU: its descriptor and its kvm_run area, both released exactly once in deinit.
+/// Not thread-safe: run it from one thread at a time.
+public final class VirtualCPU {
+    let fd: FileDescriptor
+    public let id: UInt32
+    /// The VM stays alive while any vCPU does.
+    public let vm: VirtualMachine
+    private let runArea: MemoryMapping
+    /// Where the data for the guest's pending `in` or MMIO read go, and how many bytes.
+    private enum PendingInput {
+        /// `in`: at this offset in the vCPU mapping (kvm_run.io.data_offset).
+        case io(offset: Int, length: Int)
+        /// MMIO read: into kvm_run.mmio.data.
+        case mmio(length: Int)
+    }
+    private var pendingInput: PendingInput?
+
+    init(fd: FileDescriptor, id: UInt32, vm: VirtualMachine) throws(KVMError) {
+        do throws(KVMError) {
+            self.runArea = try MemoryMapping(length: vm.system.vcpuMmapSize, fd: fd, what: "mmap kvm_run of vCPU \(id)")
+            if case let .ring(bytes, _) = vm.dirtyTracking {
+                let ring = try DirtyRing(vcpuFD: fd, bytes: bytes, vcpu: id)
+                vm.dirtyRings.append(ring)
+            }
+        } catch {
+            closeOwned(fd)
+            throw error
+        }
+        self.fd = fd
+        self.id = id
+        self.vm = vm
+    }
+
+    deinit { closeOwned(fd) }
+
+    /// Safety: kvm_run is at the start of the mapping, which is at least sizeof(kvm_run)
+    /// (checked in KVMSystem.init) and lives as long as `self`.
+    private var runState: UnsafeMutablePointer<kvm_run> { runArea.base.assumingMemoryBound(to: kvm_run.self) }
+
+    /// KVM_RUN until the next exit, decoded.
+    public func run() throws(KVMError) -> VMExit {
+        pendingInput = nil
+        let result = cuapi_ioctl_int(fd.rawValue, CKVM_RUN, 0)
+        if result < 0 {
+            let code = Errno(rawValue: errno)
+            // Not retried: EINTR from KVM_RUN is how a signal stops a vCPU on purpose.
+            if code == .interrupted { return .interrupted }
+            throw .system(operation: "KVM_RUN on vCPU \(id)", errno: code)
+        }
+        return decodeExit()
+    }
+
+    private func decodeExit() -> VMExit {
+        let state = runState.pointee
+        switch state.exit_reason {
+        case UInt32(KVM_EXIT_IO):
+            let io = state.io
+            let size = Int(io.size), count = Int(io.count), length = size * count
+            let offset = Int(io.data_offset)
+            // The kernel puts the data inside the vCPU mapping; refuse to read outside it.
+            guard offset >= 0, length >= 0, offset <= runArea.length, length <= runArea.length - offset else {
+                return .other(reason: state.exit_reason)
+            }
+            if io.direction == UInt8(KVM_EXIT_IO_OUT) {
+                let data = Array(UnsafeRawBufferPointer(start: runArea.base + offset, count: length))
+                return .io(port: io.port, direction: .out, size: size, count: count, data: data)
+            }
+            pendingInput = .io(offset: offset, length: length)
+            return .io(port: io.port, direction: .in, size: size, count: count, data: [])
+        case UInt32(KVM_EXIT_MMIO):
+            let mmio = state.mmio
+            let length = min(Int(mmio.len), 8)
+            if mmio.is_write != 0 {
+                let data = withUnsafeBytes(of: mmio.data) { Array($0.prefix(length)) }
+                return .mmio(address: mmio.phys_addr, isWrite: true, length: length, data: data)
+            }
+            pendingInput = .mmio(length: length)
+            return .mmio(address: mmio.phys_addr, isWrite: false, length: length, data: [])
+        case UInt32(KVM_EXIT_HLT):
+            return .halt
+        case UInt32(KVM_EXIT_DIRTY_RING_FULL):
+            return .dirtyRingFull
+        case UInt32(KVM_EXIT_FAIL_ENTRY):
+            return .failEntry(reason: state.fail_entry.hardware_entry_failure_reason)
+        case UInt32(KVM_EXIT_INTERNAL_ERROR):
+            return .internalError(suberror: state.internal.suberror)
+        case UInt32(KVM_EXIT_SHUTDOWN):
+            return .shutdown
+        case UInt32(KVM_EXIT_INTR):
+            return .interrupted
+        default:
+            return .other(reason: state.exit_reason)
+        }
+    }
+
+    /// The data for the last exit's `in` or MMIO read; KVM hands it to the guest on the next run.
+    public func provideInput(_ bytes: [UInt8]) throws(KVMError) {
+        guard let pending = pendingInput else {
+            throw .invalidState("vCPU \(id): the last exit was not an `in` or MMIO read")
+        }
+        switch pending {
+        case let .io(offset, length):
+            guard bytes.count == length else {
+                throw .invalidArgument("vCPU \(id): the guest expects \(length) bytes, got \(bytes.count)")
+            }
+            // Safety: `offset ..< offset + length` was checked to lie inside the vCPU mapping.
+            bytes.withUnsafeBytes { source in
+                if let from = source.baseAddress { (runArea.base + offset).copyMemory(from: from, byteCount: length) }
+            }
+        case let .mmio(length):
+            guard bytes.count == length else {
+                throw .invalidArgument("vCPU \(id): the guest expects \(length) bytes, got \(bytes.count)")
+            }
+            // kvm_run.mmio sits in an anonymous union, so its offset is not known to Swift:
+            // write it through the imported accessor instead (the vCPU is not running).
+            var data = runState.pointee.mmio.data
+            withUnsafeMutableBytes(of: &data) { target in
+                for (index, byte) in bytes.enumerated() where index < target.count { target[index] = byte }
+            }
+            runState.pointee.mmio.data = data
+        }
+        pendingInput = nil
+    }
+
+    // MARK: Registers
+
+    public func registers() throws(KVMError) -> kvm_regs {
+        var regs = kvm_regs()
+        try ioctlStruct(fd, CKVM_GET_REGS, &regs, "KVM_GET_REGS on vCPU \(id)")
+        return regs
+    }
+
+    public func setRegisters(_ regs: kvm_regs) throws(KVMError) {
+        var copy = regs
+        try ioctlStruct(fd, CKVM_SET_REGS, &copy, "KVM_SET_REGS on vCPU \(id)")
+    }
+
+    public func specialRegisters() throws(KVMError) -> kvm_sregs {
+        var sregs = kvm_sregs()
+        try ioctlStruct(fd, CKVM_GET_SREGS, &sregs, "KVM_GET_SREGS on vCPU \(id)")
+        return sregs
+    }
+
+    public func setSpecialRegisters(_ sregs: kvm_sregs) throws(KVMError) {
+        var copy = sregs
+        try ioctlStruct(fd, CKVM_SET_SREGS, &copy, "KVM_SET_SREGS on vCPU \(id)")
+    }
+
+    /// x86: start executing 16-bit real-mode code at `segment:offset`, with DS, ES and SS equal
+    /// to CS. Other registers are zero except RFLAGS' reserved bit 1 and `stackPointer`.
+    public func enterRealMode(segment: UInt16 = 0, offset: UInt16, stackPointer: UInt16 = 0) throws(KVMError) {
+        var sregs = try specialRegisters()
+        for keyPath in [\kvm_sregs.cs, \.ds, \.es, \.ss] {
+            sregs[keyPath: keyPath].selector = segment
+            sregs[keyPath: keyPath].base = UInt64(segment) << 4
+        }
+        try setSpecialRegisters(sregs)
+        var regs = kvm_regs()
+        regs.rip = UInt64(offset)
+        regs.rsp = UInt64(stackPointer)
+        regs.rflags = 0x2  // bit 1 of RFLAGS is reserved and reads as 1
+        try setRegisters(regs)
+    }
+}
