@@ -1,0 +1,81 @@
+import SystemPackage
+
+/// Everything the VFIO layer can fail with. Each case says what was being done, so a message
+/// printed as-is tells the user where it went wrong and, where it can, what to do about it.
+public enum VFIOError: Error, Equatable, CustomStringConvertible {
+    /// A system call failed: `operation` names it and its object, e.g. "open /dev/vfio/6".
+    case system(operation: String, errno: Errno)
+    /// The kernel's VFIO API version is not the one this code was written against.
+    case unsupportedAPIVersion(found: Int32, expected: Int32)
+    /// The container lacks the type1v2 IOMMU backend (no IOMMU, or vfio_iommu_type1 not loaded).
+    case missingExtension(name: String)
+    /// Some member of the group is bound to a host driver, so VFIO will not hand the group out.
+    case groupNotViable(group: Int)
+    /// The device has no IOMMU group: no IOMMU is enabled, or the address is wrong.
+    case noIOMMUGroup(device: String, sysfsPath: String)
+    /// /dev/vfio/N does not exist: no member of the group is bound to vfio-pci.
+    case groupNotBound(group: Int, device: String?)
+    /// The group is not attached to a container yet; devices can only be opened after that.
+    case groupNotAttached(group: Int)
+    /// A region index the device does not have.
+    case noSuchRegion(index: UInt32, count: UInt32)
+    /// A region that exists but is empty (an unimplemented BAR, say).
+    case emptyRegion(index: UInt32)
+    /// The region does not allow the requested access (read, write or mmap).
+    case regionAccessDenied(index: UInt32, access: String)
+    /// An access outside the region or the mapping.
+    case outOfRange(offset: UInt64, width: Int, size: UInt64)
+    /// An access that is not naturally aligned; device registers need aligned accesses.
+    case misaligned(offset: UInt64, width: Int)
+    /// An access width other than 1, 2, 4 or 8 bytes.
+    case invalidWidth(Int)
+    /// A read or write moved fewer bytes than asked.
+    case shortTransfer(operation: String, expected: Int, actual: Int)
+
+    public var description: String {
+        switch self {
+        case let .system(operation, errno):
+            return "\(operation) failed: \(errno)\(Self.hint(for: errno, operation: operation))"
+        case let .unsupportedAPIVersion(found, expected):
+            return "the kernel's VFIO API version is \(found), this code needs \(expected)"
+        case let .missingExtension(name):
+            return "the VFIO container does not support \(name); is vfio_iommu_type1 loaded and an IOMMU enabled (intel_iommu=on / amd_iommu=on)?"
+        case let .groupNotViable(group):
+            return "IOMMU group \(group) is not viable: some member is bound to a host driver; bind every member to vfio-pci (or unbind it) first (see `vfioctl groups`)"
+        case let .noIOMMUGroup(device, sysfsPath):
+            return "\(device) has no IOMMU group (\(sysfsPath) is missing): is an IOMMU enabled, and is the address right?"
+        case let .groupNotBound(group, device):
+            let what = device.map { "bind \($0) to vfio-pci" } ?? "bind a member to vfio-pci"
+            return "/dev/vfio/\(group) does not exist: no member of IOMMU group \(group) is bound to vfio-pci; \(what) first"
+        case let .groupNotAttached(group):
+            return "IOMMU group \(group) is not attached to a VFIO container; attach it before opening devices"
+        case let .noSuchRegion(index, count):
+            return "the device has no region \(index) (it has \(count): 0...\(count == 0 ? 0 : count - 1))"
+        case let .emptyRegion(index):
+            return "region \(index) is empty (the device does not implement it)"
+        case let .regionAccessDenied(index, access):
+            return "region \(index) does not allow \(access)"
+        case let .outOfRange(offset, width, size):
+            return "an access of \(width) bytes at offset 0x\(String(offset, radix: 16)) is outside the region of 0x\(String(size, radix: 16)) bytes"
+        case let .misaligned(offset, width):
+            return "offset 0x\(String(offset, radix: 16)) is not aligned to the access width of \(width) bytes"
+        case let .invalidWidth(width):
+            return "access width \(width) is not one of 1, 2, 4, 8"
+        case let .shortTransfer(operation, expected, actual):
+            return "\(operation) moved \(actual) of \(expected) bytes"
+        }
+    }
+
+    private static func hint(for errno: Errno, operation: String) -> String {
+        switch errno {
+        case .permissionDenied, .notPermitted:
+            return " (VFIO needs root, or the owner of the /dev/vfio node)"
+        case .resourceBusy where operation.contains("/dev/vfio/"):
+            return " (the group is already open, e.g. by a VM; VFIO allows one user at a time)"
+        case .noSuchFileOrDirectory where operation.contains("/dev/vfio/vfio"):
+            return " (is the vfio module loaded?)"
+        default:
+            return ""
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import CLinuxUAPI
+import SystemPackage
+
+/// A VFIO container (/dev/vfio/vfio): one IOMMU context that groups are attached to, and through
+/// which DMA mappings are made for every device in it. Modelled on rust-vmm's `VfioContainer`.
+///
+/// The type1v2 IOMMU backend is chosen when the first group is attached (the kernel refuses
+/// VFIO_SET_IOMMU on a container with no group). The descriptor is closed exactly once, in
+/// deinit; groups keep their container alive, so it outlives every group attached to it.
+public final class VfioContainer {
+    public static let defaultPath = "/dev/vfio/vfio"
+
+    let fd: FileDescriptor
+    public let path: String
+    /// Whether VFIO_SET_IOMMU has been done (after the first group was attached).
+    public private(set) var iommuIsSet = false
+
+    /// Opens the container and checks the API version and the type1v2 backend.
+    public init(path: String = VfioContainer.defaultPath) throws(VFIOError) {
+        let fd = try openCharacterDevice(path)
+        do throws(VFIOError) {
+            let version = try ioctlValue(fd, CVFIO_GET_API_VERSION, 0, "VFIO_GET_API_VERSION on \(path)")
+            guard version == VFIO_API_VERSION else {
+                throw VFIOError.unsupportedAPIVersion(found: version, expected: Int32(VFIO_API_VERSION))
+            }
+            let type1v2 = try ioctlValue(fd, CVFIO_CHECK_EXTENSION, UInt(VFIO_TYPE1v2_IOMMU),
+                                         "VFIO_CHECK_EXTENSION(VFIO_TYPE1v2_IOMMU) on \(path)")
+            guard type1v2 > 0 else { throw VFIOError.missingExtension(name: "the type1v2 IOMMU (VFIO_TYPE1v2_IOMMU)") }
+        } catch {
+            // init failed, so deinit will not run: close here, once.
+            try? fd.close()
+            throw error
+        }
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit {
+        // Closing also drops the IOMMU context and every DMA mapping made through it.
+        try? fd.close()
+    }
+
+    /// Called by `VfioGroup.attach(to:)` after VFIO_GROUP_SET_CONTAINER succeeded.
+    func groupAttached() throws(VFIOError) {
+        guard !iommuIsSet else { return }
+        try ioctlValue(fd, CVFIO_SET_IOMMU, UInt(VFIO_TYPE1v2_IOMMU), "VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU) on \(path)")
+        iommuIsSet = true
+    }
+
+    /// What the IOMMU behind the container can map.
+    public struct IOMMUInfo: Sendable, Equatable {
+        public let flags: UInt32
+        /// Bitmap of the page sizes the IOMMU supports (bit n: 2^n bytes).
+        public let iovaPageSizes: UInt64
+    }
+
+    /// VFIO_IOMMU_GET_INFO. Needs a group attached (the IOMMU is set then).
+    public func iommuInfo() throws(VFIOError) -> IOMMUInfo {
+        var info = vfio_iommu_type1_info()
+        info.argsz = argsz(vfio_iommu_type1_info.self)
+        try ioctlStruct(fd, CVFIO_IOMMU_GET_INFO, &info, "VFIO_IOMMU_GET_INFO on \(path)")
+        return IOMMUInfo(flags: info.flags, iovaPageSizes: info.iova_pgsizes)
+    }
+
+    /// Maps `size` bytes of this process's memory at `address` to `iova` for devices in the
+    /// container. The memory must stay mapped in the process until `unmapDMA` (the kernel pins it).
+    public func mapDMA(address: UnsafeMutableRawPointer, size: UInt64, iova: UInt64,
+                       readable: Bool = true, writable: Bool = true) throws(VFIOError) {
+        var map = vfio_iommu_type1_dma_map()
+        map.argsz = argsz(vfio_iommu_type1_dma_map.self)
+        map.flags = (readable ? UInt32(VFIO_DMA_MAP_FLAG_READ) : 0) | (writable ? UInt32(VFIO_DMA_MAP_FLAG_WRITE) : 0)
+        map.vaddr = UInt64(UInt(bitPattern: address))
+        map.iova = iova
+        map.size = size
+        try ioctlStruct(fd, CVFIO_IOMMU_MAP_DMA, &map,
+                        "VFIO_IOMMU_MAP_DMA of 0x\(String(size, radix: 16)) bytes at IOVA 0x\(String(iova, radix: 16))")
+    }
+
+    /// Unmaps a range mapped with `mapDMA`; returns how many bytes the kernel unmapped.
+    @discardableResult
+    public func unmapDMA(iova: UInt64, size: UInt64) throws(VFIOError) -> UInt64 {
+        var unmap = vfio_iommu_type1_dma_unmap()
+        unmap.argsz = argsz(vfio_iommu_type1_dma_unmap.self)
+        unmap.iova = iova
+        unmap.size = size
+        try ioctlStruct(fd, CVFIO_IOMMU_UNMAP_DMA, &unmap,
+                        "VFIO_IOMMU_UNMAP_DMA of 0x\(String(size, radix: 16)) bytes at IOVA 0x\(String(iova, radix: 16))")
+        return unmap.size
+    }
+}

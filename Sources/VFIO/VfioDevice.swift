@@ -1,0 +1,153 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinuxUAPI
+import PCIInventory
+import SystemPackage
+
+/// The width of one register access.
+public enum AccessWidth: Int, Sendable, CaseIterable {
+    case byte = 1, word = 2, dword = 4, qword = 8
+
+    public init(bytes: Int) throws(VFIOError) {
+        guard let width = AccessWidth(rawValue: bytes) else { throw .invalidWidth(bytes) }
+        self = width
+    }
+
+    /// The largest value the width can hold.
+    public var mask: UInt64 { self == .qword ? .max : (1 << UInt64(rawValue * 8)) - 1 }
+}
+
+/// What VFIO_DEVICE_GET_INFO says about a device.
+public struct DeviceInfo: Sendable, Equatable {
+    public let flags: UInt32
+    public let regionCount: UInt32
+    public let irqCount: UInt32
+    public var isPCI: Bool { flags & UInt32(VFIO_DEVICE_FLAGS_PCI) != 0 }
+    public var supportsReset: Bool { flags & UInt32(VFIO_DEVICE_FLAGS_RESET) != 0 }
+}
+
+/// What VFIO_DEVICE_GET_REGION_INFO says about one region (for PCI: BAR0-5, ROM, config, VGA).
+public struct RegionInfo: Sendable, Equatable {
+    public let index: UInt32
+    public let flags: UInt32
+    public let size: UInt64
+    /// Where the region starts in the device file, for pread/pwrite and mmap.
+    public let offset: UInt64
+    public var isReadable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_READ) != 0 }
+    public var isWritable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_WRITE) != 0 }
+    public var isMappable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0 }
+}
+
+/// Region indices of a vfio-pci device, from the uapi.
+public enum PCIRegion {
+    public static func bar(_ n: Int) -> UInt32 { UInt32(VFIO_PCI_BAR0_REGION_INDEX) + UInt32(n) }
+    public static let rom = UInt32(VFIO_PCI_ROM_REGION_INDEX)
+    public static let config = UInt32(VFIO_PCI_CONFIG_REGION_INDEX)
+    public static let vga = UInt32(VFIO_PCI_VGA_REGION_INDEX)
+    public static let barCount = Int(VFIO_PCI_ROM_REGION_INDEX - VFIO_PCI_BAR0_REGION_INDEX)
+}
+
+/// A device opened through its VFIO group. Modelled on rust-vmm's `VfioDevice`: device and region
+/// info, register access by pread/pwrite on a region's offset in the device file, and mmap of a
+/// region. The descriptor is closed exactly once, in deinit; the device keeps its group (and so
+/// the container) alive.
+public final class VfioDevice {
+    public let address: PCIAddress
+    public let group: VfioGroup
+    public let info: DeviceInfo
+    let fd: FileDescriptor
+
+    /// Takes ownership of `fd` (closing it if the info query fails).
+    init(address: PCIAddress, fd: FileDescriptor, group: VfioGroup) throws(VFIOError) {
+        var raw = vfio_device_info()
+        raw.argsz = argsz(vfio_device_info.self)
+        do throws(VFIOError) {
+            try ioctlStruct(fd, CVFIO_DEVICE_GET_INFO, &raw, "VFIO_DEVICE_GET_INFO on \(address)")
+        } catch {
+            try? fd.close()
+            throw error
+        }
+        self.address = address
+        self.fd = fd
+        self.group = group
+        self.info = DeviceInfo(flags: raw.flags, regionCount: raw.num_regions, irqCount: raw.num_irqs)
+    }
+
+    deinit {
+        try? fd.close()
+    }
+
+    /// VFIO_DEVICE_GET_REGION_INFO for region `index`.
+    public func regionInfo(_ index: UInt32) throws(VFIOError) -> RegionInfo {
+        guard index < info.regionCount else { throw .noSuchRegion(index: index, count: info.regionCount) }
+        var raw = vfio_region_info()
+        raw.argsz = argsz(vfio_region_info.self)
+        raw.index = index
+        try ioctlStruct(fd, CVFIO_DEVICE_GET_REGION_INFO, &raw, "VFIO_DEVICE_GET_REGION_INFO(\(index)) on \(address)")
+        return RegionInfo(index: index, flags: raw.flags, size: raw.size, offset: raw.offset)
+    }
+
+    /// VFIO_DEVICE_RESET (only when `info.supportsReset`).
+    public func reset() throws(VFIOError) {
+        try ioctlValue(fd, CVFIO_DEVICE_RESET, 0, "VFIO_DEVICE_RESET on \(address)")
+    }
+
+    /// Reads `width` bytes at `offset` in the region with one pread (little-endian, as PCI is).
+    public func read(_ region: RegionInfo, offset: UInt64, width: AccessWidth) throws(VFIOError) -> UInt64 {
+        try checkAccess(region, offset: offset, width: width, access: "read", allowed: region.isReadable)
+        var value: UInt64 = 0
+        let count = try withErrno("pread of \(width.rawValue) bytes at 0x\(String(offset, radix: 16)) in region \(region.index) of \(address)") {
+            try withUnsafeMutableBytes(of: &value) { bytes in
+                // Safety: the buffer is the 8 bytes of `value`; only the first `width` are read into.
+                try fd.read(fromAbsoluteOffset: Int64(region.offset + offset),
+                            into: UnsafeMutableRawBufferPointer(rebasing: bytes[0..<width.rawValue]))
+            }
+        }
+        guard count == width.rawValue else { throw .shortTransfer(operation: "pread in region \(region.index)", expected: width.rawValue, actual: count) }
+        return UInt64(littleEndian: value)
+    }
+
+    /// Writes the low `width` bytes of `value` at `offset` in the region with one pwrite.
+    public func write(_ value: UInt64, to region: RegionInfo, offset: UInt64, width: AccessWidth) throws(VFIOError) {
+        try checkAccess(region, offset: offset, width: width, access: "write", allowed: region.isWritable)
+        guard value & ~width.mask == 0 else { throw .outOfRange(offset: value, width: width.rawValue, size: width.mask) }
+        var little = value.littleEndian
+        let count = try withErrno("pwrite of \(width.rawValue) bytes at 0x\(String(offset, radix: 16)) in region \(region.index) of \(address)") {
+            try withUnsafeBytes(of: &little) { bytes in
+                // Safety: the buffer is the 8 bytes of `little`; only the first `width` are written.
+                try fd.write(toAbsoluteOffset: Int64(region.offset + offset),
+                             UnsafeRawBufferPointer(rebasing: bytes[0..<width.rawValue]))
+            }
+        }
+        guard count == width.rawValue else { throw .shortTransfer(operation: "pwrite in region \(region.index)", expected: width.rawValue, actual: count) }
+    }
+
+    /// Maps the whole region into this process (MAP_SHARED: accesses reach the device).
+    public func map(_ region: RegionInfo, writable: Bool = true) throws(VFIOError) -> MappedRegion {
+        guard region.size > 0 else { throw .emptyRegion(index: region.index) }
+        guard region.isMappable else { throw .regionAccessDenied(index: region.index, access: "mmap") }
+        guard let length = Int(exactly: region.size), let offset = off_t(exactly: region.offset) else {
+            throw .outOfRange(offset: region.offset, width: 0, size: region.size)
+        }
+        let protection = PROT_READ | (writable && region.isWritable ? PROT_WRITE : 0)
+        // Safety: a fresh shared mapping chosen by the kernel; nothing else is overwritten.
+        let base = mmap(nil, length, protection, MAP_SHARED, fd.rawValue, offset)
+        guard let base, base != MAP_FAILED else {
+            throw .system(operation: "mmap of region \(region.index) (0x\(String(region.size, radix: 16)) bytes) of \(address)",
+                          errno: Errno(rawValue: errno))
+        }
+        return MappedRegion(base: base, size: length, regionIndex: region.index, writable: protection & PROT_WRITE != 0)
+    }
+
+    private func checkAccess(_ region: RegionInfo, offset: UInt64, width: AccessWidth, access: String, allowed: Bool) throws(VFIOError) {
+        guard region.size > 0 else { throw .emptyRegion(index: region.index) }
+        guard allowed else { throw .regionAccessDenied(index: region.index, access: access) }
+        guard offset <= region.size, UInt64(width.rawValue) <= region.size - offset else {
+            throw .outOfRange(offset: offset, width: width.rawValue, size: region.size)
+        }
+        guard offset % UInt64(width.rawValue) == 0 else { throw .misaligned(offset: offset, width: width.rawValue) }
+    }
+}

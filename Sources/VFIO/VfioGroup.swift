@@ -1,0 +1,124 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinuxUAPI
+import PCIInventory
+import SystemPackage
+
+/// A VFIO group (/dev/vfio/N): the unit of ownership VFIO hands out, one IOMMU group. Modelled on
+/// rust-vmm's `VfioGroup`. Opening checks that the group is viable (no member bound to a host
+/// driver); devices can be opened once the group is attached to a container. The descriptor is
+/// closed exactly once, in deinit, which also detaches the group from its container.
+public final class VfioGroup {
+    public let number: Int
+    public let path: String
+    let fd: FileDescriptor
+    /// The container the group is attached to; held so the container outlives the group.
+    public private(set) var container: VfioContainer?
+
+    /// Opens /dev/vfio/`number` and checks it is viable.
+    /// `device` only makes the error clearer when the group node does not exist.
+    public init(number: Int, devVFIO: String = "/dev/vfio", device: PCIAddress? = nil) throws(VFIOError) {
+        let path = "\(devVFIO)/\(number)"
+        let fd: FileDescriptor
+        do throws(VFIOError) {
+            fd = try openCharacterDevice(path)
+        } catch {
+            if case .system(_, .noSuchFileOrDirectory) = error {
+                throw .groupNotBound(group: number, device: device?.description)
+            }
+            throw error
+        }
+        do throws(VFIOError) {
+            var status = vfio_group_status()
+            status.argsz = argsz(vfio_group_status.self)
+            try ioctlStruct(fd, CVFIO_GROUP_GET_STATUS, &status, "VFIO_GROUP_GET_STATUS on \(path)")
+            guard status.flags & UInt32(VFIO_GROUP_FLAGS_VIABLE) != 0 else {
+                throw VFIOError.groupNotViable(group: number)
+            }
+        } catch {
+            try? fd.close()
+            throw error
+        }
+        self.number = number
+        self.path = path
+        self.fd = fd
+    }
+
+    /// Opens the IOMMU group of the PCI device at `address`, found through sysfs.
+    public convenience init(device address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(VFIOError) {
+        let number = try Self.groupNumber(of: address, sysfsRoot: sysfsRoot)
+        try self.init(number: number, devVFIO: devVFIO, device: address)
+    }
+
+    deinit {
+        try? fd.close()
+    }
+
+    /// The IOMMU group number of a PCI device: the name of the group its
+    /// `bus/pci/devices/ADDR/iommu_group` link points to.
+    public static func groupNumber(of address: PCIAddress, sysfsRoot: String = "/sys") throws(VFIOError) -> Int {
+        let link = "\(sysfsRoot)/bus/pci/devices/\(address)/iommu_group"
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = buffer.withUnsafeMutableBufferPointer { bytes in
+            // Safety: readlink writes at most `bytes.count - 1` bytes into the buffer it is given.
+            guard let start = bytes.baseAddress else { return -1 }
+            return readlink(link, start, bytes.count - 1)
+        }
+        guard count >= 0 else {
+            let code = Errno(rawValue: errno)
+            if code == .noSuchFileOrDirectory {
+                throw .noIOMMUGroup(device: address.description, sysfsPath: link)
+            }
+            throw .system(operation: "readlink \(link)", errno: code)
+        }
+        let target = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let name = target.split(separator: "/").last.map(String.init) ?? ""
+        guard let number = Int(name), number >= 0 else {
+            throw .system(operation: "reading the group number from \(link) -> \(target)", errno: .invalidArgument)
+        }
+        return number
+    }
+
+    /// VFIO_GROUP_SET_CONTAINER; the container then sets its IOMMU if this is its first group.
+    public func attach(to container: VfioContainer) throws(VFIOError) {
+        if let current = self.container {
+            guard current !== container else { return }
+            throw .system(operation: "attaching \(path) to a second container", errno: .resourceBusy)
+        }
+        var containerFD = container.fd.rawValue
+        try ioctlStruct(fd, CVFIO_GROUP_SET_CONTAINER, &containerFD, "VFIO_GROUP_SET_CONTAINER on \(path)")
+        do throws(VFIOError) {
+            try container.groupAttached()
+        } catch {
+            _ = try? ioctlValue(fd, CVFIO_GROUP_UNSET_CONTAINER, 0, "VFIO_GROUP_UNSET_CONTAINER on \(path)")
+            throw error
+        }
+        self.container = container
+    }
+
+    /// VFIO_GROUP_GET_DEVICE_FD for a member of the group, by its PCI address.
+    public func openDevice(_ address: PCIAddress) throws(VFIOError) -> VfioDevice {
+        guard container != nil else { throw .groupNotAttached(group: number) }
+        let name = address.description
+        let result = name.withCString { cName in
+            // Safety: the kernel reads a NUL-terminated device name, valid for the call.
+            cuapi_ioctl_ptr(fd.rawValue, CVFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: cName))
+        }
+        guard result >= 0 else {
+            throw .system(operation: "VFIO_GROUP_GET_DEVICE_FD(\(name)) on \(path)", errno: Errno(rawValue: errno))
+        }
+        return try VfioDevice(address: address, fd: FileDescriptor(rawValue: result), group: self)
+    }
+}
+
+/// Opens everything needed to use one PCI device through VFIO: a new container, the device's
+/// group (which must be viable), attached to the container, and the device itself.
+public func openVFIODevice(_ address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(VFIOError) -> VfioDevice {
+    let group = try VfioGroup(device: address, sysfsRoot: sysfsRoot, devVFIO: devVFIO)
+    let container = try VfioContainer(path: "\(devVFIO)/vfio")
+    try group.attach(to: container)
+    return try group.openDevice(address)
+}

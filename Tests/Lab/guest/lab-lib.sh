@@ -1,0 +1,105 @@
+# Shared helpers for lab scenarios (busybox sh). Source it: . /lab/bin/lab-lib.sh
+#
+# A scenario fails when it exits non-zero; `fail` records a failure and carries on, so one run
+# reports every mismatch; `lab_finish` exits with the verdict. Devices a scenario binds with
+# `lab_bind` are given back to their old driver on exit, so scenarios do not depend on each other.
+
+LAB_FAILURES=0
+LAB_RESTORE=
+
+fail() { echo "FAIL: $*"; LAB_FAILURES=$((LAB_FAILURES + 1)); }
+ok() { echo "ok: $*"; }
+# check DESCRIPTION EXPECTED ACTUAL
+check_eq() {
+    if [ "$2" = "$3" ]; then ok "$1 ($3)"; else fail "$1: expected '$2', got '$3'"; fi
+}
+lab_finish() {
+    if [ "$LAB_FAILURES" -eq 0 ]; then echo "all checks passed"; exit 0; fi
+    echo "$LAB_FAILURES check(s) failed"; exit 1
+}
+
+sysfs_dev() { echo "/sys/bus/pci/devices/$1"; }
+dev_driver() { # prints the bound driver's name, or nothing
+    [ -e "$(sysfs_dev "$1")/driver" ] && basename "$(readlink "$(sysfs_dev "$1")/driver")"
+}
+dev_group() { basename "$(readlink "$(sysfs_dev "$1")/iommu_group")"; }
+dev_id() { # vendor:device in lower-case hex, e.g. 1234:11e8
+    echo "$(sed 's/^0x//' "$(sysfs_dev "$1")/vendor"):$(sed 's/^0x//' "$(sysfs_dev "$1")/device")"
+}
+
+# lab_bind ADDRESS DRIVER: bind the device to DRIVER (vfio-pci, say) the way an admin does by
+# hand: unbind, driver_override, drivers_probe. The old driver is restored when the scenario ends.
+lab_bind() {
+    addr=$1 drv=$2 old=$(dev_driver "$1")
+    [ "$old" = "$drv" ] && return 0
+    LAB_RESTORE="$LAB_RESTORE $addr=${old:--}"
+    if [ -n "$old" ]; then echo "$addr" >"$(sysfs_dev "$addr")/driver/unbind" || return 1; fi
+    echo "$drv" >"$(sysfs_dev "$addr")/driver_override" || return 1
+    echo "$addr" >/sys/bus/pci/drivers_probe || return 1
+    [ "$(dev_driver "$addr")" = "$drv" ] || { echo "lab_bind: $addr did not bind to $drv (driver: $(dev_driver "$addr"))"; return 1; }
+}
+lab_restore() {
+    for entry in $LAB_RESTORE; do
+        addr=${entry%%=*} old=${entry#*=}
+        [ -e "$(sysfs_dev "$addr")/driver" ] && echo "$addr" >"$(sysfs_dev "$addr")/driver/unbind"
+        echo >"$(sysfs_dev "$addr")/driver_override"
+        if [ "$old" != - ]; then echo "$addr" >/sys/bus/pci/drivers_probe; fi
+    done 2>/dev/null
+    LAB_RESTORE=
+}
+trap lab_restore EXIT
+
+# wait_for PATH [SECONDS]: device nodes appear asynchronously.
+wait_for() {
+    n=0
+    while [ ! -e "$1" ]; do
+        n=$((n + 1)); [ "$n" -gt "$((${2:-5} * 10))" ] && return 1
+        usleep 100000
+    done
+}
+
+# json_flat: flattens pretty-printed JSON (one value per line, as JSONEncoder's .prettyPrinted
+# writes it) to PATH=VALUE lines: [0].address=0000:00:01.0, [0].bars[1].size=4096,
+# [6].devices[2]=0000:01:02.0. Strings lose their quotes (\" \\ \/ unescaped); null stays null;
+# an empty array or object prints PATH=[] or PATH={}.
+json_flat() {
+    awk '
+        function unq(s) {
+            if (s ~ /^".*"$/) {
+                s = substr(s, 2, length(s) - 2)
+                gsub(/\\"/, "\"", s); gsub(/\\\//, "/", s); gsub(/\\\\/, "\\", s)
+            }
+            return s
+        }
+        BEGIN { depth = 0; type[0] = "top"; path[0] = "" }
+        {
+            line = $0
+            sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line); sub(/,$/, "", line)
+            if (line == "") next
+            if (line == "}" || line == "]") { depth--; next }
+            key = ""
+            if (type[depth] == "obj") {
+                if (match(line, /^"([^"\\]|\\.)*"[ \t]*:[ \t]*/)) {
+                    k = substr(line, 1, RLENGTH); line = substr(line, RLENGTH + 1)
+                    sub(/[ \t]*:[ \t]*$/, "", k)
+                    p = path[depth] "." unq(k)
+                } else { print "json_flat: cannot parse: " $0 > "/dev/stderr"; bad = 1; next }
+            } else if (type[depth] == "arr") {
+                p = path[depth] "[" idx[depth]++ "]"
+            } else {
+                p = ""
+            }
+            if (line == "{" || line == "[") {
+                depth++; type[depth] = (line == "{") ? "obj" : "arr"; path[depth] = p; idx[depth] = 0
+            } else if (line == "[]" || line == "{}" || line == "[ ]" || line == "{ }") {
+                print p "=" (substr(line, 1, 1) == "[" ? "[]" : "{}")
+            } else {
+                print p "=" unq(line)
+            }
+        }
+        END { exit bad }
+    '
+}
+
+# json_get FLATFILE PATH: one value from json_flat output.
+json_get() { awk -v p="$2" 'index($0, p "=") == 1 { print substr($0, length(p) + 2); exit }' "$1"; }
