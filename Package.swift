@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "vfioctl", targets: ["vfioctl"]),
         .library(name: "PCIInventory", targets: ["PCIInventory"]),
+        .library(name: "PCIBinding", targets: ["PCIBinding"]),
         .library(name: "VFIO", targets: ["VFIO"]),
         .library(name: "KVM", targets: ["KVM"]),
     ],
@@ -33,6 +34,14 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // Binding devices to vfio-pci: safety checks, journal, lock, rollback, udev persistence.
+        .target(
+            name: "PCIBinding",
+            dependencies: [
+                "PCIInventory",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .target(
             name: "VFIO",
             dependencies: [
@@ -54,6 +63,7 @@ let package = Package(
             name: "VfioctlCommands",
             dependencies: [
                 "PCIInventory",
+                "PCIBinding",
                 "VFIO",
                 "KVM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -65,6 +75,9 @@ let package = Package(
             name: "inventory-benchmark",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
         ),
+        // Raw KVM ioctls in C, for kvm-benchmark's same-run comparison.
+        .target(name: "CKVMReference"),
+        .executableTarget(name: "kvm-benchmark", dependencies: ["KVM", "CKVMReference", "CLinuxUAPI"]),
         .executableTarget(
             name: "inspect-groups",
             dependencies: ["PCIInventory"],
@@ -74,6 +87,7 @@ let package = Package(
             name: "PCIInventoryTests",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
         ),
+        .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
     ]
 )

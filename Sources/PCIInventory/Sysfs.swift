@@ -40,9 +40,10 @@ public struct SysfsRoot: Sendable, Equatable, CustomStringConvertible {
 /// Small, allocation-light reads of sysfs attributes. Sysfs files are tiny and read whole;
 /// every function returns nil for a missing or unreadable file rather than throwing, because a
 /// missing attribute is ordinary in sysfs (the kernel hides attributes that do not apply).
-struct SysfsReader {
+package struct SysfsReader {
+    package init() {}
     /// Reads a whole small file (up to `limit` bytes).
-    func readBytes(_ path: String, limit: Int = 4096) -> [UInt8]? {
+    package func readBytes(_ path: String, limit: Int = 4096) -> [UInt8]? {
         guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) else { return nil }
         defer { try? fd.close() }
         var bytes = [UInt8](repeating: 0, count: limit)
@@ -65,7 +66,7 @@ struct SysfsReader {
     }
 
     /// Reads a text attribute with surrounding whitespace removed.
-    func readString(_ path: String) -> String? {
+    package func readString(_ path: String) -> String? {
         guard let bytes = readBytes(path) else { return nil }
         var end = bytes.count
         while end > 0, isSpace(bytes[end - 1]) { end -= 1 }
@@ -75,19 +76,19 @@ struct SysfsReader {
     }
 
     /// Reads an attribute printed as hex, with or without 0x ("0x10de").
-    func readHex(_ path: String) -> UInt64? {
+    package func readHex(_ path: String) -> UInt64? {
         guard let text = readString(path) else { return nil }
         return parseHexAttribute(text)
     }
 
     /// Reads an attribute printed as a decimal integer, possibly negative ("-1").
-    func readInt(_ path: String) -> Int? {
+    package func readInt(_ path: String) -> Int? {
         guard let text = readString(path) else { return nil }
         return Int(text)
     }
 
     /// The target of a symbolic link, or nil when `path` is not a link.
-    func readLink(_ path: String) -> String? {
+    package func readLink(_ path: String) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = buffer.withUnsafeMutableBufferPointer { pointer -> Int in
             guard let base = pointer.baseAddress else { return -1 }
@@ -98,18 +99,18 @@ struct SysfsReader {
     }
 
     /// The last path component of a link's target: the driver or group a link names.
-    func readLinkBasename(_ path: String) -> String? {
+    package func readLinkBasename(_ path: String) -> String? {
         guard let target = readLink(path) else { return nil }
         return target.split(separator: "/").last.map(String.init)
     }
 
     /// Whether the path exists after following links (a dangling link does not).
-    func exists(_ path: String) -> Bool {
+    package func exists(_ path: String) -> Bool {
         access(path, F_OK) == 0
     }
 
     /// Directory entries without "." and "..", or nil when the directory cannot be opened.
-    func listDirectory(_ path: String) -> [String]? {
+    package func listDirectory(_ path: String) -> [String]? {
         guard let directory = opendir(path) else { return nil }
         defer { closedir(directory) }
         var names: [String] = []

@@ -1,0 +1,53 @@
+import PCIInventory
+
+/// Why a device must not be taken from its driver without `--force`, with the evidence.
+public struct Refusal: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case bridge
+        case mountedFilesystem = "mounted-filesystem"
+        case activeSwap = "active-swap"
+        case networkInUse = "network-in-use"
+        case bootDisplay = "boot-display"
+        case framebufferConsole = "framebuffer-console"
+    }
+
+    public let kind: Kind
+    public let evidence: String
+
+    public var description: String { evidence }
+}
+
+/// The safety rules for taking a device away from its host driver. Pure: it judges a device
+/// against `HostFacts`, touching nothing.
+public enum BindSafety {
+    /// Every reason the device must be left alone, empty when it is safe to bind.
+    public static func refusals(for device: PCIDevice, facts: HostFacts) -> [Refusal] {
+        var refusals: [Refusal] = []
+        let address = device.address
+        if device.isBridge {
+            refusals.append(Refusal(kind: .bridge, evidence: "\(address) is a PCI bridge; VFIO assigns the devices below a bridge, not the bridge (bind those, or use --group)"))
+        }
+        for mount in facts.mounts where mount.pciDevices.contains(address) {
+            let what = mount.mountPoint == "/" ? "the root filesystem" : "a mounted filesystem"
+            refusals.append(Refusal(kind: .mountedFilesystem, evidence: "\(address) carries \(what): \(mount.source) (\(mount.blockDevice)) on \(mount.mountPoint)"))
+        }
+        for swap in facts.swaps where swap.pciDevices.contains(address) {
+            refusals.append(Refusal(kind: .activeSwap, evidence: "\(address) carries active swap \(swap.path)"))
+        }
+        for interface in facts.interfaces where interface.pciDevice == address && interface.isUp {
+            guard !interface.addresses.isEmpty || !interface.routes.isEmpty else { continue }
+            var parts: [String] = []
+            if !interface.addresses.isEmpty { parts.append("address " + interface.addresses.joined(separator: ", ")) }
+            if !interface.routes.isEmpty { parts.append("routes " + interface.routes.joined(separator: ", ")) }
+            refusals.append(Refusal(kind: .networkInUse, evidence: "\(address) has network interface \(interface.name) up with \(parts.joined(separator: "; "))"))
+        }
+        if device.bootVGA == true {
+            refusals.append(Refusal(kind: .bootDisplay, evidence: "\(address) is the boot display (boot_vga=1)"))
+        }
+        for framebuffer in facts.framebuffers where framebuffer.pciDevice == address {
+            let console = facts.framebufferConsoleActive ? " with the framebuffer console bound to it" : ""
+            refusals.append(Refusal(kind: .framebufferConsole, evidence: "\(address) drives framebuffer \(framebuffer.name) (\(framebuffer.driverName))\(console)"))
+        }
+        return refusals
+    }
+}

@@ -1,0 +1,72 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SystemPackage
+
+/// An exclusive lock held while bindings change, so two vfioctl processes never interleave
+/// their steps. flock(2) on a file in the state directory: the kernel drops it when the process
+/// dies, so a killed run never leaves a stale lock.
+public final class BindingLock {
+    private let descriptor: FileDescriptor
+    public let path: String
+
+    /// Waits up to `timeout` seconds for the lock.
+    public init(directory: String, timeout: Double) throws(BindingError) {
+        path = directory + "/lock"
+        do {
+            try SystemPackage.FilePath(directory).withPlatformString { pointer in
+                if mkdir(pointer, 0o755) != 0 && errno != EEXIST { throw Errno(rawValue: errno) }
+            }
+            descriptor = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec],
+                                                 permissions: [.ownerReadWrite])
+        } catch {
+            throw .lockUnavailable(path: path, reason: "\(error)")
+        }
+        let deadline = Self.now() + timeout
+        while flock(descriptor.rawValue, LOCK_EX | LOCK_NB) != 0 {
+            let failure = errno
+            guard failure == EWOULDBLOCK || failure == EINTR else {
+                try? descriptor.close()
+                throw .lockUnavailable(path: path, reason: String(cString: strerror(failure)))
+            }
+            if Self.now() >= deadline {
+                let holder = Self.holder(path)
+                try? descriptor.close()
+                throw .lockTimeout(path: path, seconds: timeout, holder: holder)
+            }
+            usleep(20_000)
+        }
+        // Who holds it, for the next process's message.
+        _ = ftruncate(descriptor.rawValue, 0)
+        _ = try? descriptor.writeAll(toAbsoluteOffset: 0, Array("\(getpid())\n".utf8))
+    }
+
+    deinit {
+        _ = flock(descriptor.rawValue, LOCK_UN)
+        try? descriptor.close()
+    }
+
+    static func holder(_ path: String) -> String? {
+        guard let descriptor = try? FileDescriptor.open(path, .readOnly) else { return nil }
+        defer { try? descriptor.close() }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let count = (try? buffer.withUnsafeMutableBytes { try descriptor.read(into: $0) }) ?? 0
+        let text = String(decoding: buffer[..<count], as: UTF8.self).trimmingCharacters(in: [" ", "\n"])
+        return text.isEmpty ? nil : text
+    }
+
+    static func now() -> Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: Set<Character>) -> String {
+        var text = Substring(self)
+        while let first = text.first, set.contains(first) { text = text.dropFirst() }
+        while let last = text.last, set.contains(last) { text = text.dropLast() }
+        return String(text)
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import PCIInventory
+
+/// Persistent vfio-pci bindings as udev rules, one file per device, keyed on the address.
+public struct UdevRules {
+    public static let defaultDirectory = "/etc/udev/rules.d"
+    /// The template also shipped as udev/90-vfioctl-device.rules.in (a test keeps them equal).
+    public static let template = """
+        # vfioctl persist: bind @ADDRESS@ to vfio-pci at boot and on hot-plug.
+        # Keyed on the PCI address, never on vendor:device (which would also take every other device of
+        # the same model). Remove with `vfioctl persist remove @ADDRESS@`.
+        ACTION=="add", SUBSYSTEM=="pci", KERNEL=="@ADDRESS@", ATTR{driver_override}="vfio-pci", RUN+="/bin/sh -c 'modprobe -q vfio-pci; if [ -e /sys/bus/pci/devices/$kernel/driver ]; then echo $kernel > /sys/bus/pci/devices/$kernel/driver/unbind; fi; echo $kernel > /sys/bus/pci/drivers_probe'"
+
+        """
+    static let marker = "# vfioctl persist: bind "
+
+    public let directory: String
+
+    public init(directory: String = UdevRules.defaultDirectory) { self.directory = directory }
+
+    public func path(for address: PCIAddress) -> String {
+        directory + "/90-vfioctl-\(address).rules"
+    }
+
+    public func ruleText(for address: PCIAddress) -> String {
+        Self.template.replacingOccurrences(of: "@ADDRESS@", with: address.description)
+    }
+
+    /// Writes the rule; returns false when an identical rule was already there.
+    @discardableResult
+    public func add(_ address: PCIAddress) throws(BindingError) -> Bool {
+        let path = path(for: address)
+        let text = ruleText(for: address)
+        if (try? String(contentsOfFile: path, encoding: .utf8)) == text { return false }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw .sysfsWrite(path: path, value: "udev rule", reason: "\(error)")
+        }
+        return true
+    }
+
+    /// Deletes the rule; returns false when there was none.
+    @discardableResult
+    public func remove(_ address: PCIAddress) throws(BindingError) -> Bool {
+        let path = path(for: address)
+        guard FileManager.default.fileExists(atPath: path) else { return false }
+        do {
+            try FileManager.default.removeItem(atPath: path)
+        } catch {
+            throw .sysfsWrite(path: path, value: "(delete)", reason: "\(error)")
+        }
+        return true
+    }
+
+    /// Addresses with a vfioctl rule in the directory (files without the marker are not ours).
+    public func list() -> [PCIAddress] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix("90-vfioctl-") && $0.hasSuffix(".rules") }.compactMap { name in
+            guard let text = try? String(contentsOfFile: directory + "/" + name, encoding: .utf8),
+                  text.hasPrefix(Self.marker) else { return nil }
+            let address = name.dropFirst("90-vfioctl-".count).dropLast(".rules".count)
+            return try? PCIAddress(parsing: String(address))
+        }.sorted()
+    }
+
+    /// Asks a running udevd to reread its rules; harmless when there is none.
+    public static func reload() {
+        for candidate in ["/usr/bin/udevadm", "/bin/udevadm", "/sbin/udevadm"]
+        where FileManager.default.isExecutableFile(atPath: candidate) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: candidate)
+            process.arguments = ["control", "--reload"]
+            process.standardError = FileHandle.nullDevice
+            try? process.run()
+            process.waitUntilExit()
+            return
+        }
+    }
+}

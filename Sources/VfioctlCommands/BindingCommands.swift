@@ -1,0 +1,347 @@
+import ArgumentParser
+import Foundation
+import PCIBinding
+import PCIInventory
+
+/// Options shared by the commands that change bindings.
+struct BindingOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Directory of the binding journal and lock (also: VFIOCTL_STATE_DIR).", valueName: "dir"))
+    var stateDir: String?
+
+    @Option(name: .long, help: ArgumentHelp("Seconds to wait for another vfioctl that is changing bindings.", valueName: "seconds"))
+    var lockTimeout: Double = 30
+
+    // Roots of /dev and /proc, for tests on copied trees; not for everyday use.
+    @Option(name: .long, help: .hidden) var devRoot: String = "/dev"
+    @Option(name: .long, help: .hidden) var procRoot: String = "/proc"
+
+    var journal: BindingJournal {
+        BindingJournal(directory: stateDir ?? ProcessInfo.processInfo.environment["VFIOCTL_STATE_DIR"] ?? BindingJournal.defaultDirectory)
+    }
+}
+
+/// Exit statuses of the binding commands, documented in the README.
+enum BindingExit {
+    static let refused: Int32 = 3
+    static let rolledBack: Int32 = 4
+}
+
+struct OutcomeJSON: Encodable {
+    let outcome: BindOutcome
+    enum Keys: String, CodingKey { case address, from_driver, to_driver, action, reason }
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(outcome.address, forKey: .address)
+        try container.encode(outcome.fromDriver, forKey: .from_driver)
+        try container.encode(outcome.toDriver, forKey: .to_driver)
+        try container.encode(outcome.action.rawValue, forKey: .action)
+        try container.encode(outcome.reason, forKey: .reason)
+    }
+}
+
+enum BindingReport {
+    static func print(_ outcomes: [BindOutcome], json: Bool) throws {
+        if json {
+            Swift.print(try JSONOutput.encode(outcomes.map(OutcomeJSON.init)))
+            return
+        }
+        for outcome in outcomes {
+            let from = outcome.fromDriver ?? "no driver"
+            let to = outcome.toDriver ?? "no driver"
+            var line = "\(outcome.address): \(outcome.action.rawValue)"
+            switch outcome.action {
+            case .bound, .unbound, .rolledBack, .wouldBind, .wouldUnbind: line += " (\(from) -> \(to))"
+            case .unchanged, .refused: line += " (\(from))"
+            }
+            if let reason = outcome.reason { line += ": \(reason)" }
+            Swift.print(line)
+        }
+    }
+}
+
+func parseAddress(_ text: String) throws -> PCIAddress {
+    do { return try PCIAddress(parsing: text) } catch { throw CommandFailure(error.description) }
+}
+
+func bindingFailure(_ error: BindingError) -> CommandFailure { CommandFailure(error.description) }
+
+struct BindCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bind",
+        abstract: "Bind a device (or its whole IOMMU group) to vfio-pci, safely.",
+        discussion: """
+            Writes driver_override and then drivers_probe, verifies that the driver is vfio-pci and
+            /dev/vfio/<group> exists, and rolls back to the previous driver if not. The original
+            driver is journalled first (see `restore`). Refuses, unless --force, a bridge, a device
+            that carries a mounted filesystem or swap, a network interface that is up with an
+            address or route, the boot display, or a framebuffer.
+
+            Exit status: 0 done, 3 refused (nothing changed), 4 rolled back, 1 other errors.
+
+            Example:
+              vfioctl bind 01:00.0 --group --dry-run
+              vfioctl bind 0000:01:00.0 --group
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var options: BindingOptions
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
+    @Flag(help: "Bind every endpoint in the device's IOMMU group, so the group becomes viable.") var group = false
+    @Flag(help: "Bind even a device the safety checks refuse.") var force = false
+    @Flag(help: "Print what would happen; change nothing.") var dryRun = false
+
+    func run() throws {
+        let target = try parseAddress(address)
+        let root = global.resolvedRoot
+        let inventory = try InventoryLoader.load(global, detail: .full)
+        let facts = HostFactsReader(sysfs: root, procRoot: options.procRoot).read()
+        let plan: BindPlan
+        do {
+            plan = try BindPlan.bind(target, wholeGroup: group, force: force, inventory: inventory, facts: facts)
+        } catch { throw bindingFailure(error) }
+
+        if plan.isRefused {
+            let outcomes = plan.steps.map { step in
+                BindOutcome(address: step.address.description, fromDriver: step.fromDriver, toDriver: step.fromDriver,
+                            action: step.action == .refused ? .refused : .unchanged,
+                            reason: step.action == .refused ? step.reasons.joined(separator: "; ") : "not changed: another device was refused")
+            }
+            try BindingReport.print(outcomes, json: global.json)
+            throw ExitCode(BindingExit.refused)
+        }
+        if dryRun {
+            let outcomes = plan.steps.map { step in
+                BindOutcome(address: step.address.description, fromDriver: step.fromDriver, toDriver: step.toDriver,
+                            action: step.action == .bind ? .wouldBind : .unchanged,
+                            reason: step.reasons.isEmpty ? nil : step.reasons.joined(separator: "; "))
+            }
+            try BindingReport.print(outcomes, json: global.json)
+            reportRemaining(plan, json: global.json)
+            return
+        }
+
+        let binder = Binder(root: root, devRoot: options.devRoot, journal: options.journal)
+        let toBind = plan.steps.filter { $0.action == .bind }.map(\.address.description)
+        var outcomes: [BindOutcome] = []
+        do {
+            try binder.checkPreconditions(for: toBind)
+            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout)
+            defer { withExtendedLifetime(lock) {} }
+            if !toBind.isEmpty { try binder.ensureVFIODriver() }
+            var done: [String] = []
+            for step in plan.steps {
+                guard step.action == .bind, let groupID = plan.group else {
+                    outcomes.append(BindOutcome(address: step.address.description, fromDriver: step.fromDriver,
+                                                toDriver: step.fromDriver, action: .unchanged, reason: step.reasons.first))
+                    continue
+                }
+                let outcome = try binder.bind(step.address.description, group: groupID)
+                outcomes.append(outcome)
+                if outcome.action == .bound { done.append(outcome.address) }
+                if outcome.action == .rolledBack {
+                    // A group bind is all or nothing: return the ones this run already bound.
+                    for address in done.reversed() {
+                        let undone = try binder.unbind(address)
+                        if let index = outcomes.firstIndex(where: { $0.address == address }) {
+                            outcomes[index] = BindOutcome(address: address, fromDriver: undone.toDriver == nil ? nil : outcomes[index].fromDriver,
+                                                          toDriver: undone.toDriver, action: .rolledBack,
+                                                          reason: "undone because \(outcome.address) could not be bound")
+                        }
+                    }
+                    break
+                }
+            }
+        } catch { throw bindingFailure(error) }
+        try BindingReport.print(outcomes, json: global.json)
+        if outcomes.contains(where: { $0.action == .rolledBack }) { throw ExitCode(BindingExit.rolledBack) }
+        reportRemaining(plan, json: global.json)
+    }
+
+    func reportRemaining(_ plan: BindPlan, json: Bool) {
+        guard !plan.remainingBlockers.isEmpty, let groupID = plan.group else { return }
+        let names = plan.remainingBlockers.map(\.description).joined(separator: " ")
+        let line = "group \(groupID) is still not viable: also bind \(names), or use --group"
+        if json { warn("note: " + line) } else { print("note: " + line) }
+    }
+}
+
+struct UnbindCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unbind",
+        abstract: "Return a device (or its group) from vfio-pci to the driver it had before.",
+        discussion: """
+            Uses the journal written by `bind`: clears driver_override and binds the original
+            driver. A device vfioctl did not bind is reprobed and the kernel chooses its driver.
+
+            Example:
+              vfioctl unbind 01:00.0 --group
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var options: BindingOptions
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
+    @Flag(help: "Return every vfio-pci member of the device's IOMMU group.") var group = false
+    @Flag(help: "Print what would happen; change nothing.") var dryRun = false
+
+    func run() throws {
+        let target = try parseAddress(address)
+        let inventory = try InventoryLoader.load(global, detail: .summary)
+        let journal = options.journal
+        let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
+        var outcomes: [BindOutcome] = []
+        do {
+            let plan = try BindPlan.unbind(target, wholeGroup: group, inventory: inventory, journal: try journal.entries())
+            if dryRun {
+                outcomes = plan.steps.map {
+                    BindOutcome(address: $0.address.description, fromDriver: $0.fromDriver, toDriver: $0.toDriver,
+                                action: $0.action == .unbind ? .wouldUnbind : .unchanged, reason: $0.reasons.first)
+                }
+            } else {
+                let toUnbind = plan.steps.filter { $0.action == .unbind }.map(\.address.description)
+                try binder.checkPreconditions(for: toUnbind)
+                let lock = try BindingLock(directory: journal.directory, timeout: options.lockTimeout)
+                defer { withExtendedLifetime(lock) {} }
+                for step in plan.steps {
+                    if step.action == .unbind {
+                        outcomes.append(try binder.unbind(step.address.description))
+                    } else {
+                        outcomes.append(BindOutcome(address: step.address.description, fromDriver: step.fromDriver,
+                                                    toDriver: step.fromDriver, action: .unchanged, reason: step.reasons.first))
+                    }
+                }
+            }
+        } catch { throw bindingFailure(error) }
+        try BindingReport.print(outcomes, json: global.json)
+    }
+}
+
+struct RestoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Replay the binding journal: return devices left mid-change (or, with --all, every journalled device) to their original drivers.",
+        discussion: """
+            After an interrupted bind or unbind (a crash, a kill, a power cut of a long script),
+            `vfioctl restore` finishes the job: each device whose change was in progress goes back
+            to the driver recorded before vfioctl touched it. With --all, devices that were bound
+            successfully go back too.
+
+            Example:
+              vfioctl restore --all --dry-run
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var options: BindingOptions
+    @Flag(help: "Also return devices whose bind completed.") var all = false
+    @Flag(help: "Print what would happen; change nothing.") var dryRun = false
+
+    func run() throws {
+        let journal = options.journal
+        let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
+        var outcomes: [BindOutcome] = []
+        do {
+            let lock: BindingLock? = dryRun ? nil : try BindingLock(directory: journal.directory, timeout: options.lockTimeout)
+            defer { withExtendedLifetime(lock) {} }
+            let entries = try journal.entries().filter { all || $0.state != .bound }
+            for entry in entries {
+                let current = binder.currentDriver(entry.address)
+                if dryRun {
+                    outcomes.append(BindOutcome(address: entry.address, fromDriver: current, toDriver: entry.originalDriver,
+                                                action: .wouldUnbind, reason: "journal state \(entry.state.rawValue)"))
+                    continue
+                }
+                guard FileManager.default.fileExists(atPath: global.resolvedRoot.appending("bus/pci/devices/\(entry.address)")) else {
+                    outcomes.append(BindOutcome(address: entry.address, fromDriver: nil, toDriver: nil, action: .unchanged,
+                                                reason: "device is not present; its journal entry is kept"))
+                    continue
+                }
+                try binder.checkPreconditions(for: [entry.address])
+                let now = try binder.returnToOriginal(entry.address, entry: entry)
+                let restored = now == entry.originalDriver
+                outcomes.append(BindOutcome(address: entry.address, fromDriver: current, toDriver: now,
+                                            action: restored ? .unbound : .unchanged,
+                                            reason: restored ? "restored (journal state \(entry.state.rawValue))"
+                                                : "could not return to \(entry.originalDriver ?? "no driver"); entry kept"))
+            }
+        } catch { throw bindingFailure(error) }
+        if outcomes.isEmpty && !global.json {
+            print("nothing to restore" + (all ? "" : " (devices bound successfully stay; use --all to return them too)"))
+            return
+        }
+        try BindingReport.print(outcomes, json: global.json)
+    }
+}
+
+struct PersistCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "persist",
+        abstract: "Make a vfio-pci binding survive reboot and hot-plug with a udev rule keyed on the address.",
+        subcommands: [Add.self, Remove.self, List.self]
+    )
+
+    struct RulesOptions: ParsableArguments {
+        @Option(name: .long, help: ArgumentHelp("Where udev rules go.", valueName: "dir"))
+        var rulesDir: String = UdevRules.defaultDirectory
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write the udev rule for a device.",
+                                                        discussion: "Example:\n  vfioctl persist add 01:00.0")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var rules: RulesOptions
+        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: String
+        func run() throws {
+            let target = try parseAddress(address)
+            let inventory = try InventoryLoader.load(global, detail: .summary)
+            guard inventory.device(target) != nil else {
+                throw CommandFailure("no PCI device \(target); run `vfioctl list` to see the devices")
+            }
+            let udev = UdevRules(directory: rules.rulesDir)
+            let written: Bool
+            do { written = try udev.add(target) } catch { throw bindingFailure(error) }
+            if rules.rulesDir == UdevRules.defaultDirectory { UdevRules.reload() }
+            try report(target, path: udev.path(for: target), action: written ? "added" : "unchanged", json: global.json)
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete the udev rule for a device.",
+                                                        discussion: "Example:\n  vfioctl persist remove 01:00.0")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var rules: RulesOptions
+        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: String
+        func run() throws {
+            let target = try parseAddress(address)
+            let udev = UdevRules(directory: rules.rulesDir)
+            let removed: Bool
+            do { removed = try udev.remove(target) } catch { throw bindingFailure(error) }
+            if rules.rulesDir == UdevRules.defaultDirectory { UdevRules.reload() }
+            try report(target, path: udev.path(for: target), action: removed ? "removed" : "absent", json: global.json)
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List devices with a vfioctl udev rule.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var rules: RulesOptions
+        func run() throws {
+            let udev = UdevRules(directory: rules.rulesDir)
+            let addresses = udev.list()
+            if global.json {
+                print(try JSONOutput.encode(addresses.map { ["address": $0.description, "rule": udev.path(for: $0)] }))
+            } else if addresses.isEmpty {
+                print("no vfioctl udev rules in \(rules.rulesDir)")
+            } else {
+                for address in addresses { print("\(address)  \(udev.path(for: address))") }
+            }
+        }
+    }
+
+    static func report(_ address: PCIAddress, path: String, action: String, json: Bool) throws {
+        if json {
+            print(try JSONOutput.encode(["address": address.description, "rule": path, "action": action]))
+        } else {
+            print("\(address): rule \(action) (\(path))")
+        }
+    }
+}
+
