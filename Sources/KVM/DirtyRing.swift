@@ -27,7 +27,7 @@ final class DirtyRing {
 
     /// Reads every published entry from `fetchIndex` on, adds (slot, page) to `found`, marks it
     /// collected, and returns how many it read. Stops at the first entry KVM has not published.
-    func harvest(into found: inout [MemslotID: Set<UInt64>]) -> Int {
+    func harvest(into found: inout [MemslotID: [UInt64]]) -> Int {
         let stride = MemoryLayout<kvm_dirty_gfn>.stride
         let flagsOffset = MemoryLayout<kvm_dirty_gfn>.offset(of: \kvm_dirty_gfn.flags) ?? 0
         let slotOffset = MemoryLayout<kvm_dirty_gfn>.offset(of: \kvm_dirty_gfn.slot) ?? 4
@@ -43,7 +43,7 @@ final class DirtyRing {
             guard flags.pointee.load(ordering: .acquiring) & CKVM_DIRTY_GFN_F_DIRTY != 0 else { break }
             let slot = entry.load(fromByteOffset: slotOffset, as: UInt32.self)
             let page = entry.load(fromByteOffset: pageOffset, as: UInt64.self)
-            found[MemslotID(kernelValue: slot), default: []].insert(page)
+            found[MemslotID(kernelValue: slot), default: []].append(page)
             // Release: KVM may recycle the entry once it sees RESET.
             flags.pointee.store(CKVM_DIRTY_GFN_F_RESET, ordering: .releasing)
             fetchIndex &+= 1

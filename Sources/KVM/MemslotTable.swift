@@ -28,6 +28,16 @@ public struct MemslotFlags: OptionSet, Hashable, Sendable {
     public static let readOnly = MemslotFlags(rawValue: UInt32(KVM_MEM_READONLY))
 }
 
+/// What a slot's host memory is. KVM itself does not know; the table uses it for rules that
+/// only hold for one kind.
+public enum MemslotKind: Sendable, Hashable {
+    /// Guest RAM: ordinary host memory, whose guest writes KVM can log.
+    case ram
+    /// Device memory, such as a VFIO BAR mmap: the device changes it behind KVM's back, so a
+    /// dirty log of it would be wrong, and huge mappings need gpa and host address congruent.
+    case deviceMemory
+}
+
 /// One guest-physical range backed by host memory.
 public struct Memslot: Hashable, Sendable {
     public var id: MemslotID
@@ -35,14 +45,16 @@ public struct Memslot: Hashable, Sendable {
     public var size: UInt64
     public var userspaceAddress: UInt64
     public var flags: MemslotFlags
+    public var kind: MemslotKind
 
     public init(id: MemslotID, guestPhysicalAddress: UInt64, size: UInt64, userspaceAddress: UInt64,
-                flags: MemslotFlags = []) {
+                flags: MemslotFlags = [], kind: MemslotKind = .ram) {
         self.id = id
         self.guestPhysicalAddress = guestPhysicalAddress
         self.size = size
         self.userspaceAddress = userspaceAddress
         self.flags = flags
+        self.kind = kind
     }
 
     /// The guest-physical range; only meaningful for a slot that passed validation (no overflow).
@@ -72,6 +84,13 @@ public enum MemslotError: Error, Hashable, Sendable, CustomStringConvertible {
     case readOnlyChange(MemslotID)
     /// Size or host address cannot change on a live slot: delete and add (kernel: EINVAL).
     case immutableChange(MemslotID, field: String)
+    /// Dirty logging asked for on device memory. KVM would accept it, but it logs only writes by
+    /// vCPUs, never the device's own, so the log would silently miss changes.
+    case dirtyLoggingOnDeviceMemory(MemslotID)
+    /// Device memory whose gpa is not congruent to its host address modulo a huge page size the
+    /// host range can hold: KVM could then only map it with 4 KiB pages (tens of times slower
+    /// to fault in). `suggested` is the nearest congruent gpa at or above the one asked for.
+    case hugePageIncongruent(MemslotID, pageSize: UInt64, guestPhysicalAddress: UInt64, hostAddress: UInt64, suggested: UInt64?)
 
     public var description: String {
         func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
@@ -96,6 +115,11 @@ public enum MemslotError: Error, Hashable, Sendable, CustomStringConvertible {
             return "memslot \(id.description): READONLY cannot change on a live slot; delete and add it again"
         case let .immutableChange(id, field):
             return "memslot \(id.description): \(field) cannot change on a live slot; delete and add it again"
+        case let .dirtyLoggingOnDeviceMemory(id):
+            return "memslot \(id.description) is device memory: dirty logging is refused, as KVM cannot see the device's own writes"
+        case let .hugePageIncongruent(id, pageSize, gpa, host, suggested):
+            let hint = suggested.map { "; use gpa \(hex($0))" } ?? ""
+            return "memslot \(id.description): gpa \(hex(gpa)) and host address \(hex(host)) differ modulo \(hex(pageSize)), so huge pages cannot map it\(hint)"
         }
     }
 }
@@ -109,14 +133,21 @@ public struct MemslotTable: Sendable, Equatable {
     public let pageSize: UInt64
     /// Flags the kernel accepts (READONLY only where KVM_CAP_READONLY_MEM says so).
     public let allowedFlags: MemslotFlags
+    /// Huge page sizes device-memory slots must be congruent for (see `HugePages`).
+    public let hugePageSizes: [UInt64]
     private var slots: [MemslotID: Memslot] = [:]
+    /// Guest ranges by address, per address space: overlap checks and lookups in O(log n), so a
+    /// table of 32764 slots costs little next to the ioctl.
+    private var ranges: [UInt16: GuestRangeIndex] = [:]
 
     public init(slotsPerAddressSpace: Int, addressSpaces: Int = 1, pageSize: UInt64 = 4096,
-                allowedFlags: MemslotFlags = [.logDirtyPages, .readOnly]) {
+                allowedFlags: MemslotFlags = [.logDirtyPages, .readOnly],
+                hugePageSizes: [UInt64] = HugePages.x86Sizes) {
         self.slotsPerAddressSpace = slotsPerAddressSpace
         self.addressSpaces = max(addressSpaces, 1)
         self.pageSize = pageSize
         self.allowedFlags = allowedFlags
+        self.hugePageSizes = hugePageSizes
     }
 
     public var count: Int { slots.count }
@@ -132,7 +163,25 @@ public struct MemslotTable: Sendable, Equatable {
 
     /// The slot holding `address` in `space`, if any.
     public func lookup(guestPhysicalAddress address: UInt64, addressSpace space: UInt16 = 0) -> Memslot? {
-        slots.values.first { $0.id.addressSpace == space && $0.guestRange.contains(address) }
+        guard let id = ranges[space]?.overlap(with: address..<(address &+ 1), excluding: nil) else { return nil }
+        return slots[id]
+    }
+
+    /// The lowest gpa in `range` where a device-memory slot of `size` bytes at host address
+    /// `hostAddress` fits without overlapping a slot and satisfies the huge-page rule; nil if
+    /// there is none.
+    public func freeDeviceAddress(size: UInt64, hostAddress: UInt64, in range: Range<UInt64>,
+                                  addressSpace space: UInt16 = 0) -> UInt64? {
+        var floor = range.lowerBound
+        // Each round either returns or moves past one slot, so it ends.
+        while true {
+            guard let candidate = HugePages.congruentGuestAddress(hostAddress: hostAddress, size: size, atOrAbove: floor,
+                                                                  pageSizes: hugePageSizes, basePageSize: pageSize),
+                  !candidate.addingReportingOverflow(size).overflow, candidate + size <= range.upperBound else { return nil }
+            guard let other = ranges[space]?.overlap(with: candidate..<(candidate + size), excluding: nil),
+                  let blocking = slots[other] else { return candidate }
+            floor = blocking.guestRange.upperBound
+        }
     }
 
     /// The lowest free slot number in `space`.
@@ -169,6 +218,7 @@ public struct MemslotTable: Sendable, Equatable {
         guard allowedFlags.isSuperset(of: flags) else { throw .unsupportedFlags(id, flags: flags.rawValue) }
         guard slot.flags.contains(.readOnly) == flags.contains(.readOnly) else { throw .readOnlyChange(id) }
         slot.flags = flags
+        try checkKindRules(slot)
         return slot
     }
 
@@ -188,6 +238,7 @@ public struct MemslotTable: Sendable, Equatable {
         try checkShape(slot)
         guard slot.size == old.size else { throw .immutableChange(slot.id, field: "size") }
         guard slot.userspaceAddress == old.userspaceAddress else { throw .immutableChange(slot.id, field: "host address") }
+        guard slot.kind == old.kind else { throw .immutableChange(slot.id, field: "kind") }
         guard slot.flags.contains(.readOnly) == old.flags.contains(.readOnly) else { throw .readOnlyChange(slot.id) }
         if slot.guestPhysicalAddress != old.guestPhysicalAddress {
             try checkNoOverlap(slot.id, slot.guestRange)
@@ -201,18 +252,22 @@ public struct MemslotTable: Sendable, Equatable {
     public mutating func add(_ slot: Memslot) throws(MemslotError) {
         try validateAdd(slot)
         slots[slot.id] = slot
+        ranges[slot.id.addressSpace, default: GuestRangeIndex()].insert(slot.guestRange, id: slot.id)
     }
 
     @discardableResult
     public mutating func remove(_ id: MemslotID) throws(MemslotError) -> Memslot {
         guard let old = slots.removeValue(forKey: id) else { throw .noSuchSlot(id) }
+        ranges[id.addressSpace]?.remove(start: old.guestPhysicalAddress, id: id)
         return old
     }
 
     @discardableResult
     public mutating func move(_ id: MemslotID, to address: UInt64) throws(MemslotError) -> Memslot {
         let moved = try validateMove(id, to: address)
+        if let old = slots[id] { ranges[id.addressSpace]?.remove(start: old.guestPhysicalAddress, id: id) }
         slots[id] = moved
+        ranges[id.addressSpace, default: GuestRangeIndex()].insert(moved.guestRange, id: id)
         return moved
     }
 
@@ -221,6 +276,25 @@ public struct MemslotTable: Sendable, Equatable {
         let changed = try validateSetFlags(id, flags)
         slots[id] = changed
         return changed
+    }
+
+    /// Applies a change `classify(slot)` returned for `slot`, without checking it again.
+    mutating func applyClassified(_ change: Change, _ slot: Memslot) {
+        switch change {
+        case .add:
+            slots[slot.id] = slot
+            ranges[slot.id.addressSpace, default: GuestRangeIndex()].insert(slot.guestRange, id: slot.id)
+        case .delete:
+            _ = try? remove(slot.id)
+        case .move:
+            if let old = slots[slot.id] { ranges[slot.id.addressSpace]?.remove(start: old.guestPhysicalAddress, id: slot.id) }
+            slots[slot.id] = slot
+            ranges[slot.id.addressSpace, default: GuestRangeIndex()].insert(slot.guestRange, id: slot.id)
+        case .flags:
+            slots[slot.id]?.flags = slot.flags
+        case .none:
+            break
+        }
     }
 
     // MARK: Private
@@ -247,12 +321,32 @@ public struct MemslotTable: Sendable, Equatable {
               !slot.userspaceAddress.addingReportingOverflow(slot.size).overflow else {
             throw .addressOverflow(slot.id)
         }
+        try checkKindRules(slot)
+    }
+
+    /// Rules for device memory, which KVM does not know about (see `MemslotKind`).
+    private func checkKindRules(_ slot: Memslot) throws(MemslotError) {
+        guard slot.kind == .deviceMemory else { return }
+        guard !slot.flags.contains(.logDirtyPages) else { throw .dirtyLoggingOnDeviceMemory(slot.id) }
+        if let hugePage = HugePages.requiredCongruence(hostAddress: slot.userspaceAddress, size: slot.size, pageSizes: hugePageSizes),
+           !HugePages.isCongruent(slot.guestPhysicalAddress, slot.userspaceAddress, modulo: hugePage) {
+            throw .hugePageIncongruent(
+                slot.id, pageSize: hugePage, guestPhysicalAddress: slot.guestPhysicalAddress, hostAddress: slot.userspaceAddress,
+                suggested: HugePages.congruentGuestAddress(hostAddress: slot.userspaceAddress, size: slot.size,
+                                                           atOrAbove: slot.guestPhysicalAddress, pageSizes: hugePageSizes,
+                                                           basePageSize: pageSize))
+        }
     }
 
     private func checkNoOverlap(_ id: MemslotID, _ range: Range<UInt64>) throws(MemslotError) {
-        // Linear scan: tables hold tens of slots, and this keeps the rule obviously right.
-        for other in allSlots where other.id != id && other.id.addressSpace == id.addressSpace {
-            if other.guestRange.overlaps(range) { throw .overlap(id, with: other.id, range: range) }
+        if let other = ranges[id.addressSpace]?.overlap(with: range, excluding: id) {
+            throw .overlap(id, with: other, range: range)
         }
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        // The range index is derived from `slots`; its chunking depends on history, not content.
+        a.slotsPerAddressSpace == b.slotsPerAddressSpace && a.addressSpaces == b.addressSpaces && a.pageSize == b.pageSize
+            && a.allowedFlags == b.allowedFlags && a.hugePageSizes == b.hugePageSizes && a.slots == b.slots
     }
 }

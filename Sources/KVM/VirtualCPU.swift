@@ -197,4 +197,33 @@ public final class VirtualCPU {
         regs.rflags = 0x2  // bit 1 of RFLAGS is reserved and reads as 1
         try setRegisters(regs)
     }
+
+    /// x86: start executing 32-bit protected-mode code at `entry`, paging off, with flat 4 GiB
+    /// code and data segments (base 0, limit 4 GiB): the guest reaches all memory below 4 GiB
+    /// with plain addresses. The segments go straight into the hidden descriptor caches, so the
+    /// guest needs no GDT as long as it loads no segment register. `registers` gives the
+    /// general registers (rip and rflags are set here).
+    public func enterFlatProtectedMode(entry: UInt32, registers: kvm_regs = kvm_regs()) throws(KVMError) {
+        var sregs = try specialRegisters()
+        var code = kvm_segment()
+        code.base = 0
+        code.limit = 0xffff_ffff
+        code.selector = 0x08
+        code.type = 0xb      // execute/read, accessed
+        code.present = 1
+        code.s = 1           // code or data, not system
+        code.db = 1          // 32-bit
+        code.g = 1           // limit in 4 KiB units
+        var data = code
+        data.selector = 0x10
+        data.type = 0x3      // read/write, accessed
+        sregs.cs = code
+        for keyPath in [\kvm_sregs.ds, \.es, \.ss, \.fs, \.gs] { sregs[keyPath: keyPath] = data }
+        sregs.cr0 |= 1       // PE
+        try setSpecialRegisters(sregs)
+        var regs = registers
+        regs.rip = UInt64(entry)
+        regs.rflags = 0x2
+        try setRegisters(regs)
+    }
 }

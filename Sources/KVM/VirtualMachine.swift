@@ -134,10 +134,13 @@ public final class VirtualMachine {
     // MARK: Memslots
 
     /// Adds a slot at `guestPhysicalAddress` backed by `memory[offset ..< offset + size]`
-    /// (all of it by default), in the lowest free slot number unless `id` names one.
+    /// (all of it by default), in the lowest free slot number unless `id` names one. A
+    /// `.deviceMemory` slot (a BAR) refuses dirty logging and a gpa that defeats huge pages;
+    /// `memslots.freeDeviceAddress` offers one that does not.
     @discardableResult
     public func addSlot(_ id: MemslotID? = nil, guestPhysicalAddress: UInt64, memory: MemslotBacking,
-                        offset: Int = 0, size: Int? = nil, flags: MemslotFlags = []) throws(KVMError) -> Memslot {
+                        offset: Int = 0, size: Int? = nil, flags: MemslotFlags = [],
+                        kind: MemslotKind = .ram) throws(KVMError) -> Memslot {
         let length = size ?? (memory.size - offset)
         guard offset >= 0, length >= 0, offset <= memory.size, length <= memory.size - offset else {
             throw .invalidArgument("slot range \(offset)+\(length) lies outside its backing of \(memory.size) bytes")
@@ -146,7 +149,7 @@ public final class VirtualMachine {
             throw .invalidState("all \(memslots.slotsPerAddressSpace) memslots are in use")
         }
         let slot = Memslot(id: slotID, guestPhysicalAddress: guestPhysicalAddress, size: UInt64(length),
-                           userspaceAddress: memory.hostAddress &+ UInt64(offset), flags: flags)
+                           userspaceAddress: memory.hostAddress &+ UInt64(offset), flags: flags, kind: kind)
         try setMemoryRegion(slot, backing: memory)
         return slot
     }
@@ -167,20 +170,13 @@ public final class VirtualMachine {
         }
         if change == .none { return .none }
         try rawSetUserMemoryRegion(slot)
-        // The kernel accepted it, so the table follows; `classify` already passed these checks.
+        // The kernel accepted it, so the table follows, without checking again what `classify`
+        // already checked (this path is timed against raw ioctls in kvm-benchmark).
+        memslots.applyClassified(change, slot)
         switch change {
-        case .add:
-            _ = try? memslots.add(slot)
-            backings[slot.id] = backing
-        case .delete:
-            _ = try? memslots.remove(slot.id)
-            backings[slot.id] = nil
-        case .move:
-            _ = try? memslots.move(slot.id, to: slot.guestPhysicalAddress)
-        case .flags:
-            _ = try? memslots.setFlags(slot.id, slot.flags)
-        case .none:
-            break
+        case .add: backings[slot.id] = backing
+        case .delete: backings[slot.id] = nil
+        case .move, .flags, .none: break
         }
         return change
     }
@@ -274,6 +270,30 @@ public final class VirtualMachine {
         dirtyTracking = .ring(bytes: bytes, acquireRelease: acquireRelease)
     }
 
+    /// Enables the smallest dirty ring of at least `minimumBytes` the kernel accepts, trying
+    /// powers of two up to the host's maximum: KVM reserves entries of each ring for itself
+    /// (64, plus the PML buffer's 512 on Intel), so it refuses (EINVAL) rings too small to hold
+    /// them, a limit it does not report. Returns the size chosen.
+    @discardableResult
+    public func enableSmallestDirtyRing(minimumBytes: Int = 0) throws(KVMError) -> Int {
+        let max = capabilities.dirtyRingAcquireReleaseMaxBytes > 0
+            ? capabilities.dirtyRingAcquireReleaseMaxBytes : capabilities.dirtyRingMaxBytes
+        var bytes = hostPageSize
+        while bytes < minimumBytes { bytes *= 2 }
+        var lastRefusal: KVMError?
+        while bytes <= max {
+            do {
+                try enableDirtyRing(bytes: bytes)
+                return bytes
+            } catch let .system(operation, errno) where errno == .invalidArgument {
+                lastRefusal = .system(operation: operation, errno: errno)
+                bytes *= 2
+            }
+        }
+        throw lastRefusal ?? .missingCapability(name: KVMCapability.dirtyLogRing.name,
+                                                detail: "no ring of at least \(minimumBytes) bytes fits the maximum of \(max)")
+    }
+
     /// Dirty pages since the last collection, by slot, in whichever mode is on. Only slots with
     /// LOG_DIRTY_PAGES are tracked. In ring mode every vCPU's ring is harvested and the entries
     /// handed back (KVM_RESET_DIRTY_RINGS), which write-protects those pages again.
@@ -282,11 +302,16 @@ public final class VirtualMachine {
         case let .bitmap(manualProtect):
             return try collectBitmaps(manualProtect: manualProtect)
         case .ring:
-            var found: [MemslotID: Set<UInt64>] = [:]
+            var found: [MemslotID: [UInt64]] = [:]
             var entries = 0
             for ring in dirtyRings { entries += ring.harvest(into: &found) }
             let reset = entries == 0 ? 0 : Int(try ioctlValue(fd, CKVM_RESET_DIRTY_RINGS, 0, "KVM_RESET_DIRTY_RINGS"))
-            return DirtyPages(pages: found.mapValues { $0.sorted() }, ringEntries: entries, ringEntriesReset: reset)
+            // A page is in a ring at most once until reset, but may be in two vCPUs' rings.
+            let pages = found.mapValues { list in
+                let sorted = list.sorted()
+                return sorted.enumerated().compactMap { index, page in index > 0 && sorted[index - 1] == page ? nil : page }
+            }
+            return DirtyPages(pages: pages, ringEntries: entries, ringEntriesReset: reset)
         }
     }
 

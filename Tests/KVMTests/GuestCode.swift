@@ -22,6 +22,21 @@ enum GuestCode {
         0xf4,                          // hlt
     ]
 
+    /// Reads words from a 64 KiB fake BAR at gpa 0x80000 forever, reporting each one:
+    /// offsets 0, 0x102, 0x204, ... (mod 64 KiB), so reads move across all 16 pages.
+    static let barGuestPhysicalAddress: UInt64 = 0x80000
+    static let barReportPort: UInt16 = 0x90
+    static let barStride: UInt16 = 0x102
+    static let readBarForever: [UInt8] = [
+        0xb8, 0x00, 0x80,              // mov ax, 0x8000
+        0x8e, 0xd8,                    // mov ds, ax
+        0x31, 0xf6,                    // xor si, si
+        0x8b, 0x04,                    // next: mov ax, [si]      -> direct, or mmio read (host answers)
+        0xe7, 0x90,                    // out 0x90, ax            -> io out 0x90, 2 bytes: the word read
+        0x81, 0xc6, 0x02, 0x01,        // add si, 0x102
+        0xeb, 0xf6,                    // jmp next
+    ]
+
     /// Writes one byte at the start of each page whose segment is in a table after the code:
     ///       mov si, table ; mov cx, count
     ///   next: lodsw ; mov es, ax ; mov byte [es:0], 1 ; loop next

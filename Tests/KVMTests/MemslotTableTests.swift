@@ -188,4 +188,122 @@ struct MemslotTableTests {
         #expect(MemslotError.overlap(MemslotID(slot: 1), with: MemslotID(slot: 0), range: 0x1000..<0x2000).description
                     == "memslot slot 1 at 0x1000..<0x2000 overlaps slot 0")
     }
+
+    // MARK: Device memory
+
+    @Test func deviceMemoryRefusesDirtyLogging() throws {
+        var t = table()
+        let id = MemslotID(slot: 0)
+        #expect(throws: MemslotError.dirtyLoggingOnDeviceMemory(id)) {
+            try t.add(Memslot(id: id, guestPhysicalAddress: 0, size: 0x1000, userspaceAddress: 0x7f00_0000_0000,
+                              flags: .logDirtyPages, kind: .deviceMemory))
+        }
+        try t.add(Memslot(id: id, guestPhysicalAddress: 0, size: 0x1000, userspaceAddress: 0x7f00_0000_0000, kind: .deviceMemory))
+        #expect(throws: MemslotError.dirtyLoggingOnDeviceMemory(id)) { try t.setFlags(id, .logDirtyPages) }
+        try t.setFlags(id, [])
+        var asRAM = Memslot(id: id, guestPhysicalAddress: 0, size: 0x1000, userspaceAddress: 0x7f00_0000_0000)
+        #expect(throws: MemslotError.immutableChange(id, field: "kind")) { try t.classify(asRAM) }
+        asRAM.kind = .deviceMemory
+        #expect(try t.classify(asRAM) == MemslotTable.Change.none)
+        // RAM may log.
+        try t.add(slot(1, 0x1000, 0x1000, flags: .logDirtyPages))
+    }
+
+    @Test func hugePageCongruenceArithmetic() {
+        let twoM: UInt64 = 1 << 21, oneG: UInt64 = 1 << 30
+        // Too small for any huge page, or holding none aligned: no requirement.
+        #expect(HugePages.requiredCongruence(hostAddress: 0x7f00_0000_0000, size: 0x10_0000, pageSizes: HugePages.x86Sizes) == nil)
+        #expect(HugePages.requiredCongruence(hostAddress: 0x7f00_0010_0000, size: twoM, pageSizes: HugePages.x86Sizes) == nil)
+        // Holds one aligned 2 MiB page, not a 1 GiB one.
+        #expect(HugePages.requiredCongruence(hostAddress: 0x7f00_0010_0000, size: 2 * twoM, pageSizes: HugePages.x86Sizes) == twoM)
+        #expect(HugePages.requiredCongruence(hostAddress: 0x7f00_0000_0000, size: twoM, pageSizes: HugePages.x86Sizes) == twoM)
+        #expect(HugePages.requiredCongruence(hostAddress: 0x7f40_0000_0000, size: oneG, pageSizes: HugePages.x86Sizes) == oneG)
+        #expect(HugePages.requiredCongruence(hostAddress: 0x7f40_0020_0000, size: oneG, pageSizes: HugePages.x86Sizes) == twoM)
+        #expect(HugePages.requiredCongruence(hostAddress: UInt64.max - 0xfff, size: 0x1000, pageSizes: HugePages.x86Sizes) == nil)
+        #expect(HugePages.isCongruent(0x4020_0000, 0x7f00_0020_0000, modulo: twoM))
+        #expect(!HugePages.isCongruent(0x4010_0000, 0x7f00_0020_0000, modulo: twoM))
+        // Lowest congruent gpa at or above the floor.
+        #expect(HugePages.congruentGuestAddress(hostAddress: 0x7f00_0030_0000, size: 4 * twoM, atOrAbove: 0xe000_0000) == 0xe010_0000)
+        #expect(HugePages.congruentGuestAddress(hostAddress: 0x7f00_0010_0000, size: 4 * twoM, atOrAbove: 0xe018_0000) == 0xe030_0000)
+        #expect(HugePages.congruentGuestAddress(hostAddress: 0x7f40_4000_0000, size: 2 * oneG, atOrAbove: 0x1_0000_0001) == 0x1_4000_0000)
+        // No huge page: page alignment only.
+        #expect(HugePages.congruentGuestAddress(hostAddress: 0x7f00_0000_1000, size: 0x1000, atOrAbove: 0x1001) == 0x2000)
+        #expect(HugePages.congruentGuestAddress(hostAddress: 0x7f00_0010_0000, size: 4 * twoM, atOrAbove: UInt64.max - 0xfff) == nil)
+    }
+
+    @Test func incongruentDeviceSlotIsRefusedWithASuggestion() throws {
+        var t = table()
+        let id = MemslotID(slot: 0)
+        let host: UInt64 = 0x7f00_0010_0000
+        let bar = Memslot(id: id, guestPhysicalAddress: 0xe000_0000, size: 8 << 20, userspaceAddress: host, kind: .deviceMemory)
+        #expect(throws: MemslotError.hugePageIncongruent(id, pageSize: 1 << 21, guestPhysicalAddress: 0xe000_0000,
+                                                         hostAddress: host, suggested: 0xe010_0000)) { try t.add(bar) }
+        var congruent = bar
+        congruent.guestPhysicalAddress = 0xe010_0000
+        try t.add(congruent)
+        // Moving keeps the rule.
+        #expect(throws: MemslotError.self) { try t.move(id, to: 0xe020_0000) }
+        try t.move(id, to: 0xe030_0000)
+        // RAM slots are not held to it.
+        try t.add(slot(1, 0x1000, 8 << 20, host: host))
+    }
+
+    @Test func freeDeviceAddressSkipsSlotsAndKeepsCongruence() throws {
+        var t = table()
+        let host: UInt64 = 0x7f00_0010_0000
+        try t.add(slot(0, 0xe000_0000, 0x40_0000))            // 0xe0000000..<0xe0400000
+        try t.add(slot(1, 0xe050_0000, 0x1000, host: 0x7f10_0000_0000))
+        // The first congruent spot (…0x100000 mod 2 MiB) past both slots with 4 MiB free.
+        #expect(t.freeDeviceAddress(size: 4 << 20, hostAddress: host, in: 0xe000_0000..<0xf000_0000) == 0xe070_0000)
+        #expect(t.freeDeviceAddress(size: 4 << 20, hostAddress: host, in: 0xe000_0000..<0xe080_0000) == nil)
+        #expect(t.freeDeviceAddress(size: 0x1000, hostAddress: 0x7f00_0000_3000, in: 0xe000_0000..<0xf000_0000) == 0xe040_0000)
+    }
+
+    /// The range index against a linear scan, over random adds, moves and removes.
+    @Test func rangeIndexAgreesWithALinearScan() throws {
+        var t = MemslotTable(slotsPerAddressSpace: 3000, pageSize: 4096)
+        var generator = SplitMix(seed: 42)
+        var live: [UInt16: Range<UInt64>] = [:]
+        for _ in 0..<20_000 {
+            let number = UInt16(generator.next() % 3000)
+            let id = MemslotID(slot: number)
+            let gpa = (generator.next() % 8192) * 4096, size = (1 + generator.next() % 4) * 4096
+            let range = gpa..<(gpa + size)
+            let clash = live.first { $0.key != number && $0.value.overlaps(range) }
+            switch generator.next() % 3 {
+            case 0 where live[number] == nil:
+                if clash == nil { try t.add(slot(number, gpa, size)); live[number] = range } else {
+                    #expect(throws: MemslotError.self) { try t.add(slot(number, gpa, size)) }
+                }
+            case 1 where live[number] != nil:
+                let moved = gpa..<(gpa + (live[number].map { $0.upperBound - $0.lowerBound } ?? 0))
+                let movedClash = live.first { $0.key != number && $0.value.overlaps(moved) }
+                if movedClash == nil { try t.move(id, to: gpa); live[number] = moved } else {
+                    #expect(throws: MemslotError.self) { try t.move(id, to: gpa) }
+                }
+            case 2 where live[number] != nil:
+                try t.remove(id)
+                live[number] = nil
+            default:
+                break
+            }
+            let probe = (generator.next() % 8200) * 4096 + 17
+            let expected = live.first { $0.value.contains(probe) }?.key
+            #expect(t.lookup(guestPhysicalAddress: probe)?.id.slot == expected)
+        }
+        #expect(t.count == live.count)
+    }
+}
+
+/// A small deterministic generator for the randomized table test.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
 }
