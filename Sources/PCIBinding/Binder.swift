@@ -43,6 +43,9 @@ public struct Binder {
     /// (journaled, override-set, unbound, probed, verified) so crash recovery can be tested
     /// against the real kernel.
     let faultStep: String?
+    /// Test hook: `VFIOCTL_STEP_DELAY_MS=N` sleeps N ms after every step, widening the window in
+    /// which two unlocked runs would interleave.
+    let stepDelay: UInt32
     /// How long to wait for the kernel (and udev) to settle after a probe.
     public var settleTimeout: Double = 5
 
@@ -54,6 +57,7 @@ public struct Binder {
         self.devRoot = devRoot
         self.journal = journal
         self.faultStep = environment["VFIOCTL_FAULT_INJECT"]
+        self.stepDelay = environment["VFIOCTL_STEP_DELAY_MS"].flatMap { UInt32($0) } ?? 0
     }
 
     func devicePath(_ address: String) -> String { root.appending("bus/pci/devices/\(address)") }
@@ -68,6 +72,7 @@ public struct Binder {
     }
 
     func injectFault(after step: String) {
+        if stepDelay > 0 { usleep(stepDelay * 1000) }
         guard faultStep == step else { return }
         FileHandle.standardError.write(Data("vfioctl: fault injection: killed after \(step)\n".utf8))
         kill(getpid(), SIGKILL)
@@ -97,16 +102,10 @@ public struct Binder {
     }
 
     func runModprobe(_ module: String) -> Int32 {
-        for candidate in ["/sbin/modprobe", "/usr/sbin/modprobe", "/bin/modprobe", "/usr/bin/modprobe"]
-        where FileManager.default.isExecutableFile(atPath: candidate) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: candidate)
-            process.arguments = [module]
-            do { try process.run() } catch { return -1 }
-            process.waitUntilExit()
-            return process.terminationStatus
+        guard let modprobe = findProgram(["/sbin/modprobe", "/usr/sbin/modprobe", "/bin/modprobe", "/usr/bin/modprobe"]) else {
+            return -1
         }
-        return -1
+        return runProgram(modprobe, [module])
     }
 
     func write(_ value: String, to path: String) throws(BindingError) {

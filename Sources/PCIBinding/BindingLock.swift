@@ -39,11 +39,25 @@ public final class BindingLock {
         // Who holds it, for the next process's message.
         _ = ftruncate(descriptor.rawValue, 0)
         _ = try? descriptor.writeAll(toAbsoluteOffset: 0, Array("\(getpid())\n".utf8))
+        Self.trace("acquired")
     }
 
     deinit {
+        Self.trace("released")
         _ = flock(descriptor.rawValue, LOCK_UN)
         try? descriptor.close()
+    }
+
+    /// Test hook: `VFIOCTL_LOCK_TRACE=FILE` appends "pid event monotonic-ns" lines, so a test can
+    /// prove that two runs never held the lock at once.
+    static func trace(_ event: String) {
+        guard let path = getenv("VFIOCTL_LOCK_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return }
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        let line = "\(getpid()) \(event) \(Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))\n"
+        guard let file = try? FileDescriptor.open(path, .writeOnly, options: [.create, .append, .closeOnExec],
+                                                  permissions: [.ownerReadWrite]) else { return }
+        _ = try? file.closeAfter { try file.writeAll(Array(line.utf8)) }
     }
 
     static func holder(_ path: String) -> String? {

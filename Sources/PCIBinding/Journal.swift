@@ -31,6 +31,24 @@ public struct BindingJournal: Sendable {
             case originalDriver = "original_driver"
             case originalOverride = "original_override"
         }
+
+        public init(address: String, originalDriver: String?, originalOverride: String?, state: State, updated: Date) {
+            self.address = address
+            self.originalDriver = originalDriver
+            self.originalOverride = originalOverride
+            self.state = state
+            self.updated = updated
+        }
+
+        /// "No driver" is a fact worth recording: written as null, not left out.
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(address, forKey: .address)
+            try container.encode(originalDriver, forKey: .originalDriver)
+            try container.encode(originalOverride, forKey: .originalOverride)
+            try container.encode(state, forKey: .state)
+            try container.encode(updated, forKey: .updated)
+        }
     }
 
     struct File: Codable {

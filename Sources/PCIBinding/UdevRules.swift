@@ -67,15 +67,7 @@ public struct UdevRules {
 
     /// Asks a running udevd to reread its rules; harmless when there is none.
     public static func reload() {
-        for candidate in ["/usr/bin/udevadm", "/bin/udevadm", "/sbin/udevadm"]
-        where FileManager.default.isExecutableFile(atPath: candidate) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: candidate)
-            process.arguments = ["control", "--reload"]
-            process.standardError = FileHandle.nullDevice
-            try? process.run()
-            process.waitUntilExit()
-            return
-        }
+        guard let udevadm = findProgram(["/usr/bin/udevadm", "/bin/udevadm", "/sbin/udevadm"]) else { return }
+        _ = runProgram(udevadm, ["control", "--reload"])
     }
 }

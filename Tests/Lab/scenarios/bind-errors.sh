@@ -1,0 +1,37 @@
+# bind-errors: binding as a user without root, and binding with vfio-pci unloaded, each end with
+# a one-line error that says what to do, and change nothing.
+. /lab/bin/lab-lib.sh
+. /lab/bin/bind-lib.sh
+DEV=0000:00:04.0
+trap 'insmod /lib/modules/vfio_pci.ko 2>/dev/null; vfioctl restore --all >/dev/null 2>&1; lab_restore' EXIT
+
+unchanged() { # LABEL
+    check_eq "$1: driver unchanged" e1000e "$(dev_driver "$DEV")"
+    check_eq "$1: driver_override unchanged" "(null)" "$(cat "$(sysfs_dev "$DEV")/driver_override")"
+    no_journal_entry "$DEV" && ok "$1: no journal entry" || fail "$1: journal written"
+}
+
+su -s /bin/sh nobody -c "vfioctl bind $DEV" >/tmp/user.out 2>/tmp/user.err
+rc=$?
+cat /tmp/user.err
+[ "$rc" -ne 0 ] && ok "non-root bind fails (status $rc)" || fail "non-root bind succeeded"
+check_eq "non-root error is one line" 1 "$(wc -l </tmp/user.err | tr -d ' ')"
+grep -q "needs root" /tmp/user.err && ok "the error says root is needed" || fail "error does not mention root"
+unchanged "non-root"
+
+# Without vfio-pci (and no modprobe that can load it) the bind stops before touching anything.
+rmmod vfio_pci || fail "could not unload vfio_pci"
+vfioctl bind "$DEV" >/tmp/nomod.out 2>/tmp/nomod.err
+rc=$?
+cat /tmp/nomod.err
+[ "$rc" -ne 0 ] && ok "bind without vfio-pci fails (status $rc)" || fail "bind without vfio-pci succeeded"
+grep -q "vfio-pci driver is not available" /tmp/nomod.err && ok "the error names the missing driver" || fail "error does not name vfio-pci"
+unchanged "no vfio-pci"
+insmod /lib/modules/vfio_pci.ko || fail "could not reload vfio_pci"
+
+# Bad addresses and unknown devices.
+vfioctl bind 0000:00:1f.8 2>/tmp/bad.err; check_eq "bad address status" 1 "$?"
+grep -q "expected DDDD:BB:DD.F" /tmp/bad.err && ok "bad address names the form" || fail "bad address message"
+vfioctl bind 0000:09:00.0 2>/tmp/unknown.err; check_eq "unknown device status" 1 "$?"
+grep -q "no PCI device 0000:09:00.0" /tmp/unknown.err && ok "unknown device named" || fail "unknown device message"
+lab_finish
