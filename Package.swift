@@ -42,11 +42,14 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // Pure placement and huge-fault planning for BAR mappings: no fds, unit-tested exhaustively.
+        .target(name: "BARPlacement", dependencies: ["PCIInventory"]),
         .target(
             name: "VFIO",
             dependencies: [
                 "CLinuxUAPI",
                 "PCIInventory",
+                "BARPlacement",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -57,6 +60,11 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // `vfioctl doctor`: host readiness facts and the pure rules that judge them.
+        .target(
+            name: "Diagnostics",
+            dependencies: ["PCIInventory", "KVM"]
+        ),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
         .target(name: "SysfsFixtures"),
         .target(
@@ -64,8 +72,10 @@ let package = Package(
             dependencies: [
                 "PCIInventory",
                 "PCIBinding",
+                "Diagnostics",
                 "VFIO",
                 "KVM",
+                "BARPlacement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -87,7 +97,9 @@ let package = Package(
             name: "PCIInventoryTests",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
         ),
+        .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
+        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
     ]
 )

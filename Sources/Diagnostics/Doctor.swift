@@ -1,0 +1,308 @@
+import PCIInventory
+
+/// One thing `vfioctl doctor` found: what, the evidence, and the exact remedy.
+public struct Finding: Sendable, Equatable {
+    public enum Status: String, Sendable, Comparable {
+        case ok, info, warning, problem
+
+        var rank: Int { [.ok: 0, .info: 1, .warning: 2, .problem: 3][self] ?? 0 }
+        public static func < (lhs: Status, rhs: Status) -> Bool { lhs.rank < rhs.rank }
+    }
+
+    /// Stable identifier, e.g. "iommu.enabled", "gpu.0000:01:00.0".
+    public let id: String
+    public let status: Status
+    public let title: String
+    public let evidence: [String]
+    public let remedy: String?
+
+    public init(id: String, status: Status, title: String, evidence: [String], remedy: String? = nil) {
+        self.id = id
+        self.status = status
+        self.title = title
+        self.evidence = evidence
+        self.remedy = remedy
+    }
+}
+
+/// What the doctor judges, gathered by `HostReadinessReader`. Plain data, so the rules are pure.
+public struct HostReadiness: Sendable {
+    public var inventory: PCIInventory
+    public var kernelRelease: String?
+    public var kernelCommandLine: String?
+    /// Whether /proc/interrupts shows remapped ("IR-") interrupt domains.
+    public var interruptRemapping: Bool?
+    /// vfio_iommu_type1's allow_unsafe_interrupts parameter (nil when the module is not loaded).
+    public var allowUnsafeInterrupts: Bool?
+    /// Loaded modules of interest (from /sys/module).
+    public var loadedModules: Set<String> = []
+    /// Modules the running kernel has on disk or built in (from /lib/modules/RELEASE).
+    public var availableModules: Set<String> = []
+    public var vfioContainerNode: Bool = false
+    public var kvmNode: Bool = false
+    public var kvm: KVMSummary?
+    public var kvmError: String?
+    /// RLIMIT_MEMLOCK soft limit in bytes; nil for unlimited.
+    public var memlockLimit: UInt64?
+    public var memlockKnown = false
+    public var plannedGuestMemory: UInt64 = 8 << 30
+    public var hugePages: [HugePagePool] = []
+    public var transparentHugePages: String?
+
+    public init(inventory: PCIInventory) { self.inventory = inventory }
+}
+
+public struct KVMSummary: Sendable, Equatable {
+    public var apiVersion: Int
+    public var maxMemslots: Int
+    public var readonlyMemory: Bool
+    public var dirtyRingBytes: Int
+    public init(apiVersion: Int, maxMemslots: Int, readonlyMemory: Bool, dirtyRingBytes: Int) {
+        self.apiVersion = apiVersion
+        self.maxMemslots = maxMemslots
+        self.readonlyMemory = readonlyMemory
+        self.dirtyRingBytes = dirtyRingBytes
+    }
+}
+
+public struct HugePagePool: Sendable, Equatable {
+    public var pageSize: UInt64
+    public var total: Int
+    public var free: Int
+    public init(pageSize: UInt64, total: Int, free: Int) {
+        self.pageSize = pageSize; self.total = total; self.free = free
+    }
+}
+
+/// The rules: each looks at `HostReadiness` and says what it finds. Pure.
+public enum Doctor {
+    public static func examine(_ host: HostReadiness) -> [Finding] {
+        var findings: [Finding] = []
+        findings += iommu(host)
+        findings += modules(host)
+        findings += kvm(host)
+        findings += memory(host)
+        findings += kernelHistory(host)
+        findings += acs(host)
+        findings += gpus(host)
+        return findings
+    }
+
+    /// The worst status among the findings: the doctor's verdict.
+    public static func verdict(_ findings: [Finding]) -> Finding.Status {
+        findings.map(\.status).max() ?? .ok
+    }
+
+    static func iommu(_ host: HostReadiness) -> [Finding] {
+        let status = host.inventory.iommu
+        var findings: [Finding] = []
+        if status.isAvailable {
+            findings.append(Finding(id: "iommu.enabled", status: .ok, title: "IOMMU enabled",
+                                    evidence: ["\(status.groupCount) IOMMU groups", "IOMMU units: " + (status.units.isEmpty ? "none listed" : status.units.joined(separator: ", "))]
+                                        + (host.kernelCommandLine.map { ["kernel command line: \($0)"] } ?? [])))
+        } else {
+            findings.append(Finding(id: "iommu.enabled", status: .problem, title: "No IOMMU groups: no device can be assigned",
+                                    evidence: status.advice, remedy: "enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on (Intel); then reboot and run `vfioctl doctor` again"))
+        }
+        if let commandLine = host.kernelCommandLine, commandLine.split(separator: " ").contains("iommu=pt") {
+            findings.append(Finding(id: "iommu.passthrough", status: .info, title: "iommu=pt: host devices bypass translation",
+                                    evidence: ["kernel command line has iommu=pt"],
+                                    remedy: nil))
+        }
+        if status.isAvailable {
+            switch host.interruptRemapping {
+            case .some(true):
+                findings.append(Finding(id: "iommu.interrupt-remapping", status: .ok, title: "Interrupt remapping active",
+                                        evidence: ["/proc/interrupts lists IR- (remapped) interrupt domains"]))
+            case .some(false):
+                let unsafe = host.allowUnsafeInterrupts == true
+                findings.append(Finding(id: "iommu.interrupt-remapping", status: unsafe ? .warning : .problem,
+                                        title: "No interrupt remapping: a device could inject interrupts",
+                                        evidence: ["/proc/interrupts shows no IR- domains"]
+                                            + (unsafe ? ["vfio_iommu_type1 allow_unsafe_interrupts=Y: VFIO accepts it anyway"] : ["vfio_iommu_type1 refuses devices with MSI without it"]),
+                                        remedy: "enable interrupt remapping in the firmware (x2APIC/VT-d IR); as a last resort, and only for trusted devices, load vfio_iommu_type1 with allow_unsafe_interrupts=1"))
+            case .none:
+                break
+            }
+        }
+        return findings
+    }
+
+    static func modules(_ host: HostReadiness) -> [Finding] {
+        var findings: [Finding] = []
+        let needed = ["vfio", "vfio_iommu_type1", "vfio_pci"]
+        let missing = needed.filter { !host.loadedModules.contains($0) }
+        if missing.isEmpty {
+            findings.append(Finding(id: "vfio.modules", status: .ok, title: "vfio modules loaded", evidence: needed.map { "/sys/module/\($0)" }))
+        } else {
+            let unavailable = missing.filter { !host.availableModules.contains($0) }
+            if unavailable.isEmpty {
+                findings.append(Finding(id: "vfio.modules", status: .warning, title: "vfio modules not loaded (available)",
+                                        evidence: ["not loaded: " + missing.joined(separator: ", ")],
+                                        remedy: "modprobe vfio-pci (vfioctl bind loads it when needed)"))
+            } else {
+                findings.append(Finding(id: "vfio.modules", status: .problem, title: "vfio modules missing from this kernel",
+                                        evidence: ["neither loaded nor found under /lib/modules: " + unavailable.joined(separator: ", ")],
+                                        remedy: "install the kernel's modules package (Debian: linux-image-$(uname -r)) or a kernel built with CONFIG_VFIO_PCI"))
+            }
+        }
+        findings.append(host.vfioContainerNode
+            ? Finding(id: "vfio.container", status: .ok, title: "/dev/vfio/vfio present", evidence: ["/dev/vfio/vfio"])
+            : Finding(id: "vfio.container", status: host.loadedModules.contains("vfio") ? .problem : .warning,
+                      title: "/dev/vfio/vfio missing", evidence: ["no /dev/vfio/vfio"],
+                      remedy: "load vfio (modprobe vfio) and check that devtmpfs or udev creates the node"))
+        return findings
+    }
+
+    static func kvm(_ host: HostReadiness) -> [Finding] {
+        guard host.kvmNode else {
+            return [Finding(id: "kvm", status: .problem, title: "No /dev/kvm", evidence: ["/dev/kvm does not exist"],
+                            remedy: "enable VT-x/AMD-V in the firmware and load kvm_intel or kvm_amd")]
+        }
+        if let kvm = host.kvm {
+            return [Finding(id: "kvm", status: .ok, title: "KVM available",
+                            evidence: ["API version \(kvm.apiVersion)", "\(kvm.maxMemslots) memslots", "read-only memory: \(kvm.readonlyMemory ? "yes" : "no")",
+                                       "dirty ring: " + (kvm.dirtyRingBytes > 0 ? "up to \(kvm.dirtyRingBytes) bytes" : "no")])]
+        }
+        return [Finding(id: "kvm", status: .warning, title: "/dev/kvm present but not usable here",
+                        evidence: [host.kvmError ?? "could not open /dev/kvm"], remedy: "run as root or join the kvm group")]
+    }
+
+    static func memory(_ host: HostReadiness) -> [Finding] {
+        var findings: [Finding] = []
+        let planned = host.plannedGuestMemory
+        if host.memlockKnown {
+            if let limit = host.memlockLimit, limit < planned {
+                findings.append(Finding(id: "memory.memlock", status: .warning,
+                                        title: "RLIMIT_MEMLOCK below the memory a VM would pin",
+                                        evidence: ["memlock limit \(bytes(limit)); a VM with \(bytes(planned)) of RAM pins all of it for DMA"],
+                                        remedy: "raise it for the VMM: `ulimit -l unlimited`, LimitMEMLOCK=infinity in its systemd unit, or memlock in /etc/security/limits.conf"))
+            } else {
+                findings.append(Finding(id: "memory.memlock", status: .ok, title: "RLIMIT_MEMLOCK allows pinning guest RAM",
+                                        evidence: ["memlock limit " + (host.memlockLimit.map(bytes) ?? "unlimited") + " for \(bytes(planned)) of guest RAM"]))
+            }
+        }
+        let usable = host.hugePages.filter { $0.free > 0 }
+        if usable.isEmpty {
+            findings.append(Finding(id: "memory.hugepages", status: .info, title: "No free huge pages reserved",
+                                    evidence: host.hugePages.map { "\(bytes($0.pageSize)) pages: \($0.total) total, \($0.free) free" }
+                                        + (host.transparentHugePages.map { ["transparent huge pages: \($0)"] } ?? []),
+                                    remedy: "reserve some for guest RAM, e.g. `echo 4096 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages` (8 GiB of 2 MiB pages)"))
+        } else {
+            findings.append(Finding(id: "memory.hugepages", status: .ok, title: "Huge pages reserved",
+                                    evidence: usable.map { "\(bytes($0.pageSize)) pages: \($0.free) free of \($0.total)" }))
+        }
+        return findings
+    }
+
+    static func kernelHistory(_ host: HostReadiness) -> [Finding] {
+        guard let release = host.kernelRelease, let version = KernelVersion(release: release) else { return [] }
+        var findings: [Finding] = []
+        if KernelHistory.hasHugeFault(version) {
+            findings.append(Finding(id: "kernel.huge-fault", status: .ok, title: "vfio-pci maps BARs with huge pages (huge_fault)",
+                                    evidence: ["kernel \(release) >= 6.12"]))
+        } else {
+            findings.append(Finding(id: "kernel.huge-fault", status: .info, title: "vfio-pci maps BARs 4 KiB at a time",
+                                    evidence: ["kernel \(release) < 6.12: no vfio-pci huge_fault; large BARs fault in slowly"],
+                                    remedy: "a 6.12 or newer kernel maps BARs with 2 MiB and 1 GiB entries"))
+        }
+        switch KernelHistory.hugeFaultAlignment(version) {
+        case .affected:
+            findings.append(Finding(id: "kernel.huge-fault-alignment", status: .warning,
+                                    title: "By version, this kernel lacks \"vfio/pci: Align huge faults to order\"",
+                                    evidence: ["kernel \(release): the fix is in 6.15, 6.12.29 and 6.14.7 (commit c1d9dac0db16)",
+                                               "without it, racing faults on one BAR can end in VM_FAULT_OOM and \"kvm run failed Bad address\" (bugzilla 220057)",
+                                               "distribution kernels may carry the fix; `vfioctl bar touch` with the lab's fault counter shows the behaviour"],
+                                    remedy: "update to 6.12.29+, 6.14.7+ or 6.15+"))
+        case .fixed:
+            findings.append(Finding(id: "kernel.huge-fault-alignment", status: .ok, title: "Huge faults aligned to order (fix present by version)",
+                                    evidence: ["kernel \(release) includes c1d9dac0db16 (6.15, 6.12.29, 6.14.7)"]))
+        case .notApplicable:
+            break
+        }
+        if KernelHistory.hasMemslotZapRegression(version) {
+            findings.append(Finding(id: "kernel.memslot-zap", status: .problem, title: "Memslot zap regression with assigned devices",
+                                    evidence: ["kernel \(release): 5.1's commit 4e103134b862 zaps only the removed memslot's pages, which made guests with assigned GPUs unstable"],
+                                    remedy: "update to 5.2.11 or later (reverted by d012a06ab1d2)"))
+        } else {
+            findings.append(Finding(id: "kernel.memslot-zap", status: .ok, title: "No memslot zap regression",
+                                    evidence: ["kernel \(release) is outside 5.1-5.2.10, where memslot removal zapped too little for assigned devices"]))
+        }
+        return findings
+    }
+
+    /// Groups that hold endpoints from more than one slot are shared because something between
+    /// them does not isolate (ACS missing or off); name the bridges responsible.
+    static func acs(_ host: HostReadiness) -> [Finding] {
+        let inventory = host.inventory
+        var findings: [Finding] = []
+        for group in inventory.groups {
+            let endpoints = group.devices.compactMap { inventory.device($0) }.filter { !$0.isBridge }
+            let slots = Set(endpoints.map { "\($0.address.domain):\($0.address.bus):\($0.address.device)" })
+            guard slots.count > 1 else { continue }
+            var culprits: [String] = []
+            for endpoint in endpoints {
+                for bridgeAddress in endpoint.parentBridges {
+                    guard let bridge = inventory.device(bridgeAddress) else { continue }
+                    let text: String
+                    if let acs = bridge.accessControlServices {
+                        guard !acs.isolates else { continue }
+                        text = "\(bridgeAddress) has ACS but enabled only " + (acs.enabled.isEmpty ? "nothing" : acs.enabled.names.joined(separator: " "))
+                    } else {
+                        text = "\(bridgeAddress) (\(bridge.expressPortType?.name ?? "bridge")) has no ACS capability"
+                    }
+                    if !culprits.contains(text) { culprits.append(text) }
+                }
+            }
+            findings.append(Finding(id: "acs.group-\(group.id)", status: .warning,
+                                    title: "Group \(group.id) is shared by \(endpoints.count) devices in \(slots.count) slots",
+                                    evidence: ["members: " + group.devices.map(\.description).joined(separator: " ")] + culprits,
+                                    remedy: "assign the whole group (vfioctl bind ADDRESS --group), or move the device to a slot under a port with ACS"))
+        }
+        return findings
+    }
+
+    static func gpus(_ host: HostReadiness) -> [Finding] {
+        let inventory = host.inventory
+        var findings: [Finding] = []
+        for gpu in inventory.devices where gpu.isDisplay {
+            var evidence: [String] = []
+            let name = [gpu.names.vendor, gpu.names.device].compactMap { $0 }.joined(separator: " ")
+            evidence.append("\(gpu.address) \(name.isEmpty ? "display controller" : name), driver \(gpu.driver ?? "none")")
+            evidence.append("reset methods: " + (gpu.resetMethods.isEmpty ? "none (the device may not reset between VM runs)" : gpu.resetMethods.joined(separator: " ")))
+            if gpu.bootVGA == true { evidence.append("boot display (boot_vga=1): binding it takes the host's console") }
+            var status: Finding.Status = .ok
+            var remedy: String?
+            if let groupID = gpu.iommuGroup, let group = inventory.group(groupID) {
+                let others = group.devices.filter { $0 != gpu.address }
+                evidence.append("IOMMU group \(groupID): " + (others.isEmpty ? "alone" : "with " + others.map { address in
+                    "\(address) (\(inventory.device(address)?.driver ?? "no driver"))"
+                }.joined(separator: ", ")))
+                let endpoints = group.devices.compactMap { inventory.device($0) }.filter { !$0.isBridge }
+                let needsGroup = endpoints.count > 1
+                if gpu.driver == "vfio-pci" && group.isViable {
+                    evidence.append("ready: bound to vfio-pci and the group is viable")
+                } else {
+                    status = gpu.bootVGA == true ? .warning : .info
+                    let command = "vfioctl bind \(gpu.address)" + (needsGroup ? " --group" : "") + (gpu.bootVGA == true ? " --force" : "")
+                    remedy = command
+                    if !group.blockers.isEmpty {
+                        evidence.append("blocking: " + group.blockers.map { "\($0.address) (\($0.driver ?? "?"))" }.joined(separator: ", "))
+                    }
+                }
+            } else {
+                status = .problem
+                evidence.append("no IOMMU group")
+                remedy = "enable the IOMMU first (see iommu.enabled)"
+            }
+            findings.append(Finding(id: "gpu.\(gpu.address)", status: status, title: "GPU \(gpu.address)", evidence: evidence, remedy: remedy))
+        }
+        return findings
+    }
+
+    static func bytes(_ value: UInt64) -> String {
+        let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+        for (unit, suffix) in units where value >= unit && value % unit == 0 { return "\(value / unit) \(suffix)" }
+        return "\(value) bytes"
+    }
+}

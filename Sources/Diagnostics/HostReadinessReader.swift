@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVM
+import PCIInventory
+
+/// Gathers `HostReadiness` from sysfs, procfs, /dev and /lib/modules, each under its own root so
+/// the doctor can be run against a copied or generated tree.
+public struct HostReadinessReader {
+    public var sysfs: SysfsRoot
+    public var procRoot = "/proc"
+    public var devRoot = "/dev"
+    public var modulesRoot = "/lib/modules"
+    public var plannedGuestMemory: UInt64 = 8 << 30
+    let reader = SysfsReader()
+
+    public init(sysfs: SysfsRoot) { self.sysfs = sysfs }
+
+    var isLive: Bool { sysfs.isSystem && procRoot == "/proc" && devRoot == "/dev" }
+
+    public func read(names: PCINameDatabase?) throws(InventoryError) -> HostReadiness {
+        let inventory = try PCIInventory.scan(root: sysfs, detail: .full, names: names)
+        var host = HostReadiness(inventory: inventory)
+        host.plannedGuestMemory = plannedGuestMemory
+        host.kernelRelease = reader.readString(procRoot + "/sys/kernel/osrelease")
+        host.kernelCommandLine = reader.readString(procRoot + "/cmdline")
+        if let interrupts = reader.readBytes(procRoot + "/interrupts", limit: 1 << 20) {
+            let text = String(decoding: interrupts, as: UTF8.self)
+            host.interruptRemapping = text.contains(" IR-")
+        }
+        if let unsafe = reader.readString(sysfs.appending("module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")) {
+            host.allowUnsafeInterrupts = unsafe == "Y" || unsafe == "1"
+        }
+        let interesting = ["vfio", "vfio_iommu_type1", "vfio_pci", "vfio_pci_core", "kvm", "kvm_intel", "kvm_amd"]
+        host.loadedModules = Set(interesting.filter { reader.exists(sysfs.appending("module/\($0)")) })
+        if let release = host.kernelRelease {
+            host.availableModules = availableModules(release: release, among: interesting)
+        }
+        host.vfioContainerNode = reader.exists(devRoot + "/vfio/vfio")
+        host.kvmNode = reader.exists(devRoot + "/kvm")
+        if host.kvmNode && isLive {
+            do {
+                let system = try KVMSystem()
+                let vm = try system.createVM()
+                let capabilities = vm.capabilities
+                host.kvm = KVMSummary(apiVersion: Int(system.apiVersion), maxMemslots: Int(capabilities.maxMemslots),
+                                      readonlyMemory: capabilities.readOnlyMemory, dirtyRingBytes: Int(capabilities.dirtyRingMaxBytes))
+            } catch {
+                host.kvmError = "\(error)"
+            }
+        }
+        if isLive {
+            var limit = rlimit()
+            if getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &limit) == 0 {
+                host.memlockKnown = true
+                // RLIM_INFINITY is all ones; Swift cannot import the macro (it is written as -1).
+                host.memlockLimit = limit.rlim_cur == rlim_t.max ? nil : UInt64(limit.rlim_cur)
+            }
+        }
+        for entry in (reader.listDirectory(sysfs.appending("kernel/mm/hugepages")) ?? []).sorted() {
+            guard entry.hasPrefix("hugepages-"), entry.hasSuffix("kB"),
+                  let kilobytes = UInt64(entry.dropFirst("hugepages-".count).dropLast(2)) else { continue }
+            let base = sysfs.appending("kernel/mm/hugepages/\(entry)")
+            host.hugePages.append(HugePagePool(pageSize: kilobytes * 1024,
+                                               total: reader.readInt(base + "/nr_hugepages") ?? 0,
+                                               free: reader.readInt(base + "/free_hugepages") ?? 0))
+        }
+        host.transparentHugePages = reader.readString(sysfs.appending("kernel/mm/transparent_hugepage/enabled"))
+        return host
+    }
+
+    /// Modules the kernel has: built in (modules.builtin) or as files (modules.dep).
+    func availableModules(release: String, among names: [String]) -> Set<String> {
+        var text = ""
+        for file in ["modules.builtin", "modules.dep"] {
+            if let bytes = reader.readBytes(modulesRoot + "/\(release)/\(file)", limit: 16 << 20) {
+                text += String(decoding: bytes, as: UTF8.self)
+            }
+        }
+        var found: Set<String> = []
+        for name in names {
+            let dashed = name.replacingOccurrences(of: "_", with: "-")
+            if text.contains("/\(name).ko") || text.contains("/\(dashed).ko") { found.insert(name) }
+        }
+        return found
+    }
+}
+
+extension String {
+    func replacingOccurrences(of target: String, with replacement: String) -> String {
+        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Diagnostics
+import Foundation
+import PCIInventory
+
+struct DoctorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Say whether this host is ready for passthrough, and what to fix.",
+        discussion: """
+            Checks the IOMMU (and interrupt remapping), ACS on shared groups, the vfio modules and
+            /dev/vfio/vfio, KVM, RLIMIT_MEMLOCK against the guest RAM a VM would pin, huge pages,
+            kernel-version facts that bite passthrough users, and each GPU: its group, what is
+            bound, reset methods, boot display, and the `vfioctl bind` line that would make it
+            assignable.
+
+            Exit status: 0 ready (warnings allowed), 2 a problem blocks passthrough, 1 errors.
+
+            Example:
+              vfioctl doctor
+              vfioctl doctor --vm-memory 32G --json
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Option(help: ArgumentHelp("Guest RAM a VM would pin, for the memlock check (e.g. 8G, 512M).", valueName: "size"))
+    var vmMemory: String = "8G"
+    @Option(name: .long, help: .hidden) var procRoot: String = "/proc"
+    @Option(name: .long, help: .hidden) var devRoot: String = "/dev"
+    @Option(name: .long, help: .hidden) var modulesRoot: String = "/lib/modules"
+
+    func run() throws {
+        guard let planned = parseSize(vmMemory) else {
+            throw CommandFailure("--vm-memory \"\(vmMemory)\" is not a size: write a number with K, M, G or T, e.g. 8G")
+        }
+        var reader = HostReadinessReader(sysfs: global.resolvedRoot)
+        reader.procRoot = procRoot
+        reader.devRoot = devRoot
+        reader.modulesRoot = modulesRoot
+        reader.plannedGuestMemory = planned
+        let host: HostReadiness
+        do { host = try reader.read(names: global.nameDatabase()) } catch { throw CommandFailure(error.description) }
+        let findings = Doctor.examine(host)
+        let verdict = Doctor.verdict(findings)
+        if global.json {
+            print(try JSONOutput.encode(DoctorJSON(verdict: verdict, kernel: host.kernelRelease, findings: findings)))
+        } else {
+            let marks: [Finding.Status: String] = [.ok: "[ok]  ", .info: "[info]", .warning: "[warn]", .problem: "[FAIL]"]
+            for finding in findings {
+                print("\(marks[finding.status] ?? "") \(finding.title)")
+                for line in finding.evidence { print("       \(line)") }
+                if let remedy = finding.remedy { print("       fix: \(remedy)") }
+            }
+            let summary: String
+            switch verdict {
+            case .problem: summary = "not ready: fix the [FAIL] findings first"
+            case .warning: summary = "ready, with warnings"
+            case .ok, .info: summary = "ready"
+            }
+            print("\nverdict: \(summary)")
+        }
+        if verdict == .problem { throw ExitCode(2) }
+    }
+}
+
+/// "8G", "512M", "1024" (bytes) -> bytes.
+func parseSize(_ text: String) -> UInt64? {
+    let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+    var digits = text.uppercased()
+    if digits.hasSuffix("IB") { digits.removeLast(2) } else if digits.hasSuffix("B") { digits.removeLast() }
+    var multiplier: UInt64 = 1
+    if let last = digits.last, let unit = units[last] { multiplier = unit; digits.removeLast() }
+    guard let value = UInt64(digits), value > 0 else { return nil }
+    let (product, overflow) = value.multipliedReportingOverflow(by: multiplier)
+    return overflow ? nil : product
+}
+
+struct DoctorJSON: Encodable {
+    let verdict: Finding.Status
+    let kernel: String?
+    let findings: [Finding]
+    enum Keys: String, CodingKey { case verdict, kernel, findings }
+    enum FindingKeys: String, CodingKey { case id, status, title, evidence, remedy }
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(verdict.rawValue, forKey: .verdict)
+        try container.encode(kernel, forKey: .kernel)
+        var list = container.nestedUnkeyedContainer(forKey: .findings)
+        for finding in findings {
+            var item = list.nestedContainer(keyedBy: FindingKeys.self)
+            try item.encode(finding.id, forKey: .id)
+            try item.encode(finding.status.rawValue, forKey: .status)
+            try item.encode(finding.title, forKey: .title)
+            try item.encode(finding.evidence, forKey: .evidence)
+            try item.encode(finding.remedy, forKey: .remedy)
+        }
+    }
+}
