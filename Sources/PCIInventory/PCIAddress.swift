@@ -97,17 +97,17 @@ public struct PCIAddressError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-func hex2(_ value: UInt8) -> String {
+public func hex2(_ value: UInt8) -> String {
     let digits = String(value, radix: 16)
     return digits.count == 1 ? "0" + digits : digits
 }
 
-func hex4(_ value: UInt16) -> String {
+public func hex4(_ value: UInt16) -> String {
     let digits = String(value, radix: 16)
     return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
 }
 
-func hex6(_ value: UInt32) -> String {
+public func hex6(_ value: UInt32) -> String {
     let digits = String(value, radix: 16)
     return String(repeating: "0", count: max(0, 6 - digits.count)) + digits
 }

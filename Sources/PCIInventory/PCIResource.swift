@@ -40,41 +40,69 @@ public struct ParsedResources: Sendable, Equatable {
 /// BARs 0-5 first, then the ROM; later lines (SR-IOV and bridge windows) are not BARs.
 /// Unused resources (all zero, or no type flag) are left out.
 public func parseResourceFile(_ text: String) -> ParsedResources {
+    var bytes = Array(text.utf8)
+    return parseResourceFile(&bytes, count: bytes.count)
+}
+
+/// The same, straight from the file's bytes (the scan's hot path: no Strings unless a line is
+/// malformed and must be quoted in a problem).
+func parseResourceFile(_ bytes: inout [UInt8], count: Int) -> ParsedResources {
     var result = ParsedResources()
     var lineIndex = 0
-    for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-        defer { lineIndex += 1 }
-        guard lineIndex <= PCIBAR.romIndex else { break }
-        if line.allSatisfy({ $0 == " " }) {
-            // A blank last line is the file's trailing newline; one in the middle is damage.
-            continue
+    var lineStart = 0
+    while lineStart < count, lineIndex <= PCIBAR.romIndex {
+        var lineEnd = lineStart
+        while lineEnd < count, bytes[lineEnd] != 0x0a { lineEnd += 1 }
+        defer { lineIndex += 1; lineStart = lineEnd + 1 }
+        // Three hex columns separated by spaces.
+        var values: [UInt64] = []
+        values.reserveCapacity(3)
+        var position = lineStart
+        var malformed = false
+        while position < lineEnd {
+            while position < lineEnd, bytes[position] == 0x20 { position += 1 }
+            guard position < lineEnd else { break }
+            var columnEnd = position
+            while columnEnd < lineEnd, bytes[columnEnd] != 0x20 { columnEnd += 1 }
+            var digitsStart = position
+            if columnEnd - position > 2, bytes[position] == UInt8(ascii: "0"), bytes[position + 1] | 0x20 == UInt8(ascii: "x") { digitsStart += 2 }
+            var value: UInt64 = 0
+            if columnEnd - digitsStart == 0 || columnEnd - digitsStart > 16 { malformed = true }
+            for index in digitsStart..<columnEnd {
+                guard let digit = hexDigitValue(bytes[index]) else { malformed = true; break }
+                value = value << 4 | UInt64(digit)
+            }
+            values.append(value)
+            position = columnEnd
         }
-        let columns = line.split(separator: " ", omittingEmptySubsequences: true)
-        guard columns.count == 3,
-              let start = parseHexAttribute(columns[0]),
-              let end = parseHexAttribute(columns[1]),
-              let flags = parseHexAttribute(columns[2]) else {
+        if values.isEmpty && !malformed { continue }
+        guard !malformed, values.count == 3 else {
+            let line = String(decoding: bytes[lineStart..<lineEnd], as: UTF8.self)
             result.problems.append("resource line \(lineIndex + 1) is not \"start end flags\" in hex: \"\(line.prefix(80))\"")
             continue
         }
-        let isIO = flags & ResourceFlags.io != 0
-        let isMemory = flags & ResourceFlags.memory != 0
-        // No type flag, or an empty range, is an unimplemented BAR.
-        guard isIO || isMemory, !(start == 0 && end == 0) else { continue }
-        guard end >= start else {
-            result.problems.append("resource line \(lineIndex + 1) ends (0x\(String(end, radix: 16))) before it starts (0x\(String(start, radix: 16)))")
-            continue
-        }
-        let bar = PCIBAR(
-            index: lineIndex,
-            start: start,
-            end: end,
-            kind: isIO ? .io : .memory,
-            is64Bit: flags & ResourceFlags.memory64 != 0,
-            prefetchable: flags & ResourceFlags.prefetch != 0,
-            unassigned: flags & ResourceFlags.unset != 0
-        )
-        if lineIndex == PCIBAR.romIndex { result.rom = bar } else { result.bars.append(bar) }
+        appendResource(start: values[0], end: values[1], flags: values[2], lineIndex: lineIndex, to: &result)
     }
     return result
+}
+
+func appendResource(start: UInt64, end: UInt64, flags: UInt64, lineIndex: Int, to result: inout ParsedResources) {
+    let isIO = flags & ResourceFlags.io != 0
+    let isMemory = flags & ResourceFlags.memory != 0
+    // No type flag, or an empty range, is an unimplemented BAR.
+    guard isIO || isMemory, !(start == 0 && end == 0) else { return }
+    guard end >= start else {
+        result.problems.append("resource line \(lineIndex + 1) ends (0x\(String(end, radix: 16))) before it starts (0x\(String(start, radix: 16)))")
+        return
+    }
+    let bar = PCIBAR(
+        index: lineIndex,
+        start: start,
+        end: end,
+        kind: isIO ? .io : .memory,
+        is64Bit: flags & ResourceFlags.memory64 != 0,
+        prefetchable: flags & ResourceFlags.prefetch != 0,
+        unassigned: flags & ResourceFlags.unset != 0
+    )
+    if lineIndex == PCIBAR.romIndex { result.rom = bar } else { result.bars.append(bar) }
 }

@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
+import Synchronization
 
 /// Reads one inventory. Separate from `PCIInventory` so the read-only model stays free of I/O.
 struct Scanner {
@@ -26,11 +28,7 @@ struct Scanner {
         }
         addresses.sort()
 
-        var devices: [PCIDevice] = []
-        devices.reserveCapacity(addresses.count)
-        for address in addresses {
-            devices.append(readDevice(address, directory: busPath + "/" + address.description))
-        }
+        var devices = Self.readDevices(addresses, busPath: busPath, detail: detail)
         if let names { attachNames(&devices, names) }
 
         let (groups, groupProblems) = readGroups(devices: devices)
@@ -42,11 +40,28 @@ struct Scanner {
     }
 
     func readDevice(_ address: PCIAddress, directory: String) -> PCIDevice {
-        var device = PCIDevice(address: address)
+        var buffers = ScanBuffers()
+        return Self.readDevice(address, busPath: root.appending("bus/pci/devices"), detail: detail, buffers: &buffers)
+    }
 
-        if let target = reader.readLink(directory) {
+    /// Reusable per-thread buffers: attributes, links and the resource file.
+    struct ScanBuffers {
+        var small = [UInt8](repeating: 0, count: 256)
+        var link = [UInt8](repeating: 0, count: 4096)
+        var large = [UInt8](repeating: 0, count: 8192)
+    }
+
+    /// Reads one device. Static and free of shared state, so devices can be read in parallel.
+    static func readDevice(_ address: PCIAddress, busPath: String, detail: PCIInventory.Detail,
+                           buffers: inout ScanBuffers) -> PCIDevice {
+        var device = PCIDevice(address: address)
+        let name = address.description
+        let directoryPath = busPath + "/" + name
+
+        if let bus = AttributeDirectory(path: busPath), let length = bus.readLink(name, into: &buffers.link) {
             // The link's path from the root bus down: every PCI-address component above the
             // device itself is a bridge on the way.
+            let target = String(decoding: buffers.link[..<length], as: UTF8.self)
             var bridges: [PCIAddress] = []
             for component in target.split(separator: "/").dropLast() {
                 guard component.count >= 7, component.contains("."),
@@ -56,44 +71,56 @@ struct Scanner {
             device.parentBridges = bridges.reversed()
         }
 
-        device.vendorID = reader.readHex(directory + "/vendor").flatMap(UInt16.init(exactly:))
-        device.deviceID = reader.readHex(directory + "/device").flatMap(UInt16.init(exactly:))
-        device.classCode = reader.readHex(directory + "/class").flatMap(UInt32.init(exactly:))
-        device.revision = reader.readHex(directory + "/revision").flatMap(UInt8.init(exactly:))
-        device.subsystemVendorID = reader.readHex(directory + "/subsystem_vendor").flatMap(UInt16.init(exactly:))
-        device.subsystemDeviceID = reader.readHex(directory + "/subsystem_device").flatMap(UInt16.init(exactly:))
+        guard let directory = AttributeDirectory(path: directoryPath) else {
+            device.problems.append("cannot open \(directoryPath)")
+            return device
+        }
+        func hex(_ attribute: String) -> UInt64? {
+            guard let count = directory.read(attribute, into: &buffers.small) else { return nil }
+            return AttributeBytes.hex(buffers.small, count: count)
+        }
+        device.vendorID = hex("vendor").flatMap(UInt16.init(exactly:))
+        device.deviceID = hex("device").flatMap(UInt16.init(exactly:))
+        device.classCode = hex("class").flatMap(UInt32.init(exactly:))
+        device.revision = hex("revision").flatMap(UInt8.init(exactly:))
+        device.subsystemVendorID = hex("subsystem_vendor").flatMap(UInt16.init(exactly:))
+        device.subsystemDeviceID = hex("subsystem_device").flatMap(UInt16.init(exactly:))
 
         let identityComplete = device.vendorID != nil && device.deviceID != nil && device.classCode != nil
         var config: PCIConfigSpace?
         if detail == .full || !identityComplete {
-            config = reader.readBytes(directory + "/config").map(PCIConfigSpace.init(bytes:))
+            var bytes = [UInt8](repeating: 0, count: 4096)
+            if let count = directory.read("config", into: &bytes) {
+                bytes.removeSubrange(count...)
+                config = PCIConfigSpace(bytes: bytes)
+            }
         }
         if !identityComplete {
             fillIdentityFromConfig(&device, config)
         }
 
-        if reader.readLink(directory + "/driver") != nil {
-            let driverLink = directory + "/driver"
-            device.driver = reader.readLinkBasename(driverLink)
-            if !reader.exists(driverLink) {
-                device.problems.append("driver link points to a driver directory that does not exist (\(reader.readLink(driverLink) ?? "?")); treated as bound to \(device.driver ?? "?")")
+        if let length = directory.readLink("driver", into: &buffers.link) {
+            device.driver = AttributeBytes.basename(buffers.link, count: length)
+            if !directory.exists("driver") {
+                let target = String(decoding: buffers.link[..<length], as: UTF8.self)
+                device.problems.append("driver link points to a driver directory that does not exist (\(target)); treated as bound to \(device.driver ?? "?")")
             }
         }
 
-        if let groupLink = reader.readLink(directory + "/iommu_group") {
-            let groupName = groupLink.split(separator: "/").last.map(String.init) ?? ""
-            if let group = Int(groupName) {
+        if let length = directory.readLink("iommu_group", into: &buffers.link) {
+            let target = String(decoding: buffers.link[..<length], as: UTF8.self)
+            if let group = AttributeBytes.trailingInteger(buffers.link, count: length) {
                 device.iommuGroup = group
-                if !reader.exists(directory + "/iommu_group") {
-                    device.problems.append("iommu_group link points to \(groupLink), which does not exist")
+                if !directory.exists("iommu_group") {
+                    device.problems.append("iommu_group link points to \(target), which does not exist")
                 }
             } else {
-                device.problems.append("iommu_group link points to \(groupLink), which is not a group number")
+                device.problems.append("iommu_group link points to \(target), which is not a group number")
             }
         }
 
-        if let resourceText = reader.readBytes(directory + "/resource", limit: 8192) {
-            let parsed = parseResourceFile(String(decoding: resourceText, as: UTF8.self))
+        if let count = directory.read("resource", into: &buffers.large) {
+            let parsed = parseResourceFile(&buffers.large, count: count)
             device.bars = parsed.bars
             device.rom = parsed.rom
             device.problems += parsed.problems
@@ -102,12 +129,12 @@ struct Scanner {
         }
 
         if detail == .full {
-            readFullDetail(&device, directory: directory, config: config)
+            readFullDetail(&device, directory: directoryPath, config: config)
         }
         return device
     }
 
-    private func fillIdentityFromConfig(_ device: inout PCIDevice, _ config: PCIConfigSpace?) {
+    private static func fillIdentityFromConfig(_ device: inout PCIDevice, _ config: PCIConfigSpace?) {
         var missing: [String] = []
         if device.vendorID == nil { missing.append("vendor") }
         if device.deviceID == nil { missing.append("device") }
@@ -123,7 +150,8 @@ struct Scanner {
         device.problems.append("missing or unreadable \(missing.joined(separator: ", ")) attribute; taken from config space")
     }
 
-    private func readFullDetail(_ device: inout PCIDevice, directory: String, config: PCIConfigSpace?) {
+    private static func readFullDetail(_ device: inout PCIDevice, directory: String, config: PCIConfigSpace?) {
+        let reader = SysfsReader()
         if let override = reader.readString(directory + "/driver_override"), override != "(null)", !override.isEmpty {
             device.driverOverride = override
         }
@@ -165,6 +193,24 @@ struct Scanner {
                 virtualFunctions: virtualFunctions.map(\.1)
             )
         }
+    }
+
+    /// Reads devices on every online CPU (up to 4): the work is syscalls on independent files.
+    static func readDevices(_ addresses: [PCIAddress], busPath: String, detail: PCIInventory.Detail) -> [PCIDevice] {
+        let workers = max(1, min(4, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), addresses.count / 64))
+        if workers == 1 {
+            var buffers = ScanBuffers()
+            return addresses.map { readDevice($0, busPath: busPath, detail: detail, buffers: &buffers) }
+        }
+        let chunkSize = (addresses.count + workers - 1) / workers
+        let results = Mutex<[[PCIDevice]]>(Array(repeating: [], count: workers))
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            let chunk = addresses[min(addresses.count, worker * chunkSize)..<min(addresses.count, (worker + 1) * chunkSize)]
+            var buffers = ScanBuffers()
+            let devices = chunk.map { readDevice($0, busPath: busPath, detail: detail, buffers: &buffers) }
+            results.withLock { $0[worker] = devices }
+        }
+        return results.withLock { $0.flatMap { $0 } }
     }
 
     private func attachNames(_ devices: inout [PCIDevice], _ names: PCINameDatabase) {

@@ -12,12 +12,14 @@ enum JSONOutput {
     }
 }
 
+// Fixed-width lower-case hex, without Foundation's String(format:), which is slow enough to
+// matter when thousands of devices are printed.
 func hexID(_ value: UInt16?) -> String? {
-    value.map { String(format: "%04x", $0) }
+    value.map(hex4)
 }
 
 func hexClass(_ value: UInt32?) -> String? {
-    value.map { String(format: "%06x", $0) }
+    value.map(hex6)
 }
 
 /// A BAR in `list`, `show` and `groups` JSON.
@@ -37,6 +39,50 @@ struct BARJSON: Encodable {
     }
 }
 
+extension JSONValue {
+    static func bar(_ bar: PCIBAR) -> JSONValue {
+        .object([
+            ("index", .integer(bar.index)), ("start", .unsigned(bar.start)), ("end", .unsigned(bar.end)),
+            ("size", .unsigned(bar.size)), ("kind", .string(bar.kind.rawValue)), ("is64", .bool(bar.is64Bit)),
+            ("prefetchable", .bool(bar.prefetchable)), ("unassigned", .bool(bar.unassigned)),
+        ])
+    }
+
+    /// One device in `list --json` (the same keys as `DeviceSummaryJSON`).
+    static func deviceSummary(_ device: PCIDevice) -> JSONValue {
+        .object([
+            ("address", .string(device.address.description)),
+            ("vendor_id", .optional(hexID(device.vendorID))),
+            ("device_id", .optional(hexID(device.deviceID))),
+            ("subsystem_vendor_id", .optional(hexID(device.subsystemVendorID))),
+            ("subsystem_device_id", .optional(hexID(device.subsystemDeviceID))),
+            ("class", .optional(hexClass(device.classCode))),
+            ("revision", .optional(device.revision.map(hex2))),
+            ("vendor_name", .optional(device.names.vendor)),
+            ("device_name", .optional(device.names.device)),
+            ("class_name", .optional(device.names.className)),
+            ("driver", .optional(device.driver)),
+            ("iommu_group", .optional(device.iommuGroup)),
+            ("bars", .array(device.bars.map(JSONValue.bar))),
+            ("problems", .array(device.problems.map(JSONValue.string))),
+        ])
+    }
+
+    /// One group in `groups --json`.
+    static func group(_ group: IOMMUGroup) -> JSONValue {
+        .object([
+            ("group", .integer(group.id)),
+            ("viable", .bool(group.isViable)),
+            ("devices", .array(group.devices.map { .string($0.description) })),
+            ("other_members", .array(group.otherMembers.map(JSONValue.string))),
+            ("blockers", .array(group.blockers.map { blocker in
+                .object([("address", .string(blocker.address)), ("driver", .optional(blocker.driver)),
+                         ("reason", .string(blocker.reason))])
+            })),
+        ])
+    }
+}
+
 /// One device in `list --json`.
 struct DeviceSummaryJSON: Encodable {
     let device: PCIDevice
@@ -52,7 +98,7 @@ struct DeviceSummaryJSON: Encodable {
         try container.encode(hexID(device.subsystemVendorID), forKey: .subsystem_vendor_id)
         try container.encode(hexID(device.subsystemDeviceID), forKey: .subsystem_device_id)
         try container.encode(hexClass(device.classCode), forKey: .class)
-        try container.encode(device.revision.map { String(format: "%02x", $0) }, forKey: .revision)
+        try container.encode(device.revision.map(hex2), forKey: .revision)
         try container.encode(device.names.vendor, forKey: .vendor_name)
         try container.encode(device.names.device, forKey: .device_name)
         try container.encode(device.names.className, forKey: .class_name)
@@ -132,7 +178,7 @@ struct DeviceDetailJSON: Encodable {
         try container.encode(hexID(device.subsystemVendorID), forKey: .subsystem_vendor_id)
         try container.encode(hexID(device.subsystemDeviceID), forKey: .subsystem_device_id)
         try container.encode(hexClass(device.classCode), forKey: .class)
-        try container.encode(device.revision.map { String(format: "%02x", $0) }, forKey: .revision)
+        try container.encode(device.revision.map(hex2), forKey: .revision)
         try container.encode(device.names.vendor, forKey: .vendor_name)
         try container.encode(device.names.device, forKey: .device_name)
         try container.encode(device.names.subsystemVendor, forKey: .subsystem_vendor_name)

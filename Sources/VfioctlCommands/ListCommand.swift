@@ -19,7 +19,7 @@ struct ListCommand: ParsableCommand {
     func run() throws {
         let inventory = try InventoryLoader.load(global, detail: .summary)
         if global.json {
-            print(try JSONOutput.encode(inventory.devices.map(DeviceSummaryJSON.init)))
+            print(JSONValue.array(inventory.devices.map(JSONValue.deviceSummary)).rendered())
         } else {
             for device in inventory.devices { print(TextFormat.listLine(device)) }
         }
@@ -68,7 +68,7 @@ enum TextFormat {
     /// `0000:00:02.0 VGA compatible controller [0300]: Intel Corporation ... [8086:3e92] (rev 02) group 3 driver i915`
     static func listLine(_ device: PCIDevice) -> String {
         var line = device.address.description + " " + classText(device) + ": " + identityText(device)
-        if let revision = device.revision, revision != 0 { line += String(format: " (rev %02x)", revision) }
+        if let revision = device.revision, revision != 0 { line += " (rev " + hex2(revision) + ")" }
         line += "  group " + (device.iommuGroup.map(String.init) ?? "-")
         line += "  driver " + (device.driver ?? "-")
         return line
@@ -76,7 +76,7 @@ enum TextFormat {
 
     static func classText(_ device: PCIDevice) -> String {
         guard let classCode = device.classCode else { return "Unknown class [????]" }
-        let code = String(format: "%04x", classCode >> 8)
+        let code = hex4(UInt16(truncatingIfNeeded: classCode >> 8))
         return (device.names.className ?? "Class \(code)") + " [\(code)]"
     }
 

@@ -70,3 +70,49 @@ import Testing
         #expect(parsed.bars.isEmpty && parsed.problems.isEmpty)
     }
 }
+
+/// A straightforward String-based parser: the oracle the byte-level parser is checked against.
+func parseResourceFileSlow(_ text: String) -> ParsedResources {
+    var result = ParsedResources()
+    var lineIndex = 0
+    for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        defer { lineIndex += 1 }
+        guard lineIndex <= PCIBAR.romIndex else { break }
+        if line.allSatisfy({ $0 == " " }) {
+            // A blank last line is the file's trailing newline; one in the middle is damage.
+            continue
+        }
+        let columns = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard columns.count == 3,
+              let start = parseHexAttribute(columns[0]),
+              let end = parseHexAttribute(columns[1]),
+              let flags = parseHexAttribute(columns[2]) else {
+            result.problems.append("resource line \(lineIndex + 1) is not \"start end flags\" in hex: \"\(line.prefix(80))\"")
+            continue
+        }
+        appendResource(start: start, end: end, flags: flags, lineIndex: lineIndex, to: &result)
+    }
+    return result
+}
+
+@Suite struct ResourceParserDifferentialTests {
+    /// Random resource files, well-formed and damaged, parse the same both ways.
+    @Test func byteParserAgreesWithTheStringParser() {
+        var generator = SystemRandomNumberGenerator()
+        let fragments = ["0x0000000000001000", "0x0000000000001fff", "0x0000000000040200", "0x0000000000140204",
+                         "0x0000000000000000", "0x00000000fe000000", "0x00000000fe0fffff", "0x0000000000000101",
+                         "zz", "0x", "hello", "0x00000000dfzz0000", "", "1000", "0x10000000000000000"]
+        for _ in 0..<3000 {
+            var lines: [String] = []
+            for _ in 0..<Int.random(in: 0...14, using: &generator) {
+                let columns = Int.random(in: 0...4, using: &generator)
+                lines.append((0..<columns).map { _ in fragments.randomElement(using: &generator) ?? "" }
+                    .joined(separator: String(repeating: " ", count: Int.random(in: 1...2, using: &generator))))
+            }
+            let text = lines.joined(separator: "\n") + (Bool.random(using: &generator) ? "\n" : "")
+            let fast = parseResourceFile(text)
+            let slow = parseResourceFileSlow(text)
+            if fast != slow { Issue.record("disagree on:\n\(text)\nfast \(fast)\nslow \(slow)"); return }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+/// A JSON document built in memory and rendered directly to bytes, byte-for-byte the same as
+/// Foundation's JSONEncoder with [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] (a test
+/// holds them equal). `list` and `groups` print thousands of objects on large hosts, where
+/// JSONEncoder's cost was a third of the command's run time.
+enum JSONValue: Encodable, Equatable {
+    case string(String)
+    case unsigned(UInt64)
+    case integer(Int)
+    case bool(Bool)
+    case null
+    case array([JSONValue])
+    case object([(String, JSONValue)])
+
+    static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+        lhs.rendered() == rhs.rendered()
+    }
+
+    static func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+    static func optional(_ value: Int?) -> JSONValue { value.map(JSONValue.integer) ?? .null }
+    static func optional(_ value: Bool?) -> JSONValue { value.map(JSONValue.bool) ?? .null }
+
+    func rendered() -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(4096)
+        render(into: &bytes, indent: 0)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private func render(into out: inout [UInt8], indent: Int) {
+        switch self {
+        case .string(let text): Self.appendString(text, to: &out)
+        case .unsigned(let value): out.append(contentsOf: String(value).utf8)
+        case .integer(let value): out.append(contentsOf: String(value).utf8)
+        case .bool(let value): out.append(contentsOf: (value ? "true" : "false").utf8)
+        case .null: out.append(contentsOf: "null".utf8)
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            out.append(0x0a)
+            if items.isEmpty { out.append(0x0a) }
+            for (position, item) in items.enumerated() {
+                Self.appendIndent(indent + 1, to: &out)
+                item.render(into: &out, indent: indent + 1)
+                if position < items.count - 1 { out.append(UInt8(ascii: ",")) }
+                out.append(0x0a)
+            }
+            Self.appendIndent(indent, to: &out)
+            out.append(UInt8(ascii: "]"))
+        case .object(let pairs):
+            out.append(UInt8(ascii: "{"))
+            out.append(0x0a)
+            if pairs.isEmpty { out.append(0x0a) }
+            // Sorted by the keys' UTF-8 bytes, as .sortedKeys does for ASCII keys.
+            let sorted = pairs.sorted { Array($0.0.utf8).lexicographicallyPrecedes(Array($1.0.utf8)) }
+            for (position, pair) in sorted.enumerated() {
+                Self.appendIndent(indent + 1, to: &out)
+                Self.appendString(pair.0, to: &out)
+                out.append(contentsOf: " : ".utf8)
+                pair.1.render(into: &out, indent: indent + 1)
+                if position < sorted.count - 1 { out.append(UInt8(ascii: ",")) }
+                out.append(0x0a)
+            }
+            Self.appendIndent(indent, to: &out)
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    private static func appendIndent(_ level: Int, to out: inout [UInt8]) {
+        out.append(contentsOf: repeatElement(UInt8(ascii: " "), count: level * 2))
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    private static func appendString(_ text: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: "\\\"".utf8)
+            case UInt8(ascii: "\\"): out.append(contentsOf: "\\\\".utf8)
+            case 0x0a: out.append(contentsOf: "\\n".utf8)
+            case 0x0d: out.append(contentsOf: "\\r".utf8)
+            case 0x09: out.append(contentsOf: "\\t".utf8)
+            case 0x08: out.append(contentsOf: "\\b".utf8)
+            case 0x0c: out.append(contentsOf: "\\f".utf8)
+            case 0..<0x20:
+                out.append(contentsOf: "\\u00".utf8)
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0xf)])
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// Lets Foundation encode the same document, for the equality test.
+    func encode(to encoder: Encoder) throws {
+        switch self {
+        case .string(let text): var container = encoder.singleValueContainer(); try container.encode(text)
+        case .unsigned(let value): var container = encoder.singleValueContainer(); try container.encode(value)
+        case .integer(let value): var container = encoder.singleValueContainer(); try container.encode(value)
+        case .bool(let value): var container = encoder.singleValueContainer(); try container.encode(value)
+        case .null: var container = encoder.singleValueContainer(); try container.encodeNil()
+        case .array(let items):
+            var container = encoder.unkeyedContainer()
+            for item in items { try container.encode(item) }
+        case .object(let pairs):
+            var container = encoder.container(keyedBy: AnyKey.self)
+            for (key, value) in pairs { try container.encode(value, forKey: AnyKey(stringValue: key)) }
+        }
+    }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}
