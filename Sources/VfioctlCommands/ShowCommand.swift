@@ -28,7 +28,7 @@ struct ShowCommand: ParsableCommand {
             throw CommandFailure("no PCI device \(target) under \(inventory.root.appending("bus/pci/devices")); run `vfioctl list` to see the devices")
         }
         if global.json {
-            print(try JSONOutput.encode(DeviceDetailJSON(device: device, inventory: inventory)))
+            print(JSONValue.deviceDetail(device, in: inventory).rendered())
             return
         }
         for line in Self.describe(device, in: inventory) { print(line) }

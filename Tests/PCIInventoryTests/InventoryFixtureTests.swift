@@ -240,10 +240,12 @@ func scanFixture(_ host: FixtureHost, detail: PCIInventory.Detail = .full,
     @Test func listAndGroupsRenderExactlyAsFoundation() throws {
         for host in [FixtureHost.gpuWorkstation, FixtureHost.broken, FixtureHost.noIOMMU] {
             try scanFixture(host, detail: .summary) { inventory, _ throws in
-                let fast = JSONValue.array(inventory.devices.map(JSONValue.deviceSummary)).rendered()
-                #expect(fast == (try foundation(inventory.devices.map(DeviceSummaryJSON.init))))
-                let groups = JSONValue.array(inventory.groups.map(JSONValue.group)).rendered()
-                #expect(groups == (try foundation(inventory.groups.map(GroupJSON.init))))
+                let list = JSONValue.array(inventory.devices.map(JSONValue.deviceSummary))
+                #expect(list.rendered() == (try foundation(list)))
+                let groups = JSONValue.array(inventory.groups.map(JSONValue.group))
+                #expect(groups.rendered() == (try foundation(groups)))
+                let details = JSONValue.array(inventory.devices.map { JSONValue.deviceDetail($0, in: inventory) })
+                #expect(details.rendered() == (try foundation(details)))
             }
         }
     }
