@@ -65,6 +65,18 @@ let package = Package(
             name: "Diagnostics",
             dependencies: ["PCIInventory", "KVM"]
         ),
+        // Passthrough composition: a bound device's BARs as KVM memslots (toggled to MMIO exits
+        // served by VFIO region access), guest RAM DMA-mapped at IOVA = gpa, probe guests.
+        .target(
+            name: "Passthrough",
+            dependencies: [
+                "VFIO",
+                "KVM",
+                "PCIInventory",
+                "CLinuxUAPI",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
         .target(name: "SysfsFixtures"),
         .target(
@@ -76,6 +88,7 @@ let package = Package(
                 "VFIO",
                 "KVM",
                 "BARPlacement",
+                "Passthrough",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -100,6 +113,7 @@ let package = Package(
         .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
     ]
 )

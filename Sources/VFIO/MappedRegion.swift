@@ -6,37 +6,85 @@ import Musl
 import CLinuxUAPI
 import SystemPackage
 
-/// A device region mapped into this process with mmap. Not copyable, so the mapping has exactly
-/// one owner: it is unmapped exactly once, by `unmap()` or else when the owner lets it go.
+/// A device region (or one sparse area of it) mapped into this process with mmap. Not copyable,
+/// so the mapping has exactly one owner: it is unmapped exactly once, by `unmap()` or else when
+/// the owner lets it go, together with any guard reservation placed around it.
 /// Loads and stores are single volatile accesses of the given width (see CLinuxUAPI's
-/// cuapi_mmio_*), checked against the mapping's bounds and natural alignment.
+/// cuapi_mmio_*), checked against the mapping's bounds and natural alignment, and refused while
+/// the device's memory decoding is off (the kernel answers such an access with SIGBUS).
 public struct MappedRegion: ~Copyable {
     /// Start of the mapping; page aligned.
     public let base: UnsafeMutableRawPointer
     public let size: Int
     public let regionIndex: UInt32
     public let isWritable: Bool
+    /// Where the mapping starts in the region (non-zero for a sparse area).
+    public let regionOffset: UInt64
+    /// The bus address of the mapping's first byte, from the BAR's sysfs `resource`; nil when
+    /// it is not known (the region is no BAR, or sysfs did not say).
+    public let physicalStart: UInt64?
+    /// Owns the mapping and its guards; unmaps them exactly once.
+    let lease: MappingLease
+    /// The device's memory-decoding state, shared with the device that made the mapping.
+    let decode: MemoryDecodeState?
 
-    init(base: UnsafeMutableRawPointer, size: Int, regionIndex: UInt32, writable: Bool) {
+    init(base: UnsafeMutableRawPointer, size: Int, regionIndex: UInt32, writable: Bool, regionOffset: UInt64 = 0,
+         physicalStart: UInt64? = nil, guards: [RawRange] = [], decode: MemoryDecodeState? = nil) {
         self.base = base
         self.size = size
         self.regionIndex = regionIndex
         self.isWritable = writable
+        self.regionOffset = regionOffset
+        self.physicalStart = physicalStart
+        self.lease = MappingLease(mapping: RawRange(start: base, length: size), guards: guards)
+        self.decode = decode
     }
 
-    deinit {
-        // Safety: base/size are exactly what mmap returned, and only this owner unmaps them.
-        _ = munmap(base, size)
-    }
-
-    /// Unmaps now and reports a failure, which deinit cannot.
+    /// Unmaps now and reports a failure, which an implicit unmap (when the owner lets the
+    /// mapping go) cannot.
     public consuming func unmap() throws(VFIOError) {
-        let base = self.base, size = self.size, index = self.regionIndex
-        discard self
-        // Safety: as in deinit; `discard` ensures deinit will not unmap a second time.
-        guard munmap(base, size) == 0 else {
-            throw .system(operation: "munmap of region \(index)", errno: Errno(rawValue: errno))
+        let status = lease.release()
+        guard status == 0 else {
+            throw .system(operation: "munmap of region \(regionIndex)", errno: Errno(rawValue: status))
         }
+    }
+
+    /// The mapping's address as an integer (for placement reports and the fault planner).
+    public var virtualStart: UInt64 { UInt64(UInt(bitPattern: base)) }
+
+    /// The bus (host physical) address behind `offset` bytes into the mapping, from the BAR's
+    /// sysfs `resource` (never from vm_pgoff, which for VFIO encodes the region index).
+    public func physicalAddress(atOffset offset: Int) throws(VFIOError) -> UInt64 {
+        guard offset >= 0, offset < size else { throw .outOfRange(offset: UInt64(clamping: offset), width: 1, size: UInt64(size)) }
+        guard let physicalStart else { throw .physicalAddressUnknown(region: regionIndex) }
+        return physicalStart + UInt64(offset)
+    }
+
+    /// The bus address behind a pointer into the mapping.
+    public func physicalAddress(of pointer: UnsafeRawPointer) throws(VFIOError) -> UInt64 {
+        let distance = UnsafeRawPointer(base).distance(to: pointer)
+        return try physicalAddress(atOffset: distance)
+    }
+
+    /// Reads one byte of every page in `pages` (indices from the mapping's start), in that
+    /// order, with volatile loads: each first access of a page is one page fault. Returns the
+    /// bytes summed, so the loads cannot be dropped.
+    public func touchPages(_ pages: [UInt64]) throws(VFIOError) -> UInt64 {
+        try checkDecoding()
+        let pageCount = UInt64(size) / 4096
+        if let bad = pages.first(where: { $0 >= pageCount }) {
+            throw .outOfRange(offset: bad * 4096, width: 1, size: UInt64(size))
+        }
+        var sum: UInt64 = 0
+        for page in pages {
+            // Safety: the page index was checked against the live mapping; reads are 1 byte.
+            sum &+= UInt64(cuapi_mmio_read8(base + Int(page) * 4096))
+        }
+        return sum
+    }
+
+    private func checkDecoding() throws(VFIOError) {
+        if let decode, !decode.memoryEnabled { throw .memoryDecodingDisabled(region: regionIndex) }
     }
 
     /// One load of `width` bytes at `offset`.
@@ -75,10 +123,51 @@ public struct MappedRegion: ~Copyable {
     public func store64(_ value: UInt64, at offset: Int) throws(VFIOError) { try store(value, .qword, at: offset) }
 
     private func checked(_ offset: Int, _ width: AccessWidth) throws(VFIOError) -> UnsafeMutableRawPointer {
+        try checkDecoding()
         guard offset >= 0, offset <= size, width.rawValue <= size - offset else {
             throw .outOfRange(offset: UInt64(clamping: offset), width: width.rawValue, size: UInt64(size))
         }
         guard offset % width.rawValue == 0 else { throw .misaligned(offset: UInt64(offset), width: width.rawValue) }
         return base + offset
     }
+}
+
+/// Unmaps a mapping and its guard reservations exactly once: on `release()` or else in deinit.
+final class MappingLease {
+    private let mapping: RawRange
+    private let guards: [RawRange]
+    private var isMapped = true
+
+    init(mapping: RawRange, guards: [RawRange]) {
+        self.mapping = mapping
+        self.guards = guards
+    }
+
+    /// 0, or the errno of the mapping's munmap.
+    func release() -> Int32 {
+        guard isMapped else { return 0 }
+        isMapped = false
+        // Safety: these ranges are exactly what mmap returned (or the parts of our own
+        // reservation left after MAP_FIXED), and this lease alone unmaps them, once.
+        let status = munmap(mapping.start, mapping.length)
+        let code = status == 0 ? 0 : errno
+        for range in guards { _ = munmap(range.start, range.length) }
+        return code
+    }
+
+    deinit { _ = release() }
+}
+
+/// A range of this process's address space (a reservation or a mapping).
+struct RawRange {
+    let start: UnsafeMutableRawPointer
+    let length: Int
+}
+
+/// Whether the device decodes memory accesses (bit 1 of the PCI command register), as last set
+/// or read through the library. Shared by a device and its mappings so that a mapping refuses
+/// to touch memory the kernel would answer with SIGBUS.
+final class MemoryDecodeState {
+    var memoryEnabled: Bool
+    init(memoryEnabled: Bool) { self.memoryEnabled = memoryEnabled }
 }

@@ -57,3 +57,30 @@ func ioctlStruct<T>(_ fd: FileDescriptor, _ request: UInt, _ value: inout T, _ w
 
 /// `argsz` for a uapi struct: the kernel uses it to tell which version of the struct it got.
 func argsz<T>(_: T.Type) -> UInt32 { UInt32(MemoryLayout<T>.size) }
+
+/// ioctl whose argument is a variable-size info struct (one with a capability chain): `template`
+/// fills the fixed head of a zeroed `size`-byte buffer, with argsz set to `size`; returns the
+/// buffer as the kernel filled it.
+/// Contract: `T` is the uapi struct `request` expects, and its first field is `argsz` (u32).
+func ioctlBuffer<T>(_ fd: FileDescriptor, _ request: UInt, template: T, size: Int, _ what: @autoclosure () -> String) throws(VFIOError) -> InfoBuffer {
+    var bytes = [UInt8](repeating: 0, count: max(size, MemoryLayout<T>.size))
+    var head = template
+    withUnsafeBytes(of: &head) { source in
+        bytes.withUnsafeMutableBytes { target in
+            // Safety: the buffer is at least as large as T (see max above).
+            target.copyMemory(from: source)
+        }
+    }
+    let argsz = UInt32(bytes.count)
+    for index in 0..<4 { bytes[index] = UInt8(truncatingIfNeeded: argsz >> (8 * UInt32(index))) }
+    while true {
+        let result = bytes.withUnsafeMutableBytes { buffer in
+            // Safety: the kernel writes at most argsz (= the buffer's size) bytes.
+            cuapi_ioctl_ptr(fd.rawValue, request, buffer.baseAddress)
+        }
+        if result >= 0 { return InfoBuffer(bytes: bytes) }
+        let code = Errno(rawValue: errno)
+        if code == .interrupted { continue }
+        throw .system(operation: what(), errno: code)
+    }
+}

@@ -31,6 +31,22 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
     case invalidWidth(Int)
     /// A read or write moved fewer bytes than asked.
     case shortTransfer(operation: String, expected: Int, actual: Int)
+    /// The group is not viable; these members (address and driver) keep it from being so.
+    case groupBlocked(group: Int, blockers: [String])
+    /// The BAR is not a memory BAR the kernel placed (an I/O-port BAR, or unassigned).
+    case notMemoryBAR(index: Int, reason: String)
+    /// The bus address of a mapping is not known (no sysfs resource for it).
+    case physicalAddressUnknown(region: UInt32)
+    /// The device's memory decoding is off: an access would raise SIGBUS, so it is refused.
+    case memoryDecodingDisabled(region: UInt32)
+    /// The placement could not be computed (see BARPlacement).
+    case placement(String)
+    /// A DMA mapping would exceed a limit: the container's dma_avail, RLIMIT_MEMLOCK or the IOVA space.
+    case dmaLimit(String)
+    /// No eventfd signal arrived in time.
+    case timedOut(String)
+    /// The device offers no reset (VFIO_DEVICE_FLAGS_RESET clear: no FLR, PM or bus reset).
+    case resetUnsupported(device: String)
 
     public var description: String {
         switch self {
@@ -63,6 +79,22 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
             return "access width \(width) is not one of 1, 2, 4, 8"
         case let .shortTransfer(operation, expected, actual):
             return "\(operation) moved \(actual) of \(expected) bytes"
+        case let .groupBlocked(group, blockers):
+            return "IOMMU group \(group) is not viable: \(blockers.joined(separator: ", ")) \(blockers.count == 1 ? "is" : "are") bound to a host driver; bind \(blockers.count == 1 ? "it" : "them") to vfio-pci (or unbind) first"
+        case let .notMemoryBAR(index, reason):
+            return "BAR \(index) \(reason)"
+        case let .physicalAddressUnknown(region):
+            return "the bus address of region \(region) is not known (no memory BAR for it in sysfs resource)"
+        case let .memoryDecodingDisabled(region):
+            return "memory decoding is off in the device's command register: region \(region) cannot be accessed (the kernel would raise SIGBUS); enable it first"
+        case let .placement(message):
+            return "placement: \(message)"
+        case let .dmaLimit(message):
+            return message
+        case let .timedOut(message):
+            return message
+        case let .resetUnsupported(device):
+            return "\(device) has no reset method VFIO can use (no FLR, PM or bus reset; VFIO_DEVICE_FLAGS_RESET is clear)"
         }
     }
 

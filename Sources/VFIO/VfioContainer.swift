@@ -1,3 +1,4 @@
+import BARPlacement
 import CLinuxUAPI
 import SystemPackage
 
@@ -14,6 +15,10 @@ public final class VfioContainer {
     public let path: String
     /// Whether VFIO_SET_IOMMU has been done (after the first group was attached).
     public private(set) var iommuIsSet = false
+    /// IOVAs in use; made from the IOMMU's ranges and page sizes on the first DMA mapping.
+    var iovaAllocator: IOVAAllocator?
+    /// Live DMA mappings by IOVA, each holding what backs it so the memory outlives the mapping.
+    var activeMappings: [UInt64: ActiveDMA] = [:]
 
     /// Opens the container and checks the API version and the type1v2 backend.
     public init(path: String = VfioContainer.defaultPath) throws(VFIOError) {
@@ -36,7 +41,9 @@ public final class VfioContainer {
     }
 
     deinit {
-        // Closing also drops the IOMMU context and every DMA mapping made through it.
+        // Unmap every DMA mapping before the memory behind it may go (closing the container
+        // would drop them too, but only after this object's references were released).
+        try? unmapAllDMA()
         try? fd.close()
     }
 
@@ -52,14 +59,29 @@ public final class VfioContainer {
         public let flags: UInt32
         /// Bitmap of the page sizes the IOMMU supports (bit n: 2^n bytes).
         public let iovaPageSizes: UInt64
+        /// IOVA ranges the IOMMU can map (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE); nil when the
+        /// kernel does not report them (then the whole 64-bit space is assumed).
+        public var iovaRanges: [IOVARange]? = nil
+        /// How many more DMA mappings the container may make (VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL).
+        public var dmaAvailable: UInt32? = nil
     }
 
-    /// VFIO_IOMMU_GET_INFO. Needs a group attached (the IOMMU is set then).
+    /// VFIO_IOMMU_GET_INFO with its capability chain. Needs a group attached (the IOMMU is set then).
     public func iommuInfo() throws(VFIOError) -> IOMMUInfo {
         var info = vfio_iommu_type1_info()
         info.argsz = argsz(vfio_iommu_type1_info.self)
-        try ioctlStruct(fd, CVFIO_IOMMU_GET_INFO, &info, "VFIO_IOMMU_GET_INFO on \(path)")
-        return IOMMUInfo(flags: info.flags, iovaPageSizes: info.iova_pgsizes)
+        let what = "VFIO_IOMMU_GET_INFO on \(path)"
+        try ioctlStruct(fd, CVFIO_IOMMU_GET_INFO, &info, what)
+        var result = IOMMUInfo(flags: info.flags, iovaPageSizes: info.iova_pgsizes)
+        // The kernel says in argsz how much room the capability chain needs: ask again with it.
+        if info.flags & CVFIO_IOMMU_INFO_CAPS != 0, info.argsz > argsz(vfio_iommu_type1_info.self) {
+            let buffer = try ioctlBuffer(fd, CVFIO_IOMMU_GET_INFO, template: info, size: Int(info.argsz), what)
+            let capOffset = buffer.load(UInt32.self, at: MemoryLayout<vfio_iommu_type1_info>.offset(of: \vfio_iommu_type1_info.cap_offset) ?? 0) ?? 0
+            let capabilities = IOMMUCapabilities.parse(buffer, firstOffset: Int(capOffset))
+            result.iovaRanges = capabilities.iovaRanges
+            result.dmaAvailable = capabilities.dmaAvailable
+        }
+        return result
     }
 
     /// Maps `size` bytes of this process's memory at `address` to `iova` for devices in the

@@ -39,6 +39,15 @@ public struct RegionInfo: Sendable, Equatable {
     public var isReadable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_READ) != 0 }
     public var isWritable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_WRITE) != 0 }
     public var isMappable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0 }
+    /// Sparse mmap areas, region type, MSI-X mappability (from the capability chain).
+    public var capabilities = RegionCapabilities()
+
+    /// The parts of the region that can be mmapped: the sparse areas if the kernel lists them,
+    /// else the whole region if it is mappable, else none.
+    public var mappableAreas: [SparseArea] {
+        guard isMappable, size > 0 else { return [] }
+        return capabilities.sparseAreas ?? [SparseArea(offset: 0, size: size)]
+    }
 }
 
 /// Region indices of a vfio-pci device, from the uapi.
@@ -59,6 +68,8 @@ public final class VfioDevice {
     public let group: VfioGroup
     public let info: DeviceInfo
     let fd: FileDescriptor
+    /// Memory decoding as last read or set through this device; mappings share it.
+    let decode = MemoryDecodeState(memoryEnabled: true)
 
     /// Takes ownership of `fd` (closing it if the info query fails).
     init(address: PCIAddress, fd: FileDescriptor, group: VfioGroup) throws(VFIOError) {
@@ -86,12 +97,31 @@ public final class VfioDevice {
         var raw = vfio_region_info()
         raw.argsz = argsz(vfio_region_info.self)
         raw.index = index
-        try ioctlStruct(fd, CVFIO_DEVICE_GET_REGION_INFO, &raw, "VFIO_DEVICE_GET_REGION_INFO(\(index)) on \(address)")
-        return RegionInfo(index: index, flags: raw.flags, size: raw.size, offset: raw.offset)
+        let what = "VFIO_DEVICE_GET_REGION_INFO(\(index)) on \(address)"
+        try ioctlStruct(fd, CVFIO_DEVICE_GET_REGION_INFO, &raw, what)
+        var region = RegionInfo(index: index, flags: raw.flags, size: raw.size, offset: raw.offset)
+        // With capabilities the kernel says how big a buffer it needs in argsz: ask again with one.
+        if raw.flags & UInt32(VFIO_REGION_INFO_FLAG_CAPS) != 0, raw.argsz > argsz(vfio_region_info.self) {
+            let buffer = try ioctlBuffer(fd, CVFIO_DEVICE_GET_REGION_INFO, template: raw, size: Int(raw.argsz), what)
+            let fresh = buffer.load(UInt32.self, at: MemoryLayout<vfio_region_info>.offset(of: \vfio_region_info.cap_offset) ?? 0) ?? 0
+            region.capabilities = RegionCapabilities.parse(buffer, firstOffset: Int(fresh))
+        }
+        return region
     }
 
-    /// VFIO_DEVICE_RESET (only when `info.supportsReset`).
+    /// Every IRQ index's info (INTx, MSI, MSI-X, ERR, REQ for PCI).
+    public func irqInfo(_ index: UInt32) throws(VFIOError) -> IRQInfo {
+        var raw = vfio_irq_info()
+        raw.argsz = argsz(vfio_irq_info.self)
+        raw.index = index
+        try ioctlStruct(fd, CVFIO_DEVICE_GET_IRQ_INFO, &raw, "VFIO_DEVICE_GET_IRQ_INFO(\(index)) on \(address)")
+        return IRQInfo(index: index, flags: raw.flags, count: raw.count)
+    }
+
+    /// VFIO_DEVICE_RESET; refused up front when the device offers no reset method
+    /// (`info.supportsReset` false, e.g. edu), rather than left to fail in the kernel.
     public func reset() throws(VFIOError) {
+        guard info.supportsReset else { throw .resetUnsupported(device: address.description) }
         try ioctlValue(fd, CVFIO_DEVICE_RESET, 0, "VFIO_DEVICE_RESET on \(address)")
     }
 
@@ -125,7 +155,8 @@ public final class VfioDevice {
         guard count == width.rawValue else { throw .shortTransfer(operation: "pwrite in region \(region.index)", expected: width.rawValue, actual: count) }
     }
 
-    /// Maps the whole region into this process (MAP_SHARED: accesses reach the device).
+    /// Maps the whole region into this process (MAP_SHARED: accesses reach the device), where
+    /// the kernel chooses; see `mapPlaced` for a placement that gets huge pages.
     public func map(_ region: RegionInfo, writable: Bool = true) throws(VFIOError) -> MappedRegion {
         guard region.size > 0 else { throw .emptyRegion(index: region.index) }
         guard region.isMappable else { throw .regionAccessDenied(index: region.index, access: "mmap") }
@@ -139,7 +170,8 @@ public final class VfioDevice {
             throw .system(operation: "mmap of region \(region.index) (0x\(String(region.size, radix: 16)) bytes) of \(address)",
                           errno: Errno(rawValue: errno))
         }
-        return MappedRegion(base: base, size: length, regionIndex: region.index, writable: protection & PROT_WRITE != 0)
+        return MappedRegion(base: base, size: length, regionIndex: region.index, writable: protection & PROT_WRITE != 0,
+                            physicalStart: physicalStart(ofRegion: region.index), decode: decode)
     }
 
     private func checkAccess(_ region: RegionInfo, offset: UInt64, width: AccessWidth, access: String, allowed: Bool) throws(VFIOError) {

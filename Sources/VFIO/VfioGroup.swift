@@ -17,6 +17,8 @@ public final class VfioGroup {
     let fd: FileDescriptor
     /// The container the group is attached to; held so the container outlives the group.
     public private(set) var container: VfioContainer?
+    /// The sysfs root the group was found under; devices read their BARs' resources from it.
+    public private(set) var sysfsRoot = "/sys"
 
     /// Opens /dev/vfio/`number` and checks it is viable.
     /// `device` only makes the error clearer when the group node does not exist.
@@ -48,9 +50,28 @@ public final class VfioGroup {
     }
 
     /// Opens the IOMMU group of the PCI device at `address`, found through sysfs.
+    /// A group that is not viable is refused naming the members that block it.
     public convenience init(device address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(VFIOError) {
         let number = try Self.groupNumber(of: address, sysfsRoot: sysfsRoot)
-        try self.init(number: number, devVFIO: devVFIO, device: address)
+        do throws(VFIOError) {
+            try self.init(number: number, devVFIO: devVFIO, device: address)
+        } catch .groupNotViable(let group) {
+            let blockers = Self.blockingMembers(group: group, sysfsRoot: sysfsRoot)
+            throw blockers.isEmpty ? .groupNotViable(group: group) : .groupBlocked(group: group, blockers: blockers)
+        }
+        self.sysfsRoot = sysfsRoot
+    }
+
+    /// Members of the group bound to a driver other than vfio-pci (and its kin), as
+    /// "ADDRESS (driver)". Bridges are left out: the kernel allows them to keep pcieport.
+    public static func blockingMembers(group: Int, sysfsRoot: String = "/sys") -> [String] {
+        let reader = SysfsReader()
+        let directory = "\(sysfsRoot)/kernel/iommu_groups/\(group)/devices"
+        let allowed: Set<String> = ["vfio-pci", "pci-stub", "pcieport"]
+        return (reader.listDirectory(directory) ?? []).sorted().compactMap { member in
+            guard let driver = reader.readLinkBasename("\(directory)/\(member)/driver"), !allowed.contains(driver) else { return nil }
+            return "\(member) (\(driver))"
+        }
     }
 
     deinit {

@@ -74,4 +74,22 @@ static inline void cuapi_mmio_write8(void *p, uint8_t v) { *(volatile uint8_t *)
 static inline void cuapi_mmio_write16(void *p, uint16_t v) { *(volatile uint16_t *)p = v; }
 static inline void cuapi_mmio_write32(void *p, uint32_t v) { *(volatile uint32_t *)p = v; }
 static inline void cuapi_mmio_write64(void *p, uint64_t v) { *(volatile uint64_t *)p = v; }
+// MARK: eventfd (for VFIO interrupts)
+#include <sys/eventfd.h>
+static const int CUAPI_EFD_CLOEXEC = EFD_CLOEXEC;
+/// eventfd(2); returns the new descriptor or -1 with errno set.
+static inline int cuapi_eventfd(unsigned int initial, int flags) { return eventfd(initial, flags); }
+// MARK: VFIO info flags as typed constants
+static const uint32_t CVFIO_REGION_INFO_FLAG_CAPS = VFIO_REGION_INFO_FLAG_CAPS;
+static const uint32_t CVFIO_IOMMU_INFO_CAPS = VFIO_IOMMU_INFO_CAPS;
+// MARK: RLIMIT_MEMLOCK (what VFIO may pin for DMA)
+#include <sys/resource.h>
+/// getrlimit(RLIMIT_MEMLOCK); an unlimited value reads as UINT64_MAX. Returns 0 or -1 (errno).
+static inline int cuapi_memlock_limit(uint64_t *current, uint64_t *maximum) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return -1;
+    *current = limit.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)limit.rlim_cur;
+    *maximum = limit.rlim_max == RLIM_INFINITY ? UINT64_MAX : (uint64_t)limit.rlim_max;
+    return 0;
+}
 #endif

@@ -1,0 +1,89 @@
+/// Hands out I/O virtual addresses for DMA mappings from the ranges the IOMMU allows
+/// (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE), aligned to the largest IOMMU page size that fits
+/// the mapping so the IOMMU can use its own huge pages. IOVA 0 is never handed out, so 0 is
+/// never a valid mapping address. Pure bookkeeping: maps nothing.
+public struct IOVAAllocator: Sendable, Equatable {
+    /// Usable ranges, inclusive ends, sorted.
+    public let ranges: [ClosedRange<UInt64>]
+    /// Bitmap of IOMMU page sizes (bit n: 2^n bytes).
+    public let pageSizes: UInt64
+    /// Allocated [start, end) intervals, sorted by start.
+    public private(set) var allocations: [Range<UInt64>] = []
+
+    public init(ranges: [ClosedRange<UInt64>], pageSizes: UInt64) throws(IOVAError) {
+        guard pageSizes != 0 else { throw .noPageSizes }
+        self.pageSizes = pageSizes
+        self.ranges = ranges.sorted { $0.lowerBound < $1.lowerBound }
+    }
+
+    /// The smallest page the IOMMU maps: every IOVA and size is a multiple of it.
+    public var minimumPageSize: UInt64 { pageSizes & (~pageSizes &+ 1) }
+
+    /// The largest IOMMU page size that is no larger than `size`.
+    public func naturalAlignment(for size: UInt64) -> UInt64 {
+        var best = minimumPageSize
+        var bits = pageSizes
+        while bits != 0 {
+            let page = bits & (~bits &+ 1)
+            if page <= size { best = page }
+            bits &= bits - 1
+        }
+        return best
+    }
+
+    /// Allocates `size` bytes at the lowest address that is `alignment` aligned (default: the
+    /// natural alignment), inside one allowed range, free, and ending at or below `limit`
+    /// (a device's DMA mask, say).
+    public mutating func allocate(size: UInt64, alignment: UInt64? = nil, limit: UInt64 = .max) throws(IOVAError) -> UInt64 {
+        let page = minimumPageSize
+        guard size > 0, size % page == 0 else { throw .badSize(size, page: page) }
+        let align = max(alignment ?? naturalAlignment(for: size), page)
+        guard align & (align - 1) == 0 else { throw .badAlignment(align) }
+        for range in ranges {
+            // Never IOVA 0: start at the first page at least.
+            var candidate = alignUp(max(range.lowerBound, page), align)
+            while let start = candidate {
+                let (end, overflow) = start.addingReportingOverflow(size)   // exclusive
+                guard !overflow, end - 1 <= range.upperBound, end - 1 <= limit else { break }
+                if let clash = allocations.first(where: { $0.overlaps(start..<end) }) {
+                    candidate = alignUp(clash.upperBound, align)
+                    continue
+                }
+                let index = allocations.firstIndex { $0.lowerBound > start } ?? allocations.endIndex
+                allocations.insert(start..<end, at: index)
+                return start
+            }
+        }
+        throw .exhausted(size: size, alignment: align, limit: limit)
+    }
+
+    /// Gives back an allocation made at `start`.
+    public mutating func release(_ start: UInt64) throws(IOVAError) {
+        guard let index = allocations.firstIndex(where: { $0.lowerBound == start }) else { throw .notAllocated(start) }
+        allocations.remove(at: index)
+    }
+
+    private func alignUp(_ value: UInt64, _ alignment: UInt64) -> UInt64? {
+        let (sum, overflow) = value.addingReportingOverflow(alignment - 1)
+        return overflow ? nil : sum & ~(alignment - 1)
+    }
+}
+
+public enum IOVAError: Error, Equatable, CustomStringConvertible {
+    case noPageSizes
+    case badSize(UInt64, page: UInt64)
+    case badAlignment(UInt64)
+    case exhausted(size: UInt64, alignment: UInt64, limit: UInt64)
+    case notAllocated(UInt64)
+
+    public var description: String {
+        switch self {
+        case .noPageSizes: "the IOMMU reports no page sizes"
+        case let .badSize(size, page): "DMA size 0x\(String(size, radix: 16)) is not a non-zero multiple of the IOMMU page (0x\(String(page, radix: 16)))"
+        case let .badAlignment(alignment): "IOVA alignment 0x\(String(alignment, radix: 16)) is not a power of two"
+        case let .exhausted(size, alignment, limit):
+            "no free IOVA range for 0x\(String(size, radix: 16)) bytes aligned to 0x\(String(alignment, radix: 16))" + (limit == .max ? "" : " below 0x\(String(limit, radix: 16))")
+        case let .notAllocated(start): "IOVA 0x\(String(start, radix: 16)) was not allocated"
+        }
+    }
+}

@@ -1,0 +1,136 @@
+/// Where to put a mapping of device memory so the kernel can use huge pages for it.
+///
+/// A huge mapping of order k needs the virtual and the physical address of its block both
+/// 2^k-page aligned, so the virtual address must be congruent to the physical one modulo
+/// 2^k pages. Aligning the virtual address "to the size" (QEMU, Cloud Hypervisor) gets this
+/// only when the physical address is aligned the same way, which a sparse mmap area at a
+/// non-zero offset in its BAR often is not. vfioctl places every mappable area at an address
+/// congruent to its physical address modulo the largest page that can ever fit in it.
+public enum Placement {
+    /// The largest supported page size of which an aligned block lies wholly inside the
+    /// physical range [physicalStart, physicalStart + length); 4 KiB when no huge page fits.
+    public static func alignment(physicalStart: UInt64, length: UInt64, geometry: PageGeometry = .x86_64) -> UInt64 {
+        for order in geometry.orders.reversed() {
+            let size = PageGeometry.bytes(order: order)
+            guard let first = roundUp(physicalStart, to: size), first <= UInt64.max - size else { continue }
+            if first + size <= physicalStart &+ length, physicalStart <= UInt64.max - length { return size }
+        }
+        return PageGeometry.pageSize
+    }
+
+    /// The lowest address at or above `floor` congruent to `physicalStart` modulo `alignment`
+    /// (a power of two), or nil if it would overflow.
+    public static func congruentAddress(atOrAbove floor: UInt64, physicalStart: UInt64, alignment: UInt64) -> UInt64? {
+        let mask = alignment - 1
+        let wanted = physicalStart & mask
+        let base = floor & ~mask
+        let (candidate, overflow) = base.addingReportingOverflow(wanted)
+        guard !overflow else { return nil }
+        if candidate >= floor { return candidate }
+        let (next, overflow2) = candidate.addingReportingOverflow(alignment)
+        return overflow2 ? nil : next
+    }
+
+    /// The fewest page-table entries that can map the physical range: its buddy decomposition
+    /// into naturally aligned blocks of the supported sizes (greedy, largest first). Any mapping
+    /// of order k covers an aligned physical block of 2^k pages, so none can do with fewer; a
+    /// placement congruent modulo the largest page reaches it.
+    public static func minimumMappings(physicalStart: UInt64, length: UInt64, geometry: PageGeometry = .x86_64) -> [Int: UInt64] {
+        var counts: [Int: UInt64] = [:]
+        var position = physicalStart
+        let end = physicalStart &+ length
+        while position < end {
+            for order in geometry.orders.reversed() {
+                let size = PageGeometry.bytes(order: order)
+                if position % size == 0, size <= end - position {
+                    counts[order, default: 0] += 1
+                    position += size
+                    break
+                }
+            }
+        }
+        return counts
+    }
+
+    /// Whether each huge order can ever be used for this mapping (under the fixed rule, with
+    /// every page touched), and if not, why.
+    public static func verdicts(for mapping: MappingGeometry, geometry: PageGeometry = .x86_64) -> [HugeOrderVerdict] {
+        geometry.hugeOrdersDescending.map { order in
+            let size = PageGeometry.bytes(order: order)
+            let name = pageSizeName(size)
+            guard mapping.length >= size else {
+                return HugeOrderVerdict(order: order, possible: false,
+                                        reason: "the area (\(byteCount(mapping.length))) is smaller than one \(name) page")
+            }
+            let misalignment = (mapping.virtualStart &- mapping.physicalStart) & (size - 1)
+            if misalignment != 0 {
+                return HugeOrderVerdict(order: order, possible: false,
+                                        reason: "the virtual address is \(byteCount(misalignment)) off the physical address modulo \(name); no \(name) page can ever be mapped")
+            }
+            guard let first = roundUp(mapping.physicalStart, to: size), first <= UInt64.max - size, first + size <= mapping.physicalStart + mapping.length else {
+                return HugeOrderVerdict(order: order, possible: false,
+                                        reason: "no \(name)-aligned \(name) block lies inside the physical range 0x\(String(mapping.physicalStart, radix: 16))+\(byteCount(mapping.length))")
+            }
+            return HugeOrderVerdict(order: order, possible: true, reason: nil)
+        }
+    }
+
+    static func roundUp(_ value: UInt64, to alignment: UInt64) -> UInt64? {
+        let (sum, overflow) = value.addingReportingOverflow(alignment - 1)
+        return overflow ? nil : sum & ~(alignment - 1)
+    }
+}
+
+/// Whether pages of one huge order can be used.
+public struct HugeOrderVerdict: Sendable, Equatable {
+    public let order: Int
+    public let possible: Bool
+    /// Why not, when not.
+    public let reason: String?
+}
+
+/// How a virtual address for a mapping is chosen, for comparison in `vfioctl bar plan`.
+public enum PlacementStrategy: String, Sendable, CaseIterable, Codable {
+    /// vfioctl: congruent to the physical address modulo 1 GiB (so modulo every page size).
+    case vfioctl
+    /// A plain mmap: page aligned and, in the worst case, nothing more (one page off).
+    case pageAligned = "page-aligned"
+    /// QEMU (9.2+) and Cloud Hypervisor: aligned to the area's size rounded up to a power of two,
+    /// at most 1 GiB, and, in the worst case, nothing more.
+    case sizeAligned = "size-aligned"
+
+    /// The virtual start this strategy may give an area; `base` is a 1 GiB-aligned address that
+    /// stands for "somewhere in the address space".
+    public func virtualStart(physicalStart: UInt64, length: UInt64, base: UInt64 = Self.modelBase) -> UInt64 {
+        let gib = PageGeometry.bytes(order: 18)
+        switch self {
+        case .vfioctl:
+            return base + physicalStart % gib
+        case .pageAligned:
+            return base + (physicalStart + PageGeometry.pageSize) % gib
+        case .sizeAligned:
+            var align = PageGeometry.pageSize
+            while align < length && align < gib { align <<= 1 }
+            return base + (align < gib ? align : 0)
+        }
+    }
+
+    /// 1 TiB: a 1 GiB-aligned user address far from anything else.
+    public static let modelBase: UInt64 = 1 << 40
+}
+
+public func pageSizeName(_ size: UInt64) -> String {
+    switch size {
+    case 1 << 30: "1 GiB"
+    case 2 << 20: "2 MiB"
+    case 4096: "4 KiB"
+    default: byteCount(size)
+    }
+}
+
+/// Bytes in the largest binary unit that divides them: "2 GiB", "1020 KiB", "4097 B".
+public func byteCount(_ bytes: UInt64) -> String {
+    let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+    for (unit, name) in units where bytes >= unit && bytes % unit == 0 { return "\(bytes / unit) \(name)" }
+    return "\(bytes) B"
+}

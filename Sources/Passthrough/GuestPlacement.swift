@@ -1,0 +1,206 @@
+import KVM
+
+/// One mmap-able area of a BAR as the host mapped it: where it starts in the BAR, its length,
+/// and the host address of its mapping (the memslot's userspace address).
+public struct HostArea: Sendable, Hashable {
+    public var offset: UInt64
+    public var size: UInt64
+    public var hostAddress: UInt64
+    public init(offset: UInt64, size: UInt64, hostAddress: UInt64) {
+        self.offset = offset
+        self.size = size
+        self.hostAddress = hostAddress
+    }
+}
+
+/// What the placement planner needs to know of one BAR: the whole region (the guest sees all
+/// of it; parts that are not mapped exit as MMIO) and its mapped areas.
+public struct BarRequest: Sendable, Hashable {
+    public var bar: Int
+    /// The VFIO region index (BARn is region n on vfio-pci).
+    public var regionIndex: UInt32
+    public var regionSize: UInt64
+    public var areas: [HostArea]
+    public init(bar: Int, regionIndex: UInt32, regionSize: UInt64, areas: [HostArea]) {
+        self.bar = bar
+        self.regionIndex = regionIndex
+        self.regionSize = regionSize
+        self.areas = areas
+    }
+}
+
+/// A mapped area with its place in the guest.
+public struct PlacedArea: Sendable, Hashable {
+    public var offset: UInt64
+    public var size: UInt64
+    public var hostAddress: UInt64
+    public var guestPhysicalAddress: UInt64
+    /// The huge page size gpa and host address are congruent modulo (nil: no huge page fits the
+    /// area, so only 4 KiB alignment matters).
+    public var hugePageCongruence: UInt64?
+}
+
+/// A BAR with its place in the guest: the region starts at `guestPhysicalAddress`, each area
+/// at that plus its offset.
+public struct PlacedBar: Sendable, Hashable {
+    public var bar: Int
+    public var regionIndex: UInt32
+    public var regionSize: UInt64
+    public var guestPhysicalAddress: UInt64
+    public var areas: [PlacedArea]
+    /// The guest range the BAR occupies: the region rounded up to whole pages.
+    public var guestRange: Range<UInt64>
+}
+
+/// Where a device's BARs go in guest-physical memory. Pure: no descriptors, no kernel.
+///
+/// Each BAR is placed whole, so the guest sees the region's layout (mapped areas at their
+/// offsets, the rest served as MMIO). Its base is chosen so that every area's gpa is congruent
+/// to the area's host address modulo the largest huge page the area holds (KVM maps a range
+/// huge only where gpa and host address line up, see `HugePages`). BARs are placed one at a
+/// time, the most constrained first (largest congruence, then largest, then lowest BAR number),
+/// each at the lowest address of the window that is free and congruent.
+public enum GuestPlacement {
+    /// The placement order (see the type's comment); exposed for tests.
+    public static func order(_ requests: [BarRequest], pageSizes: [UInt64] = HugePages.x86Sizes,
+                             basePageSize: UInt64 = 4096) throws(PassthroughError) -> [BarRequest] {
+        var keyed: [(request: BarRequest, modulus: UInt64)] = []
+        for request in requests {
+            let constraint = try baseConstraint(request, pageSizes: pageSizes, basePageSize: basePageSize)
+            keyed.append((request, constraint.modulus))
+        }
+        return keyed.sorted { a, b in
+            if a.modulus != b.modulus { return a.modulus > b.modulus }
+            if a.request.regionSize != b.request.regionSize { return a.request.regionSize > b.request.regionSize }
+            return a.request.bar < b.request.bar
+        }.map(\.request)
+    }
+
+    /// Places every BAR inside `window`, clear of `reserved` ranges (guest RAM, firmware areas)
+    /// and of each other. Returns them in BAR order.
+    public static func place(_ requests: [BarRequest], in window: Range<UInt64>, reserved: [Range<UInt64>] = [],
+                             pageSizes: [UInt64] = HugePages.x86Sizes,
+                             basePageSize: UInt64 = 4096) throws(PassthroughError) -> [PlacedBar] {
+        var seen = Set<Int>()
+        for request in requests where !seen.insert(request.bar).inserted {
+            throw .invalidBar(bar: request.bar, reason: "requested twice")
+        }
+        var taken = reserved.filter { !$0.isEmpty }
+        var placed: [PlacedBar] = []
+        for request in try order(requests, pageSizes: pageSizes, basePageSize: basePageSize) {
+            let constraint = try baseConstraint(request, pageSizes: pageSizes, basePageSize: basePageSize)
+            let span = roundUp(request.regionSize, to: basePageSize)
+            guard let base = lowestFree(span: span, modulus: constraint.modulus, residue: constraint.residue,
+                                        window: window, taken: taken) else {
+                throw .noRoom(bar: request.bar, size: request.regionSize, window: window)
+            }
+            let areas = request.areas.map { area in
+                PlacedArea(offset: area.offset, size: area.size, hostAddress: area.hostAddress,
+                           guestPhysicalAddress: base + area.offset,
+                           hugePageCongruence: HugePages.requiredCongruence(hostAddress: area.hostAddress, size: area.size,
+                                                                            pageSizes: pageSizes))
+            }
+            placed.append(PlacedBar(bar: request.bar, regionIndex: request.regionIndex, regionSize: request.regionSize,
+                                    guestPhysicalAddress: base, areas: areas, guestRange: base..<(base + span)))
+            taken.append(base..<(base + span))
+        }
+        return placed.sorted { $0.bar < $1.bar }
+    }
+
+    /// The BAR base must be ≡ `residue` modulo `modulus` (a power of two, at least a page).
+    struct BaseConstraint: Equatable {
+        var modulus: UInt64
+        var residue: UInt64
+    }
+
+    /// Checks the request and combines its areas' congruences into one for the BAR's base:
+    /// area at offset o with host address h, needing page p, wants base ≡ h - o (mod p).
+    /// Moduli are powers of two, so the largest one decides, and the others must agree with it.
+    static func baseConstraint(_ request: BarRequest, pageSizes: [UInt64], basePageSize: UInt64) throws(PassthroughError) -> BaseConstraint {
+        let bar = request.bar
+        guard basePageSize > 0, basePageSize & (basePageSize - 1) == 0 else {
+            throw .invalidBar(bar: bar, reason: "base page size \(basePageSize) is not a power of two")
+        }
+        guard request.regionSize > 0 else { throw .invalidBar(bar: bar, reason: "the region is empty") }
+        guard !request.regionSize.addingReportingOverflow(basePageSize).overflow else {
+            throw .invalidBar(bar: bar, reason: "the region size \(hex(request.regionSize)) is too large")
+        }
+        let pageMask = basePageSize - 1
+        var wants: [(modulus: UInt64, residue: UInt64)] = []
+        let sorted = request.areas.sorted { $0.offset < $1.offset }
+        for (index, area) in sorted.enumerated() {
+            guard area.size > 0, area.offset & pageMask == 0, area.size & pageMask == 0, area.hostAddress & pageMask == 0 else {
+                throw .invalidBar(bar: bar, reason: "area at \(hex(area.offset)) of \(hex(area.size)) bytes (host \(hex(area.hostAddress))) is not whole pages")
+            }
+            guard area.offset <= request.regionSize, area.size <= request.regionSize - area.offset else {
+                throw .invalidBar(bar: bar, reason: "area at \(hex(area.offset)) of \(hex(area.size)) bytes lies outside the region of \(hex(request.regionSize)) bytes")
+            }
+            guard !area.hostAddress.addingReportingOverflow(area.size).overflow else {
+                throw .invalidBar(bar: bar, reason: "area at \(hex(area.offset)) wraps the host address space")
+            }
+            if index > 0 {
+                let previous = sorted[index - 1]
+                guard previous.offset + previous.size <= area.offset else {
+                    throw .invalidBar(bar: bar, reason: "areas at \(hex(previous.offset)) and \(hex(area.offset)) overlap")
+                }
+            }
+            let page = HugePages.requiredCongruence(hostAddress: area.hostAddress, size: area.size, pageSizes: pageSizes) ?? basePageSize
+            let modulus = max(page, basePageSize)
+            wants.append((modulus, (area.hostAddress &- area.offset) & (modulus - 1)))
+        }
+        guard let strongest = wants.max(by: { $0.modulus < $1.modulus }) else {
+            return BaseConstraint(modulus: basePageSize, residue: 0)
+        }
+        for want in wants where strongest.residue & (want.modulus - 1) != want.residue {
+            throw .incongruentAreas(bar: bar)
+        }
+        return BaseConstraint(modulus: strongest.modulus, residue: strongest.residue)
+    }
+
+    /// The lowest a ≡ residue (mod modulus) with [a, a + span) inside `window` and clear of
+    /// every `taken` range. Each step either returns or moves the floor past a taken range.
+    static func lowestFree(span: UInt64, modulus: UInt64, residue: UInt64, window: Range<UInt64>,
+                           taken: [Range<UInt64>]) -> UInt64? {
+        var floor = window.lowerBound
+        while true {
+            let candidate = (floor & ~(modulus - 1)) | residue
+            let (start, overflow) = candidate < floor ? candidate.addingReportingOverflow(modulus) : (candidate, false)
+            guard !overflow else { return nil }
+            let (end, wraps) = start.addingReportingOverflow(span)
+            guard !wraps, end <= window.upperBound else { return nil }
+            guard let blocking = taken.filter({ $0.overlaps(start..<end) }).max(by: { $0.upperBound < $1.upperBound }) else {
+                return start
+            }
+            floor = blocking.upperBound
+        }
+    }
+
+    static func roundUp(_ value: UInt64, to page: UInt64) -> UInt64 { (value + page - 1) & ~(page - 1) }
+}
+
+/// Where an MMIO exit lands: which region, at which offset.
+public struct MMIORoute: Sendable, Hashable {
+    public var bar: Int
+    public var regionIndex: UInt32
+    public var regionOffset: UInt64
+}
+
+/// Finds the BAR region behind a guest-physical access. Pure.
+public struct MMIORouter: Sendable {
+    public let bars: [PlacedBar]
+
+    public init(_ bars: [PlacedBar]) { self.bars = bars.sorted { $0.guestPhysicalAddress < $1.guestPhysicalAddress } }
+
+    /// nil when the access is not wholly inside one BAR's region (its page-rounded tail is not
+    /// the device's: an access there has no register to reach).
+    public func route(guestPhysicalAddress address: UInt64, length: Int) -> MMIORoute? {
+        guard length > 0 else { return nil }
+        for bar in bars where address >= bar.guestPhysicalAddress {
+            let offset = address - bar.guestPhysicalAddress
+            guard offset < bar.regionSize else { continue }
+            guard UInt64(length) <= bar.regionSize - offset else { return nil }
+            return MMIORoute(bar: bar.bar, regionIndex: bar.regionIndex, regionOffset: offset)
+        }
+        return nil
+    }
+}

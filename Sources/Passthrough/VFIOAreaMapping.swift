@@ -1,0 +1,90 @@
+import KVM
+import VFIO
+
+/// One mmap-able area of a BAR, mapped from the VFIO device file: the memory a `.deviceMemory`
+/// memslot points into. Owns the mapping (a `MappedRegion`, which is not copyable), so it is
+/// unmapped exactly once, in deinit, when the last holder lets go: `BarMemslots` and the VM
+/// hold it while its slot exists, which is what keeps a slot from outliving its mmap.
+public final class VFIOAreaMapping: MemslotBacking {
+    public let bar: Int
+    /// Where the area starts in the BAR.
+    public let offset: UInt64
+    let mapping: MappedRegion
+
+    init(bar: Int, offset: UInt64, mapping: consuming MappedRegion) {
+        self.bar = bar
+        self.offset = offset
+        self.mapping = mapping
+    }
+
+    public var hostAddress: UInt64 { mapping.virtualStart }
+    public var size: Int { mapping.size }
+
+    /// One load through the mapping (offset from the area's start): what the guest's access
+    /// through the memslot reaches too.
+    public func load(_ width: AccessWidth, at offset: Int) throws(VFIOError) -> UInt64 {
+        try mapping.load(width, at: offset)
+    }
+
+    public func store(_ value: UInt64, _ width: AccessWidth, at offset: Int) throws(VFIOError) {
+        try mapping.store(value, width, at: offset)
+    }
+}
+
+/// A BAR left out of passthrough, and why.
+public struct SkippedBar: Sendable, Equatable {
+    public var bar: Int
+    public var reason: String
+}
+
+/// A device's memory BARs mapped for passthrough.
+public struct DeviceBarMappings {
+    public var bars: [BarMemory]
+    public var skipped: [SkippedBar]
+    /// The same mappings with their VFIO type, for host-side register access.
+    public var mappings: [VFIOAreaMapping]
+}
+
+extension VfioDevice {
+    /// Maps every mmap-able area of every BAR, each placed for huge pages (`mapPlaced`: host
+    /// address congruent to the bus address), falling back to a plain mmap when the bus address
+    /// is not known. BARs that are empty, I/O ports, not mmap-able or smaller than a page (a
+    /// memslot is whole pages) are skipped and listed with the reason.
+    public func mapBarsForPassthrough(pageSize: UInt64 = 4096) throws(PassthroughError) -> DeviceBarMappings {
+        var result = DeviceBarMappings(bars: [], skipped: [], mappings: [])
+        for bar in 0..<PCIRegion.barCount {
+            let index = PCIRegion.bar(bar)
+            guard index < info.regionCount else { break }
+            let region = try viaVFIO { () throws(VFIOError) in try regionInfo(index) }
+            guard region.size > 0 else { continue }  // unimplemented, or the upper half of a 64-bit BAR
+            guard region.isMappable else {
+                result.skipped.append(SkippedBar(bar: bar, reason: "not mmap-able (an I/O-port BAR, or vfio-pci will not map it); its accesses would all be MMIO exits"))
+                continue
+            }
+            var areas: [(offset: UInt64, memory: MemslotBacking)] = []
+            for area in region.mappableAreas {
+                guard area.size % pageSize == 0, area.offset % pageSize == 0 else {
+                    result.skipped.append(SkippedBar(bar: bar, reason: "area at \(hex(area.offset)) of \(hex(area.size)) bytes is not whole pages, which a memslot needs"))
+                    continue
+                }
+                let mapped = try viaVFIO { () throws(VFIOError) in try mapForPassthrough(region, area: area) }
+                let owner = VFIOAreaMapping(bar: bar, offset: area.offset, mapping: mapped)
+                result.mappings.append(owner)
+                areas.append((area.offset, owner))
+            }
+            if !areas.isEmpty {
+                result.bars.append(BarMemory(bar: bar, regionIndex: index, regionSize: region.size, areas: areas))
+            }
+        }
+        return result
+    }
+
+    /// `mapPlaced`, or a plain mmap of a whole region whose bus address sysfs does not give.
+    private func mapForPassthrough(_ region: RegionInfo, area: SparseArea) throws(VFIOError) -> MappedRegion {
+        do {
+            return try mapPlaced(region, area: area)
+        } catch .physicalAddressUnknown where area.offset == 0 && area.size == region.size {
+            return try map(region)
+        }
+    }
+}

@@ -1,0 +1,202 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import BARPlacement
+import CLinuxUAPI
+import SystemPackage
+
+/// Anonymous memory for DMA, backed by huge pages where the system has them.
+///
+/// Safety contract: while the buffer is DMA-mapped, the device may read or write it at any
+/// time, behind the compiler's back. Access it only with the volatile accessors here (each a
+/// single load or store the compiler cannot merge, drop or reorder across calls), never through
+/// ordinary Swift pointers that assume no one else writes the memory. The container keeps the
+/// buffer alive until it has unmapped it from the IOMMU, so the device never reaches freed memory.
+public final class DMABuffer {
+    public enum Backing: String, Sendable {
+        /// hugetlbfs pages (MAP_HUGETLB) of 1 GiB or 2 MiB: reserved, never split.
+        case hugeTLB1G = "hugetlb-1g", hugeTLB2M = "hugetlb-2m"
+        /// Transparent huge pages requested with madvise(MADV_HUGEPAGE); the kernel may still use 4 KiB.
+        case transparentHuge = "thp"
+        case basePages = "4k"
+    }
+
+    public let base: UnsafeMutableRawPointer
+    public let size: Int
+    public let backing: Backing
+
+    /// Allocates `size` bytes (a 4 KiB multiple), trying 1 GiB then 2 MiB hugetlb pages when
+    /// the size is a multiple of them and `preferHugePages`, then transparent huge pages.
+    public init(size: Int, preferHugePages: Bool = true) throws(VFIOError) {
+        guard size > 0, size % 4096 == 0 else { throw .dmaLimit("DMA buffer size \(size) is not a positive multiple of 4096") }
+        let protection = PROT_READ | PROT_WRITE
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS
+        if preferHugePages {
+            // MAP_HUGE_SHIFT is 26: the page size's log2 goes in those bits.
+            for (shift, backing) in [(30, Backing.hugeTLB1G), (21, Backing.hugeTLB2M)] where size % (1 << shift) == 0 {
+                // Safety: a fresh private mapping chosen by the kernel.
+                let memory = mmap(nil, size, protection, flags | MAP_HUGETLB | Int32(shift << 26), -1, 0)
+                if let memory, memory != MAP_FAILED {
+                    self.base = memory
+                    self.size = size
+                    self.backing = backing
+                    return
+                }
+            }
+        }
+        // Safety: as above.
+        let memory = mmap(nil, size, protection, flags, -1, 0)
+        guard let memory, memory != MAP_FAILED else {
+            throw .system(operation: "mmap of a \(size)-byte DMA buffer", errno: Errno(rawValue: errno))
+        }
+        self.base = memory
+        self.size = size
+        self.backing = preferHugePages && size >= 2 << 20 && madvise(memory, size, MADV_HUGEPAGE) == 0 ? .transparentHuge : .basePages
+    }
+
+    deinit {
+        // Safety: base/size are what mmap returned; the container unmapped every DMA mapping of
+        // this buffer first (it holds the buffer until then).
+        _ = munmap(base, size)
+    }
+
+    public func load8(at offset: Int) throws(VFIOError) -> UInt8 {
+        try check(offset, 1)
+        // Safety: checked inside the buffer; volatile (see the type's contract).
+        return cuapi_mmio_read8(base + offset)
+    }
+
+    public func store8(_ value: UInt8, at offset: Int) throws(VFIOError) {
+        try check(offset, 1)
+        // Safety: as in load8.
+        cuapi_mmio_write8(base + offset, value)
+    }
+
+    /// Copies bytes out with volatile byte loads.
+    public func bytes(at offset: Int, count: Int) throws(VFIOError) -> [UInt8] {
+        try check(offset, count)
+        // Safety: checked inside the buffer; volatile (see the type's contract).
+        return (0..<count).map { cuapi_mmio_read8(base + offset + $0) }
+    }
+
+    /// Copies bytes in with volatile byte stores.
+    public func write(_ bytes: [UInt8], at offset: Int) throws(VFIOError) {
+        try check(offset, bytes.count)
+        // Safety: as in bytes(at:count:).
+        for (index, byte) in bytes.enumerated() { cuapi_mmio_write8(base + offset + index, byte) }
+    }
+
+    private func check(_ offset: Int, _ count: Int) throws(VFIOError) {
+        guard offset >= 0, count >= 0, offset <= size - count else {
+            throw .outOfRange(offset: UInt64(clamping: offset), width: count, size: UInt64(size))
+        }
+    }
+}
+
+/// A live DMA mapping: the device sees `size` bytes at `iova`.
+public struct DMAMapping: Sendable, Equatable {
+    public let iova: UInt64
+    public let size: UInt64
+    /// Device memory (another device's BAR, for peer-to-peer) rather than RAM.
+    public let isDeviceMemory: Bool
+}
+
+/// What the container holds per mapping: its size and what backs it.
+struct ActiveDMA {
+    let size: UInt64
+    let isDeviceMemory: Bool
+    /// A DMABuffer or a MappingLease: kept alive until the IOMMU mapping is gone.
+    let backing: AnyObject
+}
+
+/// RLIMIT_MEMLOCK; nil for a value that is unlimited.
+public struct MemlockLimit: Sendable, Equatable {
+    public let current: UInt64?
+    public let maximum: UInt64?
+
+    public static func read() -> MemlockLimit {
+        var current: UInt64 = 0, maximum: UInt64 = 0
+        guard cuapi_memlock_limit(&current, &maximum) == 0 else { return MemlockLimit(current: nil, maximum: nil) }
+        return MemlockLimit(current: current == .max ? nil : current, maximum: maximum == .max ? nil : maximum)
+    }
+}
+
+extension VfioContainer {
+    /// Bytes of RAM this container has pinned for DMA (device memory is not pinned).
+    public var pinnedBytes: UInt64 {
+        activeMappings.values.filter { !$0.isDeviceMemory }.reduce(0) { $0 + $1.size }
+    }
+
+    public var dmaMappings: [DMAMapping] {
+        activeMappings.map { DMAMapping(iova: $0.key, size: $0.value.size, isDeviceMemory: $0.value.isDeviceMemory) }.sorted { $0.iova < $1.iova }
+    }
+
+    /// Checks, before mapping anything, that `mappings` more mappings pinning `ramBytes` of RAM
+    /// fit in the container's dma_avail and this process's RLIMIT_MEMLOCK. (The kernel exempts
+    /// a process with CAP_IPC_LOCK from the latter; vfioctl holds every process to it, so a
+    /// run as root does not pin what the same run as a user could not.)
+    public func checkDMABudget(ramBytes: UInt64, mappings: UInt64) throws(VFIOError) {
+        let info = try iommuInfo()
+        if let available = info.dmaAvailable, mappings > UInt64(available) {
+            throw .dmaLimit("\(mappings) DMA mappings requested, but the container has only \(available) left (dma_avail; the vfio_iommu_type1 parameter dma_entry_limit sets it)")
+        }
+        let limit = MemlockLimit.read()
+        if let current = limit.current, ramBytes > 0, pinnedBytes + ramBytes > current {
+            throw .dmaLimit("pinning \(ramBytes) bytes for DMA (with \(pinnedBytes) already pinned) exceeds RLIMIT_MEMLOCK of \(current) bytes; raise it (ulimit -l, or LimitMEMLOCK= for a service)")
+        }
+    }
+
+    /// Maps a RAM buffer for DMA at a free IOVA (aligned to the largest IOMMU page that fits,
+    /// or `alignment`, and ending at or below `limit`, e.g. a device's DMA mask).
+    public func mapDMA(_ buffer: DMABuffer, alignment: UInt64? = nil, limit: UInt64 = .max) throws(VFIOError) -> DMAMapping {
+        try checkDMABudget(ramBytes: UInt64(buffer.size), mappings: 1)
+        return try mapAllocated(address: buffer.base, size: UInt64(buffer.size), alignment: alignment, limit: limit,
+                                isDeviceMemory: false, backing: buffer)
+    }
+
+    /// Maps another device's BAR mapping (a VM_PFNMAP VMA) for peer-to-peer DMA: devices in the
+    /// container then reach that BAR at the returned IOVA. Unmap it with `unmapDMA` before
+    /// unmapping the BAR.
+    public func mapDMA(_ region: borrowing MappedRegion, alignment: UInt64? = nil, limit: UInt64 = .max) throws(VFIOError) -> DMAMapping {
+        try checkDMABudget(ramBytes: 0, mappings: 1)
+        return try mapAllocated(address: region.base, size: UInt64(region.size), alignment: alignment, limit: limit,
+                                isDeviceMemory: true, backing: region.lease)
+    }
+
+    private func mapAllocated(address: UnsafeMutableRawPointer, size: UInt64, alignment: UInt64?, limit: UInt64,
+                              isDeviceMemory: Bool, backing: AnyObject) throws(VFIOError) -> DMAMapping {
+        var allocator = try currentAllocator()
+        let iova: UInt64
+        do { iova = try allocator.allocate(size: size, alignment: alignment, limit: limit) } catch { throw .dmaLimit(error.description) }
+        try mapDMA(address: address, size: size, iova: iova)
+        iovaAllocator = allocator
+        activeMappings[iova] = ActiveDMA(size: size, isDeviceMemory: isDeviceMemory, backing: backing)
+        return DMAMapping(iova: iova, size: size, isDeviceMemory: isDeviceMemory)
+    }
+
+    /// Unmaps one mapping made with `mapDMA(_:)` and gives its IOVA back.
+    public func unmapDMA(_ mapping: DMAMapping) throws(VFIOError) {
+        guard activeMappings[mapping.iova] != nil else { throw .dmaLimit("IOVA 0x\(String(mapping.iova, radix: 16)) is not mapped by this container") }
+        try unmapDMA(iova: mapping.iova, size: mapping.size)
+        activeMappings[mapping.iova] = nil
+        try? iovaAllocator?.release(mapping.iova)
+    }
+
+    /// Unmaps every mapping (done on close too).
+    public func unmapAllDMA() throws(VFIOError) {
+        var firstError: VFIOError?
+        for mapping in dmaMappings {
+            do throws(VFIOError) { try unmapDMA(mapping) } catch { firstError = firstError ?? error }
+        }
+        if let firstError { throw firstError }
+    }
+
+    private func currentAllocator() throws(VFIOError) -> IOVAAllocator {
+        if let iovaAllocator { return iovaAllocator }
+        let info = try iommuInfo()
+        let ranges = (info.iovaRanges ?? [IOVARange(start: 0, end: .max)]).map { $0.start...$0.end }
+        do { return try IOVAAllocator(ranges: ranges, pageSizes: info.iovaPageSizes) } catch { throw .dmaLimit(error.description) }
+    }
+}

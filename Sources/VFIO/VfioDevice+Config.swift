@@ -1,0 +1,182 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinuxUAPI
+import SystemPackage
+
+/// Bits of the PCI command register (config offset 0x04) the library sets.
+public enum PCICommand {
+    public static let offset: UInt64 = 0x04
+    public static let ioSpace: UInt16 = 1 << 0
+    public static let memorySpace: UInt16 = 1 << 1
+    public static let busMaster: UInt16 = 1 << 2
+    public static let intxDisable: UInt16 = 1 << 10
+}
+
+extension VfioDevice {
+    /// The config-space region (VFIO_PCI_CONFIG_REGION_INDEX): reads and writes go through the
+    /// kernel, which virtualizes some fields (BARs, MSI capability) for the user.
+    public func configRegion() throws(VFIOError) -> RegionInfo {
+        try regionInfo(PCIRegion.config)
+    }
+
+    public func readConfig(_ offset: UInt64, width: AccessWidth) throws(VFIOError) -> UInt64 {
+        try read(configRegion(), offset: offset, width: width)
+    }
+
+    public func writeConfig(_ value: UInt64, at offset: UInt64, width: AccessWidth) throws(VFIOError) {
+        try write(value, to: configRegion(), offset: offset, width: width)
+    }
+
+    /// The first `count` bytes of config space, read a dword at a time.
+    public func readConfigBytes(count: Int) throws(VFIOError) -> [UInt8] {
+        let region = try configRegion()
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count)
+        var offset: UInt64 = 0
+        while bytes.count < count {
+            let dword = try read(region, offset: offset, width: .dword)
+            for index in 0..<4 where bytes.count < count { bytes.append(UInt8(truncatingIfNeeded: dword >> (8 * UInt64(index)))) }
+            offset += 4
+        }
+        return bytes
+    }
+
+    public func commandRegister() throws(VFIOError) -> UInt16 {
+        UInt16(truncatingIfNeeded: try readConfig(PCICommand.offset, width: .word))
+    }
+
+    /// Sets or clears bits of the command register (read-modify-write).
+    public func updateCommand(set: UInt16 = 0, clear: UInt16 = 0) throws(VFIOError) {
+        let current = try commandRegister()
+        let next = (current & ~clear) | set
+        if next != current { try writeConfig(UInt64(next), at: PCICommand.offset, width: .word) }
+        decode.memoryEnabled = next & PCICommand.memorySpace != 0
+    }
+
+    /// Turns memory decoding on or off. While off, this device's mappings refuse every access
+    /// (the kernel would raise SIGBUS; vfio-pci also zaps the mappings).
+    public func setMemoryDecoding(_ enabled: Bool) throws(VFIOError) {
+        try updateCommand(set: enabled ? PCICommand.memorySpace : 0, clear: enabled ? 0 : PCICommand.memorySpace)
+    }
+
+    /// Bus mastering must be on for the device to do DMA (and to send MSIs).
+    public func setBusMaster(_ enabled: Bool) throws(VFIOError) {
+        try updateCommand(set: enabled ? PCICommand.busMaster : 0, clear: enabled ? 0 : PCICommand.busMaster)
+    }
+
+    /// Re-reads memory decoding from the command register (someone else may have changed it).
+    public func refreshMemoryDecodeState() throws(VFIOError) {
+        decode.memoryEnabled = try commandRegister() & PCICommand.memorySpace != 0
+    }
+
+    public var memoryDecodingEnabled: Bool { decode.memoryEnabled }
+}
+
+/// What VFIO_DEVICE_GET_IRQ_INFO says about one interrupt index.
+public struct IRQInfo: Sendable, Equatable {
+    public let index: UInt32
+    public let flags: UInt32
+    /// Vectors available at this index (0: the device has none of this kind).
+    public let count: UInt32
+    public var supportsEventFD: Bool { flags & UInt32(VFIO_IRQ_INFO_EVENTFD) != 0 }
+    public var isMaskable: Bool { flags & UInt32(VFIO_IRQ_INFO_MASKABLE) != 0 }
+    public var isAutomasked: Bool { flags & UInt32(VFIO_IRQ_INFO_AUTOMASKED) != 0 }
+}
+
+/// IRQ indices of a vfio-pci device.
+public enum PCIIRQ {
+    public static let intx = UInt32(VFIO_PCI_INTX_IRQ_INDEX)
+    public static let msi = UInt32(VFIO_PCI_MSI_IRQ_INDEX)
+    public static let msix = UInt32(VFIO_PCI_MSIX_IRQ_INDEX)
+    public static let err = UInt32(VFIO_PCI_ERR_IRQ_INDEX)
+    public static let req = UInt32(VFIO_PCI_REQ_IRQ_INDEX)
+    public static func name(_ index: UInt32) -> String {
+        switch index {
+        case intx: "INTx"
+        case msi: "MSI"
+        case msix: "MSI-X"
+        case err: "ERR"
+        case req: "REQ"
+        default: "IRQ \(index)"
+        }
+    }
+}
+
+/// An eventfd the kernel signals when an interrupt fires. Closed exactly once, in deinit.
+public final class EventFD {
+    public let fd: FileDescriptor
+
+    public init() throws(VFIOError) {
+        let raw = cuapi_eventfd(0, CUAPI_EFD_CLOEXEC)
+        guard raw >= 0 else { throw .system(operation: "eventfd", errno: Errno(rawValue: errno)) }
+        fd = FileDescriptor(rawValue: raw)
+    }
+
+    deinit { try? fd.close() }
+
+    /// Waits up to `milliseconds` for the counter to become non-zero; returns and resets it.
+    public func wait(milliseconds: Int32) throws(VFIOError) -> UInt64 {
+        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+        while true {
+            let ready = poll(&entry, 1, milliseconds)
+            if ready < 0, errno == EINTR { continue }
+            guard ready >= 0 else { throw .system(operation: "poll on an eventfd", errno: Errno(rawValue: errno)) }
+            guard ready > 0 else { throw .timedOut("no interrupt within \(milliseconds) ms") }
+            break
+        }
+        return try take() ?? 0
+    }
+
+    /// The counter if non-zero (and resets it), without waiting.
+    public func take() throws(VFIOError) -> UInt64? {
+        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+        guard poll(&entry, 1, 0) > 0 else { return nil }
+        var value: UInt64 = 0
+        let count = withUnsafeMutableBytes(of: &value) { bytes in
+            // Safety: an eventfd read moves exactly 8 bytes into the 8-byte buffer.
+            Glibc.read(fd.rawValue, bytes.baseAddress, 8)
+        }
+        guard count == 8 else { throw .system(operation: "read of an eventfd", errno: Errno(rawValue: errno)) }
+        return value
+    }
+}
+
+extension VfioDevice {
+    /// VFIO_DEVICE_SET_IRQS: deliver vectors start..<start+count of `index` to these eventfds
+    /// (DATA_EVENTFD | ACTION_TRIGGER). For MSI/MSI-X this also enables them in the device.
+    public func setIRQTriggers(_ index: UInt32, start: UInt32 = 0, eventFDs: [EventFD]) throws(VFIOError) {
+        try setIRQs(index, flags: UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER), start: start,
+                     count: UInt32(eventFDs.count), data: eventFDs.map { $0.fd.rawValue })
+    }
+
+    /// Disables every vector of `index` (DATA_NONE | ACTION_TRIGGER with count 0).
+    public func disableIRQs(_ index: UInt32) throws(VFIOError) {
+        try setIRQs(index, flags: UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER), start: 0, count: 0, data: [])
+    }
+
+    /// INTx is masked by the kernel when it fires (automasked): unmask it for the next one.
+    public func unmaskINTx() throws(VFIOError) {
+        try setIRQs(PCIIRQ.intx, flags: UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK), start: 0, count: 1, data: [])
+    }
+
+    private func setIRQs(_ index: UInt32, flags: UInt32, start: UInt32, count: UInt32, data: [Int32]) throws(VFIOError) {
+        // struct vfio_irq_set: argsz, flags, index, start, count (u32 each), then data[].
+        var words: [UInt32] = [0, flags, index, start, count]
+        words.append(contentsOf: data.map { UInt32(bitPattern: $0) })
+        words[0] = UInt32(words.count * 4)
+        let what = "VFIO_DEVICE_SET_IRQS(\(PCIIRQ.name(index)), count \(count)) on \(address)"
+        while true {
+            let result = words.withUnsafeMutableBytes { buffer in
+                // Safety: the buffer is the struct the kernel reads, argsz bytes long.
+                cuapi_ioctl_ptr(fd.rawValue, CVFIO_DEVICE_SET_IRQS, buffer.baseAddress)
+            }
+            if result >= 0 { return }
+            let code = Errno(rawValue: errno)
+            if code == .interrupted { continue }
+            throw .system(operation: what, errno: code)
+        }
+    }
+}

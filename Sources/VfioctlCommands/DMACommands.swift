@@ -1,0 +1,394 @@
+import ArgumentParser
+import BARPlacement
+import Foundation
+import PCIInventory
+import VFIO
+
+/// `vfioctl dma`: the container's IOMMU and DMA mappings.
+public struct DMA: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "dma",
+        abstract: "Check a device's VFIO container for DMA: IOVA ranges, page sizes, limits; map and unmap buffers.",
+        discussion: """
+            The device must be bound to vfio-pci and its group viable.
+
+            Examples:
+              vfioctl dma check 0000:00:02.0
+              vfioctl dma check 00:02.0 --size 64M --chunks 16 --json
+            """,
+        subcommands: [Check.self, EduTest.self, PeerToPeer.self, Bench.self]
+    )
+    public init() {}
+
+    /// `dma check`: container facts, and a test buffer mapped and unmapped.
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "check",
+            abstract: "Report IOVA ranges, IOMMU page sizes, dma_avail and RLIMIT_MEMLOCK, then map and unmap a test buffer."
+        )
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
+        var address: String
+        @Option(name: .long, help: ArgumentHelp("Bytes to map (4 KiB multiple; 0x hex or K/M/G).", valueName: "bytes"))
+        var size: String = "2M"
+        @Option(name: .long, help: ArgumentHelp("Map the buffer as this many equal mappings.", valueName: "n"))
+        var chunks: UInt64 = 1
+
+        func validate() throws {
+            guard let bytes = parseByteCount(size), bytes > 0, bytes % 4096 == 0 else { throw ValidationError("--size must be a positive multiple of 4096 bytes, not \"\(size)\"") }
+            guard chunks > 0, bytes % chunks == 0, (bytes / chunks) % 4096 == 0 else { throw ValidationError("--chunks must split --size into 4 KiB multiples") }
+        }
+
+        func run() throws {
+            let target = try parseDeviceAddress(address)
+            let bytes = parseByteCount(size) ?? 0
+            let report: DMACheckJSON
+            do throws(VFIOError) {
+                let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
+                guard let container = device.group.container else { throw VFIOError.groupNotAttached(group: device.group.number) }
+                let before = try container.iommuInfo()
+                let limit = MemlockLimit.read()
+                // Both limits are checked before anything is mapped.
+                try container.checkDMABudget(ramBytes: bytes, mappings: chunks)
+                let chunkSize = Int(bytes / chunks)
+                var buffers: [DMABuffer] = []
+                var mappings: [DMAMapping] = []
+                let clock = ContinuousClock()
+                let began = clock.now
+                do throws(VFIOError) {
+                    for _ in 0..<chunks {
+                        let buffer = try DMABuffer(size: chunkSize)
+                        buffers.append(buffer)
+                        mappings.append(try container.mapDMA(buffer))
+                    }
+                } catch {
+                    try? container.unmapAllDMA()
+                    throw error
+                }
+                let mapped = clock.now - began
+                let during = try container.iommuInfo()
+                try container.unmapAllDMA()
+                let after = try container.iommuInfo()
+                report = DMACheckJSON(
+                    address: target.description, group: device.group.number,
+                    iovaPageSizes: before.iovaPageSizes, pageSizes: pageSizeList(before.iovaPageSizes),
+                    iovaRanges: (before.iovaRanges ?? []).map { IOVARangeJSON(start: $0.start, end: $0.end) },
+                    dmaAvailable: before.dmaAvailable, dmaAvailableWhileMapped: during.dmaAvailable, dmaAvailableAfter: after.dmaAvailable,
+                    memlockCurrent: limit.current, memlockMaximum: limit.maximum,
+                    testBytes: bytes, testMappings: mappings.map { DMAMappingJSON(iova: $0.iova, size: $0.size) },
+                    backing: buffers.first?.backing.rawValue ?? "", mapMilliseconds: milliseconds(mapped),
+                    leftMapped: container.dmaMappings.count)
+            } catch {
+                throw CommandFailure("dma check \(target): \(error.description)")
+            }
+            if global.json {
+                print(try JSONOutput.encode(report))
+            } else {
+                print("\(report.address) (IOMMU group \(report.group))")
+                print("  IOMMU page sizes: \(report.pageSizes.map(byteCount).joined(separator: ", ")) (0x\(String(report.iovaPageSizes, radix: 16)))")
+                print("  IOVA ranges: " + report.iovaRanges.map { "0x\(String($0.start, radix: 16))-0x\(String($0.end, radix: 16))" }.joined(separator: ", "))
+                print("  dma_avail: \(report.dmaAvailable.map(String.init) ?? "not reported")")
+                print("  RLIMIT_MEMLOCK: \(report.memlockCurrent.map { byteCount($0) } ?? "unlimited") (max \(report.memlockMaximum.map { byteCount($0) } ?? "unlimited"))")
+                print("  test: mapped \(byteCount(report.testBytes)) as \(report.testMappings.count) mapping(s) (\(report.backing)) at IOVA " +
+                      report.testMappings.map { "0x\(String($0.iova, radix: 16))" }.joined(separator: ", ") +
+                      " in \(String(format: "%.2f", report.mapMilliseconds)) ms; dma_avail while mapped \(report.dmaAvailableWhileMapped.map(String.init) ?? "?"), after unmap \(report.dmaAvailableAfter.map(String.init) ?? "?")")
+            }
+        }
+    }
+}
+
+struct IOVARangeJSON: Encodable { let start: UInt64; let end: UInt64 }
+struct DMAMappingJSON: Encodable { let iova: UInt64; let size: UInt64 }
+
+struct DMACheckJSON: Encodable {
+    let address: String
+    let group: Int
+    let iovaPageSizes: UInt64
+    let pageSizes: [UInt64]
+    let iovaRanges: [IOVARangeJSON]
+    let dmaAvailable: UInt32?
+    let dmaAvailableWhileMapped: UInt32?
+    let dmaAvailableAfter: UInt32?
+    let memlockCurrent: UInt64?
+    let memlockMaximum: UInt64?
+    let testBytes: UInt64
+    let testMappings: [DMAMappingJSON]
+    let backing: String
+    let mapMilliseconds: Double
+    let leftMapped: Int
+    enum CodingKeys: String, CodingKey {
+        case address, group, backing
+        case iovaPageSizes = "iova_pgsizes", pageSizes = "page_sizes", iovaRanges = "iova_ranges"
+        case dmaAvailable = "dma_avail", dmaAvailableWhileMapped = "dma_avail_while_mapped", dmaAvailableAfter = "dma_avail_after"
+        case memlockCurrent = "memlock_current", memlockMaximum = "memlock_maximum"
+        case testBytes = "test_bytes", testMappings = "test_mappings", mapMilliseconds = "map_ms", leftMapped = "left_mapped"
+    }
+}
+
+func pageSizeList(_ bitmap: UInt64) -> [UInt64] {
+    (0..<64).compactMap { bit in bitmap & (1 << UInt64(bit)) != 0 ? 1 << UInt64(bit) : nil }
+}
+
+func milliseconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+}
+
+func parseDeviceAddress(_ text: String) throws -> PCIAddress {
+    do { return try PCIAddress(parsing: text) } catch { throw CommandFailure(error.description) }
+}
+
+/// Opens devices (of one or more IOMMU groups) into one new container, each group once.
+func openDevicesInOneContainer(_ addresses: [PCIAddress], sysfsRoot: String) throws(VFIOError) -> (VfioContainer, [VfioDevice]) {
+    let container = try VfioContainer()
+    var groups: [Int: VfioGroup] = [:]
+    var devices: [VfioDevice] = []
+    for address in addresses {
+        let number = try VfioGroup.groupNumber(of: address, sysfsRoot: sysfsRoot)
+        let group: VfioGroup
+        if let open = groups[number] {
+            group = open
+        } else {
+            group = try VfioGroup(device: address, sysfsRoot: sysfsRoot)
+            try group.attach(to: container)
+            groups[number] = group
+        }
+        devices.append(try group.openDevice(address))
+    }
+    return (container, devices)
+}
+
+/// QEMU's edu test device (1234:11e8): registers of its DMA engine and interrupt logic.
+enum Edu {
+    static let identification = 0x00
+    static let interruptStatus = 0x24
+    static let interruptAcknowledge = 0x64
+    static let dmaSource = 0x80
+    static let dmaDestination = 0x88
+    static let dmaCount = 0x90
+    static let dmaCommand = 0x98
+    static let commandStart: UInt64 = 1
+    static let commandToRAM: UInt64 = 2
+    static let commandRaiseIRQ: UInt64 = 4
+    /// The device's own 4 KiB buffer, as a DMA address on its side.
+    static let deviceBuffer: UInt64 = 0x40000
+    /// edu's DMA mask: 28 bits.
+    static let dmaLimit: UInt64 = (1 << 28) - 1
+
+    /// Starts a transfer and waits (polling the command register) until the device is done.
+    static func transfer(_ bar: borrowing MappedRegion, from source: UInt64, to destination: UInt64, count: UInt64, toRAM: Bool, raiseIRQ: Bool) throws(VFIOError) {
+        try bar.store64(source, at: dmaSource)
+        try bar.store64(destination, at: dmaDestination)
+        try bar.store64(count, at: dmaCount)
+        try bar.store64(commandStart | (toRAM ? commandToRAM : 0) | (raiseIRQ ? commandRaiseIRQ : 0), at: dmaCommand)
+        // About 100 ms of virtual time per transfer; allow 10 s of wall time under TCG.
+        for _ in 0..<10_000 {
+            if try bar.load64(at: dmaCommand) & commandStart == 0 { return }
+            usleep(1000)
+        }
+        throw .timedOut("edu DMA did not finish within 10 s")
+    }
+}
+
+extension DMA {
+    /// `dma edu-test`: a DMA round trip through the IOMMU with QEMU's edu device, and its MSI.
+    struct EduTest: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "edu-test",
+            abstract: "Round-trip bytes RAM -> device -> RAM through the IOMMU with QEMU's edu test device, and take its MSI on an eventfd."
+        )
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: ArgumentHelp("An edu device (1234:11e8) bound to vfio-pci.", valueName: "address"))
+        var address: String
+
+        func run() throws {
+            let target = try parseDeviceAddress(address)
+            let pattern = (0..<256).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+            let result: EduJSON
+            do throws(VFIOError) {
+                let (container, devices) = try openDevicesInOneContainer([target], sysfsRoot: global.resolvedRoot.path)
+                guard let device = devices.first else { throw VFIOError.groupNotAttached(group: -1) }
+                let bar = try device.mapPlaced(try device.regionInfo(PCIRegion.bar(0)))
+                let identification = try bar.load32(at: Edu.identification)
+                try device.setBusMaster(true)
+                let msi = try device.irqInfo(PCIIRQ.msi)
+                let eventFD = try EventFD()
+                try device.setIRQTriggers(PCIIRQ.msi, eventFDs: [eventFD])
+                let buffer = try DMABuffer(size: 8192, preferHugePages: false)
+                try buffer.write(pattern, at: 0)
+                let mapping = try container.mapDMA(buffer, limit: Edu.dmaLimit)
+                try Edu.transfer(bar, from: mapping.iova, to: Edu.deviceBuffer, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
+                let interruptsBefore = try eventFD.take() ?? 0
+                try Edu.transfer(bar, from: Edu.deviceBuffer, to: mapping.iova + 4096, count: UInt64(pattern.count), toRAM: true, raiseIRQ: true)
+                let interrupts = try eventFD.wait(milliseconds: 5000)
+                let status = try bar.load32(at: Edu.interruptStatus)
+                try bar.store32(status, at: Edu.interruptAcknowledge)
+                let back = try buffer.bytes(at: 4096, count: pattern.count)
+                try container.unmapDMA(mapping)
+                try device.disableIRQs(PCIIRQ.msi)
+                try bar.unmap()
+                result = EduJSON(address: target.description, identification: String(format: "0x%08x", identification),
+                                 iova: mapping.iova, bytes: pattern.count, roundTripMatches: back == pattern,
+                                 msiVectors: msi.count, msiSignals: interrupts, signalsBeforeIRQRequest: interruptsBefore,
+                                 interruptStatus: String(format: "0x%x", status), leftMapped: container.dmaMappings.count)
+            } catch {
+                throw CommandFailure("dma edu-test \(target): \(error.description)")
+            }
+            if global.json {
+                print(try JSONOutput.encode(result))
+            } else {
+                print("edu \(result.address): id \(result.identification); \(result.bytes) bytes RAM -> device -> RAM via IOVA 0x\(String(result.iova, radix: 16)): \(result.roundTripMatches ? "match" : "MISMATCH")")
+                print("MSI: \(result.msiSignals) signal(s) on the eventfd (interrupt status \(result.interruptStatus)); before requesting one: \(result.signalsBeforeIRQRequest)")
+            }
+            if !result.roundTripMatches { throw CommandFailure("the bytes that came back differ from those sent") }
+        }
+    }
+
+    /// `dma p2p`: another device's BAR mapped into the same container; edu reads it by DMA.
+    struct PeerToPeer: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "p2p",
+            abstract: "Map a peer's BAR into the same container as an edu device; edu reads it by DMA (peer-to-peer)."
+        )
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: ArgumentHelp("The edu device that does the DMA.", valueName: "address"))
+        var address: String
+        @Option(name: .long, help: ArgumentHelp("The peer device whose BAR is mapped.", valueName: "address"))
+        var peer: String
+        @Option(name: .long, help: ArgumentHelp("The peer's BAR.", valueName: "n"))
+        var bar: Int
+        @Option(name: .long, help: ArgumentHelp("Byte offset in the BAR that edu reads from.", valueName: "bytes"))
+        var offset: String = "0x1000"
+
+        func run() throws {
+            let target = try parseDeviceAddress(address)
+            let peerAddress = try parseDeviceAddress(peer)
+            guard let readOffset = parseByteCount(offset), let offsetIndex = Int(exactly: readOffset) else { throw CommandFailure("--offset \(offset) is not a byte count") }
+            let pattern = (0..<256).map { UInt8(truncatingIfNeeded: 0xa5 &+ $0 &* 13) }
+            let result: PeerJSON
+            do throws(VFIOError) {
+                let (container, devices) = try openDevicesInOneContainer([target, peerAddress], sysfsRoot: global.resolvedRoot.path)
+                guard devices.count == 2 else { throw VFIOError.groupNotAttached(group: -1) }
+                let edu = devices[0], peerDevice = devices[1]
+                let eduBar = try edu.mapPlaced(try edu.regionInfo(PCIRegion.bar(0)))
+                try edu.setBusMaster(true)
+                let resource = try peerDevice.barResource(bar)
+                let peerBar = try peerDevice.mapPlaced(try peerDevice.regionInfo(PCIRegion.bar(bar)))
+                for (index, byte) in pattern.enumerated() { try peerBar.store8(byte, at: offsetIndex + index) }
+                let translated = try peerBar.physicalAddress(atOffset: offsetIndex)
+                // 2 MiB alignment keeps the IOVA low enough for edu's 28-bit DMA mask.
+                let peerMapping = try container.mapDMA(peerBar, alignment: 2 << 20)
+                let buffer = try DMABuffer(size: 4096, preferHugePages: false)
+                let ramMapping = try container.mapDMA(buffer, limit: Edu.dmaLimit)
+                try Edu.transfer(eduBar, from: peerMapping.iova + readOffset, to: Edu.deviceBuffer, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
+                try Edu.transfer(eduBar, from: Edu.deviceBuffer, to: ramMapping.iova, count: UInt64(pattern.count), toRAM: true, raiseIRQ: false)
+                let back = try buffer.bytes(at: 0, count: pattern.count)
+                // IOMMU mappings go before the memory behind them.
+                try container.unmapAllDMA()
+                result = PeerJSON(address: target.description, peer: peerAddress.description, bar: bar,
+                                  barStart: resource.start, barSize: resource.size, mappedVirtual: peerBar.virtualStart,
+                                  peerIOVA: peerMapping.iova, peerMappingSize: peerMapping.size, offset: readOffset,
+                                  translatedPhysical: translated, barStartTranslated: try peerBar.physicalAddress(atOffset: 0),
+                                  matches: back == pattern, leftMapped: container.dmaMappings.count)
+                try peerBar.unmap()
+                try eduBar.unmap()
+            } catch {
+                throw CommandFailure("dma p2p \(target) <- \(peerAddress) BAR \(bar): \(error.description)")
+            }
+            if global.json {
+                print(try JSONOutput.encode(result))
+            } else {
+                print("peer \(result.peer) BAR \(result.bar): bus 0x\(String(result.barStart, radix: 16)) (\(byteCount(result.barSize))), mapped at 0x\(String(result.mappedVirtual, radix: 16)), IOVA 0x\(String(result.peerIOVA, radix: 16))")
+                print("offset 0x\(String(result.offset, radix: 16)) is bus address 0x\(String(result.translatedPhysical, radix: 16)); edu DMA read through the IOMMU: \(result.matches ? "match" : "MISMATCH")")
+            }
+            if !result.matches { throw CommandFailure("edu read different bytes from the peer's BAR than were written through the mmap") }
+        }
+    }
+
+    /// `dma bench`: time VFIO_IOMMU_MAP_DMA and UNMAP_DMA of a buffer.
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench",
+            abstract: "Time mapping and unmapping a pre-touched buffer for DMA (per GiB)."
+        )
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: ArgumentHelp("A device bound to vfio-pci (its container is used).", valueName: "address"))
+        var address: String
+        @Option(name: .long, help: ArgumentHelp("Buffer bytes (0x hex or K/M/G).", valueName: "bytes"))
+        var size: String = "256M"
+        @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions; the best is reported.", valueName: "n"))
+        var repetitions: Int = 3
+
+        func run() throws {
+            let target = try parseDeviceAddress(address)
+            guard let bytes = parseByteCount(size), bytes > 0, bytes % (2 << 20) == 0, let count = Int(exactly: bytes) else {
+                throw CommandFailure("--size must be a positive multiple of 2 MiB")
+            }
+            var mapTimes: [Double] = [], unmapTimes: [Double] = []
+            let backing: String
+            do throws(VFIOError) {
+                let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
+                guard let container = device.group.container else { throw VFIOError.groupNotAttached(group: device.group.number) }
+                let buffer = try DMABuffer(size: count)
+                backing = buffer.backing.rawValue
+                // Touch every page first, so the timing is the IOMMU work, not page allocation.
+                for offset in stride(from: 0, to: count, by: 4096) { try buffer.store8(1, at: offset) }
+                let clock = ContinuousClock()
+                for _ in 0..<max(1, repetitions) {
+                    let t0 = clock.now
+                    let mapping = try container.mapDMA(buffer)
+                    let t1 = clock.now
+                    try container.unmapDMA(mapping)
+                    let t2 = clock.now
+                    mapTimes.append(milliseconds(t1 - t0))
+                    unmapTimes.append(milliseconds(t2 - t1))
+                }
+            } catch {
+                throw CommandFailure("dma bench \(target): \(error.description)")
+            }
+            let gib = Double(bytes) / Double(1 << 30)
+            let bestMap = mapTimes.min() ?? 0, bestUnmap = unmapTimes.min() ?? 0
+            print(String(format: "vfioctl map_ms=%.3f unmap_ms=%.3f map_ms_per_gib=%.3f unmap_ms_per_gib=%.3f bytes=%llu backing=%@",
+                         bestMap, bestUnmap, bestMap / gib, bestUnmap / gib, bytes, backing))
+        }
+    }
+}
+
+struct EduJSON: Encodable {
+    let address: String
+    let identification: String
+    let iova: UInt64
+    let bytes: Int
+    let roundTripMatches: Bool
+    let msiVectors: UInt32
+    let msiSignals: UInt64
+    let signalsBeforeIRQRequest: UInt64
+    let interruptStatus: String
+    let leftMapped: Int
+    enum CodingKeys: String, CodingKey {
+        case address, identification, iova, bytes
+        case roundTripMatches = "round_trip_matches", msiVectors = "msi_vectors", msiSignals = "msi_signals"
+        case signalsBeforeIRQRequest = "signals_before_irq_request", interruptStatus = "interrupt_status", leftMapped = "left_mapped"
+    }
+}
+
+struct PeerJSON: Encodable {
+    let address: String
+    let peer: String
+    let bar: Int
+    let barStart: UInt64
+    let barSize: UInt64
+    let mappedVirtual: UInt64
+    let peerIOVA: UInt64
+    let peerMappingSize: UInt64
+    let offset: UInt64
+    let translatedPhysical: UInt64
+    let barStartTranslated: UInt64
+    let matches: Bool
+    let leftMapped: Int
+    enum CodingKeys: String, CodingKey {
+        case address, peer, bar, offset, matches
+        case barStart = "bar_start", barSize = "bar_size", mappedVirtual = "mapped_virtual", peerIOVA = "peer_iova"
+        case peerMappingSize = "peer_mapping_size", translatedPhysical = "translated_physical"
+        case barStartTranslated = "bar_start_translated", leftMapped = "left_mapped"
+    }
+}
