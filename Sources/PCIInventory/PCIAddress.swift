@@ -23,6 +23,33 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
         self.function = function
     }
 
+    /// Parses the canonical form sysfs uses for names and links ("0000:3b:00.1", exactly 12
+    /// bytes, lower-case); nil for anything else. The scan meets thousands of these, and this
+    /// skips the general parser's trimming and splitting.
+    init?<Bytes: Collection>(canonical bytes: Bytes) where Bytes.Element == UInt8 {
+        guard bytes.count == 12 else { return nil }
+        var values: [UInt64] = [0, 0, 0, 0]
+        var field = 0
+        for (position, byte) in bytes.enumerated() {
+            switch position {
+            case 4, 7:
+                guard byte == UInt8(ascii: ":") else { return nil }
+                field += 1
+            case 10:
+                guard byte == UInt8(ascii: ".") else { return nil }
+                field += 1
+            default:
+                guard let digit = hexDigitValue(byte) else { return nil }
+                values[field] = values[field] << 4 | UInt64(digit)
+            }
+        }
+        guard values[2] <= 0x1f, values[3] <= 7 else { return nil }
+        domain = UInt32(values[0])
+        bus = UInt8(values[1])
+        device = UInt8(values[2])
+        function = UInt8(values[3])
+    }
+
     /// Parses a user- or kernel-supplied address. Throws an error that names the expected form.
     public init(parsing text: String) throws(PCIAddressError) {
         let input = text.trimmingWhitespace()

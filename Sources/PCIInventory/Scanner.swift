@@ -20,9 +20,9 @@ struct Scanner {
         var addresses: [PCIAddress] = []
         addresses.reserveCapacity(entries.count)
         for entry in entries {
-            do {
-                addresses.append(try PCIAddress(parsing: entry))
-            } catch {
+            if let address = PCIAddress(canonical: entry.utf8) ?? (try? PCIAddress(parsing: entry)) {
+                addresses.append(address)
+            } else {
                 problems.append("\(busPath)/\(entry) is not a PCI address; ignored")
             }
         }
@@ -61,12 +61,16 @@ struct Scanner {
         if let bus = AttributeDirectory(path: busPath), let length = bus.readLink(name, into: &buffers.link) {
             // The link's path from the root bus down: every PCI-address component above the
             // device itself is a bridge on the way.
-            let target = String(decoding: buffers.link[..<length], as: UTF8.self)
             var bridges: [PCIAddress] = []
-            for component in target.split(separator: "/").dropLast() {
-                guard component.count >= 7, component.contains("."),
-                      let bridge = try? PCIAddress(parsing: String(component)) else { continue }
-                bridges.append(bridge)
+            let components = buffers.link[..<length].split(separator: UInt8(ascii: "/"))
+            for component in components.dropLast() {
+                if let bridge = PCIAddress(canonical: component) {
+                    bridges.append(bridge)
+                } else if component.count > 12, component.contains(UInt8(ascii: ".")),
+                          let bridge = try? PCIAddress(parsing: String(decoding: component, as: UTF8.self)) {
+                    // Domains wider than four digits (Intel VMD) are not in the 12-byte form.
+                    bridges.append(bridge)
+                }
             }
             device.parentBridges = bridges.reversed()
         }

@@ -19,7 +19,7 @@ struct GroupsCommand: ParsableCommand {
     func run() throws {
         let inventory = try InventoryLoader.load(global, detail: .summary)
         if global.json {
-            print(JSONValue.array(inventory.groups.map(JSONValue.group)).rendered())
+            JSONValue.array(inventory.groups.map(JSONValue.group)).printToStandardOutput()
         } else {
             for group in inventory.groups {
                 print("IOMMU group \(group.id): " + (group.isViable ? "viable" : "not viable"))

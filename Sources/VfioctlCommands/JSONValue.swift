@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A JSON document built in memory and rendered directly to bytes, byte-for-byte the same as
 /// Foundation's JSONEncoder with [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] (a test
 /// holds them equal). `list` and `groups` print thousands of objects on large hosts, where
@@ -20,10 +24,21 @@ enum JSONValue: Encodable, Equatable {
     static func optional(_ value: Bool?) -> JSONValue { value.map(JSONValue.bool) ?? .null }
 
     func rendered() -> String {
+        String(decoding: renderedBytes(), as: UTF8.self)
+    }
+
+    func renderedBytes() -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(4096)
         render(into: &bytes, indent: 0)
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
+    }
+
+    /// Writes the document and a newline to standard output in one go, without a String copy.
+    func printToStandardOutput() {
+        var bytes = renderedBytes()
+        bytes.append(0x0a)
+        writeToStandardOutput(bytes)
     }
 
     private func render(into out: inout [UInt8], indent: Int) {
@@ -49,8 +64,9 @@ enum JSONValue: Encodable, Equatable {
             out.append(UInt8(ascii: "{"))
             out.append(0x0a)
             if pairs.isEmpty { out.append(0x0a) }
-            // Sorted by the keys' UTF-8 bytes, as .sortedKeys does for ASCII keys.
-            let sorted = pairs.sorted { Array($0.0.utf8).lexicographicallyPrecedes(Array($1.0.utf8)) }
+            // Keys are ASCII snake_case, for which String's ordering is the byte ordering that
+            // .sortedKeys uses (and String's comparison has a fast path for ASCII).
+            let sorted = pairs.sorted { $0.0 < $1.0 }
             for (position, pair) in sorted.enumerated() {
                 Self.appendIndent(indent + 1, to: &out)
                 Self.appendString(pair.0, to: &out)
@@ -113,5 +129,22 @@ enum JSONValue: Encodable, Equatable {
         var intValue: Int? { nil }
         init(stringValue: String) { self.stringValue = stringValue }
         init?(intValue: Int) { nil }
+    }
+}
+
+/// Writes all of `bytes` to file descriptor 1, retrying short writes.
+func writeToStandardOutput(_ bytes: [UInt8]) {
+    bytes.withUnsafeBytes { raw in
+        guard var base = raw.baseAddress else { return }
+        var remaining = raw.count
+        while remaining > 0 {
+            let written = write(1, base, remaining)
+            if written < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            remaining -= written
+            base += written
+        }
     }
 }

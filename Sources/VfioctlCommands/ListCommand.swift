@@ -19,7 +19,7 @@ struct ListCommand: ParsableCommand {
     func run() throws {
         let inventory = try InventoryLoader.load(global, detail: .summary)
         if global.json {
-            print(JSONValue.array(inventory.devices.map(JSONValue.deviceSummary)).rendered())
+            JSONValue.array(inventory.devices.map(JSONValue.deviceSummary)).printToStandardOutput()
         } else {
             for device in inventory.devices { print(TextFormat.listLine(device)) }
         }

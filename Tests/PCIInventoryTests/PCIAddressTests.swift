@@ -55,6 +55,21 @@ import Testing
         }
     }
 
+    @Test func canonicalFastPathAgreesWithTheGeneralParser() throws {
+        for bus in stride(from: 0, through: 255, by: 7) {
+            for device in 0...31 {
+                for function in 0...7 {
+                    let address = try PCIAddress(bus: UInt8(bus), device: UInt8(device), function: UInt8(function))
+                    #expect(PCIAddress(canonical: address.description.utf8) == address)
+                }
+            }
+        }
+        for text in ["0000:01:20.0", "0000:01:00.8", "0000:1:00.0", "0000:01:00-0", "00000:01:00.0", "zzzz:01:00.0", "0000:01:00.0 "] {
+            #expect(PCIAddress(canonical: text.utf8) == nil, "\(text)")
+        }
+        #expect(PCIAddress(canonical: "0001:FF:1F.7".utf8) == (try PCIAddress(parsing: "0001:ff:1f.7")))
+    }
+
     @Test func ordersByDomainBusDeviceFunction() throws {
         let addresses = try ["0001:00:00.0", "0000:02:00.0", "0000:01:01.0", "0000:01:00.7", "0000:01:00.1"]
             .map { try PCIAddress(parsing: $0) }
