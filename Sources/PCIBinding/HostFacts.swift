@@ -17,7 +17,8 @@ public struct HostFacts: Sendable {
 }
 
 /// A mounted filesystem and the PCI devices its block device sits on (through partitions,
-/// device-mapper, md and other stacked devices).
+/// device-mapper, md and other stacked devices), the bridges on the way included: taking any of
+/// them from its driver takes the disk too.
 public struct MountFact: Sendable, Equatable {
     public var mountPoint: String
     public var source: String

@@ -1,5 +1,5 @@
 # bind-errors: binding as a user without root, and binding with vfio-pci unloaded, each end with
-# a one-line error that says what to do, and change nothing.
+# a one-line error that says what to do, and change nothing; a bind the kernel refuses is rolled back.
 . /lab/bin/lab-lib.sh
 . /lab/bin/bind-lib.sh
 DEV=0000:00:04.0
@@ -28,6 +28,19 @@ cat /tmp/nomod.err
 grep -q "vfio-pci driver is not available" /tmp/nomod.err && ok "the error names the missing driver" || fail "error does not name vfio-pci"
 unchanged "no vfio-pci"
 insmod /lib/modules/vfio_pci.ko || fail "could not reload vfio_pci"
+
+# A bind the kernel turns down is rolled back: vfio-pci refuses bridges (type 1 headers), so a
+# forced bind of the pci-bridge fails verification and the bridge returns to what it had.
+BRIDGE=0000:00:06.0
+bridge_driver=$(dev_driver "$BRIDGE")
+vfioctl bind "$BRIDGE" --force --json >/tmp/rollback.json 2>/tmp/rollback.err
+check_eq "forced bridge bind: exit status (rolled back)" 4 "$?"
+json_flat </tmp/rollback.json >/tmp/rollback.flat
+check_eq "forced bridge bind: action" rolled-back "$(json_get /tmp/rollback.flat '[0].action')"
+case $(json_get /tmp/rollback.flat '[0].reason') in *"rolled back"*) ok "the reason says it was rolled back" ;; *) fail "reason: $(json_get /tmp/rollback.flat '[0].reason')" ;; esac
+check_eq "bridge driver after rollback" "$bridge_driver" "$(dev_driver "$BRIDGE")"
+check_eq "bridge driver_override after rollback" "(null)" "$(cat "$(sysfs_dev "$BRIDGE")/driver_override")"
+no_journal_entry "$BRIDGE" && ok "no journal entry after rollback" || fail "journal keeps $BRIDGE"
 
 # Bad addresses and unknown devices.
 vfioctl bind 0000:00:1f.8 2>/tmp/bad.err; check_eq "bad address status" 1 "$?"

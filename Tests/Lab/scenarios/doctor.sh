@@ -1,0 +1,28 @@
+# doctor: `vfioctl doctor` on a host that is ready for passthrough (the lab guest: emulated
+# Intel IOMMU with interrupt remapping, vfio modules, /dev/vfio/vfio, nested KVM), with its
+# findings: the boot VGA needs --force, the bridge group needs --group, kernel facts by version.
+. /lab/bin/lab-lib.sh
+. /lab/bin/bind-lib.sh
+
+vfioctl doctor --json >/tmp/doctor.json 2>/tmp/doctor.err
+rc=$?
+cat /tmp/doctor.err
+json_flat </tmp/doctor.json >/tmp/doctor.flat
+check_eq "doctor exit status (ready)" 0 "$rc"
+verdict=$(json_get /tmp/doctor.flat .verdict)
+case $verdict in ok | info | warning) ok "verdict $verdict" ;; *) fail "verdict $verdict" ;; esac
+check_eq "IOMMU finding" ok "$(field_of /tmp/doctor.flat id iommu.enabled status)"
+check_eq "interrupt remapping finding" ok "$(field_of /tmp/doctor.flat id iommu.interrupt-remapping status)"
+check_eq "vfio modules finding" ok "$(field_of /tmp/doctor.flat id vfio.modules status)"
+check_eq "/dev/vfio/vfio finding" ok "$(field_of /tmp/doctor.flat id vfio.container status)"
+check_eq "KVM finding" ok "$(field_of /tmp/doctor.flat id kvm status)"
+check_eq "huge-fault alignment fix (6.12.95 >= 6.12.29)" ok "$(field_of /tmp/doctor.flat id kernel.huge-fault-alignment status)"
+# The std VGA is the boot display: assignable only with --force, and said so.
+check_eq "boot VGA remedy" "vfioctl bind 0000:00:01.0 --force" "$(field_of /tmp/doctor.flat id gpu.0000:00:01.0 remedy)"
+check_eq "boot VGA status" warning "$(field_of /tmp/doctor.flat id gpu.0000:00:01.0 status)"
+# The text form carries the same, with the fix lines.
+vfioctl doctor >/tmp/doctor.txt 2>&1
+cat /tmp/doctor.txt
+grep -q "fix: vfioctl bind 0000:00:01.0 --force" /tmp/doctor.txt && ok "text names the bind line" || fail "text lacks the bind line"
+grep -q "^verdict: ready" /tmp/doctor.txt && ok "text verdict ready" || fail "text verdict: $(grep verdict /tmp/doctor.txt)"
+lab_finish
