@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CLinuxUAPI
 import SystemPackage
 
 /// Host memory to back memslots: anonymous, or a shared tmpfs file (like a memfd: a second
@@ -11,8 +12,8 @@ import SystemPackage
 public final class GuestMemory {
     public enum Backing: Sendable, Equatable {
         case anonymous
-        /// POSIX shared memory, unlinked at once, so only the descriptor names it. (memfd_create
-        /// would do the same, but Swift's Glibc module does not declare it.)
+        /// A memfd (memfd_create(2)): shared memory named only by its descriptor, which can be
+        /// mapped again, as a VFIO region can; `name` shows in /proc/PID/maps.
         case shared(name: String)
     }
 
@@ -46,21 +47,11 @@ public final class GuestMemory {
         self.backing = backing
     }
 
-    /// shm_open with a unique name, then unlink: the file lives only as long as its descriptor
-    /// and mappings. shm_open sets close-on-exec.
+    /// A memfd, close-on-exec: it lives only as long as its descriptor and mappings.
     private static func createSharedFile(name: String) throws(KVMError) -> FileDescriptor {
-        let safe = String(name.map { $0.isLetter || $0.isNumber ? $0 : "-" })
-        for attempt in 0..<100 {
-            let path = "/vfioctl-\(getpid())-\(attempt)-\(safe)"
-            let raw = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0o600)
-            if raw >= 0 {
-                shm_unlink(path)
-                return FileDescriptor(rawValue: raw)
-            }
-            let code = Errno(rawValue: errno)
-            guard code == .fileExists else { throw .system(operation: "shm_open \(path)", errno: code) }
-        }
-        throw .system(operation: "shm_open for \(name): no free name", errno: .fileExists)
+        let raw = cuapi_memfd_create("vfioctl-\(name)", CUAPI_MFD_CLOEXEC)
+        guard raw >= 0 else { throw .system(operation: "memfd_create \(name)", errno: Errno(rawValue: errno)) }
+        return FileDescriptor(rawValue: raw)
     }
 
     deinit {

@@ -7,6 +7,9 @@
 #include <linux/vfio.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/memfd.h>
 #include <stdint.h>
 
 // MARK: VFIO container
@@ -61,6 +64,14 @@ static inline int cuapi_ioctl_ptr(int fd, unsigned long request, void *arg) {
 static inline int cuapi_ioctl_int(int fd, unsigned long request, unsigned long arg) {
     return ioctl(fd, request, arg);
 }
+// MARK: memfd
+/// memfd_create(2) through syscall(2): glibc declares it only under _GNU_SOURCE, which Swift's
+/// Glibc module does not see. Returns the new descriptor, or -1 with errno set.
+static const unsigned int CUAPI_MFD_CLOEXEC = MFD_CLOEXEC;
+static inline int cuapi_memfd_create(const char *name, unsigned int flags) {
+    return (int)syscall(SYS_memfd_create, name, flags);
+}
+
 // MARK: MMIO access
 /// One load or store of exactly the given width through a volatile pointer, for device memory
 /// mapped through VFIO: the compiler may not merge, split, repeat or drop it, which Swift's own
