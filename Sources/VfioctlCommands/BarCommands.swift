@@ -56,12 +56,7 @@ public struct Bar: ParsableCommand {
 
         /// Values checked by validate().
         func resolved() throws -> (address: PCIAddress, region: UInt32, offset: UInt64, width: AccessWidth) {
-            let target: PCIAddress
-            do {
-                target = try PCIAddress(parsing: address)
-            } catch {
-                throw CommandFailure(error.description)
-            }
+            let target = try parseDeviceAddress(address)
             guard let offsetValue = parseNumber(offset), let accessWidth = AccessWidth(rawValue: width) else {
                 throw CommandFailure("invalid --offset or --width")
             }
@@ -235,12 +230,9 @@ extension Bar {
         }
 
         func run() throws {
-            let target: PCIAddress
-            do { target = try PCIAddress(parsing: address) } catch { throw CommandFailure(error.description) }
+            let target = try parseDeviceAddress(address)
             let inventory = try InventoryLoader.load(global, detail: .summary)
-            guard let device = inventory.device(target) else {
-                throw CommandFailure("no PCI device \(target) under \(inventory.root.appending("bus/pci/devices")); run `vfioctl list` to see the devices")
-            }
+            let device = try InventoryLoader.device(target, in: inventory)
             let skewBytes = skew.flatMap(parseByteCount)
             var bars = device.bars
             if let bar {
@@ -468,8 +460,7 @@ extension Bar {
         }
 
         func run() throws {
-            let target: PCIAddress
-            do { target = try PCIAddress(parsing: address) } catch { throw CommandFailure(error.description) }
+            let target = try parseDeviceAddress(address)
             let access: AccessPattern = pattern == "reverse" ? .reverse : pattern == "random" ? .random(seed: seed) : .linear
             let skewBytes = parseByteCount(skew) ?? 0
             let report: TouchJSON

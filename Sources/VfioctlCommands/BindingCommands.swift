@@ -59,10 +59,6 @@ enum BindingReport {
     }
 }
 
-func parseAddress(_ text: String) throws -> PCIAddress {
-    do { return try PCIAddress(parsing: text) } catch { throw CommandFailure(error.description) }
-}
-
 func bindingFailure(_ error: BindingError) -> CommandFailure { CommandFailure(error.description) }
 
 struct BindCommand: ParsableCommand {
@@ -91,7 +87,7 @@ struct BindCommand: ParsableCommand {
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
     func run() throws {
-        let target = try parseAddress(address)
+        let target = try parseDeviceAddress(address)
         let root = global.resolvedRoot
         let inventory = try InventoryLoader.load(global, detail: .full)
         let facts = HostFactsReader(sysfs: root, procRoot: options.procRoot).read()
@@ -184,7 +180,7 @@ struct UnbindCommand: ParsableCommand {
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
     func run() throws {
-        let target = try parseAddress(address)
+        let target = try parseDeviceAddress(address)
         let inventory = try InventoryLoader.load(global, detail: .summary)
         let journal = options.journal
         let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
@@ -290,7 +286,7 @@ struct PersistCommand: ParsableCommand {
         @OptionGroup var rules: RulesOptions
         @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: String
         func run() throws {
-            let target = try parseAddress(address)
+            let target = try parseDeviceAddress(address)
             let inventory = try InventoryLoader.load(global, detail: .summary)
             guard inventory.device(target) != nil else {
                 throw CommandFailure("no PCI device \(target); run `vfioctl list` to see the devices")
@@ -310,7 +306,7 @@ struct PersistCommand: ParsableCommand {
         @OptionGroup var rules: RulesOptions
         @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: String
         func run() throws {
-            let target = try parseAddress(address)
+            let target = try parseDeviceAddress(address)
             let udev = UdevRules(directory: rules.rulesDir)
             let removed: Bool
             do { removed = try udev.remove(target) } catch { throw bindingFailure(error) }

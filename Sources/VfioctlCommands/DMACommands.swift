@@ -133,10 +133,6 @@ func milliseconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
 }
 
-func parseDeviceAddress(_ text: String) throws -> PCIAddress {
-    do { return try PCIAddress(parsing: text) } catch { throw CommandFailure(error.description) }
-}
-
 /// Opens devices (of one or more IOMMU groups) into one new container, each group once.
 func openDevicesInOneContainer(_ addresses: [PCIAddress], sysfsRoot: String) throws(VFIOError) -> (VfioContainer, [VfioDevice]) {
     let container = try VfioContainer()

@@ -38,6 +38,14 @@ enum InventoryLoader {
         }
     }
 
+    /// The device at `address`, or a one-line error that says where it was looked for.
+    static func device(_ address: PCIAddress, in inventory: PCIInventory) throws -> PCIDevice {
+        guard let device = inventory.device(address) else {
+            throw CommandFailure("no PCI device \(address) under \(inventory.root.appending("bus/pci/devices")); run `vfioctl list` to see the devices")
+        }
+        return device
+    }
+
     /// Tree-level and per-device damage goes to stderr so JSON on stdout stays parseable.
     static func reportTreeProblems(_ inventory: PCIInventory, json: Bool, devicesProblems: Bool) {
         for problem in inventory.problems { warn("warning: \(problem)") }

@@ -17,16 +17,9 @@ struct ShowCommand: ParsableCommand {
     var address: String
 
     func run() throws {
-        let target: PCIAddress
-        do {
-            target = try PCIAddress(parsing: address)
-        } catch {
-            throw CommandFailure(error.description)
-        }
+        let target = try parseDeviceAddress(address)
         let inventory = try InventoryLoader.load(global, detail: .full)
-        guard let device = inventory.device(target) else {
-            throw CommandFailure("no PCI device \(target) under \(inventory.root.appending("bus/pci/devices")); run `vfioctl list` to see the devices")
-        }
+        let device = try InventoryLoader.device(target, in: inventory)
         if global.json {
             print(JSONValue.deviceDetail(device, in: inventory).rendered())
             return

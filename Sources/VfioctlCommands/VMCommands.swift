@@ -355,8 +355,7 @@ struct PassthroughSession {
     let kvm: KVMSystem
 
     static func open(_ text: String, sysfsRoot: String) throws -> PassthroughSession {
-        let address: PCIAddress
-        do { address = try PCIAddress(parsing: text) } catch { throw CommandFailure(error.description) }
+        let address = try parseDeviceAddress(text)
         let deviceDirectory = "\(sysfsRoot)/bus/pci/devices/\(address)"
         guard FileManager.default.fileExists(atPath: deviceDirectory) else {
             throw CommandFailure("no PCI device \(address) (\(deviceDirectory) is missing)")
