@@ -39,11 +39,6 @@ struct Scanner {
         return PCIInventory(root: root, devices: devices, groups: groups, iommu: iommu, problems: problems)
     }
 
-    func readDevice(_ address: PCIAddress, directory: String) -> PCIDevice {
-        var buffers = ScanBuffers()
-        return Self.readDevice(address, busPath: root.appending("bus/pci/devices"), detail: detail, buffers: &buffers)
-    }
-
     /// Reusable per-thread buffers: attributes, links and the resource file.
     struct ScanBuffers {
         var small = [UInt8](repeating: 0, count: 256)
@@ -52,13 +47,14 @@ struct Scanner {
     }
 
     /// Reads one device. Static and free of shared state, so devices can be read in parallel.
-    static func readDevice(_ address: PCIAddress, busPath: String, detail: PCIInventory.Detail,
-                           buffers: inout ScanBuffers) -> PCIDevice {
+    /// `bus` is the opened bus/pci/devices directory, read once per worker for the links.
+    static func readDevice(_ address: PCIAddress, bus: borrowing AttributeDirectory?, busPath: String,
+                           detail: PCIInventory.Detail, buffers: inout ScanBuffers) -> PCIDevice {
         var device = PCIDevice(address: address)
         let name = address.description
         let directoryPath = busPath + "/" + name
 
-        if let bus = AttributeDirectory(path: busPath), let length = bus.readLink(name, into: &buffers.link) {
+        if let length = bus?.readLink(name, into: &buffers.link) {
             // The link's path from the root bus down: every PCI-address component above the
             // device itself is a bridge on the way.
             var bridges: [PCIAddress] = []
@@ -204,14 +200,16 @@ struct Scanner {
         let workers = max(1, min(4, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), addresses.count / 64))
         if workers == 1 {
             var buffers = ScanBuffers()
-            return addresses.map { readDevice($0, busPath: busPath, detail: detail, buffers: &buffers) }
+            let bus = AttributeDirectory(path: busPath)
+            return addresses.map { readDevice($0, bus: bus, busPath: busPath, detail: detail, buffers: &buffers) }
         }
         let chunkSize = (addresses.count + workers - 1) / workers
         let results = Mutex<[[PCIDevice]]>(Array(repeating: [], count: workers))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             let chunk = addresses[min(addresses.count, worker * chunkSize)..<min(addresses.count, (worker + 1) * chunkSize)]
             var buffers = ScanBuffers()
-            let devices = chunk.map { readDevice($0, busPath: busPath, detail: detail, buffers: &buffers) }
+            let bus = AttributeDirectory(path: busPath)
+            let devices = chunk.map { readDevice($0, bus: bus, busPath: busPath, detail: detail, buffers: &buffers) }
             results.withLock { $0[worker] = devices }
         }
         return results.withLock { $0.flatMap { $0 } }
