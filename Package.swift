@@ -106,6 +106,21 @@ let package = Package(
             dependencies: ["PCIInventory"],
             path: "examples/inspect-groups"
         ),
+        .executableTarget(
+            name: "bind-group",
+            dependencies: ["PCIBinding", "PCIInventory"],
+            path: "examples/bind-group"
+        ),
+        .executableTarget(
+            name: "bar-faults",
+            dependencies: ["VFIO", "BARPlacement", "PCIInventory"],
+            path: "examples/bar-faults"
+        ),
+        .executableTarget(
+            name: "kvm-passthrough",
+            dependencies: ["Passthrough", "VFIO", "KVM", "PCIInventory"],
+            path: "examples/kvm-passthrough"
+        ),
         .testTarget(
             name: "PCIInventoryTests",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
@@ -115,5 +130,6 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
+        .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CLinuxUAPI"]),
     ]
 )

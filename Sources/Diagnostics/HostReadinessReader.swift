@@ -49,7 +49,14 @@ public struct HostReadinessReader {
                 host.kvmError = "\(error)"
             }
         }
-        if isLive {
+        // procRoot/self/limits is this process's RLIMIT_MEMLOCK on the live host (the figure
+        // getrlimit gives) and a fixture's chosen limit elsewhere.
+        if let limits = reader.readBytes(procRoot + "/self/limits", limit: 1 << 16) {
+            if let limit = Self.memlockLimit(limitsFile: String(decoding: limits, as: UTF8.self)) {
+                host.memlockKnown = true
+                host.memlockLimit = limit.bytes
+            }
+        } else if isLive {
             var limit = rlimit()
             if getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &limit) == 0 {
                 host.memlockKnown = true
@@ -67,6 +74,31 @@ public struct HostReadinessReader {
         }
         host.transparentHugePages = reader.readString(sysfs.appending("kernel/mm/transparent_hugepage/enabled"))
         return host
+    }
+
+    /// A soft resource limit as /proc/PID/limits writes it.
+    enum SoftLimit: Equatable {
+        case unlimited
+        case bytes(UInt64)
+
+        /// nil for unlimited, as `HostReadiness.memlockLimit` has it.
+        var bytes: UInt64? {
+            if case .bytes(let value) = self { return value }
+            return nil
+        }
+    }
+
+    /// The soft limit on the "Max locked memory" line of /proc/PID/limits (columns: name, soft,
+    /// hard, units); nil when the line is missing or its soft column is neither a number nor
+    /// "unlimited". Pure.
+    static func memlockLimit(limitsFile text: String) -> SoftLimit? {
+        let name = "Max locked memory"
+        for line in text.split(separator: "\n") where line.hasPrefix(name) {
+            guard let soft = line.dropFirst(name.count).split(separator: " ").first else { return nil }
+            if soft == "unlimited" { return .unlimited }
+            return UInt64(soft).map(SoftLimit.bytes)
+        }
+        return nil
     }
 
     /// Modules the kernel has: built in (modules.builtin) or as files (modules.dep).

@@ -178,6 +178,42 @@ public struct Binder {
         }
     }
 
+    /// Carries out a bind plan, all or nothing: binds every `.bind` step in order and, if one is
+    /// rolled back, returns the ones this call already bound, so a group is never left half
+    /// assigned. Refused plans change nothing (check `plan.isRefused` first; this throws).
+    /// The caller holds the `BindingLock`.
+    public func apply(_ plan: BindPlan) throws(BindingError) -> [BindOutcome] {
+        guard !plan.isRefused else {
+            throw .refused(plan.steps.filter { $0.action == .refused }.map { "\($0.address): \($0.reasons.joined(separator: "; "))" }.joined(separator: "; "))
+        }
+        let toBind = plan.steps.filter { $0.action == .bind }.map(\.address.description)
+        try checkPreconditions(for: toBind)
+        if !toBind.isEmpty { try ensureVFIODriver() }
+        var outcomes: [BindOutcome] = []
+        var done: [String] = []
+        for step in plan.steps {
+            guard step.action == .bind, let groupID = plan.group else {
+                outcomes.append(BindOutcome(address: step.address.description, fromDriver: step.fromDriver,
+                                            toDriver: step.fromDriver, action: .unchanged, reason: step.reasons.first))
+                continue
+            }
+            let outcome = try bind(step.address.description, group: groupID)
+            outcomes.append(outcome)
+            if outcome.action == .bound { done.append(outcome.address) }
+            guard outcome.action == .rolledBack else { continue }
+            for address in done.reversed() {
+                let undone = try unbind(address)
+                if let index = outcomes.firstIndex(where: { $0.address == address }) {
+                    outcomes[index] = BindOutcome(address: address, fromDriver: outcomes[index].fromDriver,
+                                                  toDriver: undone.toDriver, action: .rolledBack,
+                                                  reason: "undone because \(outcome.address) could not be bound")
+                }
+            }
+            break
+        }
+        return outcomes
+    }
+
     /// Returns a device to the driver the journal recorded (or, without an entry, clears the
     /// override and lets the kernel choose). Removes the journal entry when done.
     @discardableResult

@@ -10,6 +10,8 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
     case lockTimeout(path: String, seconds: Double, holder: String?)
     case sysfsWrite(path: String, value: String, reason: String)
     case noIOMMUGroup(address: String)
+    /// A plan with refused devices was handed to `Binder.apply`.
+    case refused(String)
 
     public var description: String {
         switch self {
@@ -31,6 +33,8 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
             "writing \"\(value)\" to \(path) failed: \(reason)"
         case .noIOMMUGroup(let address):
             "\(address) has no IOMMU group: VFIO needs an enabled IOMMU (see `vfioctl groups`); nothing was changed"
+        case .refused(let evidence):
+            "refused, nothing was changed: \(evidence)"
         }
     }
 }

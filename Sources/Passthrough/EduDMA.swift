@@ -6,6 +6,13 @@ public enum EduRegisters {
     public static let deviceID: UInt16 = 0x11e8
     public static let identification: Int = 0x00
     public static let identificationValue: UInt32 = 0x0100_00ed
+    /// Interrupt status (read), raise (write: sets status bits, raises MSI or INTx) and
+    /// acknowledge (write: clears them, lowers INTx).
+    public static let interruptStatus: UInt64 = 0x24
+    public static let interruptRaise: UInt64 = 0x60
+    public static let interruptAcknowledge: UInt64 = 0x64
+    /// The status bit vfioctl raises for interrupt tests (edu's DMA completion uses 0x100).
+    public static let testInterruptBit: UInt64 = 0x1
     public static let dmaSource: Int = 0x80
     public static let dmaDestination: Int = 0x88
     public static let dmaCount: Int = 0x90

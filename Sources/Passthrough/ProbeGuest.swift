@@ -34,6 +34,8 @@ public struct ProbeRun: Sendable, Equatable {
     public var ioExits: Int
     /// From the first KVM_RUN to the halt, exits served included.
     public var nanoseconds: UInt64
+    /// The reads (table indices) that exited to userspace as MMIO and were served there.
+    public var readsServedByExit: [Int] = []
 }
 
 /// A tiny VM for probing passthrough: `ramSize` bytes of RAM at gpa 0 (slot 0) holding
@@ -67,7 +69,10 @@ public final class ProbeGuest {
 
     /// Runs the guest once over `addresses` (each read as one dword), from a fresh entry. MMIO
     /// exits go to `memslots.serve`; any other exit than a report or the final halt is an error.
-    public func readDwords(at addresses: [UInt32], memslots: BarMemslots? = nil) throws(PassthroughError) -> ProbeRun {
+    /// `afterRead` runs on each report, while the guest is stopped between two of its reads
+    /// (it may add or delete memslots: the guest goes on where it was, under the new map).
+    public func readDwords(at addresses: [UInt32], memslots: BarMemslots? = nil,
+                           afterRead: ((_ read: Int) throws(PassthroughError) -> Void)? = nil) throws(PassthroughError) -> ProbeRun {
         guard addresses.count <= Self.maxReads else {
             throw .unexpectedGuestExit("the probe reads at most \(Self.maxReads) addresses, not \(addresses.count)")
         }
@@ -97,8 +102,10 @@ public final class ProbeGuest {
             case let .io(ProbePrograms.reportPort, .out, 4, 1, data):
                 run.ioExits += 1
                 run.values.append(data.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) })
+                try afterRead?(run.values.count - 1)
             case .mmio:
                 run.mmioExits += 1
+                run.readsServedByExit.append(run.values.count)
                 guard let memslots, try memslots.serve(exit, on: vcpu) else {
                     throw .unexpectedGuestExit("unexpected guest exit \(exit): nothing serves it")
                 }

@@ -115,11 +115,49 @@ struct ActiveDMA {
 public struct MemlockLimit: Sendable, Equatable {
     public let current: UInt64?
     public let maximum: UInt64?
+    /// The process holds CAP_IPC_LOCK: vfio_iommu_type1 then pins without checking the limit
+    /// (root normally has it; a service may not).
+    public var exempt: Bool = false
+    /// Bytes this process has locked already (VmLck: mlock and every VFIO pin of this mm),
+    /// which the kernel adds to a new pin before comparing with the limit.
+    public var lockedBytes: UInt64? = nil
+
+    public init(current: UInt64?, maximum: UInt64?, exempt: Bool = false, lockedBytes: UInt64? = nil) {
+        self.current = current
+        self.maximum = maximum
+        self.exempt = exempt
+        self.lockedBytes = lockedBytes
+    }
 
     public static func read() -> MemlockLimit {
         var current: UInt64 = 0, maximum: UInt64 = 0
-        guard cuapi_memlock_limit(&current, &maximum) == 0 else { return MemlockLimit(current: nil, maximum: nil) }
-        return MemlockLimit(current: current == .max ? nil : current, maximum: maximum == .max ? nil : maximum)
+        let exempt = cuapi_has_effective_capability(CUAPI_CAP_IPC_LOCK) == 1
+        let locked = lockedBytesOfThisProcess()
+        guard cuapi_memlock_limit(&current, &maximum) == 0 else { return MemlockLimit(current: nil, maximum: nil, exempt: exempt, lockedBytes: locked) }
+        return MemlockLimit(current: current == .max ? nil : current, maximum: maximum == .max ? nil : maximum,
+                            exempt: exempt, lockedBytes: locked)
+    }
+
+    /// Whether pinning `bytes` more would pass the kernel's check (vfio_lock_acct): always with
+    /// CAP_IPC_LOCK or no limit, else while locked + new stays within the limit.
+    public func allows(pinning bytes: UInt64, alreadyPinned: UInt64) -> Bool {
+        guard !exempt, let current else { return true }
+        let locked = max(lockedBytes ?? 0, alreadyPinned)
+        return bytes <= current && locked <= current - bytes
+    }
+
+    /// VmLck from /proc/self/status, in bytes.
+    static func lockedBytesOfThisProcess() -> UInt64? {
+        guard let file = fopen("/proc/self/status", "re") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard text.hasPrefix("VmLck:") else { continue }
+            let digits = text.dropFirst("VmLck:".count).filter(\.isNumber)
+            return UInt64(digits).map { $0 * 1024 }
+        }
+        return nil
     }
 }
 
@@ -134,17 +172,18 @@ extension VfioContainer {
     }
 
     /// Checks, before mapping anything, that `mappings` more mappings pinning `ramBytes` of RAM
-    /// fit in the container's dma_avail and this process's RLIMIT_MEMLOCK. (The kernel exempts
-    /// a process with CAP_IPC_LOCK from the latter; vfioctl holds every process to it, so a
-    /// run as root does not pin what the same run as a user could not.)
+    /// fit in the container's dma_avail and this process's RLIMIT_MEMLOCK, exactly as the
+    /// kernel will judge them: a process with CAP_IPC_LOCK is exempt from the limit, and pages
+    /// the process has locked already count against it.
     public func checkDMABudget(ramBytes: UInt64, mappings: UInt64) throws(VFIOError) {
         let info = try iommuInfo()
         if let available = info.dmaAvailable, mappings > UInt64(available) {
             throw .dmaLimit("\(mappings) DMA mappings requested, but the container has only \(available) left (dma_avail; the vfio_iommu_type1 parameter dma_entry_limit sets it)")
         }
         let limit = MemlockLimit.read()
-        if let current = limit.current, ramBytes > 0, pinnedBytes + ramBytes > current {
-            throw .dmaLimit("pinning \(ramBytes) bytes for DMA (with \(pinnedBytes) already pinned) exceeds RLIMIT_MEMLOCK of \(current) bytes; raise it (ulimit -l, or LimitMEMLOCK= for a service)")
+        if ramBytes > 0, !limit.allows(pinning: ramBytes, alreadyPinned: pinnedBytes), let current = limit.current {
+            let locked = max(limit.lockedBytes ?? 0, pinnedBytes)
+            throw .dmaLimit("pinning \(ramBytes) bytes for DMA (with \(locked) already locked) exceeds RLIMIT_MEMLOCK of \(current) bytes and the process lacks CAP_IPC_LOCK; raise the limit (ulimit -l, or LimitMEMLOCK= for a service) or grant CAP_IPC_LOCK")
         }
     }
 

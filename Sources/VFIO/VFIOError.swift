@@ -47,6 +47,8 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
     case timedOut(String)
     /// The device offers no reset (VFIO_DEVICE_FLAGS_RESET clear: no FLR, PM or bus reset).
     case resetUnsupported(device: String)
+    /// The device (or vfioctl) cannot do what was asked; the message says what it can do.
+    case unsupported(String)
 
     public var description: String {
         switch self {
@@ -90,6 +92,8 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
         case let .placement(message):
             return "placement: \(message)"
         case let .dmaLimit(message):
+            return message
+        case let .unsupported(message):
             return message
         case let .timedOut(message):
             return message

@@ -157,6 +157,14 @@ extension VfioDevice {
         try setIRQs(index, flags: UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER), start: 0, count: 0, data: [])
     }
 
+    /// Signals vectors start..<start+count of `index` from the kernel side (DATA_NONE |
+    /// ACTION_TRIGGER with a count): a loopback through the same eventfds a device interrupt
+    /// reaches, to check the wiring on any device without making it interrupt.
+    public func triggerIRQs(_ index: UInt32, start: UInt32 = 0, count: UInt32 = 1) throws(VFIOError) {
+        guard count > 0 else { return }
+        try setIRQs(index, flags: UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER), start: start, count: count, data: [])
+    }
+
     /// INTx is masked by the kernel when it fires (automasked): unmask it for the next one.
     public func unmaskINTx() throws(VFIOError) {
         try setIRQs(PCIIRQ.intx, flags: UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK), start: 0, count: 1, data: [])

@@ -64,8 +64,11 @@ extension VfioDevice {
         guard region.size > 0 else { throw .emptyRegion(index: region.index) }
         guard region.isMappable else { throw .regionAccessDenied(index: region.index, access: "mmap") }
         let chosen = area ?? region.mappableAreas.first ?? SparseArea(offset: 0, size: region.size)
-        guard region.mappableAreas.contains(chosen) else {
-            throw .regionAccessDenied(index: region.index, access: "mmap of 0x\(String(chosen.size, radix: 16)) bytes at 0x\(String(chosen.offset, radix: 16)) (not one of its mmap areas)")
+        // One of the kernel's mmap areas, or a window inside one (vfio-pci maps any page range
+        // of a mappable area; the huge-fault rule is the same at any offset).
+        guard chosen.size > 0, region.mappableAreas.contains(where: { $0.contains(chosen) }) else {
+            let areas = region.mappableAreas.map { "0x\(String($0.offset, radix: 16))+0x\(String($0.size, radix: 16))" }.joined(separator: ", ")
+            throw .regionAccessDenied(index: region.index, access: "mmap of 0x\(String(chosen.size, radix: 16)) bytes at 0x\(String(chosen.offset, radix: 16)) (not inside one of its mmap areas: \(areas.isEmpty ? "none" : areas))")
         }
         guard let physicalBase = physicalStart(ofRegion: region.index) else { throw .physicalAddressUnknown(region: region.index) }
         let physical = physicalBase + chosen.offset

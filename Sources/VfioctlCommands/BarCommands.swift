@@ -67,7 +67,12 @@ public struct Bar: ParsableCommand {
     struct Read: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "read",
-            abstract: "Read one register of a BAR; prints it as 0x-prefixed hex of the access width."
+            abstract: "Read one register of a BAR; prints it as 0x-prefixed hex of the access width.",
+            discussion: """
+                Examples:
+                  vfioctl bar read 0000:01:00.0 --bar 0 --offset 0x10 --width 4
+                  vfioctl bar read 01:00.0 --bar 2 --width 8 --json
+                """
         )
         @OptionGroup var global: GlobalOptions
         @OptionGroup var register: Register
@@ -104,7 +109,13 @@ public struct Bar: ParsableCommand {
     struct Write: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "write",
-            abstract: "Write one register of a BAR."
+            abstract: "Write one register of a BAR.",
+            discussion: """
+                The value comes last, decimal or 0x-prefixed hex, and must fit --width.
+
+                Example:
+                  vfioctl bar write 0000:01:00.0 --bar 0 --offset 0x4 --width 4 0x12345678
+                """
         )
         @OptionGroup var global: GlobalOptions
         @OptionGroup var register: Register
@@ -218,11 +229,13 @@ extension Bar {
         var bar: Int?
         @Option(name: .long, help: ArgumentHelp("Also plan vfioctl's placement moved by this many bytes (a 4 KiB multiple; 0x hex or K/M/G suffix).", valueName: "bytes"))
         var skew: String?
+        @OptionGroup var window: BarWindowOptions
 
         func validate() throws {
             if let bar, !(0..<PCIRegion.barCount).contains(bar) {
                 throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)")
             }
+            try window.validate(bar: bar)
             if let skew {
                 guard let value = parseByteCount(skew) else { throw ValidationError("--skew \"\(skew)\" is not a byte count (decimal, 0x hex, or with K/M/G)") }
                 guard value % PageGeometry.pageSize == 0 else { throw ValidationError("--skew must be a multiple of 4096 bytes, not \(value)") }
@@ -249,9 +262,13 @@ extension Bar {
                     note("\(target) BAR \(resource.index) \(reason); not planned")
                     continue
                 }
+                let offset: UInt64, length: UInt64
+                do { (offset, length) = try window.resolve(barSize: resource.size) } catch {
+                    throw CommandFailure("\(target) BAR \(resource.index): \(error.message)")
+                }
                 do {
-                    let area = try AreaPlan.make(physicalStart: resource.start, length: resource.size, skew: skewBytes)
-                    plans.append(BarPlanJSON(address: target.description, bar: resource, plan: area))
+                    let area = try AreaPlan.make(physicalStart: resource.start + offset, length: length, skew: skewBytes)
+                    plans.append(BarPlanJSON(address: target.description, bar: resource, window: (offset, length), plan: area))
                 } catch {
                     throw CommandFailure("\(target) BAR \(resource.index): \(error.description)")
                 }
@@ -281,23 +298,27 @@ extension Bar {
 struct BarPlanJSON: Encodable {
     let address: String
     let bar: Int
+    /// The planned area: the whole BAR, or the window --offset/--length chose.
     let start: UInt64
     let size: UInt64
+    /// Where the area starts in the BAR (0 for the whole BAR).
+    let offset: UInt64
     let alignment: UInt64
     let minimumMappings: [MappingCountJSON]
     let minimumMappingCount: UInt64
     let placements: [PlacementJSON]
 
     enum CodingKeys: String, CodingKey {
-        case address, bar, start, size, alignment, placements
+        case address, bar, start, size, offset, alignment, placements
         case minimumMappings = "minimum_mappings", minimumMappingCount = "minimum_mapping_count"
     }
 
-    init(address: String, bar resource: PCIBAR, plan: AreaPlan) {
+    init(address: String, bar resource: PCIBAR, window: (offset: UInt64, length: UInt64), plan: AreaPlan) {
         self.address = address
         self.bar = resource.index
-        self.start = resource.start
-        self.size = resource.size
+        self.start = resource.start + window.offset
+        self.size = window.length
+        self.offset = window.offset
         self.alignment = plan.alignment
         self.minimumMappings = MappingCountJSON.list(plan.minimumMappings)
         self.minimumMappingCount = plan.minimumMappingCount
@@ -305,7 +326,7 @@ struct BarPlanJSON: Encodable {
     }
 
     func textLines() -> [String] {
-        var lines = ["\(address) BAR \(bar): 0x\(String(start, radix: 16)), \(byteCount(size))"]
+        var lines = ["\(address) BAR \(bar)\(offset == 0 ? "" : " window at +0x\(String(offset, radix: 16))"): 0x\(String(start, radix: 16)), \(byteCount(size))"]
         lines.append("  placement: virtual address congruent to the bus address modulo \(pageSizeName(alignment)); fewest mappings possible: \(minimumMappingCount) (\(MappingCountJSON.text(minimumMappings)))")
         let header = "  " + pad("placement", 16) + pad("va mod 1 GiB", 14) + pad("mappings", 26) + pad("faults", 9) + "handler calls (order:outcome), fixed kernel"
         lines.append(header)
@@ -401,6 +422,44 @@ func pad(_ text: String, _ width: Int) -> String {
 }
 
 /// Decimal or 0x hex bytes, optionally with a K, M or G (binary) suffix: 4096, 0x1000, 4K, 2M.
+/// `--offset` and `--length`: a window of a BAR, planned or mapped the way a sparse mmap area
+/// that starts there would be (vfioctl places every area by its own bus address).
+struct BarWindowOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Start of the window in the BAR (4 KiB multiple; 0x hex or K/M/G). Default: 0.", valueName: "bytes"))
+    var offset: String?
+    @Option(name: .long, help: ArgumentHelp("Length of the window (4 KiB multiple). Default: to the end of the BAR.", valueName: "bytes"))
+    var length: String?
+
+    var isSet: Bool { offset != nil || length != nil }
+
+    func validate(bar: Int?) throws {
+        guard isSet else { return }
+        guard bar != nil else { throw ValidationError("--offset and --length need --bar: they choose a window of one BAR") }
+        for (name, text) in [("--offset", offset), ("--length", length)] {
+            guard let text else { continue }
+            guard let value = parseByteCount(text), value % PageGeometry.pageSize == 0 else {
+                throw ValidationError("\(name) must be a multiple of 4096 bytes (decimal, 0x hex, or K/M/G), not \"\(text)\"")
+            }
+            if name == "--length", value == 0 { throw ValidationError("--length must not be 0") }
+        }
+    }
+
+    struct OutOfRange: Error { let message: String }
+
+    /// The window as (offset, length) inside a BAR of `barSize` bytes.
+    func resolve(barSize: UInt64) throws(OutOfRange) -> (UInt64, UInt64) {
+        let start = offset.flatMap(parseByteCount) ?? 0
+        guard start < barSize else {
+            throw OutOfRange(message: "--offset 0x\(String(start, radix: 16)) is not inside the BAR (0x\(String(barSize, radix: 16)) bytes)")
+        }
+        let size = length.flatMap(parseByteCount) ?? (barSize - start)
+        guard size <= barSize - start else {
+            throw OutOfRange(message: "the window 0x\(String(start, radix: 16))+0x\(String(size, radix: 16)) runs past the end of the BAR (0x\(String(barSize, radix: 16)) bytes)")
+        }
+        return (start, size)
+    }
+}
+
 func parseByteCount(_ text: String) -> UInt64? {
     var body = text.lowercased()
     var multiplier: UInt64 = 1
@@ -450,9 +509,11 @@ extension Bar {
         var pattern: String = "linear"
         @Option(name: .long, help: ArgumentHelp("Seed of the random order.", valueName: "n"))
         var seed: UInt64 = 1
+        @OptionGroup var window: BarWindowOptions
 
         func validate() throws {
             guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
+            try window.validate(bar: bar)
             guard let value = parseByteCount(skew), value % PageGeometry.pageSize == 0 else {
                 throw ValidationError("--skew must be a multiple of 4096 bytes (decimal, 0x hex, or K/M/G), not \"\(skew)\"")
             }
@@ -468,7 +529,16 @@ extension Bar {
                 let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
                 let resource = try device.barResource(bar)
                 let region = try device.regionInfo(PCIRegion.bar(bar))
-                let mapping = try device.mapPlaced(region, options: PlacementOptions(skew: skewBytes, guardPageTableSlots: true, writable: false))
+                let area: SparseArea?
+                if window.isSet {
+                    do {
+                        let (offset, length) = try window.resolve(barSize: region.size)
+                        area = SparseArea(offset: offset, size: length)
+                    } catch { throw VFIOError.placement(error.message) }
+                } else {
+                    area = nil
+                }
+                let mapping = try device.mapPlaced(region, area: area, options: PlacementOptions(skew: skewBytes, guardPageTableSlots: true, writable: false))
                 let geometry: MappingGeometry
                 let pages: [UInt64]
                 do {
@@ -481,6 +551,7 @@ extension Bar {
                 let began = clock.now
                 let checksum = try mapping.touchPages(pages)
                 let elapsed = clock.now - began
+                let areaOffset = mapping.regionOffset
                 try mapping.unmap()
                 let prediction: FaultPrediction
                 let planned = clock.now
@@ -488,7 +559,7 @@ extension Bar {
                 let planningTime = clock.now - planned
                 let minimum = Placement.minimumMappings(physicalStart: geometry.physicalStart, length: geometry.length)
                 report = TouchJSON(address: target.description, bar: bar, pattern: pattern, seed: pattern == "random" ? seed : nil,
-                                   skew: skewBytes, virtualStart: geometry.virtualStart, physicalStart: geometry.physicalStart,
+                                   skew: skewBytes, offset: areaOffset, virtualStart: geometry.virtualStart, physicalStart: geometry.physicalStart,
                                    size: geometry.length, pages: geometry.pageCount,
                                    milliseconds: Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15,
                                    plannerMilliseconds: Double(planningTime.components.seconds) * 1000 + Double(planningTime.components.attoseconds) / 1e15,
@@ -500,7 +571,7 @@ extension Bar {
             if global.json {
                 print(try JSONOutput.encode(report))
             } else {
-                print("touched \(report.pages) pages of \(report.address) BAR \(report.bar) (\(byteCount(report.size))) \(report.pattern) in \(String(format: "%.1f", report.milliseconds)) ms")
+                print("touched \(report.pages) pages of \(report.address) BAR \(report.bar)\(report.offset == 0 ? "" : " +0x\(String(report.offset, radix: 16))") (\(byteCount(report.size))) \(report.pattern) in \(String(format: "%.1f", report.milliseconds)) ms")
                 print("virtual 0x\(String(report.virtualStart, radix: 16)) (mod 1 GiB 0x\(String(report.virtualStart % (1 << 30), radix: 16))), bus 0x\(String(report.physicalStart, radix: 16)), skew 0x\(String(report.skew, radix: 16))")
                 print("predicted mappings: \(MappingCountJSON.text(report.predicted.mappings)) (fewest possible: \(report.minimumMappingCount)); faults: \(report.predicted.faults) (planned in \(String(format: "%.1f", report.plannerMilliseconds)) ms)")
                 for call in report.predicted.calls { print("predicted order=\(call.order) outcome=\(call.outcome) count=\(call.count)") }
@@ -515,6 +586,8 @@ struct TouchJSON: Encodable {
     let pattern: String
     let seed: UInt64?
     let skew: UInt64
+    /// Where the mapped area starts in the BAR (--offset; 0 for the whole BAR).
+    let offset: UInt64
     let virtualStart: UInt64
     let physicalStart: UInt64
     let size: UInt64
@@ -525,7 +598,7 @@ struct TouchJSON: Encodable {
     let predicted: PredictionJSON
     let minimumMappingCount: UInt64
     enum CodingKeys: String, CodingKey {
-        case address, bar, pattern, seed, skew, size, pages, milliseconds, checksum, predicted
+        case address, bar, pattern, seed, skew, offset, size, pages, milliseconds, checksum, predicted
         case virtualStart = "virtual_start", physicalStart = "physical_start", minimumMappingCount = "minimum_mapping_count"
         case plannerMilliseconds = "planner_ms"
     }
@@ -536,7 +609,11 @@ extension Bar {
     struct Config: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "config",
-            abstract: "Dump config space read through VFIO's config region (hex bytes, 16 a line)."
+            abstract: "Dump config space read through VFIO's config region (hex bytes, 16 a line).",
+            discussion: """
+                Example:
+                  vfioctl bar config 0000:01:00.0 --count 256
+                """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
@@ -565,7 +642,11 @@ extension Bar {
     struct Toggle: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "toggle",
-            abstract: "Exercise a BAR mapping: read, memory decoding off (access refused), on, unmap, remap, read."
+            abstract: "Exercise a BAR mapping: read, memory decoding off (access refused), on, unmap, remap, read.",
+            discussion: """
+                Example:
+                  vfioctl bar toggle 0000:01:00.0 --bar 0 --offset 0x10
+                """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
@@ -609,7 +690,12 @@ extension Bar {
     struct Info: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "info",
-            abstract: "Show VFIO's view of a device: regions (mmap areas, MSI-X mappable, type), IRQs, reset; --reset resets it."
+            abstract: "Show VFIO's view of a device: regions (mmap areas, MSI-X mappable, type), IRQs, reset; --reset resets it.",
+            discussion: """
+                Examples:
+                  vfioctl bar info 0000:01:00.0
+                  vfioctl bar info 01:00.0 --reset --json
+                """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))

@@ -117,36 +117,14 @@ struct BindCommand: ParsableCommand {
         }
 
         let binder = Binder(root: root, devRoot: options.devRoot, journal: options.journal)
-        let toBind = plan.steps.filter { $0.action == .bind }.map(\.address.description)
-        var outcomes: [BindOutcome] = []
+        let outcomes: [BindOutcome]
         do {
-            try binder.checkPreconditions(for: toBind)
+            // Permission problems first, before the lock (whose directory a non-root user
+            // cannot create either): the error then says what to do.
+            try binder.checkPreconditions(for: plan.steps.filter { $0.action == .bind }.map(\.address.description))
             let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout)
             defer { withExtendedLifetime(lock) {} }
-            if !toBind.isEmpty { try binder.ensureVFIODriver() }
-            var done: [String] = []
-            for step in plan.steps {
-                guard step.action == .bind, let groupID = plan.group else {
-                    outcomes.append(BindOutcome(address: step.address.description, fromDriver: step.fromDriver,
-                                                toDriver: step.fromDriver, action: .unchanged, reason: step.reasons.first))
-                    continue
-                }
-                let outcome = try binder.bind(step.address.description, group: groupID)
-                outcomes.append(outcome)
-                if outcome.action == .bound { done.append(outcome.address) }
-                if outcome.action == .rolledBack {
-                    // A group bind is all or nothing: return the ones this run already bound.
-                    for address in done.reversed() {
-                        let undone = try binder.unbind(address)
-                        if let index = outcomes.firstIndex(where: { $0.address == address }) {
-                            outcomes[index] = BindOutcome(address: address, fromDriver: undone.toDriver == nil ? nil : outcomes[index].fromDriver,
-                                                          toDriver: undone.toDriver, action: .rolledBack,
-                                                          reason: "undone because \(outcome.address) could not be bound")
-                        }
-                    }
-                    break
-                }
-            }
+            outcomes = try binder.apply(plan)
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
         if outcomes.contains(where: { $0.action == .rolledBack }) { throw ExitCode(BindingExit.rolledBack) }
@@ -271,6 +249,15 @@ struct PersistCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "persist",
         abstract: "Make a vfio-pci binding survive reboot and hot-plug with a udev rule keyed on the address.",
+        discussion: """
+            Rules go to /etc/udev/rules.d/90-vfioctl-<address>.rules (--rules-dir moves
+            them).
+
+            Examples:
+              vfioctl persist add 0000:01:00.0
+              vfioctl persist list --json
+              vfioctl persist remove 01:00.0 --rules-dir /tmp/rules
+            """,
         subcommands: [Add.self, Remove.self, List.self]
     )
 
@@ -316,7 +303,8 @@ struct PersistCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List devices with a vfioctl udev rule.")
+        static let configuration = CommandConfiguration(abstract: "List devices with a vfioctl udev rule.",
+                                                        discussion: "Example:\n  vfioctl persist list\n  vfioctl persist list --json")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var rules: RulesOptions
         func run() throws {

@@ -24,7 +24,12 @@ public struct DMA: ParsableCommand {
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "check",
-            abstract: "Report IOVA ranges, IOMMU page sizes, dma_avail and RLIMIT_MEMLOCK, then map and unmap a test buffer."
+            abstract: "Report IOVA ranges, IOMMU page sizes, dma_avail and RLIMIT_MEMLOCK, then map and unmap a test buffer.",
+            discussion: """
+                Examples:
+                  vfioctl dma check 0000:01:00.0
+                  vfioctl dma check 01:00.0 --size 64M --chunks 16 --json
+                """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
@@ -74,7 +79,7 @@ public struct DMA: ParsableCommand {
                     iovaPageSizes: before.iovaPageSizes, pageSizes: pageSizeList(before.iovaPageSizes),
                     iovaRanges: (before.iovaRanges ?? []).map { IOVARangeJSON(start: $0.start, end: $0.end) },
                     dmaAvailable: before.dmaAvailable, dmaAvailableWhileMapped: during.dmaAvailable, dmaAvailableAfter: after.dmaAvailable,
-                    memlockCurrent: limit.current, memlockMaximum: limit.maximum,
+                    memlockCurrent: limit.current, memlockMaximum: limit.maximum, memlockExempt: limit.exempt,
                     testBytes: bytes, testMappings: mappings.map { DMAMappingJSON(iova: $0.iova, size: $0.size) },
                     backing: buffers.first?.backing.rawValue ?? "", mapMilliseconds: milliseconds(mapped),
                     leftMapped: container.dmaMappings.count)
@@ -88,7 +93,7 @@ public struct DMA: ParsableCommand {
                 print("  IOMMU page sizes: \(report.pageSizes.map(byteCount).joined(separator: ", ")) (0x\(String(report.iovaPageSizes, radix: 16)))")
                 print("  IOVA ranges: " + report.iovaRanges.map { "0x\(String($0.start, radix: 16))-0x\(String($0.end, radix: 16))" }.joined(separator: ", "))
                 print("  dma_avail: \(report.dmaAvailable.map(String.init) ?? "not reported")")
-                print("  RLIMIT_MEMLOCK: \(report.memlockCurrent.map { byteCount($0) } ?? "unlimited") (max \(report.memlockMaximum.map { byteCount($0) } ?? "unlimited"))")
+                print("  RLIMIT_MEMLOCK: \(report.memlockCurrent.map { byteCount($0) } ?? "unlimited") (max \(report.memlockMaximum.map { byteCount($0) } ?? "unlimited"))\(report.memlockExempt ? "; not applied: this process has CAP_IPC_LOCK" : "")")
                 print("  test: mapped \(byteCount(report.testBytes)) as \(report.testMappings.count) mapping(s) (\(report.backing)) at IOVA " +
                       report.testMappings.map { "0x\(String($0.iova, radix: 16))" }.joined(separator: ", ") +
                       " in \(String(format: "%.2f", report.mapMilliseconds)) ms; dma_avail while mapped \(report.dmaAvailableWhileMapped.map(String.init) ?? "?"), after unmap \(report.dmaAvailableAfter.map(String.init) ?? "?")")
@@ -111,6 +116,8 @@ struct DMACheckJSON: Encodable {
     let dmaAvailableAfter: UInt32?
     let memlockCurrent: UInt64?
     let memlockMaximum: UInt64?
+    /// CAP_IPC_LOCK: the kernel does not hold this process to RLIMIT_MEMLOCK.
+    let memlockExempt: Bool
     let testBytes: UInt64
     let testMappings: [DMAMappingJSON]
     let backing: String
@@ -120,7 +127,7 @@ struct DMACheckJSON: Encodable {
         case address, group, backing
         case iovaPageSizes = "iova_pgsizes", pageSizes = "page_sizes", iovaRanges = "iova_ranges"
         case dmaAvailable = "dma_avail", dmaAvailableWhileMapped = "dma_avail_while_mapped", dmaAvailableAfter = "dma_avail_after"
-        case memlockCurrent = "memlock_current", memlockMaximum = "memlock_maximum"
+        case memlockCurrent = "memlock_current", memlockMaximum = "memlock_maximum", memlockExempt = "memlock_exempt"
         case testBytes = "test_bytes", testMappings = "test_mappings", mapMilliseconds = "map_ms", leftMapped = "left_mapped"
     }
 }
@@ -190,7 +197,11 @@ extension DMA {
     struct EduTest: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "edu-test",
-            abstract: "Round-trip bytes RAM -> device -> RAM through the IOMMU with QEMU's edu test device, and take its MSI on an eventfd."
+            abstract: "Round-trip bytes RAM -> device -> RAM through the IOMMU with QEMU's edu test device, and take its MSI on an eventfd.",
+            discussion: """
+                Example:
+                  vfioctl dma edu-test 0000:00:03.0 --json
+                """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("An edu device (1234:11e8) bound to vfio-pci.", valueName: "address"))
@@ -243,7 +254,11 @@ extension DMA {
     struct PeerToPeer: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "p2p",
-            abstract: "Map a peer's BAR into the same container as an edu device; edu reads it by DMA (peer-to-peer)."
+            abstract: "Map a peer's BAR into the same container as an edu device; edu reads it by DMA (peer-to-peer).",
+            discussion: """
+                Example:
+                  vfioctl dma p2p 0000:00:03.0 --peer 0000:00:04.0 --bar 2 --offset 0x1000
+                """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The edu device that does the DMA.", valueName: "address"))
@@ -304,7 +319,13 @@ extension DMA {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "bench",
-            abstract: "Time mapping and unmapping a pre-touched buffer for DMA (per GiB)."
+            abstract: "Time mapping and unmapping a pre-touched buffer for DMA (per GiB).",
+            discussion: """
+                --size must be a multiple of 2 MiB.
+
+                Example:
+                  vfioctl dma bench 0000:01:00.0 --size 1G --repeat 5
+                """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("A device bound to vfio-pci (its container is used).", valueName: "address"))

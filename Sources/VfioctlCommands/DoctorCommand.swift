@@ -24,9 +24,14 @@ struct DoctorCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: ArgumentHelp("Guest RAM a VM would pin, for the memlock check (e.g. 8G, 512M).", valueName: "size"))
     var vmMemory: String = "8G"
-    @Option(name: .long, help: .hidden) var procRoot: String = "/proc"
-    @Option(name: .long, help: .hidden) var devRoot: String = "/dev"
-    @Option(name: .long, help: .hidden) var modulesRoot: String = "/lib/modules"
+    // With --sysfs-root these let the doctor judge a copied or generated host (KVM is probed
+    // only on the live one).
+    @Option(name: .long, help: ArgumentHelp("Read sys/kernel/osrelease, cmdline, interrupts and self/limits here instead of /proc.", valueName: "dir"))
+    var procRoot: String = "/proc"
+    @Option(name: .long, help: ArgumentHelp("Look for vfio/vfio and kvm here instead of /dev.", valueName: "dir"))
+    var devRoot: String = "/dev"
+    @Option(name: .long, help: ArgumentHelp("Read RELEASE/modules.dep and modules.builtin here instead of /lib/modules.", valueName: "dir"))
+    var modulesRoot: String = "/lib/modules"
 
     func run() throws {
         guard let planned = parseSize(vmMemory) else {

@@ -7,6 +7,11 @@ public struct KVMCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "kvm",
         abstract: "Inspect this host's KVM.",
+        discussion: """
+            Examples:
+              vfioctl kvm info
+              vfioctl kvm info --json
+            """,
         subcommands: [KVMInfoCommand.self]
     )
     @OptionGroup var global: GlobalOptions

@@ -11,6 +11,13 @@ public struct VMCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "vm",
         abstract: "Run tiny KVM guests that use a device bound to vfio-pci (passthrough smoke tests).",
+        discussion: """
+            The device must be bound to vfio-pci (vfioctl bind) and /dev/kvm usable.
+
+            Examples:
+              vfioctl vm smoke 0000:01:00.0 --toggle
+              vfioctl vm dma-smoke 0000:00:03.0 --bytes 1024 --json
+            """,
         subcommands: [VMSmokeCommand.self, VMDMASmokeCommand.self]
     )
     @OptionGroup var global: GlobalOptions

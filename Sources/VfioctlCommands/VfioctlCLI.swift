@@ -4,7 +4,21 @@ public struct VfioctlCLI: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "vfioctl",
         abstract: "Inspect PCI devices and IOMMU groups, and manage VFIO passthrough.",
-        subcommands: [ListCommand.self, GroupsCommand.self, ShowCommand.self, BindCommand.self, UnbindCommand.self, RestoreCommand.self, PersistCommand.self, DoctorCommand.self, Bar.self, KVMCommand.self, DMA.self, VMCommand.self]
+        discussion: """
+            --json prints machine-readable output (schema in the README); --sysfs-root DIR
+            reads another sysfs tree. `vfioctl help <command>` shows each command's
+            examples.
+
+            Exit status: 0 success, 1 failure, 2 `doctor` found a problem, 3 `bind`
+            refused, 4 `bind` rolled back, 64 usage error (README: "Exit codes").
+
+            Examples:
+              vfioctl doctor
+              vfioctl groups
+              vfioctl bind 0000:01:00.0 --group
+              vfioctl --sysfs-root /tmp/sys-copy list --json
+            """,
+        subcommands: [ListCommand.self, GroupsCommand.self, ShowCommand.self, BindCommand.self, UnbindCommand.self, RestoreCommand.self, PersistCommand.self, DoctorCommand.self, Bar.self, KVMCommand.self, DMA.self, IRQCommand.self, VMCommand.self]
     )
     @OptionGroup public var global: GlobalOptions
     public init() {}

@@ -103,4 +103,16 @@ static inline int cuapi_memlock_limit(uint64_t *current, uint64_t *maximum) {
     *maximum = limit.rlim_max == RLIM_INFINITY ? UINT64_MAX : (uint64_t)limit.rlim_max;
     return 0;
 }
+
+// MARK: CAP_IPC_LOCK (the kernel exempts its holder from RLIMIT_MEMLOCK when VFIO pins pages)
+#include <linux/capability.h>
+/// Whether the calling thread has `capability` in its effective set: 1, 0, or -1 (errno).
+static inline int cuapi_has_effective_capability(int capability) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    if (capability < 0 || capability >= 32 * _LINUX_CAPABILITY_U32S_3) return 0;
+    return (data[capability / 32].effective >> (capability % 32)) & 1;
+}
+static const int CUAPI_CAP_IPC_LOCK = CAP_IPC_LOCK;
 #endif
