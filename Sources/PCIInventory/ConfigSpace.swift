@@ -77,8 +77,19 @@ public struct PCIConfigSpace: Sendable {
                          enabled: ACSControls(rawValue: control & ACSControls.all.rawValue))
     }
 
+    /// Where the MSI-X table and pending-bit array live, from the MSI-X capability.
+    public var msix: MSIXLayout? {
+        guard let cap = capabilityOffset(PCIConfigSpace.msixCapabilityID), let control = u16(cap + 2),
+              let table = u32(cap + 4), let pba = u32(cap + 8) else { return nil }
+        let entries = Int(control & 0x7ff) + 1
+        return MSIXLayout(vectors: entries,
+                          tableBAR: Int(table & 0x7), tableOffset: UInt64(table & ~0x7), tableSize: UInt64(entries) * 16,
+                          pbaBAR: Int(pba & 0x7), pbaOffset: UInt64(pba & ~0x7), pbaSize: UInt64((entries + 63) / 64) * 8)
+    }
+
     // Capability IDs from the PCI specifications (the kernel's pci_regs.h, not a uapi header
     // that ships with ioctl numbers, so they are named here once).
+    static let msixCapabilityID: UInt8 = 0x11
     static let expressCapabilityID: UInt8 = 0x10
     static let acsExtendedCapabilityID: UInt16 = 0x000d
 }
@@ -153,5 +164,39 @@ public struct ACSStatus: Sendable, Equatable {
     public var isolates: Bool {
         let needed = ACSControls.isolationRequired.intersection(supported)
         return enabled.isSuperset(of: needed) && !supported.intersection(.isolationRequired).isEmpty
+    }
+}
+
+/// The MSI-X table (16 bytes a vector) and pending-bit array (a bit a vector, in qwords): the
+/// parts of a device's BARs that a VMM must trap and emulate rather than map into a guest,
+/// because the host kernel owns the real ones.
+public struct MSIXLayout: Sendable, Equatable {
+    public let vectors: Int
+    public let tableBAR: Int
+    public let tableOffset: UInt64
+    public let tableSize: UInt64
+    public let pbaBAR: Int
+    public let pbaOffset: UInt64
+    public let pbaSize: UInt64
+
+    public init(vectors: Int, tableBAR: Int, tableOffset: UInt64, tableSize: UInt64, pbaBAR: Int, pbaOffset: UInt64, pbaSize: UInt64) {
+        self.vectors = vectors
+        self.tableBAR = tableBAR
+        self.tableOffset = tableOffset
+        self.tableSize = tableSize
+        self.pbaBAR = pbaBAR
+        self.pbaOffset = pbaOffset
+        self.pbaSize = pbaSize
+    }
+
+    /// The byte ranges of `bar` that hold the table or the PBA, widened to whole pages.
+    public func trappedPages(bar: Int, pageSize: UInt64 = 4096) -> [Range<UInt64>] {
+        var ranges: [Range<UInt64>] = []
+        for (index, offset, size) in [(tableBAR, tableOffset, tableSize), (pbaBAR, pbaOffset, pbaSize)] where index == bar && size > 0 {
+            let start = offset / pageSize * pageSize
+            let end = (offset + size + pageSize - 1) / pageSize * pageSize
+            ranges.append(start..<end)
+        }
+        return ranges.sorted { $0.lowerBound < $1.lowerBound }
     }
 }

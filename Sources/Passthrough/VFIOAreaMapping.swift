@@ -1,4 +1,5 @@
 import KVM
+import PCIInventory
 import VFIO
 
 /// One mmap-able area of a BAR, mapped from the VFIO device file: the memory a `.deviceMemory`
@@ -37,10 +38,18 @@ public struct SkippedBar: Sendable, Equatable {
     public var reason: String
 }
 
+/// Pages of a BAR kept out of the guest's memslots (the MSI-X table and PBA).
+public struct TrappedRange: Sendable, Equatable {
+    public var bar: Int
+    public var ranges: [Range<UInt64>]
+}
+
 /// A device's memory BARs mapped for passthrough.
 public struct DeviceBarMappings {
     public var bars: [BarMemory]
     public var skipped: [SkippedBar]
+    /// Pages left unmapped on purpose: guest accesses there exit to the VMM.
+    public var trapped: [TrappedRange] = []
     /// The same mappings with their VFIO type, for host-side register access.
     public var mappings: [VFIOAreaMapping]
 }
@@ -50,8 +59,14 @@ extension VfioDevice {
     /// address congruent to the bus address), falling back to a plain mmap when the bus address
     /// is not known. BARs that are empty, I/O ports, not mmap-able or smaller than a page (a
     /// memslot is whole pages) are skipped and listed with the reason.
+    ///
+    /// The pages holding the MSI-X table and PBA are left out (as QEMU traps them): the host
+    /// kernel owns the real table, vfio-pci's region reads return all ones there, and a guest
+    /// must reach them only through exits the VMM emulates. So a BAR with its MSI-X table
+    /// becomes sparse areas, each placed by its own bus address.
     public func mapBarsForPassthrough(pageSize: UInt64 = 4096) throws(PassthroughError) -> DeviceBarMappings {
-        var result = DeviceBarMappings(bars: [], skipped: [], mappings: [])
+        var result = DeviceBarMappings(bars: [], skipped: [], trapped: [], mappings: [])
+        let msix = try viaVFIO { () throws(VFIOError) in PCIConfigSpace(bytes: try readConfigBytes(count: 256)).msix }
         for bar in 0..<PCIRegion.barCount {
             let index = PCIRegion.bar(bar)
             guard index < info.regionCount else { break }
@@ -62,7 +77,9 @@ extension VfioDevice {
                 continue
             }
             var areas: [(offset: UInt64, memory: MemslotBacking)] = []
-            for area in region.mappableAreas {
+            let trapped = msix?.trappedPages(bar: bar, pageSize: pageSize) ?? []
+            if !trapped.isEmpty { result.trapped.append(TrappedRange(bar: bar, ranges: trapped)) }
+            for area in region.mappableAreas.flatMap({ $0.excluding(trapped) }) {
                 guard area.size % pageSize == 0, area.offset % pageSize == 0 else {
                     result.skipped.append(SkippedBar(bar: bar, reason: "area at \(hex(area.offset)) of \(hex(area.size)) bytes is not whole pages, which a memslot needs"))
                     continue

@@ -87,6 +87,21 @@ public struct SparseArea: Sendable, Equatable {
     public func contains(_ other: SparseArea) -> Bool {
         other.offset >= offset && other.size <= size && other.offset - offset <= size - other.size
     }
+
+    /// The parts of this area outside `holes` (byte ranges from the region's start), in order;
+    /// empty parts are dropped. For leaving a BAR's MSI-X table and PBA pages out of a guest
+    /// mapping, which turns one area into sparse areas that do not start at offset 0.
+    public func excluding(_ holes: [Range<UInt64>]) -> [SparseArea] {
+        var pieces: [SparseArea] = []
+        var cursor = offset
+        let end = offset + size
+        for hole in holes.sorted(by: { $0.lowerBound < $1.lowerBound }) where hole.upperBound > cursor && hole.lowerBound < end {
+            if hole.lowerBound > cursor { pieces.append(SparseArea(offset: cursor, size: hole.lowerBound - cursor)) }
+            cursor = max(cursor, hole.upperBound)
+        }
+        if cursor < end { pieces.append(SparseArea(offset: cursor, size: end - cursor)) }
+        return pieces
+    }
 }
 
 /// A device-specific region's type (VFIO_REGION_INFO_CAP_TYPE).

@@ -580,6 +580,33 @@ extension Bar {
     }
 }
 
+/// `bar config --json`.
+struct ConfigDumpJSON: Encodable {
+    let address: String
+    let count: Int
+    let hex: String
+}
+
+/// `bar toggle --json`: each step's dword (hex), or why the access was refused.
+struct ToggleStepJSON: Encodable {
+    let step: String
+    let value: String?
+    let refused: String?
+    enum CodingKeys: String, CodingKey { case step, value, refused }
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(step, forKey: .step)
+        try container.encode(value, forKey: .value)
+        try container.encode(refused, forKey: .refused)
+    }
+}
+struct ToggleJSON: Encodable {
+    let address: String
+    let bar: Int
+    let offset: Int
+    let steps: [ToggleStepJSON]
+}
+
 struct TouchJSON: Encodable {
     let address: String
     let bar: Int
@@ -631,6 +658,12 @@ extension Bar {
             } catch {
                 throw CommandFailure("bar config \(target): \(error.description)")
             }
+            if global.json {
+                // One hex string (two digits a byte, in order): compact and easy to slice.
+                print(try JSONOutput.encode(ConfigDumpJSON(address: target.description, count: bytes.count,
+                                                           hex: bytes.map { String(format: "%02x", $0) }.joined())))
+                return
+            }
             for line in stride(from: 0, to: bytes.count, by: 16) {
                 print(bytes[line..<min(line + 16, bytes.count)].map { String(format: "%02x", $0) }.joined(separator: " "))
             }
@@ -659,26 +692,43 @@ extension Bar {
         func run() throws {
             let target = try parseDeviceAddress(address)
             guard let readOffset = parseNumber(offset).flatMap({ Int(exactly: $0) }) else { throw CommandFailure("--offset \(offset) is not a number") }
+            var steps: [ToggleStepJSON] = []
+            func step(_ name: String, _ value: UInt32?, refused: String? = nil) {
+                steps.append(ToggleStepJSON(step: name, value: value.map { hex(UInt64($0), .dword) }, refused: refused))
+            }
             do throws(VFIOError) {
                 let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
                 let region = try device.regionInfo(PCIRegion.bar(bar))
                 let first = try device.mapPlaced(region)
-                print("mapped: \(hex(UInt64(try first.load32(at: readOffset)), .dword))")
+                step("mapped", try first.load32(at: readOffset))
                 try device.setMemoryDecoding(false)
                 do throws(VFIOError) {
-                    let value = try first.load32(at: readOffset)
-                    print("decoding off: read \(hex(UInt64(value), .dword)) (not refused)")
+                    step("decoding-off", try first.load32(at: readOffset))
                 } catch {
-                    print("decoding off: refused: \(error.description)")
+                    step("decoding-off", nil, refused: error.description)
                 }
                 try device.setMemoryDecoding(true)
-                print("decoding on: \(hex(UInt64(try first.load32(at: readOffset)), .dword))")
+                step("decoding-on", try first.load32(at: readOffset))
                 try first.unmap()
                 let second = try device.mapPlaced(region)
-                print("remapped: \(hex(UInt64(try second.load32(at: readOffset)), .dword))")
+                step("remapped", try second.load32(at: readOffset))
                 try second.unmap()
             } catch {
                 throw CommandFailure("bar toggle \(target) BAR \(bar): \(error.description)")
+            }
+            if global.json {
+                print(try JSONOutput.encode(ToggleJSON(address: target.description, bar: bar, offset: readOffset, steps: steps)))
+                return
+            }
+            for entry in steps {
+                let label = entry.step.replacingOccurrences(of: "-", with: " ")
+                if let refused = entry.refused {
+                    print("\(label): refused: \(refused)")
+                } else if entry.step == "decoding-off" {
+                    print("\(label): read \(entry.value ?? "?") (not refused)")
+                } else {
+                    print("\(label): \(entry.value ?? "?")")
+                }
             }
         }
     }

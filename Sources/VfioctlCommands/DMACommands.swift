@@ -102,6 +102,18 @@ public struct DMA: ParsableCommand {
     }
 }
 
+/// `dma bench --json`: the best of the repetitions, per call and per GiB.
+struct DMABenchJSON: Encodable {
+    let address: String
+    let bytes: UInt64
+    let backing: String
+    let repetitions: Int
+    let map_ms: Double
+    let unmap_ms: Double
+    let map_ms_per_gib: Double
+    let unmap_ms_per_gib: Double
+}
+
 struct IOVARangeJSON: Encodable { let start: UInt64; let end: UInt64 }
 struct DMAMappingJSON: Encodable { let iova: UInt64; let size: UInt64 }
 
@@ -364,6 +376,11 @@ extension DMA {
             }
             let gib = Double(bytes) / Double(1 << 30)
             let bestMap = mapTimes.min() ?? 0, bestUnmap = unmapTimes.min() ?? 0
+            if global.json {
+                print(try JSONOutput.encode(DMABenchJSON(address: target.description, bytes: bytes, backing: backing, repetitions: mapTimes.count,
+                                                         map_ms: bestMap, unmap_ms: bestUnmap, map_ms_per_gib: bestMap / gib, unmap_ms_per_gib: bestUnmap / gib)))
+                return
+            }
             print(String(format: "vfioctl map_ms=%.3f unmap_ms=%.3f map_ms_per_gib=%.3f unmap_ms_per_gib=%.3f bytes=%llu backing=%@",
                          bestMap, bestUnmap, bestMap / gib, bestUnmap / gib, bytes, backing))
         }

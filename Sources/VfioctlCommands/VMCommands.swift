@@ -118,6 +118,9 @@ struct VMSmokeCommand: ParsableCommand {
                                 })
             },
             skipped: mapped.skipped.map { SmokeReport.Skipped(bar: $0.bar, reason: $0.reason) },
+            trapped: mapped.trapped.flatMap { trap in
+                trap.ranges.map { SmokeReport.Trapped(bar: trap.bar, offset: $0.lowerBound, size: $0.upperBound - $0.lowerBound) }
+            },
             reads: reads, phases: phases, ok: phases.allSatisfy { $0.values == expected })
     }
 }
@@ -141,6 +144,12 @@ struct SmokeReport: Encodable {
         let bar: Int
         let reason: String
     }
+    /// BAR pages left out of the memslots (MSI-X table, PBA): guest accesses there exit.
+    struct Trapped: Encodable {
+        let bar: Int
+        let offset: UInt64
+        let size: UInt64
+    }
     struct Read: Encodable {
         let bar: Int
         let offset: UInt64
@@ -159,6 +168,7 @@ struct SmokeReport: Encodable {
     let address: String
     let bars: [Bar]
     let skipped: [Skipped]
+    let trapped: [Trapped]
     let reads: [Read]
     let phases: [Phase]
     let ok: Bool
@@ -172,6 +182,7 @@ struct SmokeReport: Encodable {
             }
         }
         for skip in skipped { print("  BAR \(skip.bar) skipped: \(skip.reason)") }
+        for trap in trapped { print("  BAR \(trap.bar) +\(hexString(trap.offset)): \(byteCountText(trap.size)) trapped (MSI-X table or PBA: accesses exit, never mapped)") }
         for read in reads { print("  read BAR \(read.bar) +\(hexString(read.offset)) at gpa \(read.guest_physical_address); host pread: \(read.host_value)") }
         print(pad("phase", 15) + pad("slots", 9) + pad("MMIO exits", 12) + pad("I/O exits", 11) + pad("time", 12) + "values")
         for phase in phases {

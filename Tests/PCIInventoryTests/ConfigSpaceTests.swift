@@ -73,3 +73,50 @@ struct ConfigImage {
         #expect(PCIConfigSpace(bytes: Array(looping.bytes.prefix(256))).accessControlServices == nil)
     }
 }
+
+@Suite("MSI-X layout from config space")
+struct MSIXLayoutTests {
+    /// A config space with one capability, MSI-X at 0xa0: `vectors` entries, table in `tableBAR`
+    /// at `tableOffset`, PBA in `pbaBAR` at `pbaOffset` (the low 3 bits of each dword are the BIR).
+    static func config(vectors: Int, tableBAR: UInt32, tableOffset: UInt32, pbaBAR: UInt32, pbaOffset: UInt32) -> PCIConfigSpace {
+        var bytes = [UInt8](repeating: 0, count: 256)
+        bytes[0x06] = 0x10          // status: capability list
+        bytes[0x34] = 0xa0
+        bytes[0xa0] = 0x11          // MSI-X
+        bytes[0xa1] = 0x00          // last
+        let control = UInt16(vectors - 1)
+        bytes[0xa2] = UInt8(control & 0xff); bytes[0xa3] = UInt8(control >> 8)
+        for (at, value) in [(0xa4, tableOffset | tableBAR), (0xa8, pbaOffset | pbaBAR)] {
+            for i in 0..<4 { bytes[at + i] = UInt8((value >> (8 * UInt32(i))) & 0xff) }
+        }
+        return PCIConfigSpace(bytes: bytes)
+    }
+
+    @Test func e1000eLayout() throws {
+        // QEMU's e1000e: 5 vectors, table at BAR3 + 0, PBA at BAR3 + 0x2000.
+        let layout = try #require(Self.config(vectors: 5, tableBAR: 3, tableOffset: 0, pbaBAR: 3, pbaOffset: 0x2000).msix)
+        #expect(layout == MSIXLayout(vectors: 5, tableBAR: 3, tableOffset: 0, tableSize: 80, pbaBAR: 3, pbaOffset: 0x2000, pbaSize: 8))
+        #expect(layout.trappedPages(bar: 3) == [0..<0x1000, 0x2000..<0x3000])
+        #expect(layout.trappedPages(bar: 0).isEmpty)
+    }
+
+    @Test func largeTableSpansPagesAndSharesABarWithRegisters() throws {
+        // 2048 vectors: a 32 KiB table at BAR0 + 0x3000, and a 256-byte PBA at BAR0 + 0xb800,
+        // the page right after the table.
+        let layout = try #require(Self.config(vectors: 2048, tableBAR: 0, tableOffset: 0x3000, pbaBAR: 0, pbaOffset: 0xb800).msix)
+        #expect(layout.tableSize == 0x8000)
+        #expect(layout.pbaSize == 256)
+        #expect(layout.trappedPages(bar: 0) == [0x3000..<0xb000, 0xb000..<0xc000])
+        // A table that ends mid-page takes the whole page.
+        let odd = try #require(Self.config(vectors: 3, tableBAR: 2, tableOffset: 0x1ff8, pbaBAR: 4, pbaOffset: 0).msix)
+        #expect(odd.trappedPages(bar: 2) == [0x1000..<0x3000])
+        #expect(odd.trappedPages(bar: 4) == [0..<0x1000])
+    }
+
+    @Test func noCapabilityNoLayout() {
+        var bytes = [UInt8](repeating: 0, count: 256)
+        bytes[0x06] = 0x10; bytes[0x34] = 0x40; bytes[0x40] = 0x05 // MSI only
+        #expect(PCIConfigSpace(bytes: bytes).msix == nil)
+        #expect(PCIConfigSpace(bytes: []).msix == nil)
+    }
+}

@@ -46,4 +46,13 @@ check_eq "read before toggling" "mapped: 0x010000ed" "$(sed -n 1p /tmp/toggle.ou
 grep -q "^decoding off: refused: memory decoding is off" /tmp/toggle.out && ok "access refused while decoding is off" || fail "decoding off: $(sed -n 2p /tmp/toggle.out)"
 check_eq "read after decoding is back on" "decoding on: 0x010000ed" "$(sed -n 3p /tmp/toggle.out)"
 check_eq "read after unmap and remap" "remapped: 0x010000ed" "$(sed -n 4p /tmp/toggle.out)"
+# The same in JSON: the refusal's reason, and config bytes as one hex string equal to sysfs.
+vfioctl bar toggle $EDU --bar 0 --json | json_flat >/tmp/toggle.flat || fail "bar toggle --json exited $?"
+check_eq "toggle --json: decoding-off refused, no value" "decoding-off null" "$(json_get /tmp/toggle.flat '.steps[1].step') $(json_get /tmp/toggle.flat '.steps[1].value')"
+json_get /tmp/toggle.flat '.steps[1].refused' | grep -q "memory decoding is off" && ok "toggle --json: the reason" || fail "toggle --json: no reason"
+vfioctl bar config $EDU --count 64 --json | json_flat | sed -n 's/^\.hex=//p' >/tmp/cfg.hex
+sysfs_hex=$(od -An -tx1 -v -N64 /sys/bus/pci/devices/$EDU/config | tr -d ' \n')
+check_eq "bar config --json: 128 hex digits" 128 "$(tr -d '\n' </tmp/cfg.hex | wc -c)"
+check_eq "bar config --json: IDs and class = sysfs" "$(echo "$sysfs_hex" | cut -c1-8) $(echo "$sysfs_hex" | cut -c17-24)" \
+    "$(cut -c1-8 /tmp/cfg.hex) $(cut -c17-24 /tmp/cfg.hex)"
 lab_finish
