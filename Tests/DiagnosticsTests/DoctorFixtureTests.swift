@@ -464,46 +464,9 @@ struct DoctorFixtureTests {
 /// `vfioctl doctor` run as a user would, with every root pointed at a fixture host.
 @Suite("vfioctl doctor CLI on fixture hosts")
 struct DoctorCLIFixtureTests {
-    /// The binary sits next to the test bundle (`swift build --build-tests` builds both).
-    static var binary: URL? {
-        var directory = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = directory.appendingPathComponent("vfioctl")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-            directory = directory.deletingLastPathComponent()
-        }
-        for bundle in Bundle.allBundles {
-            let candidate = bundle.bundleURL.deletingLastPathComponent().appendingPathComponent("vfioctl")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        }
-        return nil
-    }
+    typealias Output = VfioctlBinary.Result
 
-    struct Output {
-        let status: Int32
-        let stdout: String
-        let stderr: String
-    }
-
-    func run(_ arguments: [String]) throws -> Output {
-        let binary: URL = try #require(Self.binary, "vfioctl not built next to the tests (swift build --build-tests)")
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment.removeValue(forKey: "VFIOCTL_SYSFS_ROOT")
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Drain both pipes before waiting so a large output cannot block the child.
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
-    }
+    func run(_ arguments: [String]) throws -> Output { try VfioctlBinary.run(arguments) }
 
     func doctor(_ fixture: FixtureHost, _ environment: HostEnvironment, _ extra: [String] = ["--json"]) throws -> Output {
         try withTemporarySysfsTree(fixture) { tree in

@@ -103,40 +103,12 @@ struct HostWithUsers {
         defer { try? FileManager.default.removeItem(atPath: state) }
         let overridePath = "\(host.tree.rootPath)/bus/pci/devices/\(GPUWorkstation.nvme)/driver_override"
         let before = try String(contentsOfFile: overridePath, encoding: .utf8)
-        let result = try VfioctlRunner.run(["--sysfs-root", host.tree.rootPath, "bind", GPUWorkstation.nvme.description,
+        let result = try VfioctlBinary.run(["--sysfs-root", host.tree.rootPath, "bind", GPUWorkstation.nvme.description,
                                             "--proc-root", host.procRoot, "--state-dir", state, "--json"])
         #expect(result.status == 3, "\(result.stderr)")
         #expect(result.stdout.contains("\"action\" : \"refused\""))
         #expect(result.stdout.contains("on /data"))
         #expect(try String(contentsOfFile: overridePath, encoding: .utf8) == before)
         #expect(!FileManager.default.fileExists(atPath: state + "/journal.json"))
-    }
-}
-
-/// Runs the built vfioctl binary that sits next to the test bundle.
-enum VfioctlRunner {
-    struct Result { let status: Int32; let stdout: String; let stderr: String }
-
-    static func run(_ arguments: [String]) throws -> Result {
-        var directory = URL(fileURLWithPath: CommandLine.arguments.first ?? "").deletingLastPathComponent()
-        var binary: URL?
-        for _ in 0..<4 {
-            let candidate = directory.appendingPathComponent("vfioctl")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { binary = candidate; break }
-            directory = directory.deletingLastPathComponent()
-        }
-        let executable = try #require(binary, "vfioctl binary not found: run `swift build --build-tests` first")
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
     }
 }
