@@ -89,7 +89,13 @@ public struct InterruptCheck {
         if case .device(let recipe) = source {
             try write(recipe.setup())
         }
-        defer { if case .device(let recipe) = source { _ = try? write(recipe.teardown()) } }
+        defer {
+            if case .device(let recipe) = source {
+                _ = try? write(recipe.teardown())
+                // Let the device's own timers run out before its vectors go (see the recipe).
+                if recipe.settleMicroseconds > 0 { usleep(recipe.settleMicroseconds) }
+            }
+        }
         // Anything already pending (a device left mid-interrupt) is not ours.
         for eventFD in eventFDs { _ = try eventFD.take() }
 

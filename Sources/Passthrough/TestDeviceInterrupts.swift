@@ -49,6 +49,12 @@ public struct TestDeviceInterrupts: Sendable, Equatable {
         }
     }
 
+    /// How long to wait after the last interrupt before the IRQ index may be disabled. QEMU 7.2's
+    /// e1000e arms a throttling timer (EITR, at least 128 us there even when 0 is written) on
+    /// every MSI-X message and aborts the whole VM if it expires after MSI-X was disabled; the
+    /// longest EITR interval is 16.7 ms.
+    public var settleMicroseconds: UInt32 { device == .e1000e && index == PCIIRQ.msix ? 20_000 : 0 }
+
     /// Writes that make the device ready to raise interrupts (after the eventfds are set).
     public func setup() -> [RegisterWrite] {
         switch device {
@@ -101,9 +107,8 @@ public struct TestDeviceInterrupts: Sendable, Equatable {
 
     /// Every cause masked and cleared: a cause the device set on its own before (the link
     /// status change of its autonegotiation, say) would otherwise fire at setup, or keep a
-    /// later raise of the same vector from counting as new. Interrupt throttling off: a host
-    /// driver leaves ITR/EITR set (a PM reset keeps them), and QEMU 7.2's e1000e aborts the
-    /// whole VM when an EITR timer armed by a vector expires after MSI-X was disabled.
+    /// later raise of the same vector from counting as new. Interrupt throttling as low as it
+    /// goes: a host driver leaves ITR/EITR set (a PM reset keeps them); see `settleMicroseconds`.
     private var quiet: [RegisterWrite] {
         [RegisterWrite(bar: 0, offset: E1000ERegisters.imc, value: UInt64(UInt32.max)),
          RegisterWrite(bar: 0, offset: E1000ERegisters.icr, value: UInt64(UInt32.max)),

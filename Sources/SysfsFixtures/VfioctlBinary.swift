@@ -32,11 +32,18 @@ public enum VfioctlBinary {
     /// the test passes decides the tree, and `environment` is added.
     public static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         guard let binary = url else { throw NotBuilt() }
+        return try runProgram(binary, arguments, environment: environment, removing: ["VFIOCTL_SYSFS_ROOT"])
+    }
+
+    /// Runs any program to completion with this process's environment, less `removing`, plus
+    /// `environment`; returns its status and output.
+    public static func runProgram(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
+                                  removing: [String] = []) throws -> Result {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
-        env.removeValue(forKey: "VFIOCTL_SYSFS_ROOT")
+        for key in removing { env.removeValue(forKey: key) }
         for (key, value) in environment { env[key] = value }
         process.environment = env
         let out = Pipe(), err = Pipe()

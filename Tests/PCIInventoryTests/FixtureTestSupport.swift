@@ -18,26 +18,8 @@ enum FixtureTestSupport {
     }()
 
     static func run(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["LC_ALL"] = "C"
-        process.environment = environment
-        let outputPipe = Pipe()
-        let errorPipe = Pipe()
-        process.standardOutput = outputPipe
-        process.standardError = errorPipe
-        try process.run()
-        // stdout can be large, so drain it before waiting; lspci's stderr stays far below a pipe buffer.
-        let output = outputPipe.fileHandleForReading.readDataToEndOfFile()
-        let errorData = errorPipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return ProcessResult(
-            exitCode: process.terminationStatus,
-            standardOutput: String(decoding: output, as: UTF8.self),
-            standardError: String(decoding: errorData, as: UTF8.self)
-        )
+        let result = try VfioctlBinary.runProgram(URL(fileURLWithPath: executable), arguments, environment: ["LC_ALL": "C"])
+        return ProcessResult(exitCode: result.status, standardOutput: result.stdout, standardError: result.stderr)
     }
 
     /// Runs lspci against a fixture tree; records an issue and returns nil when lspci is not installed.
