@@ -82,16 +82,25 @@ public struct InterruptCheck {
         if index == PCIIRQ.intx { clear = PCICommand.intxDisable }
         try device.updateCommand(set: PCICommand.memorySpace | PCICommand.busMaster, clear: clear)
 
+        // The BARs the recipe writes, looked up once: a raise is inside the timed span.
+        var regions: [Int: RegionInfo] = [:]
+        if case .device(let recipe) = source {
+            for bar in Set((recipe.setup() + recipe.raise(vector: 0) + recipe.acknowledge(vector: 0) + recipe.teardown()).map(\.bar)) {
+                regions[bar] = try device.regionInfo(PCIRegion.bar(bar))
+            }
+        }
+        let writer = RegisterWriter(device: device, regions: regions)
+
         var eventFDs: [EventFD] = []
         for _ in 0..<count { eventFDs.append(try EventFD()) }
         try device.setIRQTriggers(index, eventFDs: eventFDs)
         defer { _ = try? device.disableIRQs(index) }
         if case .device(let recipe) = source {
-            try write(recipe.setup())
+            try writer.write(recipe.setup())
         }
         defer {
             if case .device(let recipe) = source {
-                _ = try? write(recipe.teardown())
+                _ = try? writer.write(recipe.teardown())
                 // Let the device's own timers run out before its vectors go (see the recipe).
                 if recipe.settleMicroseconds > 0 { usleep(recipe.settleMicroseconds) }
             }
@@ -103,14 +112,14 @@ public struct InterruptCheck {
         for vector in 0..<count {
             let clock = ContinuousClock()
             let start = clock.now
-            try raise(vector)
+            try raise(vector, writer)
             let signals = try waitSignals(eventFDs[vector], milliseconds: timeoutMilliseconds)
             let elapsed = clock.now - start
             var strays: [Int] = []
             for (other, eventFD) in eventFDs.enumerated() where other != vector {
                 if try eventFD.take() != nil { strays.append(other) }
             }
-            try acknowledge(vector)
+            try acknowledge(vector, writer)
             results.append(VectorResult(vector: vector, signals: signals,
                                         microseconds: signals > 0 ? Double(elapsed.components.attoseconds) / 1e12 + Double(elapsed.components.seconds) * 1e6 : nil,
                                         strayVectors: strays))
@@ -122,36 +131,30 @@ public struct InterruptCheck {
             // The device is acknowledged but the line is not unmasked, and a second interrupt is
             // raised: it must not arrive while masked, then arrive exactly once on the unmask
             // (vfio-pci sees it pending and signals instead of unmasking).
-            try raise(0)
+            try raise(0, writer)
             _ = try waitSignals(eventFD, milliseconds: timeoutMilliseconds)
-            try write(recipe.acknowledge(vector: 0))
-            try raise(0)
+            try writer.write(recipe.acknowledge(vector: 0))
+            try raise(0, writer)
             let whileMasked = try waitSignals(eventFD, milliseconds: quietMilliseconds)
             try device.unmaskINTx()
             let afterUnmask = try waitSignals(eventFD, milliseconds: timeoutMilliseconds)
-            try acknowledge(0)
+            try acknowledge(0, writer)
             masking = MaskingResult(signalsWhileMasked: whileMasked, signalsAfterUnmask: afterUnmask)
         }
         return Report(index: index, vectorCount: info.count, vectors: results, masking: masking)
     }
 
-    private func raise(_ vector: Int) throws(VFIOError) {
+    private func raise(_ vector: Int, _ writer: RegisterWriter) throws(VFIOError) {
         switch source {
-        case .device(let recipe): try write(recipe.raise(vector: vector))
+        case .device(let recipe): try writer.write(recipe.raise(vector: vector))
         case .loopback: try device.triggerIRQs(index, start: UInt32(vector), count: 1)
         }
     }
 
     /// Clears the interrupt at the device and, for INTx, unmasks the line for the next one.
-    private func acknowledge(_ vector: Int) throws(VFIOError) {
-        if case .device(let recipe) = source { try write(recipe.acknowledge(vector: vector)) }
+    private func acknowledge(_ vector: Int, _ writer: RegisterWriter) throws(VFIOError) {
+        if case .device(let recipe) = source { try writer.write(recipe.acknowledge(vector: vector)) }
         if index == PCIIRQ.intx { try device.unmaskINTx() }
-    }
-
-    private func write(_ writes: [RegisterWrite]) throws(VFIOError) {
-        for register in writes {
-            try device.write(register.value, to: try device.regionInfo(PCIRegion.bar(register.bar)), offset: register.offset, width: register.width)
-        }
     }
 
     /// The eventfd's count once it is readable, or 0 if nothing arrives in time.
@@ -160,6 +163,20 @@ public struct InterruptCheck {
             return try eventFD.wait(milliseconds: milliseconds)
         } catch .timedOut {
             return 0
+        }
+    }
+}
+
+/// Register writes through VFIO region writes, to BARs whose region info is already known.
+private struct RegisterWriter {
+    let device: VfioDevice
+    let regions: [Int: RegionInfo]
+
+    func write(_ writes: [RegisterWrite]) throws(VFIOError) {
+        for register in writes {
+            let region: RegionInfo
+            if let known = regions[register.bar] { region = known } else { region = try device.regionInfo(PCIRegion.bar(register.bar)) }
+            try device.write(register.value, to: region, offset: register.offset, width: register.width)
         }
     }
 }

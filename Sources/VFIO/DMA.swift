@@ -132,10 +132,12 @@ public struct MemlockLimit: Sendable, Equatable {
     public static func read() -> MemlockLimit {
         var current: UInt64 = 0, maximum: UInt64 = 0
         let exempt = cuapi_has_effective_capability(CUAPI_CAP_IPC_LOCK) == 1
-        let locked = lockedBytesOfThisProcess()
-        guard cuapi_memlock_limit(&current, &maximum) == 0 else { return MemlockLimit(current: nil, maximum: nil, exempt: exempt, lockedBytes: locked) }
-        return MemlockLimit(current: current == .max ? nil : current, maximum: maximum == .max ? nil : maximum,
-                            exempt: exempt, lockedBytes: locked)
+        guard cuapi_memlock_limit(&current, &maximum) == 0 else { return MemlockLimit(current: nil, maximum: nil, exempt: exempt) }
+        let limit: UInt64? = current == .max ? nil : current
+        // VmLck only matters where the limit applies; every mapDMA reads this, so skip the file
+        // read for an exempt or unlimited process.
+        let locked = exempt || limit == nil ? nil : lockedBytesOfThisProcess()
+        return MemlockLimit(current: limit, maximum: maximum == .max ? nil : maximum, exempt: exempt, lockedBytes: locked)
     }
 
     /// Whether pinning `bytes` more would pass the kernel's check (vfio_lock_acct): always with

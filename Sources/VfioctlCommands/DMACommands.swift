@@ -1,6 +1,7 @@
 import ArgumentParser
 import BARPlacement
 import Foundation
+import Passthrough
 import PCIInventory
 import VFIO
 
@@ -172,32 +173,22 @@ func openDevicesInOneContainer(_ addresses: [PCIAddress], sysfsRoot: String) thr
     return (container, devices)
 }
 
-/// QEMU's edu test device (1234:11e8): registers of its DMA engine and interrupt logic.
+/// QEMU's edu test device (1234:11e8), driven through a BAR0 mapping; its registers are
+/// Passthrough's `EduRegisters`.
 enum Edu {
-    static let identification = 0x00
-    static let interruptStatus = 0x24
-    static let interruptAcknowledge = 0x64
-    static let dmaSource = 0x80
-    static let dmaDestination = 0x88
-    static let dmaCount = 0x90
-    static let dmaCommand = 0x98
-    static let commandStart: UInt64 = 1
-    static let commandToRAM: UInt64 = 2
-    static let commandRaiseIRQ: UInt64 = 4
-    /// The device's own 4 KiB buffer, as a DMA address on its side.
-    static let deviceBuffer: UInt64 = 0x40000
-    /// edu's DMA mask: 28 bits.
-    static let dmaLimit: UInt64 = (1 << 28) - 1
+    /// edu's DMA mask as the highest IOVA it reaches.
+    static let dmaLimit: UInt64 = (1 << UInt64(EduRegisters.dmaAddressBits)) - 1
 
     /// Starts a transfer and waits (polling the command register) until the device is done.
     static func transfer(_ bar: borrowing MappedRegion, from source: UInt64, to destination: UInt64, count: UInt64, toRAM: Bool, raiseIRQ: Bool) throws(VFIOError) {
-        try bar.store64(source, at: dmaSource)
-        try bar.store64(destination, at: dmaDestination)
-        try bar.store64(count, at: dmaCount)
-        try bar.store64(commandStart | (toRAM ? commandToRAM : 0) | (raiseIRQ ? commandRaiseIRQ : 0), at: dmaCommand)
+        try bar.store64(source, at: EduRegisters.dmaSource)
+        try bar.store64(destination, at: EduRegisters.dmaDestination)
+        try bar.store64(count, at: EduRegisters.dmaCount)
+        try bar.store64(EduRegisters.commandStart | (toRAM ? EduRegisters.commandToRAM : 0) | (raiseIRQ ? EduRegisters.commandInterrupt : 0),
+                        at: EduRegisters.dmaCommand)
         // About 100 ms of virtual time per transfer; allow 10 s of wall time under TCG.
         for _ in 0..<10_000 {
-            if try bar.load64(at: dmaCommand) & commandStart == 0 { return }
+            if try bar.load64(at: EduRegisters.dmaCommand) & EduRegisters.commandStart == 0 { return }
             usleep(1000)
         }
         throw .timedOut("edu DMA did not finish within 10 s")
@@ -227,7 +218,7 @@ extension DMA {
                 let (container, devices) = try openDevicesInOneContainer([target], sysfsRoot: global.resolvedRoot.path)
                 guard let device = devices.first else { throw VFIOError.groupNotAttached(group: -1) }
                 let bar = try device.mapPlaced(try device.regionInfo(PCIRegion.bar(0)))
-                let identification = try bar.load32(at: Edu.identification)
+                let identification = try bar.load32(at: EduRegisters.identification)
                 try device.setBusMaster(true)
                 let msi = try device.irqInfo(PCIIRQ.msi)
                 let eventFD = try EventFD()
@@ -235,12 +226,12 @@ extension DMA {
                 let buffer = try DMABuffer(size: 8192, preferHugePages: false)
                 try buffer.write(pattern, at: 0)
                 let mapping = try container.mapDMA(buffer, limit: Edu.dmaLimit)
-                try Edu.transfer(bar, from: mapping.iova, to: Edu.deviceBuffer, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
+                try Edu.transfer(bar, from: mapping.iova, to: EduRegisters.bufferAddress, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
                 let interruptsBefore = try eventFD.take() ?? 0
-                try Edu.transfer(bar, from: Edu.deviceBuffer, to: mapping.iova + 4096, count: UInt64(pattern.count), toRAM: true, raiseIRQ: true)
+                try Edu.transfer(bar, from: EduRegisters.bufferAddress, to: mapping.iova + 4096, count: UInt64(pattern.count), toRAM: true, raiseIRQ: true)
                 let interrupts = try eventFD.wait(milliseconds: 5000)
-                let status = try bar.load32(at: Edu.interruptStatus)
-                try bar.store32(status, at: Edu.interruptAcknowledge)
+                let status = try bar.load32(at: Int(EduRegisters.interruptStatus))
+                try bar.store32(status, at: Int(EduRegisters.interruptAcknowledge))
                 let back = try buffer.bytes(at: 4096, count: pattern.count)
                 try container.unmapDMA(mapping)
                 try device.disableIRQs(PCIIRQ.msi)
@@ -302,8 +293,8 @@ extension DMA {
                 let peerMapping = try container.mapDMA(peerBar, alignment: 2 << 20)
                 let buffer = try DMABuffer(size: 4096, preferHugePages: false)
                 let ramMapping = try container.mapDMA(buffer, limit: Edu.dmaLimit)
-                try Edu.transfer(eduBar, from: peerMapping.iova + readOffset, to: Edu.deviceBuffer, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
-                try Edu.transfer(eduBar, from: Edu.deviceBuffer, to: ramMapping.iova, count: UInt64(pattern.count), toRAM: true, raiseIRQ: false)
+                try Edu.transfer(eduBar, from: peerMapping.iova + readOffset, to: EduRegisters.bufferAddress, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
+                try Edu.transfer(eduBar, from: EduRegisters.bufferAddress, to: ramMapping.iova, count: UInt64(pattern.count), toRAM: true, raiseIRQ: false)
                 let back = try buffer.bytes(at: 0, count: pattern.count)
                 // IOMMU mappings go before the memory behind them.
                 try container.unmapAllDMA()
