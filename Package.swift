@@ -42,14 +42,18 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // The running kernel's version and the fault-path rules that depend on it and on the
+        // host's THP settings (pure), with a thin reader of those facts.
+        .target(name: "HostKernel", dependencies: ["CLinuxUAPI"]),
         // Pure placement and huge-fault planning for BAR mappings: no fds, unit-tested exhaustively.
-        .target(name: "BARPlacement", dependencies: ["PCIInventory"]),
+        .target(name: "BARPlacement", dependencies: ["PCIInventory", "HostKernel"]),
         .target(
             name: "VFIO",
             dependencies: [
                 "CLinuxUAPI",
                 "PCIInventory",
                 "BARPlacement",
+                "HostKernel",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -63,7 +67,7 @@ let package = Package(
         // `vfioctl doctor`: host readiness facts and the pure rules that judge them.
         .target(
             name: "Diagnostics",
-            dependencies: ["PCIInventory", "KVM"]
+            dependencies: ["PCIInventory", "KVM", "HostKernel"]
         ),
         // Passthrough composition: a bound device's BARs as KVM memslots (toggled to MMIO exits
         // served by VFIO region access), guest RAM DMA-mapped at IOVA = gpa, probe guests.
@@ -88,6 +92,7 @@ let package = Package(
                 "VFIO",
                 "KVM",
                 "BARPlacement",
+                "HostKernel",
                 "Passthrough",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -125,11 +130,11 @@ let package = Package(
             name: "PCIInventoryTests",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
         ),
-        .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "PCIInventory", "SysfsFixtures"]),
+        .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "HostKernel", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI"]),
-        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
+        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CLinuxUAPI"]),
     ]
 )

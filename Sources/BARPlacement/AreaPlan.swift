@@ -12,22 +12,26 @@ public struct AreaPlan: Sendable, Equatable {
     public var minimumMappingCount: UInt64 { minimumMappings.values.reduce(0, +) }
 
     /// Plans the area with every strategy, plus vfioctl's placement moved by `skew` bytes.
+    /// `geometry` places the area; `faultGeometry` (default: the same) is what the host's fault
+    /// path tries (`PageGeometry.tried(under:)`): with THP refused, only 4 KiB pages.
     public static func make(physicalStart: UInt64, length: UInt64, skew: UInt64? = nil,
-                            pattern: AccessPattern = .linear, geometry: PageGeometry = .x86_64) throws(PlacementError) -> AreaPlan {
-        let minimum = Placement.minimumMappings(physicalStart: physicalStart, length: length, geometry: geometry)
+                            pattern: AccessPattern = .linear, geometry: PageGeometry = .x86_64,
+                            faultGeometry: PageGeometry? = nil) throws(PlacementError) -> AreaPlan {
+        let tried = faultGeometry ?? geometry
+        let minimum = Placement.minimumMappings(physicalStart: physicalStart, length: length, geometry: tried)
         var placements: [PlacementPrediction] = []
         for strategy in PlacementStrategy.allCases {
             let start = strategy.virtualStart(physicalStart: physicalStart, length: length)
             placements.append(try PlacementPrediction.make(label: strategy.rawValue, strategy: strategy, skew: 0, virtualStart: start,
                                                            physicalStart: physicalStart, length: length, pattern: pattern,
-                                                           geometry: geometry, minimum: minimum))
+                                                           geometry: tried, minimum: minimum))
         }
         if let skew {
             guard skew % PageGeometry.pageSize == 0 else { throw .notPageAligned(what: "skew", value: skew) }
             let start = PlacementStrategy.vfioctl.virtualStart(physicalStart: physicalStart, length: length) + skew
             placements.append(try PlacementPrediction.make(label: "vfioctl+skew", strategy: .vfioctl, skew: skew, virtualStart: start,
                                                            physicalStart: physicalStart, length: length, pattern: pattern,
-                                                           geometry: geometry, minimum: minimum))
+                                                           geometry: tried, minimum: minimum))
         }
         return AreaPlan(physicalStart: physicalStart, length: length,
                         alignment: Placement.alignment(physicalStart: physicalStart, length: length, geometry: geometry),

@@ -1,3 +1,5 @@
+import HostKernel
+
 /// The page sizes a mapping can use, as page orders: order k maps 2^k base pages in one entry.
 /// On x86-64: 0 (4 KiB PTE), 9 (2 MiB PMD), 18 (1 GiB PUD), the orders vfio-pci's huge_fault
 /// handler is called with.
@@ -6,6 +8,14 @@ public struct PageGeometry: Sendable, Equatable, Hashable {
     public static let pageSize: UInt64 = 1 << 12
     /// PTE, PMD and PUD on x86-64 with 4 KiB base pages.
     public static let x86_64 = PageGeometry(validatedOrders: [0, 9, 18])
+
+    /// Only the base page: what the fault path tries where the host refuses huge faults.
+    public static let basePagesOnly = PageGeometry(validatedOrders: [0])
+
+    /// The orders the kernel's fault path tries for a mapping that meets `gate` on x86-64.
+    public static func tried(under gate: HugeFaultGate) -> PageGeometry {
+        gate.allowsHugeFaults ? .x86_64 : .basePagesOnly
+    }
 
     /// Supported orders, ascending; always contains 0.
     public let orders: [Int]

@@ -1,3 +1,4 @@
+import HostKernel
 import PCIInventory
 
 /// One thing `vfioctl doctor` found: what, the evidence, and the exact remedy.
@@ -228,6 +229,7 @@ public enum Doctor {
         case .notApplicable:
             break
         }
+        if let finding = hugeBarMappings(host, version: version) { findings.append(finding) }
         if KernelHistory.hasMemslotZapRegression(version) {
             findings.append(Finding(id: "kernel.memslot-zap", status: .problem, title: "Memslot zap regression with assigned devices",
                                     evidence: ["kernel \(release): 5.1's commit 4e103134b862 zaps only the removed memslot's pages, which made guests with assigned GPUs unstable"],
@@ -237,6 +239,43 @@ public enum Doctor {
                                     evidence: ["kernel \(release) is outside 5.1-5.2.10, where memslot removal zapped too little for assigned devices"]))
         }
         return findings
+    }
+
+    /// Whether the THP mode lets the kernel map BARs with huge pages, for VMMs that madvise their
+    /// BAR mappings (vfioctl's library) and for those that do not (QEMU). The rule is
+    /// `HugeFaultHost`'s; nil where vfio-pci has no huge_fault (kernel.huge-fault says so).
+    static func hugeBarMappings(_ host: HostReadiness, version: KernelVersion) -> Finding? {
+        guard KernelHistory.hasHugeFault(version) else { return nil }
+        let id = "kernel.thp-bar-mappings"
+        guard let text = host.transparentHugePages else {
+            return Finding(id: id, status: .warning, title: "No transparent huge pages: BARs are mapped 4 KiB at a time",
+                           evidence: ["/sys/kernel/mm/transparent_hugepage is missing (a kernel built without THP)"],
+                           remedy: "use a kernel with CONFIG_TRANSPARENT_HUGEPAGE=y (every distribution kernel has it)")
+        }
+        guard let mode = TransparentHugePageMode(sysfsText: text) else {
+            return Finding(id: id, status: .info, title: "THP mode unreadable", evidence: ["transparent_hugepage/enabled: \(text)"])
+        }
+        let facts = HugeFaultHost(kernel: version, mode: mode)
+        let evidence = ["transparent_hugepage/enabled: \(text)", "kernel \(version.release)"]
+        let advised = facts.gate(for: .hugePage), plain = facts.gate(for: .none)
+        let persist = "(at boot: transparent_hugepage=always on the kernel command line)"
+        switch (advised.allowsHugeFaults, plain.allowsHugeFaults) {
+        case (true, true) where advised == .modeBypassed:
+            return Finding(id: id, status: .ok, title: "THP mode does not limit huge BAR mappings on this kernel",
+                           evidence: evidence + ["kernels from 7.2 exempt PFN-mapped BARs from the THP mode (`\(mode.rawValue)` here)"])
+        case (true, true):
+            return Finding(id: id, status: .ok, title: "THP mode `always`: every VMM's BAR mappings can use 2 MiB and 1 GiB pages",
+                           evidence: evidence)
+        case (true, false):
+            return Finding(id: id, status: .warning, title: "THP mode `madvise`: only VMMs that madvise their BAR mappings get huge pages",
+                           evidence: evidence + ["kernels 6.12 to 7.1 apply the THP mode to BAR mappings; 7.2 and later do not",
+                                                 "vfioctl's library gives every BAR mapping MADV_HUGEPAGE; QEMU does not, so its BARs fault in 4 KiB at a time"],
+                           remedy: "for QEMU and other VMMs: `echo always > /sys/kernel/mm/transparent_hugepage/enabled` \(persist), or a 7.2+ kernel")
+        default:
+            return Finding(id: id, status: .warning, title: "THP mode `\(mode.rawValue)`: no VMM gets huge BAR mappings",
+                           evidence: evidence + ["kernels 6.12 to 7.1 apply the THP mode to BAR mappings: with `never` every BAR page is a 4 KiB mapping, MADV_HUGEPAGE or not; 7.2 and later do not"],
+                           remedy: "`echo madvise > /sys/kernel/mm/transparent_hugepage/enabled` (vfioctl's mappings) or `always` (every VMM) \(persist), or a 7.2+ kernel")
+        }
     }
 
     /// Groups that hold endpoints from more than one slot are shared because something between

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import HostKernel
 import SystemPackage
 
 /// A device region (or one sparse area of it) mapped into this process with mmap. Not copyable,
@@ -27,9 +28,13 @@ public struct MappedRegion: ~Copyable {
     let lease: MappingLease
     /// The device's memory-decoding state, shared with the device that made the mapping.
     let decode: MemoryDecodeState?
+    /// The huge-page advice the mapping carries (what madvise took before the first touch): with
+    /// the host's THP facts it decides whether the kernel tries huge faults (HugeFaultHost).
+    public let hugePageAdvice: MappingHugePageAdvice
 
     init(base: UnsafeMutableRawPointer, size: Int, regionIndex: UInt32, writable: Bool, regionOffset: UInt64 = 0,
-         physicalStart: UInt64? = nil, guards: [RawRange] = [], decode: MemoryDecodeState? = nil) {
+         physicalStart: UInt64? = nil, guards: [RawRange] = [], decode: MemoryDecodeState? = nil,
+         hugePageAdvice: MappingHugePageAdvice = .none) {
         self.base = base
         self.size = size
         self.regionIndex = regionIndex
@@ -38,6 +43,7 @@ public struct MappedRegion: ~Copyable {
         self.physicalStart = physicalStart
         self.lease = MappingLease(mapping: RawRange(start: base, length: size), guards: guards)
         self.decode = decode
+        self.hugePageAdvice = hugePageAdvice
     }
 
     /// Unmaps now and reports a failure, which an implicit unmap (when the owner lets the

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import HostKernel
 import PCIInventory
 import SystemPackage
 
@@ -156,8 +157,9 @@ public final class VfioDevice {
     }
 
     /// Maps the whole region into this process (MAP_SHARED: accesses reach the device), where
-    /// the kernel chooses; see `mapPlaced` for a placement that gets huge pages.
-    public func map(_ region: RegionInfo, writable: Bool = true) throws(VFIOError) -> MappedRegion {
+    /// the kernel chooses, with the huge-page advice given before the first touch (see
+    /// `PlacementOptions.hugePageAdvice`); see `mapPlaced` for a placement that gets huge pages.
+    public func map(_ region: RegionInfo, writable: Bool = true, hugePageAdvice: MappingHugePageAdvice = .hugePage) throws(VFIOError) -> MappedRegion {
         guard region.size > 0 else { throw .emptyRegion(index: region.index) }
         guard region.isMappable else { throw .regionAccessDenied(index: region.index, access: "mmap") }
         guard let length = Int(exactly: region.size), let offset = off_t(exactly: region.offset) else {
@@ -170,8 +172,9 @@ public final class VfioDevice {
             throw .system(operation: "mmap of region \(region.index) (0x\(String(region.size, radix: 16)) bytes) of \(address)",
                           errno: Errno(rawValue: errno))
         }
+        let advice = adviseHugePages(base, length: length, hugePageAdvice)
         return MappedRegion(base: base, size: length, regionIndex: region.index, writable: protection & PROT_WRITE != 0,
-                            physicalStart: physicalStart(ofRegion: region.index), decode: decode)
+                            physicalStart: physicalStart(ofRegion: region.index), decode: decode, hugePageAdvice: advice)
     }
 
     private func checkAccess(_ region: RegionInfo, offset: UInt64, width: AccessWidth, access: String, allowed: Bool) throws(VFIOError) {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BARPlacement
+import HostKernel
 import Foundation
 import PCIInventory
 import VFIO
@@ -230,6 +231,7 @@ extension Bar {
         @Option(name: .long, help: ArgumentHelp("Also plan vfioctl's placement moved by this many bytes (a 4 KiB multiple; 0x hex or K/M/G suffix).", valueName: "bytes"))
         var skew: String?
         @OptionGroup var window: BarWindowOptions
+        @OptionGroup var hugeFaultHost: HugeFaultHostOptions
 
         func validate() throws {
             if let bar, !(0..<PCIRegion.barCount).contains(bar) {
@@ -256,6 +258,10 @@ extension Bar {
                 if let reason = Self.unplannable(chosen) { throw CommandFailure("\(target) BAR \(bar) \(reason)") }
                 bars = [chosen]
             }
+            let host = try hugeFaultHost.resolve(sysfsRoot: global.resolvedRoot.path)
+            let rule = HugeFaultRuleJSON(host: host, advice: hugeFaultHost.advice)
+            let ruleWithoutMadvise = HugeFaultRuleJSON(host: host, advice: .none)
+            let tried = PageGeometry.tried(under: host.gate(for: hugeFaultHost.advice))
             var plans: [BarPlanJSON] = []
             for resource in bars {
                 if let reason = Self.unplannable(resource) {
@@ -267,8 +273,9 @@ extension Bar {
                     throw CommandFailure("\(target) BAR \(resource.index): \(error.message)")
                 }
                 do {
-                    let area = try AreaPlan.make(physicalStart: resource.start + offset, length: length, skew: skewBytes)
-                    plans.append(BarPlanJSON(address: target.description, bar: resource, window: (offset, length), plan: area))
+                    let area = try AreaPlan.make(physicalStart: resource.start + offset, length: length, skew: skewBytes, faultGeometry: tried)
+                    plans.append(BarPlanJSON(address: target.description, bar: resource, window: (offset, length), plan: area,
+                                             hugeFaults: rule, hugeFaultsWithoutMadvise: ruleWithoutMadvise))
                 } catch {
                     throw CommandFailure("\(target) BAR \(resource.index): \(error.description)")
                 }
@@ -307,13 +314,21 @@ struct BarPlanJSON: Encodable {
     let minimumMappings: [MappingCountJSON]
     let minimumMappingCount: UInt64
     let placements: [PlacementJSON]
+    /// The fault path's rule for the planned mapping (with MADV_HUGEPAGE unless --no-madvise),
+    /// and for one without it, as QEMU maps BARs.
+    let hugeFaults: HugeFaultRuleJSON
+    let hugeFaultsWithoutMadvise: HugeFaultRuleJSON
 
     enum CodingKeys: String, CodingKey {
         case address, bar, start, size, offset, alignment, placements
         case minimumMappings = "minimum_mappings", minimumMappingCount = "minimum_mapping_count"
+        case hugeFaults = "huge_faults", hugeFaultsWithoutMadvise = "huge_faults_without_madvise"
     }
 
-    init(address: String, bar resource: PCIBAR, window: (offset: UInt64, length: UInt64), plan: AreaPlan) {
+    init(address: String, bar resource: PCIBAR, window: (offset: UInt64, length: UInt64), plan: AreaPlan,
+         hugeFaults: HugeFaultRuleJSON, hugeFaultsWithoutMadvise: HugeFaultRuleJSON) {
+        self.hugeFaults = hugeFaults
+        self.hugeFaultsWithoutMadvise = hugeFaultsWithoutMadvise
         self.address = address
         self.bar = resource.index
         self.start = resource.start + window.offset
@@ -327,6 +342,10 @@ struct BarPlanJSON: Encodable {
 
     func textLines() -> [String] {
         var lines = ["\(address) BAR \(bar)\(offset == 0 ? "" : " window at +0x\(String(offset, radix: 16))"): 0x\(String(start, radix: 16)), \(byteCount(size))"]
+        lines.append("  " + hugeFaults.textLine)
+        if hugeFaultsWithoutMadvise != hugeFaults {
+            lines.append("  without MADV_HUGEPAGE (QEMU's BAR mappings): " + hugeFaultsWithoutMadvise.textLine)
+        }
         lines.append("  placement: virtual address congruent to the bus address modulo \(pageSizeName(alignment)); fewest mappings possible: \(minimumMappingCount) (\(MappingCountJSON.text(minimumMappings)))")
         let header = "  " + pad("placement", 16) + pad("va mod 1 GiB", 14) + pad("mappings", 26) + pad("faults", 9) + "handler calls (order:outcome), fixed kernel"
         lines.append(header)
@@ -510,6 +529,8 @@ extension Bar {
         @Option(name: .long, help: ArgumentHelp("Seed of the random order.", valueName: "n"))
         var seed: UInt64 = 1
         @OptionGroup var window: BarWindowOptions
+        @Flag(name: .customLong("no-madvise"), help: "Map without MADV_HUGEPAGE, as QEMU maps BARs (vfioctl's library advises every BAR mapping).")
+        var noMadvise = false
 
         func validate() throws {
             guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
@@ -538,7 +559,14 @@ extension Bar {
                 } else {
                     area = nil
                 }
-                let mapping = try device.mapPlaced(region, area: area, options: PlacementOptions(skew: skewBytes, guardPageTableSlots: true, writable: false))
+                let host: HugeFaultHost
+                do { host = try HugeFaultHostReader(sysfsRoot: global.resolvedRoot.path).read() } catch {
+                    throw VFIOError.placement(error.description)
+                }
+                let mapping = try device.mapPlaced(region, area: area, options: PlacementOptions(
+                    skew: skewBytes, guardPageTableSlots: true, writable: false, hugePageAdvice: noMadvise ? .none : .hugePage))
+                let rule = HugeFaultRuleJSON(host: host, advice: mapping.hugePageAdvice)
+                let tried = PageGeometry.tried(under: host.gate(for: mapping.hugePageAdvice))
                 let geometry: MappingGeometry
                 let pages: [UInt64]
                 do {
@@ -555,16 +583,16 @@ extension Bar {
                 try mapping.unmap()
                 let prediction: FaultPrediction
                 let planned = clock.now
-                do { prediction = try FaultPlanner(mapping: geometry).predict(access) } catch { throw VFIOError.placement(error.description) }
+                do { prediction = try FaultPlanner(mapping: geometry, geometry: tried).predict(access) } catch { throw VFIOError.placement(error.description) }
                 let planningTime = clock.now - planned
-                let minimum = Placement.minimumMappings(physicalStart: geometry.physicalStart, length: geometry.length)
+                let minimum = Placement.minimumMappings(physicalStart: geometry.physicalStart, length: geometry.length, geometry: tried)
                 report = TouchJSON(address: target.description, bar: bar, pattern: pattern, seed: pattern == "random" ? seed : nil,
                                    skew: skewBytes, offset: areaOffset, virtualStart: geometry.virtualStart, physicalStart: geometry.physicalStart,
                                    size: geometry.length, pages: geometry.pageCount,
                                    milliseconds: Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15,
                                    plannerMilliseconds: Double(planningTime.components.seconds) * 1000 + Double(planningTime.components.attoseconds) / 1e15,
                                    checksum: checksum, predicted: PredictionJSON(prediction),
-                                   minimumMappingCount: minimum.values.reduce(0, +))
+                                   minimumMappingCount: minimum.values.reduce(0, +), hugeFaults: rule)
             } catch {
                 throw CommandFailure("bar touch \(target) BAR \(bar): \(error.description)")
             }
@@ -573,6 +601,7 @@ extension Bar {
             } else {
                 print("touched \(report.pages) pages of \(report.address) BAR \(report.bar)\(report.offset == 0 ? "" : " +0x\(String(report.offset, radix: 16))") (\(byteCount(report.size))) \(report.pattern) in \(String(format: "%.1f", report.milliseconds)) ms")
                 print("virtual 0x\(String(report.virtualStart, radix: 16)) (mod 1 GiB 0x\(String(report.virtualStart % (1 << 30), radix: 16))), bus 0x\(String(report.physicalStart, radix: 16)), skew 0x\(String(report.skew, radix: 16))")
+                print(report.hugeFaults.textLine)
                 print("predicted mappings: \(MappingCountJSON.text(report.predicted.mappings)) (fewest possible: \(report.minimumMappingCount)); faults: \(report.predicted.faults) (planned in \(String(format: "%.1f", report.plannerMilliseconds)) ms)")
                 for call in report.predicted.calls { print("predicted order=\(call.order) outcome=\(call.outcome) count=\(call.count)") }
             }
@@ -624,8 +653,11 @@ struct TouchJSON: Encodable {
     let checksum: UInt64
     let predicted: PredictionJSON
     let minimumMappingCount: UInt64
+    /// The fault path's rule for the mapping as made (its madvise) on this host.
+    let hugeFaults: HugeFaultRuleJSON
     enum CodingKeys: String, CodingKey {
         case address, bar, pattern, seed, skew, offset, size, pages, milliseconds, checksum, predicted
+        case hugeFaults = "huge_faults"
         case virtualStart = "virtual_start", physicalStart = "physical_start", minimumMappingCount = "minimum_mapping_count"
         case plannerMilliseconds = "planner_ms"
     }

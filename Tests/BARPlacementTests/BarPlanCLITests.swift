@@ -52,6 +52,43 @@ struct BarPlanCLITests {
         }
     }
 
+    /// The host's THP facts decide what the kernel tries; `bar plan` says which rule applied.
+    @Test func thpModeAndKernelDecideThePrediction() throws {
+        try withTemporarySysfsTree(.gpuWorkstation) { tree in
+            func plan(_ extra: [String]) throws -> [String: Any] {
+                try #require(try planJSON(tree.rootPath, ["--bar", "1"] + extra).first)
+            }
+            func rule(_ plan: [String: Any], _ key: String = "huge_faults") -> String? { (plan[key] as? [String: Any])?["rule"] as? String }
+            let never = try plan(["--thp", "never", "--kernel", "6.12.95"])
+            #expect(rule(never) == "thp-never")
+            #expect(never["minimum_mapping_count"] as? UInt64 == 65536)          // 256 MiB of 4 KiB pages
+            #expect(never["alignment"] as? UInt64 == 2 << 20)                    // still placed for 2 MiB
+            let madvise = try plan(["--thp", "madvise", "--kernel", "6.12.95"])
+            #expect(rule(madvise) == "thp-madvise-advised")
+            #expect(rule(madvise, "huge_faults_without_madvise") == "thp-madvise-not-advised")
+            #expect(madvise["minimum_mapping_count"] as? UInt64 == 128)
+            let qemu = try plan(["--thp", "madvise", "--kernel", "6.12.95", "--no-madvise"])
+            #expect(rule(qemu) == "thp-madvise-not-advised")
+            #expect(qemu["minimum_mapping_count"] as? UInt64 == 65536)
+            let newer = try plan(["--thp", "never", "--kernel", "7.3.4"])
+            #expect(rule(newer) == "thp-mode-bypassed")
+            #expect(newer["minimum_mapping_count"] as? UInt64 == 128)
+            let disabled = try plan(["--thp", "always", "--kernel", "7.3.4", "--process-thp", "disabled"])
+            #expect(rule(disabled) == "prctl-thp-disabled")
+            // A copied tree that does not say its mode: planned as if huge faults are tried.
+            let unknown = try plan(["--kernel", "6.12.95"])
+            #expect(rule(unknown) == "thp-mode-unknown")
+            #expect((unknown["huge_faults"] as? [String: Any])?["thp_mode"] is NSNull)
+            let text = try run(["bar", "plan", "01:00.0", "--sysfs-root", tree.rootPath, "--bar", "1", "--thp", "madvise", "--kernel", "6.12.95"])
+            #expect(text.stdout.contains("huge faults tried [thp-madvise-advised]"))
+            #expect(text.stdout.contains("without MADV_HUGEPAGE (QEMU's BAR mappings): huge faults refused [thp-madvise-not-advised]"))
+            let bad = try run(["bar", "plan", "01:00.0", "--sysfs-root", tree.rootPath, "--thp", "sometimes"])
+            #expect(bad.status == 64)
+            let badKernel = try run(["bar", "plan", "01:00.0", "--sysfs-root", tree.rootPath, "--kernel", "linux"])
+            #expect(badKernel.status == 64)
+        }
+    }
+
     @Test func badInputIsAClearError() throws {
         try withTemporarySysfsTree(.gpuWorkstation) { tree in
             let io = try run(["bar", "plan", "01:00.0", "--sysfs-root", tree.rootPath, "--bar", "5"])

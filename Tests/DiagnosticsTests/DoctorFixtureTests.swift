@@ -323,6 +323,37 @@ struct DoctorFixtureTests {
         #expect(fixed.evidence == ["kernel 6.12.29 includes c1d9dac0db16 (6.15, 6.12.29, 6.14.7)"])
     }
 
+    // MARK: THP and huge BAR mappings
+
+    @Test(arguments: [
+        ("6.12.95+deb12-amd64", "[always] madvise never", Finding.Status.ok, "THP mode `always`"),
+        ("6.12.95+deb12-amd64", "always [madvise] never", .warning, "THP mode `madvise`: only VMMs that madvise"),
+        ("6.12.95+deb12-amd64", "always madvise [never]", .warning, "THP mode `never`: no VMM gets huge BAR mappings"),
+        ("7.3.4+deb13-amd64", "always madvise [never]", .ok, "THP mode does not limit huge BAR mappings"),
+        ("7.2.0", "always [madvise] never", .ok, "THP mode does not limit huge BAR mappings"),
+    ])
+    func thpModeJudgedPerKernel(release: String, mode: String, status: Finding.Status, title: String) throws {
+        let result = try Fixture.examine(.gpuWorkstation, Fixture.ready {
+            $0.kernelRelease = release
+            $0.transparentHugePages = mode
+        })
+        let finding = try #require(result.finding("kernel.thp-bar-mappings"))
+        #expect(finding.status == status)
+        #expect(finding.title.hasPrefix(title), "\(finding.title)")
+        #expect(finding.evidence.first == "transparent_hugepage/enabled: \(mode)")
+        if status == .warning {
+            #expect(finding.remedy?.contains("/sys/kernel/mm/transparent_hugepage/enabled") == true)
+            #expect(finding.remedy?.contains("7.2+ kernel") == true)
+        }
+    }
+
+    @Test func noTHPDirectoryMeansNoHugeBARMappings() throws {
+        let result = try Fixture.examine(.gpuWorkstation, Fixture.ready { $0.transparentHugePages = nil })
+        #expect(result.finding("kernel.thp-bar-mappings")?.status == .warning)
+        let old = try Fixture.examine(.gpuWorkstation, Fixture.ready { $0.kernelRelease = "6.11.11" })
+        #expect(old.finding("kernel.thp-bar-mappings") == nil)   // no huge_fault: kernel.huge-fault says so
+    }
+
     @Test func memslotZapRemedy() throws {
         let zap = try #require(try Fixture.examine(.gpuWorkstation, Fixture.ready { $0.kernelRelease = "5.2.10" })
             .finding("kernel.memslot-zap"))
@@ -504,7 +535,8 @@ struct DoctorCLIFixtureTests {
         #expect(report.kernel == HostEnvironment.ready.kernelRelease)
         #expect(report.ids == [
             "iommu.enabled", "iommu.interrupt-remapping", "vfio.modules", "vfio.container", "kvm",
-            "memory.memlock", "memory.hugepages", "kernel.huge-fault", "kernel.huge-fault-alignment", "kernel.memslot-zap",
+            "memory.memlock", "memory.hugepages", "kernel.huge-fault", "kernel.huge-fault-alignment", "kernel.thp-bar-mappings",
+            "kernel.memslot-zap",
             "acs.group-\(GPUWorkstation.Group.chipset)", "acs.group-\(GPUWorkstation.Group.behindSwitch)",
             "gpu.\(GPUWorkstation.integratedGraphics)", "gpu.\(GPUWorkstation.gpu)",
         ])

@@ -1,5 +1,6 @@
 import Testing
 @testable import Diagnostics
+@testable import HostKernel
 @testable import PCIInventory
 
 @Suite struct KernelVersionTests {

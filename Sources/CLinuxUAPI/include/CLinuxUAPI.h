@@ -11,6 +11,19 @@
 #include <unistd.h>
 #include <linux/memfd.h>
 #include <stdint.h>
+#include <sys/prctl.h>
+
+// PR_GET_THP_DISABLE's "disabled except where advised" flag: in the uapi header from Linux 6.18;
+// older installed headers lack it, and the kernel's value is what a newer kernel answers with.
+#ifndef PR_THP_DISABLE_EXCEPT_ADVISED
+#define PR_THP_DISABLE_EXCEPT_ADVISED (1 << 1)
+#endif
+static const int CPR_THP_DISABLE_EXCEPT_ADVISED = PR_THP_DISABLE_EXCEPT_ADVISED;
+// prctl is variadic, which Swift cannot call. Returns prctl's result (-1 with errno on failure).
+static inline int cuapi_get_thp_disable(void) { return prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0); }
+static inline int cuapi_set_thp_disable(unsigned long disable, unsigned long flags) {
+    return prctl(PR_SET_THP_DISABLE, disable, flags, 0, 0);
+}
 
 // MARK: VFIO container
 static const unsigned long CVFIO_GET_API_VERSION = VFIO_GET_API_VERSION;

@@ -1,6 +1,6 @@
 /// A kernel release such as "6.12.95+deb12-amd64", reduced to the numbers that decide which
-/// known passthrough issues apply. Pure.
-public struct KernelVersion: Comparable, Sendable, CustomStringConvertible {
+/// known passthrough issues and fault-path rules apply. Pure.
+public struct KernelVersion: Comparable, Hashable, Sendable, CustomStringConvertible {
     public let major: Int
     public let minor: Int
     public let patch: Int
@@ -43,6 +43,12 @@ public struct KernelVersion: Comparable, Sendable, CustomStringConvertible {
         (lhs.major, lhs.minor, lhs.patch) == (rhs.major, rhs.minor, rhs.patch)
     }
 
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(major)
+        hasher.combine(minor)
+        hasher.combine(patch)
+    }
+
     public var description: String { release }
 
     var series: (Int, Int) { (major, minor) }
@@ -74,6 +80,15 @@ public enum KernelHistory {
         case (6, 14): return version.patch >= 7 ? .fixed : .affected
         default: return .fixed
         }
+    }
+
+    /// Whether the fault path leaves the THP mode out for PFN-mapped VMAs with a huge_fault
+    /// handler (mm/huge_memory.c `vma_file_bypass_thp_tuneables`: "Huge PFN mappings are
+    /// uncompactable so the policy doesn't apply"). Present in Debian's 7.2 and 7.3 sources,
+    /// absent from 6.12's, where `__thp_vma_allowable_orders` enforces the mode for every
+    /// non-anonymous VMA before it trusts a huge_fault handler. Measured in the lab on both.
+    public static func bypassesTHPModeForHugePFNMaps(_ version: KernelVersion) -> Bool {
+        version >= KernelVersion(7, 2)
     }
 
     /// 5.1's "KVM: x86/mmu: Zap only the relevant pages when removing a memslot" (4e103134b862)
