@@ -76,6 +76,7 @@ let package = Package(
             dependencies: [
                 "VFIO",
                 "KVM",
+                "HostKernel",
                 "PCIInventory",
                 "CLinuxUAPI",
                 .product(name: "SystemPackage", package: "swift-system"),

@@ -1,3 +1,4 @@
+import HostKernel
 import KVM
 import PCIInventory
 import VFIO
@@ -20,6 +21,10 @@ public final class VFIOAreaMapping: MemslotBacking {
 
     public var hostAddress: UInt64 { mapping.virtualStart }
     public var size: Int { mapping.size }
+    /// The bus address of the area's first byte (nil when sysfs does not say).
+    public var physicalStart: UInt64? { mapping.physicalStart }
+    /// The huge-page advice the mapping took (MADV_HUGEPAGE from `mapPlaced`).
+    public var hugePageAdvice: MappingHugePageAdvice { mapping.hugePageAdvice }
 
     /// One load through the mapping (offset from the area's start): what the guest's access
     /// through the memslot reaches too.

@@ -17,7 +17,7 @@ public struct DMA: ParsableCommand {
               vfioctl dma check 0000:00:02.0
               vfioctl dma check 00:02.0 --size 64M --chunks 16 --json
             """,
-        subcommands: [Check.self, EduTest.self, PeerToPeer.self, Bench.self]
+        subcommands: [Check.self, EduTest.self, PeerToPeer.self, Bench.self, BenchBAR.self]
     )
     public init() {}
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HostKernel
 import KVM
 import Passthrough
 import PCIInventory
@@ -107,14 +108,29 @@ struct VMSmokeCommand: ParsableCommand {
             try phase("memslot-again")
         }
         let expected = reads.map(\.host_value)
+        // What the host's fault path does for these mappings (THP mode, madvise, kernel), for
+        // the page size KVM can use in each slot; unknown facts are reported as such.
+        let host = try? HugeFaultHostReader(sysfsRoot: session.sysfsRoot).read()
+        func pages(bar: Int, area: PlacedArea) -> (host: UInt64, kvm: UInt64, rule: String?) {
+            let backing = mapped.mappings.first { $0.bar == bar && $0.offset == area.offset }
+            let advice = backing?.hugePageAdvice ?? .none
+            let tried = host.map { $0.gate(for: advice).allowsHugeFaults } ?? true
+            let hostPage = MemslotPageSize.host(hostAddress: area.hostAddress, physicalStart: backing?.physicalStart,
+                                                size: area.size, hugeFaultsTried: tried)
+            let kvmPage = MemslotPageSize.kvm(hostAddress: area.hostAddress, guestPhysicalAddress: area.guestPhysicalAddress,
+                                              size: area.size, hostPage: hostPage)
+            return (hostPage, kvmPage, host?.gate(for: advice).rawValue)
+        }
         return SmokeReport(
             address: session.address.description,
             bars: memslots.bars.map { bar in
                 SmokeReport.Bar(bar: bar.bar, region_size: bar.regionSize, guest_physical_address: hexString(bar.guestPhysicalAddress),
                                 areas: bar.areas.map { area in
-                                    SmokeReport.Area(offset: area.offset, size: area.size, host_address: hexString(area.hostAddress),
-                                                     guest_physical_address: hexString(area.guestPhysicalAddress),
-                                                     huge_page_congruence: area.hugePageCongruence)
+                                    let sizes = pages(bar: bar.bar, area: area)
+                                    return SmokeReport.Area(offset: area.offset, size: area.size, host_address: hexString(area.hostAddress),
+                                                            guest_physical_address: hexString(area.guestPhysicalAddress),
+                                                            huge_page_congruence: area.hugePageCongruence,
+                                                            host_page_size: sizes.host, kvm_page_size: sizes.kvm, huge_fault_rule: sizes.rule)
                                 })
             },
             skipped: mapped.skipped.map { SmokeReport.Skipped(bar: $0.bar, reason: $0.reason) },
@@ -133,6 +149,27 @@ struct SmokeReport: Encodable {
         let host_address: String
         let guest_physical_address: String
         let huge_page_congruence: UInt64?
+        /// The largest page the host maps the area with (its huge faults under the host's THP
+        /// rule), and the largest KVM can then map the slot with.
+        let host_page_size: UInt64
+        let kvm_page_size: UInt64
+        /// The host's huge-fault rule for the mapping (null when the host facts are unreadable).
+        let huge_fault_rule: String?
+
+        func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(offset, forKey: .offset)
+            try container.encode(size, forKey: .size)
+            try container.encode(host_address, forKey: .host_address)
+            try container.encode(guest_physical_address, forKey: .guest_physical_address)
+            try container.encode(huge_page_congruence, forKey: .huge_page_congruence)
+            try container.encode(host_page_size, forKey: .host_page_size)
+            try container.encode(kvm_page_size, forKey: .kvm_page_size)
+            try container.encode(huge_fault_rule, forKey: .huge_fault_rule)
+        }
+        enum CodingKeys: String, CodingKey {
+            case offset, size, host_address, guest_physical_address, huge_page_congruence, host_page_size, kvm_page_size, huge_fault_rule
+        }
     }
     struct Bar: Encodable {
         let bar: Int
@@ -178,7 +215,8 @@ struct SmokeReport: Encodable {
         for bar in bars {
             for area in bar.areas {
                 let huge = area.huge_page_congruence.map { "congruent mod \(byteCountText($0))" } ?? "no huge page fits"
-                print("  BAR \(bar.bar) +\(hexString(area.offset)): \(byteCountText(area.size)) at gpa \(area.guest_physical_address), host \(area.host_address) (\(huge))")
+                let rule = area.huge_fault_rule.map { " [\($0)]" } ?? ""
+                print("  BAR \(bar.bar) +\(hexString(area.offset)): \(byteCountText(area.size)) at gpa \(area.guest_physical_address), host \(area.host_address) (\(huge)); host pages up to \(byteCountText(area.host_page_size))\(rule), KVM maps \(byteCountText(area.kvm_page_size))")
             }
         }
         for skip in skipped { print("  BAR \(skip.bar) skipped: \(skip.reason)") }
@@ -371,6 +409,7 @@ struct PassthroughSession {
     let address: PCIAddress
     let device: VfioDevice
     let kvm: KVMSystem
+    var sysfsRoot: String { device.group.sysfsRoot }
 
     static func open(_ text: String, sysfsRoot: String) throws -> PassthroughSession {
         let address = try parseDeviceAddress(text)
