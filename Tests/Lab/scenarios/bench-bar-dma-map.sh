@@ -18,7 +18,7 @@ for skew in 0 0x1000; do
             { fail "dma bench-bar skew $skew touch $touch exited $?"; continue; }
         c=$(bar-dma-ref "$group" $IVSHMEM 2 0 $LENGTH $skew $touch $REPEAT) ||
             { fail "bar-dma-ref skew $skew touch $touch exited $?"; continue; }
-        vm=$(echo "$v" | sed -n 's/.*map_ms=\([0-9.]*\) .*/\1/p'); cm=$(echo "$c" | sed -n 's/.*map_ms=\([0-9.]*\) .*/\1/p')
+        vm=$(echo "$v" | sed -n 's/.* map_ms=\([0-9.]*\) .*/\1/p'); cm=$(echo "$c" | sed -n 's/.* map_ms=\([0-9.]*\) .*/\1/p')
         vu=$(echo "$v" | sed -n 's/.*unmap_ms=\([0-9.]*\) .*/\1/p'); cu=$(echo "$c" | sed -n 's/.*unmap_ms=\([0-9.]*\) .*/\1/p')
         ratio=$(awk -v a="$vm" -v b="$cm" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
         placement=placed; [ $skew != 0 ] && placement="+4KiB"
