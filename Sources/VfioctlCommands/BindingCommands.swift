@@ -49,12 +49,11 @@ enum BindingExit {
     /// which a device is not on its original driver. The report says where each device is.
     static let notRestored: Int32 = 5
 
-    /// The status a report of outcomes ends with.
-    static func status(_ outcomes: [BindOutcome]) -> Int32? {
-        if outcomes.contains(where: { $0.action == .rollbackFailed || $0.action == .notReturned }) { return notRestored }
-        if outcomes.contains(where: { $0.action == .refused }) { return refused }
-        if outcomes.contains(where: { $0.action == .rolledBack }) { return rolledBack }
-        return nil
+    /// Ends a command whose report holds these outcomes with its status (none: success).
+    static func finish(_ outcomes: [BindOutcome]) throws {
+        if outcomes.contains(where: { $0.action == .rollbackFailed || $0.action == .notReturned }) { throw ExitCode(BindingExit.notRestored) }
+        if outcomes.contains(where: { $0.action == .refused }) { throw ExitCode(BindingExit.refused) }
+        if outcomes.contains(where: { $0.action == .rolledBack }) { throw ExitCode(BindingExit.rolledBack) }
     }
 }
 
@@ -160,7 +159,7 @@ struct BindCommand: ParsableCommand {
             outcomes = try binder.apply(plan)
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
-        if let status = BindingExit.status(outcomes) { throw ExitCode(status) }
+        try BindingExit.finish(outcomes)
         reportRemaining(plan, json: global.json)
     }
 
@@ -210,7 +209,7 @@ struct UnbindCommand: ParsableCommand {
             outcomes = try ReturnRun(binder: binder, options: options, dryRun: dryRun).carryOut(plan)
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
-        if let status = BindingExit.status(outcomes) { throw ExitCode(status) }
+        try BindingExit.finish(outcomes)
     }
 }
 
@@ -295,7 +294,7 @@ struct RestoreCommand: ParsableCommand {
             return
         }
         try BindingReport.print(outcomes, json: global.json)
-        if let status = BindingExit.status(outcomes) { throw ExitCode(status) }
+        try BindingExit.finish(outcomes)
     }
 }
 
