@@ -7,29 +7,6 @@ import Testing
 @testable import PCIBinding
 @testable import PCIInventory
 
-/// Runs vfioctl with a watchdog: a run that hangs is killed and reported, not waited on forever.
-func runBounded(_ arguments: [String], seconds: Double = 60) throws -> (status: Int32, stdout: String, stderr: String, hung: Bool) {
-    let binary = try #require(VfioctlBinary.url, "run `swift build --build-tests` first")
-    let process = Process()
-    process.executableURL = binary
-    process.arguments = arguments
-    var environment = ProcessInfo.processInfo.environment
-    environment.removeValue(forKey: "VFIOCTL_SYSFS_ROOT")
-    process.environment = environment
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let deadline = Date().addingTimeInterval(seconds)
-    while process.isRunning && Date() < deadline { usleep(50_000) }
-    let hung = process.isRunning
-    if hung { kill(process.processIdentifier, SIGKILL) }
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self), hung)
-}
-
 @Suite struct BindingCLITests {
     @Test(arguments: ["nan", "inf", "-inf", "-1", "1e300", "86401", "soon"])
     func aBadLockTimeoutIsAUsageError(value: String) throws {
@@ -117,9 +94,9 @@ func runBounded(_ arguments: [String], seconds: Double = 60) throws -> (status: 
             let probe = tree.rootPath + "/bus/pci/drivers_probe"
             unlink(probe)
             #expect(mkfifo(probe, 0o600) == 0)
-            let result = try runBounded(["--sysfs-root", tree.rootPath, "bind", "0000:02:00.0", "--state-dir", state,
-                                         "--dev-root", tree.rootPath + "-dev"], seconds: 60)
-            #expect(!result.hung, "bind hung on a FIFO")
+            let result = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "bind", "0000:02:00.0", "--state-dir", state,
+                                                "--dev-root", tree.rootPath + "-dev"], timeout: 60)
+            #expect(!result.timedOut, "bind hung on a FIFO")
             // No kernel behind the tree: the bind cannot verify and is rolled back.
             #expect(result.status == 4, "\(result.stdout) \(result.stderr)")
             // And the lock is free again.
