@@ -12,6 +12,8 @@ public struct BindPlan: Sendable {
         public let toDriver: String?
         public let action: Action
         public let reasons: [String]
+        /// The device's IDs, journalled by a bind so a later return can check the address still holds it.
+        public var identity: DeviceIdentity? = nil
     }
 
     public let steps: [Step]
@@ -45,7 +47,8 @@ public struct BindPlan: Sendable {
                                   action: .refused, reasons: refusals.map(\.evidence) + ["use --force to bind it anyway"]))
             } else {
                 steps.append(Step(address: target.address, fromDriver: target.driver, toDriver: targetDriver,
-                                  action: .bind, reasons: refusals.map { "forced: \($0.evidence)" }))
+                                  action: .bind, reasons: refusals.map { "forced: \($0.evidence)" },
+                                  identity: DeviceIdentity(target)))
             }
         }
         // Members that will still block the group after these binds.
@@ -57,9 +60,10 @@ public struct BindPlan: Sendable {
     }
 
     /// Plans returning `address` (or every vfio-pci member of its group) to the original drivers
-    /// recorded in the journal.
+    /// recorded in the journal, judged by `returnRefusals` (refused unless `force`).
     public static func unbind(_ address: PCIAddress, wholeGroup: Bool, inventory: PCIInventory,
-                              journal: [BindingJournal.Entry]) throws(BindingError) -> BindPlan {
+                              journal: [BindingJournal.Entry], facts: HostFacts = HostFacts(),
+                              force: Bool = false) throws(BindingError) -> BindPlan {
         guard let device = inventory.device(address) else { throw .noSuchDevice(address: address.description) }
         var targets = [device]
         if wholeGroup, let groupID = device.iommuGroup, let group = inventory.group(groupID) {
@@ -67,20 +71,68 @@ public struct BindPlan: Sendable {
         }
         var steps: [Step] = []
         for target in targets {
-            let entry = journal.first { $0.address == target.address.description }
-            if let entry {
-                steps.append(Step(address: target.address, fromDriver: target.driver, toDriver: entry.originalDriver,
-                                  action: .unbind, reasons: []))
-            } else if target.driver == targetDriver {
-                // Bound by someone else: clearing the override and reprobing lets the kernel pick.
-                steps.append(Step(address: target.address, fromDriver: target.driver, toDriver: nil,
-                                  action: .unbind, reasons: ["not in the journal: the kernel will choose its driver"]))
+            let entry = journal.first { $0.address == target.address }
+            if entry != nil || target.driver == targetDriver {
+                steps.append(returnStep(target, entry: entry, facts: facts, force: force))
             } else {
                 steps.append(Step(address: target.address, fromDriver: target.driver, toDriver: target.driver,
                                   action: .unchanged, reasons: ["not bound to vfio-pci"]))
             }
         }
         return BindPlan(steps: steps, remainingBlockers: [], group: device.iommuGroup)
+    }
+
+    /// Plans `vfioctl restore`: every entry left mid-change (with `all`, every entry) goes back
+    /// to its original driver, judged by `returnRefusals`. Entries whose device is gone are kept.
+    public static func restore(_ journal: [BindingJournal.Entry], all: Bool, inventory: PCIInventory,
+                               facts: HostFacts, force: Bool) -> BindPlan {
+        var steps: [Step] = []
+        for entry in journal where all || entry.state != .bound {
+            guard let device = inventory.device(entry.address) else {
+                steps.append(Step(address: entry.address, fromDriver: nil, toDriver: nil, action: .unchanged,
+                                  reasons: ["device is not present; its journal entry is kept"]))
+                continue
+            }
+            steps.append(returnStep(device, entry: entry, facts: facts, force: force))
+        }
+        return BindPlan(steps: steps, remainingBlockers: [], group: nil)
+    }
+
+    static func returnStep(_ device: PCIDevice, entry: BindingJournal.Entry?, facts: HostFacts, force: Bool) -> Step {
+        let refusals = returnRefusals(device, entry: entry, facts: facts)
+        let toDriver = entry.map(\.originalDriver) ?? nil
+        if !refusals.isEmpty && !force {
+            return Step(address: device.address, fromDriver: device.driver, toDriver: device.driver, action: .refused,
+                        reasons: refusals + ["use --force to return it anyway"])
+        }
+        var reasons = refusals.map { "forced: \($0)" }
+        if entry == nil { reasons.append("not in the journal: the kernel will choose its driver") }
+        return Step(address: device.address, fromDriver: device.driver, toDriver: toDriver, action: .unbind, reasons: reasons)
+    }
+
+    /// Why returning `device` to the driver `entry` records must not happen without --force:
+    /// the address holds another device than the one journalled (or the entry cannot say), or
+    /// the return would take the device from a host driver it is in use on (the rules of bind:
+    /// a stale entry must not unbind the disk carrying `/`).
+    public static func returnRefusals(_ device: PCIDevice, entry: BindingJournal.Entry?, facts: HostFacts) -> [String] {
+        var reasons: [String] = []
+        if let entry {
+            let now = DeviceIdentity(device)
+            switch (entry.identity, now) {
+            case (let recorded?, let now?) where recorded != now:
+                reasons.append("\(device.address) now holds \(now), but the journal recorded \(recorded): not the device vfioctl bound")
+            case (nil, _):
+                reasons.append("the journal entry for \(device.address) records no device identity, so it cannot be checked against the device there")
+            case (_, nil):
+                reasons.append("\(device.address) has no readable vendor and device IDs to check against the journal")
+            default: break
+            }
+        }
+        let detaches = device.driver != nil && device.driver != targetDriver && device.driver != entry?.originalDriver
+        if detaches {
+            reasons += BindSafety.refusals(for: device, facts: facts).map(\.evidence)
+        }
+        return reasons
     }
 
     public static let targetDriver = "vfio-pci"

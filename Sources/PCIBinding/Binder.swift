@@ -3,13 +3,16 @@ import Glibc
 #endif
 import Foundation
 import PCIInventory
-import SystemPackage
 
 /// What happened to one device, for the CLI's text and JSON.
 public struct BindOutcome: Sendable, Equatable {
     public enum Action: String, Sendable {
         case bound, unbound, unchanged, refused
         case rolledBack = "rolled-back"
+        /// A failed bind whose rollback did not bring the device back to its previous driver.
+        case rollbackFailed = "rollback-failed"
+        /// An unbind or restore after which the device is not on its original driver.
+        case notReturned = "not-returned"
         case wouldBind = "would-bind"
         case wouldUnbind = "would-unbind"
     }
@@ -28,17 +31,22 @@ public struct BindOutcome: Sendable, Equatable {
     }
 }
 
-/// Performs binding changes through sysfs, one device at a time, journalled and verified.
+/// Performs binding changes through sysfs, journalled and verified.
 ///
-/// Each bind goes: journal the original state -> driver_override = vfio-pci -> unbind from the
-/// current driver -> drivers_probe -> verify the driver link and /dev/vfio/<group>. Any failure
-/// rolls the device back to its original driver. A process killed between steps leaves a
-/// journal entry from which `restore` returns the device.
+/// A bind goes: journal every device's original state (one append) -> for each device,
+/// driver_override = vfio-pci -> unbind from the current driver -> drivers_probe -> verify the
+/// driver link and /dev/vfio/<group> -> journal them all as bound (one append). A failure at any
+/// step, the last journal write included, returns every device this call touched to its
+/// original driver, and the outcome says where each device really is. A process killed between
+/// steps leaves a journal from which `restore` returns the devices.
+///
+/// Nothing read from sysfs is trusted: addresses must be canonical, every path written or read
+/// must resolve inside the sysfs root, driver links must lead to a driver directory of that
+/// root, and driver names must be single path components. Every sysfs write is bounded in time.
 public struct Binder {
     public let root: SysfsRoot
     public let devRoot: String
     public let journal: BindingJournal
-    let reader = SysfsReader()
     /// Test hook: `VFIOCTL_FAULT_INJECT=STEP` kills the process with SIGKILL right after STEP
     /// (journaled, override-set, unbound, probed, verified) so crash recovery can be tested
     /// against the real kernel.
@@ -48,6 +56,13 @@ public struct Binder {
     let stepDelay: UInt32
     /// How long to wait for the kernel (and udev) to settle after a probe.
     public var settleTimeout: Double = 5
+    /// How long one sysfs write or read may block (a driver's probe or remove that hangs)
+    /// before the run stops and reports where each device is.
+    public var ioTimeout: Double = 30
+    /// Where writes go: the kernel, or an emulation of it in tests.
+    public var kernel: any SysfsWriting = KernelSysfsWriter()
+    /// The root with its links resolved: everything read or written must stay below it.
+    let resolvedRoot: String
 
     public static let steps = ["journaled", "override-set", "unbound", "probed", "verified"]
 
@@ -57,18 +72,104 @@ public struct Binder {
         self.devRoot = devRoot
         self.journal = journal
         self.faultStep = environment["VFIOCTL_FAULT_INJECT"]
-        self.stepDelay = environment["VFIOCTL_STEP_DELAY_MS"].flatMap { UInt32($0) } ?? 0
+        self.stepDelay = environment["VFIOCTL_STEP_DELAY_MS"].flatMap { UInt32($0) }.map { min($0, 60_000) } ?? 0
+        self.resolvedRoot = BindingValidation.resolvedPath(root.path) ?? root.path
     }
 
-    func devicePath(_ address: String) -> String { root.appending("bus/pci/devices/\(address)") }
+    // MARK: Validated reads
 
+    func canonical(_ text: String) throws(BindingError) -> PCIAddress {
+        switch BindingValidation.canonicalAddress(text) {
+        case .success(let address): return address
+        case .failure(let problem): throw .untrustedSysfs(path: root.appending("bus/pci/devices/\(text)"), reason: "the address \(problem)")
+        }
+    }
+
+    func devicePath(_ address: PCIAddress) -> String { root.appending("bus/pci/devices/\(address)") }
+
+    /// `path` with its links resolved, required to exist and to lie inside the root.
+    func resolveInside(_ path: String, value: String = "") throws(BindingError) -> String {
+        guard let resolved = BindingValidation.resolvedPath(path) else {
+            throw .sysfsWrite(path: path, value: value, reason: "it does not exist")
+        }
+        guard BindingValidation.isInside(resolved, resolvedRoot) else {
+            throw .untrustedSysfs(path: path, reason: "it resolves to \(resolved), outside the sysfs root \(resolvedRoot)")
+        }
+        return resolved
+    }
+
+    /// The driver bound to the device: its `driver` link must lead to a driver directory of this
+    /// root (bus/pci/drivers/NAME) with a valid name. nil when no driver is bound.
+    func driver(of address: PCIAddress) throws(BindingError) -> String? {
+        let link = devicePath(address) + "/driver"
+        var status = stat()
+        guard lstat(link, &status) == 0 else { return nil }
+        guard let resolved = BindingValidation.resolvedPath(link) else {
+            throw .untrustedSysfs(path: link, reason: "the driver link leads nowhere")
+        }
+        let drivers = resolvedRoot + "/bus/pci/drivers/"
+        guard resolved.hasPrefix(drivers) else {
+            throw .untrustedSysfs(path: link, reason: "the driver link leads to \(resolved), not to a driver in \(drivers)")
+        }
+        let name = String(resolved.dropFirst(drivers.count))
+        if let problem = BindingValidation.driverNameProblem(name) {
+            throw .untrustedSysfs(path: link, reason: "the driver name \"\(name)\" \(problem)")
+        }
+        return name
+    }
+
+    /// The bound driver, or nil when none is bound or sysfs cannot be trusted about it.
     public func currentDriver(_ address: String) -> String? {
-        reader.readLinkBasename(devicePath(address) + "/driver")
+        guard let parsed = try? canonical(address) else { return nil }
+        return (try? driver(of: parsed)) ?? nil
     }
 
-    func currentOverride(_ address: String) -> String? {
-        guard let value = reader.readString(devicePath(address) + "/driver_override"), value != "(null)", !value.isEmpty else { return nil }
+    /// driver_override, nil when unset ("(null)").
+    func override(of address: PCIAddress) throws(BindingError) -> String? {
+        let path = devicePath(address) + "/driver_override"
+        let resolved = try resolveInside(path)
+        guard let read = Bounded.run(seconds: ioTimeout, { () -> Result<[UInt8], AttributeFile.Failure> in
+            do throws(AttributeFile.Failure) { return .success(try AttributeFile.read(resolved)) } catch { return .failure(error) }
+        }) else {
+            throw .sysfsTimeout(path: path, value: "(read)", seconds: ioTimeout, state: "nothing was changed")
+        }
+        let bytes: [UInt8]
+        switch read {
+        case .success(let value): bytes = value
+        case .failure(let failure): throw .untrustedSysfs(path: path, reason: failure.reason)
+        }
+        let value = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: [" ", "\n", "\t"])
+        if value.isEmpty || value == "(null)" { return nil }
+        if let problem = BindingValidation.driverNameProblem(value) {
+            throw .untrustedSysfs(path: path, reason: "the value \"\(value)\" \(problem)")
+        }
         return value
+    }
+
+    // MARK: Writes
+
+    /// Writes through `kernel`, to a path resolved inside the root, waiting at most `ioTimeout`.
+    func write(_ value: String, to path: String) throws(BindingError) {
+        let shown = value.trimmingCharacters(in: ["\n"])
+        let resolved = try resolveInside(path, value: shown)
+        let kernel = self.kernel
+        guard let result = Bounded.run(seconds: ioTimeout, { () -> BindingError? in
+            do throws(BindingError) { try kernel.write(value, to: resolved); return nil } catch { return error }
+        }) else {
+            throw .sysfsTimeout(path: path, value: shown, seconds: ioTimeout, state: "")
+        }
+        if let result { throw result }
+    }
+
+    /// drivers_probe: it fails when no driver takes the device, which the verification after it
+    /// judges. A write that hangs or a path that leaves the root is not such a failure.
+    func probe(_ address: PCIAddress) throws(BindingError) {
+        do { try write(address.description, to: root.appending("bus/pci/drivers_probe")) } catch {
+            switch error {
+            case .sysfsTimeout, .untrustedSysfs: throw error
+            default: return
+            }
+        }
     }
 
     func injectFault(after step: String) {
@@ -80,8 +181,8 @@ public struct Binder {
 
     /// Checks that bindings can change at all, before anything is touched.
     public func checkPreconditions(for addresses: [String]) throws(BindingError) {
-        for address in addresses {
-            let path = devicePath(address) + "/driver_override"
+        for text in addresses {
+            let path = devicePath(try canonical(text)) + "/driver_override"
             guard access(path, W_OK) == 0 else { throw .notPermitted(path: path) }
         }
         let probe = root.appending("bus/pci/drivers_probe")
@@ -91,12 +192,12 @@ public struct Binder {
     /// Loads vfio-pci if its driver directory is missing.
     public func ensureVFIODriver() throws(BindingError) {
         let driverDirectory = root.appending("bus/pci/drivers/vfio-pci")
-        if reader.exists(driverDirectory) { return }
+        if access(driverDirectory, F_OK) == 0 { return }
         guard root.isSystem else {
             throw .vfioDriverUnavailable(reason: "\(driverDirectory) does not exist")
         }
         let status = runModprobe("vfio-pci")
-        guard reader.exists(driverDirectory) else {
+        guard access(driverDirectory, F_OK) == 0 else {
             throw .vfioDriverUnavailable(reason: status == 0 ? "modprobe vfio-pci loaded nothing" : "modprobe vfio-pci failed with status \(status)")
         }
     }
@@ -106,15 +207,6 @@ public struct Binder {
             return -1
         }
         return runProgram(modprobe, [module])
-    }
-
-    func write(_ value: String, to path: String) throws(BindingError) {
-        do {
-            let descriptor = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec])
-            try descriptor.closeAfter { _ = try descriptor.writeAll(Array(value.utf8)) }
-        } catch {
-            throw .sysfsWrite(path: path, value: value.trimmingCharacters(in: ["\n"]), reason: "\(error)")
-        }
     }
 
     /// Waits until `condition` holds or the settle timeout passes.
@@ -127,137 +219,285 @@ public struct Binder {
         return true
     }
 
-    /// Binds one device to vfio-pci; rolls back and reports on failure.
-    public func bind(_ address: String, group: Int) throws(BindingError) -> BindOutcome {
-        let originalDriver = currentDriver(address)
-        let originalOverride = currentOverride(address)
-        if originalDriver == BindPlan.targetDriver {
-            return BindOutcome(address: address, fromDriver: originalDriver, toDriver: originalDriver,
-                               action: .unchanged, reason: "already bound to vfio-pci")
+    /// Where each device is now, for a report made after a step could not finish.
+    func describeState(_ addresses: [PCIAddress]) -> String {
+        let shown = addresses.prefix(8).map { address -> String in
+            let driver: String
+            do throws(BindingError) { driver = try self.driver(of: address) ?? "no driver" } catch { driver = "unknown (\(error.description))" }
+            let state = ((try? journal.entry(for: address)) ?? nil).map { "journal: \($0.state.rawValue)" } ?? "not in the journal"
+            return "\(address) on \(driver) (\(state))"
         }
-        // Keep the first original if an earlier interrupted run left an entry.
-        let earlier = try journal.entry(for: address)
-        try journal.record(.init(address: address,
-                                 originalDriver: earlier?.originalDriver ?? originalDriver,
-                                 originalOverride: earlier?.originalOverride ?? originalOverride,
-                                 state: .binding, updated: Date()))
-        injectFault(after: "journaled")
-        do {
-            try write(BindPlan.targetDriver, to: devicePath(address) + "/driver_override")
-            injectFault(after: "override-set")
-            if originalDriver != nil {
-                try write(address, to: devicePath(address) + "/driver/unbind")
+        let more = addresses.count > shown.count ? ", and \(addresses.count - shown.count) more" : ""
+        return shown.joined(separator: ", ") + more
+    }
+
+    func withState<T>(_ addresses: [PCIAddress], _ work: () throws(BindingError) -> T) throws(BindingError) -> T {
+        do { return try work() } catch {
+            if case .sysfsTimeout(let path, let value, let seconds, _) = error {
+                throw .sysfsTimeout(path: path, value: value, seconds: seconds, state: describeState(addresses))
             }
-            injectFault(after: "unbound")
-            // drivers_probe fails with an error when no driver takes the device; the
-            // verification below is what decides.
-            try? write(address, to: root.appending("bus/pci/drivers_probe"))
-            injectFault(after: "probed")
-            let groupNode = devRoot + "/vfio/\(group)"
-            let bound = settle { currentDriver(address) == BindPlan.targetDriver }
-            let nodeExists = bound && settle { reader.exists(groupNode) }
-            guard bound, nodeExists else {
-                let why = !bound
-                    ? "after drivers_probe the device is bound to \(currentDriver(address) ?? "no driver"), not vfio-pci"
-                    : "\(groupNode) did not appear"
-                let restored = try returnToOriginal(address, entry: try journal.entry(for: address))
-                return BindOutcome(address: address, fromDriver: originalDriver, toDriver: restored,
-                                   action: .rolledBack, reason: why + "; rolled back to \(restored ?? "no driver")")
-            }
-            injectFault(after: "verified")
-            try journal.record(.init(address: address,
-                                     originalDriver: earlier?.originalDriver ?? originalDriver,
-                                     originalOverride: earlier?.originalOverride ?? originalOverride,
-                                     state: .bound, updated: Date()))
-            return BindOutcome(address: address, fromDriver: originalDriver, toDriver: BindPlan.targetDriver,
-                               action: .bound, reason: nil)
-        } catch {
-            let restored = try? returnToOriginal(address, entry: try journal.entry(for: address))
-            return BindOutcome(address: address, fromDriver: originalDriver, toDriver: restored ?? currentDriver(address),
-                               action: .rolledBack, reason: "\(error.description); rolled back to \((restored ?? nil) ?? "no driver")")
+            throw error
         }
     }
 
-    /// Carries out a bind plan, all or nothing: binds every `.bind` step in order and, if one is
-    /// rolled back, returns the ones this call already bound, so a group is never left half
-    /// assigned. Refused plans change nothing (check `plan.isRefused` first; this throws).
-    /// The caller holds the `BindingLock`.
+    // MARK: Bind
+
+    struct Target {
+        let address: PCIAddress
+        let fromDriver: String?
+        let entry: BindingJournal.Entry
+    }
+
+    /// Carries out a bind plan, all or nothing: binds every `.bind` step in order and, if one
+    /// fails (or the journal cannot record the result), returns every device this call touched,
+    /// so a group is never left half assigned. Refused plans change nothing (check
+    /// `plan.isRefused` first; this throws). The caller holds the `BindingLock`.
     public func apply(_ plan: BindPlan) throws(BindingError) -> [BindOutcome] {
         guard !plan.isRefused else {
             throw .refused(plan.steps.filter { $0.action == .refused }.map { "\($0.address): \($0.reasons.joined(separator: "; "))" }.joined(separator: "; "))
         }
-        let toBind = plan.steps.filter { $0.action == .bind }.map(\.address.description)
-        try checkPreconditions(for: toBind)
-        if !toBind.isEmpty { try ensureVFIODriver() }
-        var outcomes: [BindOutcome] = []
-        var done: [String] = []
-        for step in plan.steps {
-            guard step.action == .bind, let groupID = plan.group else {
-                outcomes.append(BindOutcome(address: step.address.description, fromDriver: step.fromDriver,
-                                            toDriver: step.fromDriver, action: .unchanged, reason: step.reasons.first))
-                continue
+        let bindSteps = plan.steps.filter { $0.action == .bind }
+        try checkPreconditions(for: bindSteps.map(\.address.description))
+        guard !bindSteps.isEmpty, let group = plan.group else { return plan.steps.map(Self.unchanged) }
+        try ensureVFIODriver()
+
+        // Every original state is read and checked before anything changes.
+        let earlier = Dictionary(try journal.entries().map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        var targets: [Target] = []
+        for step in bindSteps {
+            let driver = try driver(of: step.address)
+            let override = try override(of: step.address)
+            // An entry left by an interrupted run keeps the first original, if it is this device.
+            let kept = earlier[step.address].flatMap { entry in
+                entry.identity == nil || step.identity == nil || entry.identity == step.identity ? entry : nil
             }
-            let outcome = try bind(step.address.description, group: groupID)
-            outcomes.append(outcome)
-            if outcome.action == .bound { done.append(outcome.address) }
-            guard outcome.action == .rolledBack else { continue }
-            for address in done.reversed() {
-                let undone = try unbind(address)
-                if let index = outcomes.firstIndex(where: { $0.address == address }) {
-                    outcomes[index] = BindOutcome(address: address, fromDriver: outcomes[index].fromDriver,
-                                                  toDriver: undone.toDriver, action: .rolledBack,
-                                                  reason: "undone because \(outcome.address) could not be bound")
+            let entry = BindingJournal.Entry(address: step.address, originalDriver: kept.map(\.originalDriver) ?? driver,
+                                             originalOverride: kept.map(\.originalOverride) ?? override,
+                                             identity: step.identity ?? kept?.identity, state: .binding)
+            targets.append(Target(address: step.address, fromDriver: driver, entry: entry))
+        }
+        // One append for the whole plan, on disk before the first sysfs write. If it fails,
+        // nothing has changed.
+        try journal.record(targets.map(\.entry))
+        injectFault(after: "journaled")
+
+        let addresses = targets.map(\.address)
+        var done: [Target] = []
+        for target in targets {
+            let failure: String? = try withState(addresses) { () throws(BindingError) -> String? in
+                do throws(BindingError) { return try bindOne(target, group: group) } catch {
+                    if case .sysfsTimeout = error { throw error }
+                    return error.description
                 }
             }
-            break
+            if let failure {
+                return try rollBack(plan, targets: targets, attempted: done + [target], failed: target.address, reason: failure)
+            }
+            done.append(target)
         }
-        return outcomes
+        do {
+            try journal.record(targets.map { target in
+                var entry = target.entry
+                entry.state = .bound
+                entry.updated = Date()
+                return entry
+            })
+        } catch {
+            return try rollBack(plan, targets: targets, attempted: done, failed: nil,
+                                reason: "the journal could not record the bind (\(error.description)), so it was undone")
+        }
+        let targetsByAddress = Dictionary(targets.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        return plan.steps.map { step in
+            guard step.action == .bind else { return Self.unchanged(step) }
+            let from = targetsByAddress[step.address]?.fromDriver
+            return BindOutcome(address: step.address.description, fromDriver: from, toDriver: BindPlan.targetDriver,
+                               action: from == BindPlan.targetDriver ? .unchanged : .bound,
+                               reason: from == BindPlan.targetDriver ? "already bound to vfio-pci" : nil)
+        }
     }
 
-    /// Returns a device to the driver the journal recorded (or, without an entry, clears the
-    /// override and lets the kernel choose). Removes the journal entry when done.
-    @discardableResult
-    public func returnToOriginal(_ address: String, entry: BindingJournal.Entry?) throws(BindingError) -> String? {
-        if var marked = entry {
-            marked.state = .unbinding
-            marked.updated = Date()
-            try journal.record(marked)
+    public static func unchangedOutcome(_ step: BindPlan.Step) -> BindOutcome { unchanged(step) }
+
+    static func unchanged(_ step: BindPlan.Step) -> BindOutcome {
+        BindOutcome(address: step.address.description, fromDriver: step.fromDriver, toDriver: step.fromDriver,
+                    action: .unchanged, reason: step.reasons.first)
+    }
+
+    /// The sysfs steps of one bind. nil when the device is on vfio-pci with its group node,
+    /// otherwise why not.
+    func bindOne(_ target: Target, group: Int) throws(BindingError) -> String? {
+        let address = target.address
+        let node = devRoot + "/vfio/\(group)"
+        if target.fromDriver != BindPlan.targetDriver {
+            try write(BindPlan.targetDriver, to: devicePath(address) + "/driver_override")
+            injectFault(after: "override-set")
+            if target.fromDriver != nil {
+                try write(address.description, to: devicePath(address) + "/driver/unbind")
+            }
+            injectFault(after: "unbound")
+            try probe(address)
+            injectFault(after: "probed")
         }
-        let overridePath = devicePath(address) + "/driver_override"
+        let bound = settle { (try? driver(of: address)) == BindPlan.targetDriver }
+        guard bound else {
+            let now: String
+            do { now = try driver(of: address) ?? "no driver" } catch { now = "an untrusted driver link (\(error.description))" }
+            return "after drivers_probe the device is bound to \(now), not vfio-pci"
+        }
+        guard settle({ access(node, F_OK) == 0 }) else { return "\(node) did not appear" }
+        injectFault(after: "verified")
+        return nil
+    }
+
+    /// Returns every device of `attempted` (last first) and drops the entries of the plan's
+    /// devices that were never touched; the outcomes say where each device really is.
+    func rollBack(_ plan: BindPlan, targets: [Target], attempted: [Target], failed: PCIAddress?,
+                  reason: String) throws(BindingError) -> [BindOutcome] {
+        let results = try returnDevices(attempted.reversed().map { ($0.address, $0.entry) }, journalFirst: false)
+        let attemptedSet = Set(attempted.map(\.address))
+        let untouched = targets.map(\.address).filter { !attemptedSet.contains($0) }
+        var untouchedNote = ""
+        do { try journal.remove(untouched) } catch {
+            untouchedNote = "; the journal still lists it (\(error.description)): `vfioctl restore` clears that"
+        }
+        let failedName = failed?.description ?? "the journal"
+        let targetsByAddress = Dictionary(targets.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        let resultsByAddress = Dictionary(results.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        return plan.steps.map { step in
+            guard step.action == .bind, let target = targetsByAddress[step.address] else {
+                return Self.unchanged(step)
+            }
+            guard let result = resultsByAddress[step.address] else {
+                return BindOutcome(address: step.address.description, fromDriver: target.fromDriver, toDriver: target.fromDriver,
+                                   action: .unchanged, reason: "not changed: \(failedName) could not be bound" + untouchedNote)
+            }
+            let why = step.address == failed ? reason : failed == nil ? reason : "undone because \(failedName) could not be bound"
+            let original = target.entry.originalDriver ?? "no driver"
+            let now = result.now ?? "no driver"
+            let journalNote = result.journalProblem.map { "; \($0)" } ?? ""
+            if result.returned {
+                return BindOutcome(address: step.address.description, fromDriver: target.fromDriver, toDriver: result.now,
+                                   action: .rolledBack, reason: why + "; rolled back to \(original)" + journalNote)
+            }
+            return BindOutcome(address: step.address.description, fromDriver: target.fromDriver, toDriver: result.now,
+                               action: .rollbackFailed,
+                               reason: why + "; the rollback failed: the device is on \(now), not \(original)"
+                                   + (result.problem.map { " (\($0))" } ?? "")
+                                   + "; the journal keeps its entry: fix the cause and run `vfioctl restore`" + journalNote)
+        }
+    }
+
+    // MARK: Return to the original driver
+
+    struct Returned {
+        let address: PCIAddress
+        let from: String?
+        let now: String?
+        /// On the journal's original driver (or, without an entry, off vfio-pci).
+        let returned: Bool
+        let problem: String?
+        let journalProblem: String?
+    }
+
+    /// Returns devices to the drivers their entries record (without an entry: clears the
+    /// override and lets the kernel choose). Marks them `unbinding` first (one append) and drops
+    /// the entries of those that are back (one append). With `journalFirst`, a journal that
+    /// cannot be written stops the run before any change; a rollback goes on without it.
+    func returnDevices(_ items: [(PCIAddress, BindingJournal.Entry?)], journalFirst: Bool) throws(BindingError) -> [Returned] {
+        var journalProblem: String?
+        do {
+            try journal.record(items.compactMap { item in
+                guard var entry = item.1 else { return nil }
+                entry.state = .unbinding
+                entry.updated = Date()
+                return entry
+            })
+        } catch {
+            if journalFirst { throw error }
+            journalProblem = "the journal could not be updated (\(error.description))"
+        }
+        let addresses = items.map(\.0)
+        var results: [Returned] = []
+        for (address, entry) in items {
+            let from = (try? driver(of: address)) ?? nil
+            var problem: String?
+            try withState(addresses) { () throws(BindingError) in
+                do throws(BindingError) { try returnOne(address, entry: entry) } catch {
+                    if case .sysfsTimeout = error { throw error }
+                    problem = error.description
+                }
+            }
+            var now: String?
+            do { now = try driver(of: address) } catch {
+                now = nil
+                problem = problem ?? error.description
+            }
+            let back = entry.map { now == $0.originalDriver } ?? (now != BindPlan.targetDriver)
+            results.append(Returned(address: address, from: from, now: now, returned: back,
+                                    problem: problem, journalProblem: journalProblem))
+        }
+        let back = results.filter(\.returned).map(\.address)
+        do { try journal.remove(back) } catch {
+            let note = "back, but the journal still lists it (\(error.description)); `vfioctl restore` clears that"
+            results = results.map {
+                Returned(address: $0.address, from: $0.from, now: $0.now, returned: $0.returned, problem: $0.problem,
+                         journalProblem: $0.returned ? note : $0.journalProblem)
+            }
+        }
+        return results
+    }
+
+    /// The sysfs steps of one return.
+    func returnOne(_ address: PCIAddress, entry: BindingJournal.Entry?) throws(BindingError) {
+        let path = devicePath(address)
         // Writing a lone newline clears driver_override.
-        try write((entry?.originalOverride ?? "") + "\n", to: overridePath)
-        if let driver = currentDriver(address), driver != entry?.originalDriver {
-            try write(address, to: devicePath(address) + "/driver/unbind")
+        try write((entry?.originalOverride ?? "") + "\n", to: path + "/driver_override")
+        if let driver = try driver(of: address), driver != entry?.originalDriver {
+            try write(address.description, to: path + "/driver/unbind")
         }
         if let original = entry?.originalDriver {
-            if currentDriver(address) != original {
-                // Bind straight to the recorded driver: a reprobe could pick another one.
-                let bindPath = root.appending("bus/pci/drivers/\(original)/bind")
-                if (try? write(address, to: bindPath)) == nil {
-                    try? write(address, to: root.appending("bus/pci/drivers_probe"))
+            if try driver(of: address) != original {
+                // Bind straight to the recorded driver: a reprobe could pick another one. A driver
+                // that is gone (unloaded) leaves the reprobe.
+                do { try write(address.description, to: root.appending("bus/pci/drivers/\(original)/bind")) } catch {
+                    if case .sysfsTimeout = error { throw error }
+                    if case .untrustedSysfs = error { throw error }
+                    try probe(address)
                 }
             }
-            _ = settle { currentDriver(address) == original }
+            _ = settle { (try? driver(of: address)) == original }
         } else {
-            try? write(address, to: root.appending("bus/pci/drivers_probe"))
-            _ = settle { currentDriver(address) != BindPlan.targetDriver }
+            try probe(address)
+            _ = settle { (try? driver(of: address)) != BindPlan.targetDriver }
         }
-        let now = currentDriver(address)
-        if entry == nil || now == entry?.originalDriver {
-            try journal.remove(address)
-        }
-        return now
     }
 
-    /// Returns a device to its original driver: `vfioctl unbind` and `restore`.
-    public func unbind(_ address: String) throws(BindingError) -> BindOutcome {
-        let entry = try journal.entry(for: address)
-        let from = currentDriver(address)
-        let now = try returnToOriginal(address, entry: entry)
-        if let entry, now != entry.originalDriver {
-            return BindOutcome(address: address, fromDriver: from, toDriver: now, action: .unchanged,
-                               reason: "could not return to \(entry.originalDriver ?? "no driver"): now on \(now ?? "no driver"); the journal keeps the entry, retry with `vfioctl restore`")
+    /// Returns devices to their original drivers (`vfioctl unbind` and `restore`), each with the
+    /// entry the journal has for it. Nothing changes if the journal cannot be written first.
+    public func returnToOriginal(_ addresses: [PCIAddress]) throws(BindingError) -> [BindOutcome] {
+        // One read of the journal for all of them.
+        let journalled = Dictionary(try journal.entries().map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        let items = addresses.map { ($0, journalled[$0]) }
+        return try returnDevices(items, journalFirst: true).map { result in
+            let entry = journalled[result.address]
+            let note = result.journalProblem.map { "; \($0)" } ?? ""
+            if result.returned {
+                return BindOutcome(address: result.address.description, fromDriver: result.from, toDriver: result.now,
+                                   action: .unbound, reason: note.isEmpty ? nil : String(note.dropFirst(2)))
+            }
+            let expected = entry.map { $0.originalDriver ?? "no driver" } ?? "a host driver"
+            return BindOutcome(address: result.address.description, fromDriver: result.from, toDriver: result.now,
+                               action: .notReturned,
+                               reason: "could not return to \(expected): now on \(result.now ?? "no driver")"
+                                   + (result.problem.map { " (\($0))" } ?? "")
+                                   + (entry == nil ? "" : "; the journal keeps the entry, retry with `vfioctl restore`") + note)
         }
-        return BindOutcome(address: address, fromDriver: from, toDriver: now, action: .unbound, reason: nil)
+    }
+
+    /// Returns one device to its original driver.
+    public func unbind(_ address: String) throws(BindingError) -> BindOutcome {
+        let outcomes = try returnToOriginal([try canonical(address)])
+        guard let outcome = outcomes.first else { throw .noSuchDevice(address: address) }
+        return outcome
     }
 }

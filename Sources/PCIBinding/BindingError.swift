@@ -12,6 +12,10 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
     case noIOMMUGroup(address: String)
     /// A plan with refused devices was handed to `Binder.apply`.
     case refused(String)
+    /// A value read from sysfs that cannot be what the kernel writes there (a crafted tree).
+    case untrustedSysfs(path: String, reason: String)
+    /// A sysfs write that did not return in time; `state` says where each device is now.
+    case sysfsTimeout(path: String, value: String, seconds: Double, state: String)
 
     public var description: String {
         switch self {
@@ -28,13 +32,23 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
         case .lockUnavailable(let path, let reason):
             "cannot take the binding lock \(path): \(reason)"
         case .lockTimeout(let path, let seconds, let holder):
-            "another vfioctl\(holder.map { " (pid \($0))" } ?? "") is changing bindings and held \(path) for \(Int(seconds)) s; try again when it finishes (or raise --lock-timeout)"
+            "another vfioctl\(holder.map { " (pid \($0))" } ?? "") is changing bindings and held \(path) for \(formatSeconds(seconds)) s; try again when it finishes (or raise --lock-timeout)"
         case .sysfsWrite(let path, let value, let reason):
             "writing \"\(value)\" to \(path) failed: \(reason)"
         case .noIOMMUGroup(let address):
             "\(address) has no IOMMU group: VFIO needs an enabled IOMMU (see `vfioctl groups`); nothing was changed"
         case .refused(let evidence):
             "refused, nothing was changed: \(evidence)"
+        case .untrustedSysfs(let path, let reason):
+            "refusing \(path): \(reason); the sysfs tree is not what the kernel provides, nothing more was changed"
+        case .sysfsTimeout(let path, let value, let seconds, let state):
+            "writing \"\(value)\" to \(path) did not return within \(formatSeconds(seconds)) s (a driver's probe or remove is stuck); now: \(state); the journal keeps the entries: run `vfioctl restore` once the kernel settles"
         }
     }
+}
+
+/// Seconds for a message, never trapping on a value out of Int's range.
+func formatSeconds(_ seconds: Double) -> String {
+    guard seconds.isFinite, abs(seconds) < 1e15 else { return "\(seconds)" }
+    return seconds == seconds.rounded() ? String(Int64(seconds)) : String(seconds)
 }

@@ -10,9 +10,16 @@ public final class BindingLock {
     private let descriptor: FileDescriptor
     public let path: String
 
-    /// Waits up to `timeout` seconds for the lock.
+    /// The longest wait a caller may ask for: a day.
+    public static let maximumTimeout: Double = 86_400
+
+    /// Waits up to `timeout` seconds (0...maximumTimeout) for the lock.
     public init(directory: String, timeout: Double) throws(BindingError) {
         path = directory + "/lock"
+        // The CLI validates its option; library callers get the same limits.
+        guard timeout.isFinite, timeout >= 0, timeout <= Self.maximumTimeout else {
+            throw .lockUnavailable(path: path, reason: "the timeout \(timeout) is not between 0 and \(Int(Self.maximumTimeout)) seconds")
+        }
         do {
             try SystemPackage.FilePath(directory).withPlatformString { pointer in
                 if mkdir(pointer, 0o755) != 0 && errno != EEXIST { throw Errno(rawValue: errno) }

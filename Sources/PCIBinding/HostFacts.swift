@@ -73,7 +73,7 @@ public struct HostFactsReader {
         self.procRoot = procRoot
     }
 
-    var isLiveSystem: Bool { sysfs.isSystem && procRoot == "/proc" }
+    var isLiveSystem: Bool { sysfs.isSystem && (procRoot == "/proc" || SysfsRoot.isSameDirectory(procRoot, "/proc")) }
 
     public func read() -> HostFacts {
         var facts = HostFacts()

@@ -2,12 +2,19 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemPackage
+import PCIInventory
 
 /// The record of every device vfioctl has taken from its driver, written before anything changes
-/// so that an interrupted run can be undone by `vfioctl restore`. One JSON file, replaced
-/// atomically (write, fsync, rename) so a crash leaves either the old or the new journal.
-public struct BindingJournal: Sendable {
+/// so that an interrupted run can be undone by `vfioctl restore`.
+///
+/// One JSON object per line, appended and flushed to disk (fdatasync) before the sysfs writes it
+/// protects; the last line for an address wins, and a `removed` line drops it. A group of any
+/// size is journalled with one append before its first change and one after its last, so a
+/// bind costs O(devices), never the whole file per step. A torn last line (a crash mid-append)
+/// is ignored: the change it was to protect never started. The file is compacted (rewritten
+/// atomically) when dead lines dominate, and deleted when no entry is left. Appends happen under
+/// the `BindingLock`; reads may happen without it.
+public final class BindingJournal: @unchecked Sendable {
     public enum State: String, Codable, Sendable {
         /// A bind was started and may be anywhere between its first and last step.
         case binding
@@ -17,106 +24,300 @@ public struct BindingJournal: Sendable {
         case unbinding
     }
 
-    public struct Entry: Codable, Sendable, Equatable {
-        public var address: String
+    public struct Entry: Sendable, Equatable {
+        public var address: PCIAddress
         /// The driver the device had before vfioctl touched it; nil when it had none.
         public var originalDriver: String?
         /// driver_override before vfioctl touched it; nil when unset.
         public var originalOverride: String?
+        /// The device at `address` when it was journalled; nil when sysfs did not say.
+        public var identity: DeviceIdentity?
         public var state: State
         public var updated: Date
 
+        public init(address: PCIAddress, originalDriver: String?, originalOverride: String?,
+                    identity: DeviceIdentity?, state: State, updated: Date = Date()) {
+            self.address = address
+            self.originalDriver = originalDriver
+            self.originalOverride = originalOverride
+            self.identity = identity
+            self.state = state
+            self.updated = updated
+        }
+    }
+
+    /// One line of the file.
+    struct Line: Codable {
+        var address: String
+        /// A `State`, or "removed".
+        var state: String
+        var originalDriver: String?
+        var originalOverride: String?
+        var identity: DeviceIdentity?
+        var updated: Date
+
         enum CodingKeys: String, CodingKey {
-            case address, state, updated
+            case address, state, identity, updated
             case originalDriver = "original_driver"
             case originalOverride = "original_override"
         }
 
-        public init(address: String, originalDriver: String?, originalOverride: String?, state: State, updated: Date) {
-            self.address = address
-            self.originalDriver = originalDriver
-            self.originalOverride = originalOverride
-            self.state = state
-            self.updated = updated
-        }
-
         /// "No driver" is a fact worth recording: written as null, not left out.
-        public func encode(to encoder: Encoder) throws {
+        func encode(to encoder: Encoder) throws {
             var container = encoder.container(keyedBy: CodingKeys.self)
             try container.encode(address, forKey: .address)
+            try container.encode(state, forKey: .state)
             try container.encode(originalDriver, forKey: .originalDriver)
             try container.encode(originalOverride, forKey: .originalOverride)
-            try container.encode(state, forKey: .state)
+            try container.encode(identity, forKey: .identity)
             try container.encode(updated, forKey: .updated)
         }
     }
 
-    struct File: Codable {
-        var version = 1
-        var entries: [Entry] = []
-    }
-
     public static let defaultDirectory = "/run/vfioctl"
+    public static let removedState = "removed"
+    /// Far more than any host's devices need; a bigger file is not vfioctl's.
+    static let maximumSize = 64 << 20
 
     public let directory: String
-    public var path: String { directory + "/journal.json" }
+    public var path: String { directory + "/journal.jsonl" }
+    /// The single-file journal of vfioctl before 0.2 (rewritten whole per step).
+    public var legacyPath: String { directory + "/journal.json" }
 
-    public init(directory: String = BindingJournal.defaultDirectory) {
+    /// Test hook: `VFIOCTL_JOURNAL_FAIL=N` makes this process's Nth append fail as a full file
+    /// system would (ENOSPC), `N+` that one and every later one.
+    let failAt: (first: Int, onwards: Bool)?
+    private var appends = 0
+    /// The live entries and the file's line count, known from the first append on.
+    private var cache: (live: [PCIAddress: Entry], lines: Int)?
+
+    public init(directory: String = BindingJournal.defaultDirectory,
+                environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.directory = directory
+        if var spec = environment["VFIOCTL_JOURNAL_FAIL"], !spec.isEmpty {
+            let onwards = spec.hasSuffix("+")
+            if onwards { spec.removeLast() }
+            failAt = Int(spec).flatMap { $0 > 0 ? (first: $0, onwards: onwards) : nil }
+        } else {
+            failAt = nil
+        }
     }
 
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }()
+
+    /// The live entries, in address order.
     public func entries() throws(BindingError) -> [Entry] {
-        guard FileManager.default.fileExists(atPath: path) else { return [] }
-        do {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            let decoder = JSONDecoder()
-            decoder.dateDecodingStrategy = .iso8601
-            return try decoder.decode(File.self, from: data).entries
-        } catch {
-            throw .journalUnreadable(path: path, reason: "\(error)")
+        try load().live.values.sorted { $0.address < $1.address }
+    }
+
+    public func entry(for address: PCIAddress) throws(BindingError) -> Entry? {
+        try load().live[address]
+    }
+
+    /// Reads and validates the whole file: every line must be a record with a canonical address,
+    /// a known state and driver names that are single path components.
+    func load() throws(BindingError) -> (live: [PCIAddress: Entry], lines: Int, validLength: Int) {
+        if access(legacyPath, F_OK) == 0 {
+            throw .journalUnreadable(path: legacyPath, reason: "it was written by an older vfioctl; return its devices with that version (`vfioctl restore --all`) or check it and move it aside")
         }
-    }
-
-    public func entry(for address: String) throws(BindingError) -> Entry? {
-        try entries().first { $0.address == address }
-    }
-
-    /// Inserts or replaces the entry for its address.
-    public func record(_ entry: Entry) throws(BindingError) {
-        var all = try entries().filter { $0.address != entry.address }
-        all.append(entry)
-        all.sort { $0.address < $1.address }
-        try write(all)
-    }
-
-    public func remove(_ address: String) throws(BindingError) {
-        let all = try entries()
-        guard all.contains(where: { $0.address == address }) else { return }
-        try write(all.filter { $0.address != address })
-    }
-
-    func write(_ entries: [Entry]) throws(BindingError) {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            encoder.dateEncodingStrategy = .iso8601
-            let data = try encoder.encode(File(entries: entries))
-            let temporary = path + ".tmp"
-            let descriptor = try FileDescriptor.open(temporary, .writeOnly, options: [.create, .truncate, .closeOnExec],
-                                                     permissions: [.ownerReadWrite])
-            try descriptor.closeAfter {
-                _ = try descriptor.writeAll(data)
-                // The journal must be on disk before the sysfs write it protects.
-                guard fsync(descriptor.rawValue) == 0 else { throw Errno(rawValue: errno) }
+        var status = stat()
+        if lstat(path, &status) != 0 && errno == ENOENT { return ([:], 0, 0) }
+        let bytes: [UInt8]
+        do { bytes = try AttributeFile.read(path, limit: Self.maximumSize) } catch {
+            throw .journalUnreadable(path: path, reason: error.reason)
+        }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        var live: [PCIAddress: Entry] = [:]
+        var lineNumber = 0
+        var start = 0
+        var validLength = 0
+        while start < bytes.count {
+            // A last line without its newline is a torn append: the change after it never began.
+            guard let end = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) else { break }
+            lineNumber += 1
+            let text = bytes[start..<end]
+            start = end + 1
+            validLength = start
+            let line: Line
+            do { line = try decoder.decode(Line.self, from: Data(text)) } catch {
+                throw .journalUnreadable(path: path, reason: "line \(lineNumber) is not a journal record")
             }
-            guard rename(temporary, path) == 0 else { throw Errno(rawValue: errno) }
-            let directoryDescriptor = try FileDescriptor.open(directory, .readOnly, options: [.directory, .closeOnExec])
-            try directoryDescriptor.closeAfter { _ = fsync(directoryDescriptor.rawValue) }
-        } catch let error as BindingError {
-            throw error
-        } catch {
-            throw .journalUnwritable(path: path, reason: "\(error)")
+            let address: PCIAddress
+            switch BindingValidation.canonicalAddress(line.address) {
+            case .success(let parsed): address = parsed
+            case .failure(let problem):
+                throw .journalUnreadable(path: path, reason: "line \(lineNumber): address \"\(line.address)\" \(problem)")
+            }
+            for name in [line.originalDriver, line.originalOverride].compactMap({ $0 }) {
+                if let problem = BindingValidation.driverNameProblem(name) {
+                    throw .journalUnreadable(path: path, reason: "line \(lineNumber): driver \"\(name)\" \(problem)")
+                }
+            }
+            if line.state == Self.removedState {
+                live[address] = nil
+                continue
+            }
+            guard let state = State(rawValue: line.state) else {
+                throw .journalUnreadable(path: path, reason: "line \(lineNumber): unknown state \"\(line.state)\"")
+            }
+            live[address] = Entry(address: address, originalDriver: line.originalDriver, originalOverride: line.originalOverride,
+                                  identity: line.identity, state: state, updated: line.updated)
         }
+        return (live, lineNumber, validLength)
+    }
+
+    /// Inserts or replaces entries, all in one append.
+    public func record(_ entries: [Entry]) throws(BindingError) {
+        guard !entries.isEmpty else { return }
+        try append(entries.map {
+            Line(address: $0.address.description, state: $0.state.rawValue, originalDriver: $0.originalDriver,
+                 originalOverride: $0.originalOverride, identity: $0.identity, updated: $0.updated)
+        })
+    }
+
+    public func record(_ entry: Entry) throws(BindingError) { try record([entry]) }
+
+    /// Drops the entries of `addresses` (those it has), in one append.
+    public func remove(_ addresses: [PCIAddress]) throws(BindingError) {
+        let live = try current().live
+        let present = addresses.filter { live[$0] != nil }
+        guard !present.isEmpty else { return }
+        try append(present.map { Line(address: $0.description, state: Self.removedState, updated: Date()) })
+    }
+
+    public func remove(_ address: PCIAddress) throws(BindingError) { try remove([address]) }
+
+    private func current() throws(BindingError) -> (live: [PCIAddress: Entry], lines: Int) {
+        if let cache { return cache }
+        let loaded = try load()
+        // A torn tail is cut before anything is appended after it.
+        if loaded.validLength < fileSize() { try truncateFile(to: loaded.validLength) }
+        cache = (loaded.live, loaded.lines)
+        return (loaded.live, loaded.lines)
+    }
+
+    private func fileSize() -> Int {
+        var status = stat()
+        return stat(path, &status) == 0 ? Int(status.st_size) : 0
+    }
+
+    private func truncateFile(to length: Int) throws(BindingError) {
+        guard truncate(path, off_t(length)) == 0 else {
+            throw .journalUnwritable(path: path, reason: String(cString: strerror(errno)))
+        }
+    }
+
+    private func append(_ lines: [Line]) throws(BindingError) {
+        var state = try current()
+        appends += 1
+        if let failAt, appends == failAt.first || (failAt.onwards && appends > failAt.first) {
+            throw .journalUnwritable(path: path, reason: "\(String(cString: strerror(ENOSPC))) (injected by VFIOCTL_JOURNAL_FAIL)")
+        }
+        for line in lines {
+            guard let address = try? PCIAddress(parsing: line.address) else { continue }
+            if line.state == Self.removedState {
+                state.live[address] = nil
+            } else if let value = State(rawValue: line.state) {
+                state.live[address] = Entry(address: address, originalDriver: line.originalDriver, originalOverride: line.originalOverride,
+                                            identity: line.identity, state: value, updated: line.updated)
+            }
+        }
+        state.lines += lines.count
+        if state.live.isEmpty {
+            // Nothing left to undo: no journal at all is the clean state.
+            if unlink(path) != 0 && errno != ENOENT {
+                throw .journalUnwritable(path: path, reason: String(cString: strerror(errno)))
+            }
+            cache = (state.live, 0)
+            return
+        }
+        if state.lines > 2 * state.live.count + 64 {
+            try rewrite(state.live)
+            cache = (state.live, state.live.count)
+            return
+        }
+        try write(lines, appending: true)
+        cache = state
+    }
+
+    private func encode(_ lines: [Line]) throws(BindingError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for line in lines {
+            do { bytes += try Self.encoder.encode(line) } catch {
+                throw .journalUnwritable(path: path, reason: "\(error)")
+            }
+            bytes.append(UInt8(ascii: "\n"))
+        }
+        return bytes
+    }
+
+    /// Replaces the file by the live entries alone: write a temporary file, flush, rename.
+    private func rewrite(_ live: [PCIAddress: Entry]) throws(BindingError) {
+        let lines = live.values.sorted { $0.address < $1.address }.map {
+            Line(address: $0.address.description, state: $0.state.rawValue, originalDriver: $0.originalDriver,
+                 originalOverride: $0.originalOverride, identity: $0.identity, updated: $0.updated)
+        }
+        let temporary = path + ".tmp"
+        _ = unlink(temporary)
+        try write(lines, to: temporary, appending: false)
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            _ = unlink(temporary)
+            throw .journalUnwritable(path: path, reason: reason)
+        }
+        syncDirectory()
+    }
+
+    private func write(_ lines: [Line], appending: Bool) throws(BindingError) {
+        let created = access(path, F_OK) != 0
+        try write(lines, to: path, appending: appending)
+        if created { syncDirectory() }
+    }
+
+    private func write(_ lines: [Line], to target: String, appending: Bool) throws(BindingError) {
+        let bytes = try encode(lines)
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw .journalUnwritable(path: target, reason: String(cString: strerror(errno)))
+        }
+        let flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (appending ? O_APPEND : O_TRUNC)
+        let descriptor = open(target, flags, 0o600)
+        guard descriptor >= 0 else { throw .journalUnwritable(path: target, reason: String(cString: strerror(errno))) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+            throw .journalUnwritable(path: target, reason: "not a regular file")
+        }
+        let before = Int(status.st_size)
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress?.advanced(by: offset), bytes.count - offset) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else {
+                let reason = String(cString: strerror(errno))
+                // Leave no partial line behind (a reader would skip it as torn anyway).
+                if appending { _ = ftruncate(descriptor, off_t(before)) }
+                throw .journalUnwritable(path: target, reason: reason)
+            }
+            offset += count
+        }
+        // On disk before the sysfs write it protects.
+        guard fdatasync(descriptor) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if appending { _ = ftruncate(descriptor, off_t(before)) }
+            throw .journalUnwritable(path: target, reason: reason)
+        }
+    }
+
+    private func syncDirectory() {
+        let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        _ = fsync(descriptor)
+        close(descriptor)
     }
 }

@@ -30,7 +30,16 @@ public struct SysfsRoot: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// True when this is the running kernel's sysfs, so /proc and /dev describe the same host.
-    public var isSystem: Bool { path == "/sys" }
+    /// Decided by the file itself, not the spelling: `/sys/.`, `//sys`, a link to /sys or a bind
+    /// mount of it are the live sysfs too, and must not skip the checks a live host gets.
+    public var isSystem: Bool { path == "/sys" || Self.isSameDirectory(path, "/sys") }
+
+    /// True when both paths exist and are the same directory (device and inode, links followed).
+    public static func isSameDirectory(_ first: String, _ second: String) -> Bool {
+        var a = stat(), b = stat()
+        guard stat(first, &a) == 0, stat(second, &b) == 0 else { return false }
+        return a.st_mode & S_IFMT == S_IFDIR && a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    }
 
     public func appending(_ relative: String) -> String { path + "/" + relative }
 

@@ -8,8 +8,8 @@ struct BindingOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Directory of the binding journal and lock (also: VFIOCTL_STATE_DIR).", valueName: "dir"))
     var stateDir: String?
 
-    @Option(name: .long, help: ArgumentHelp("Seconds to wait for another vfioctl that is changing bindings.", valueName: "seconds"))
-    var lockTimeout: Double = 30
+    @Option(name: .long, help: ArgumentHelp("Seconds to wait for another vfioctl that is changing bindings (0-86400).", valueName: "seconds"))
+    var lockTimeout: LockTimeout = LockTimeout(seconds: 30)
 
     // Roots of /dev and /proc, for tests on copied trees; not for everyday use.
     @Option(name: .long, help: .hidden) var devRoot: String = "/dev"
@@ -20,10 +20,41 @@ struct BindingOptions: ParsableArguments {
     }
 }
 
+/// `--lock-timeout`: a number of seconds from 0 to a day. NaN, infinities, negative and
+/// absurd values are usage errors (exit 64), never a wait forever or a trap.
+struct LockTimeout: ExpressibleByArgument, Equatable {
+    let seconds: Double
+
+    init(seconds: Double) { self.seconds = seconds }
+
+    init?(argument: String) {
+        guard let value = Double(argument), value.isFinite, value >= 0, value <= BindingLock.maximumTimeout else { return nil }
+        seconds = value
+    }
+
+    var defaultValueDescription: String { formatSecondsForHelp(seconds) }
+
+    static var defaultCompletionKind: CompletionKind { .default }
+}
+
+func formatSecondsForHelp(_ seconds: Double) -> String {
+    seconds == seconds.rounded() && abs(seconds) < 1e15 ? String(Int64(seconds)) : String(seconds)
+}
+
 /// Exit statuses of the binding commands, documented in the README.
 enum BindingExit {
     static let refused: Int32 = 3
     static let rolledBack: Int32 = 4
+    /// A device did not end where it should: a failed rollback, or an unbind/restore after
+    /// which a device is not on its original driver. The report says where each device is.
+    static let notRestored: Int32 = 5
+
+    /// Ends a command whose report holds these outcomes with its status (none: success).
+    static func finish(_ outcomes: [BindOutcome]) throws {
+        if outcomes.contains(where: { $0.action == .rollbackFailed || $0.action == .notReturned }) { throw ExitCode(BindingExit.notRestored) }
+        if outcomes.contains(where: { $0.action == .refused }) { throw ExitCode(BindingExit.refused) }
+        if outcomes.contains(where: { $0.action == .rolledBack }) { throw ExitCode(BindingExit.rolledBack) }
+    }
 }
 
 struct OutcomeJSON: Encodable {
@@ -52,6 +83,7 @@ enum BindingReport {
             switch outcome.action {
             case .bound, .unbound, .rolledBack, .wouldBind, .wouldUnbind: line += " (\(from) -> \(to))"
             case .unchanged, .refused: line += " (\(from))"
+            case .rollbackFailed, .notReturned: line += " (now on \(to))"
             }
             if let reason = outcome.reason { line += ": \(reason)" }
             Swift.print(line)
@@ -122,12 +154,12 @@ struct BindCommand: ParsableCommand {
             // Permission problems first, before the lock (whose directory a non-root user
             // cannot create either): the error then says what to do.
             try binder.checkPreconditions(for: plan.steps.filter { $0.action == .bind }.map(\.address.description))
-            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout)
+            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds)
             defer { withExtendedLifetime(lock) {} }
             outcomes = try binder.apply(plan)
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
-        if outcomes.contains(where: { $0.action == .rolledBack }) { throw ExitCode(BindingExit.rolledBack) }
+        try BindingExit.finish(outcomes)
         reportRemaining(plan, json: global.json)
     }
 
@@ -146,6 +178,12 @@ struct UnbindCommand: ParsableCommand {
         discussion: """
             Uses the journal written by `bind`: clears driver_override and binds the original
             driver. A device vfioctl did not bind is reprobed and the kernel chooses its driver.
+            Refuses, unless --force, a device that is not the one journalled (vendor, device and
+            subsystem IDs) and a return that would take a device in use from a host driver (the
+            checks of `bind`).
+
+            Exit status: 0 done, 3 refused (nothing changed), 5 a device is not back on its
+            driver (the report says where it is), 1 other errors.
 
             Example:
               vfioctl unbind 01:00.0 --group
@@ -155,37 +193,59 @@ struct UnbindCommand: ParsableCommand {
     @OptionGroup var options: BindingOptions
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
     @Flag(help: "Return every vfio-pci member of the device's IOMMU group.") var group = false
+    @Flag(help: "Return a device even if the safety or identity checks refuse it.") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
     func run() throws {
         let target = try parseDeviceAddress(address)
-        let inventory = try InventoryLoader.load(global, detail: .summary)
+        let inventory = try InventoryLoader.load(global, detail: .full)
+        let facts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
         let journal = options.journal
         let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
-        var outcomes: [BindOutcome] = []
+        let outcomes: [BindOutcome]
         do {
-            let plan = try BindPlan.unbind(target, wholeGroup: group, inventory: inventory, journal: try journal.entries())
-            if dryRun {
-                outcomes = plan.steps.map {
-                    BindOutcome(address: $0.address.description, fromDriver: $0.fromDriver, toDriver: $0.toDriver,
-                                action: $0.action == .unbind ? .wouldUnbind : .unchanged, reason: $0.reasons.first)
-                }
-            } else {
-                let toUnbind = plan.steps.filter { $0.action == .unbind }.map(\.address.description)
-                try binder.checkPreconditions(for: toUnbind)
-                let lock = try BindingLock(directory: journal.directory, timeout: options.lockTimeout)
-                defer { withExtendedLifetime(lock) {} }
-                for step in plan.steps {
-                    if step.action == .unbind {
-                        outcomes.append(try binder.unbind(step.address.description))
-                    } else {
-                        outcomes.append(BindOutcome(address: step.address.description, fromDriver: step.fromDriver,
-                                                    toDriver: step.fromDriver, action: .unchanged, reason: step.reasons.first))
-                    }
-                }
-            }
+            let plan = try BindPlan.unbind(target, wholeGroup: group, inventory: inventory, journal: try journal.entries(),
+                                           facts: facts, force: force)
+            outcomes = try ReturnRun(binder: binder, options: options, dryRun: dryRun).carryOut(plan)
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
+        try BindingExit.finish(outcomes)
+    }
+}
+
+/// Carries out an unbind or restore plan: refused steps change nothing at all; the rest go back
+/// to their original drivers under the lock.
+struct ReturnRun {
+    let binder: Binder
+    let options: BindingOptions
+    let dryRun: Bool
+
+    func carryOut(_ plan: BindPlan, describe: (BindPlan.Step, BindOutcome) -> BindOutcome = { $1 }) throws(BindingError) -> [BindOutcome] {
+        if plan.isRefused || dryRun {
+            return plan.steps.map { step in
+                let action: BindOutcome.Action = switch step.action {
+                case .refused: .refused
+                case .unbind: plan.isRefused ? .unchanged : .wouldUnbind
+                default: .unchanged
+                }
+                let reason: String? = step.action == .refused ? step.reasons.joined(separator: "; ")
+                    : plan.isRefused && step.action == .unbind ? "not changed: another device was refused" : step.reasons.first
+                return BindOutcome(address: step.address.description, fromDriver: step.fromDriver,
+                                   toDriver: action == .wouldUnbind ? step.toDriver : step.fromDriver, action: action, reason: reason)
+            }
+        }
+        let toReturn = plan.steps.filter { $0.action == .unbind }.map(\.address)
+        guard !toReturn.isEmpty else { return plan.steps.map(Binder.unchangedOutcome) }
+        try binder.checkPreconditions(for: toReturn.map(\.description))
+        let lock = try BindingLock(directory: binder.journal.directory, timeout: options.lockTimeout.seconds)
+        defer { withExtendedLifetime(lock) {} }
+        let returned = Dictionary(try binder.returnToOriginal(toReturn).map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        return plan.steps.map { step in
+            guard let outcome = returned[step.address.description] else {
+                return Binder.unchangedOutcome(step)
+            }
+            return describe(step, outcome)
+        }
     }
 }
 
@@ -197,7 +257,12 @@ struct RestoreCommand: ParsableCommand {
             After an interrupted bind or unbind (a crash, a kill, a power cut of a long script),
             `vfioctl restore` finishes the job: each device whose change was in progress goes back
             to the driver recorded before vfioctl touched it. With --all, devices that were bound
-            successfully go back too.
+            successfully go back too. Each entry is checked first as `unbind` checks it: the
+            address must still hold the journalled device, and a device in use on a host driver
+            is not taken from it (--force overrides both).
+
+            Exit status: 0 done, 3 refused (nothing changed), 5 a device is not back on its
+            driver (the report says where it is), 1 other errors.
 
             Example:
               vfioctl restore --all --dry-run
@@ -206,35 +271,22 @@ struct RestoreCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var options: BindingOptions
     @Flag(help: "Also return devices whose bind completed.") var all = false
+    @Flag(help: "Return a device even if the safety or identity checks refuse it.") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
     func run() throws {
         let journal = options.journal
+        let inventory = try InventoryLoader.load(global, detail: .full)
+        let facts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
         let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
-        var outcomes: [BindOutcome] = []
+        let outcomes: [BindOutcome]
         do {
-            let lock: BindingLock? = dryRun ? nil : try BindingLock(directory: journal.directory, timeout: options.lockTimeout)
-            defer { withExtendedLifetime(lock) {} }
-            let entries = try journal.entries().filter { all || $0.state != .bound }
-            for entry in entries {
-                let current = binder.currentDriver(entry.address)
-                if dryRun {
-                    outcomes.append(BindOutcome(address: entry.address, fromDriver: current, toDriver: entry.originalDriver,
-                                                action: .wouldUnbind, reason: "journal state \(entry.state.rawValue)"))
-                    continue
-                }
-                guard FileManager.default.fileExists(atPath: global.resolvedRoot.appending("bus/pci/devices/\(entry.address)")) else {
-                    outcomes.append(BindOutcome(address: entry.address, fromDriver: nil, toDriver: nil, action: .unchanged,
-                                                reason: "device is not present; its journal entry is kept"))
-                    continue
-                }
-                try binder.checkPreconditions(for: [entry.address])
-                let now = try binder.returnToOriginal(entry.address, entry: entry)
-                let restored = now == entry.originalDriver
-                outcomes.append(BindOutcome(address: entry.address, fromDriver: current, toDriver: now,
-                                            action: restored ? .unbound : .unchanged,
-                                            reason: restored ? "restored (journal state \(entry.state.rawValue))"
-                                                : "could not return to \(entry.originalDriver ?? "no driver"); entry kept"))
+            let entries = try journal.entries()
+            let plan = BindPlan.restore(entries, all: all, inventory: inventory, facts: facts, force: force)
+            outcomes = try ReturnRun(binder: binder, options: options, dryRun: dryRun).carryOut(plan) { step, outcome in
+                guard outcome.action == .unbound, let entry = entries.first(where: { $0.address == step.address }) else { return outcome }
+                return BindOutcome(address: outcome.address, fromDriver: outcome.fromDriver, toDriver: outcome.toDriver,
+                                   action: .unbound, reason: "restored (journal state \(entry.state.rawValue))" + (outcome.reason.map { "; \($0)" } ?? ""))
             }
         } catch { throw bindingFailure(error) }
         if outcomes.isEmpty && !global.json {
@@ -242,6 +294,7 @@ struct RestoreCommand: ParsableCommand {
             return
         }
         try BindingReport.print(outcomes, json: global.json)
+        try BindingExit.finish(outcomes)
     }
 }
 

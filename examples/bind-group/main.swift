@@ -65,7 +65,7 @@ do {
         let lock = try BindingLock(directory: journal.directory, timeout: 30)
         defer { withExtendedLifetime(lock) {} }
         let outcomes = try binder.apply(plan)
-        if let failed = outcomes.first(where: { $0.action == .rolledBack }) {
+        if let failed = outcomes.first(where: { $0.action == .rolledBack || $0.action == .rollbackFailed }) {
             fail("\(failed.address) could not be bound (\(failed.reason ?? "?")); the group was rolled back")
         }
         report.bound = try drivers(of: group)

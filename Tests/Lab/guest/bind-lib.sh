@@ -14,5 +14,10 @@ field_of() {
     ' "$1" "$1"
 }
 
-# no_journal_entry DEVICE: true when the binding journal does not mention DEVICE.
-no_journal_entry() { ! grep -q "\"$1\"" /run/vfioctl/journal.json 2>/dev/null; }
+# The journal is appended (the last line for an address wins), so ask vfioctl what it holds:
+# `restore --all --dry-run --json` lists every live entry, to_driver being its original driver.
+journal_flat() { vfioctl restore --all --dry-run --json 2>/dev/null | json_flat; }
+# no_journal_entry DEVICE: true when the binding journal has no entry for DEVICE.
+no_journal_entry() { ! journal_flat | grep -q "=$1\$"; }
+# journal_original DEVICE: the original driver the journal records for DEVICE ("null": none).
+journal_original() { journal_flat >/tmp/journal.flat; field_of /tmp/journal.flat address "$1" to_driver; }

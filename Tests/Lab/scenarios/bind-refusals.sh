@@ -2,8 +2,8 @@
 # nothing changes: the e1000e once it is up with an address and a route, the NVMe controller once
 # its namespace carries a mounted filesystem, the boot VGA, and a bridge.
 . /lab/bin/lab-lib.sh
+. /lab/bin/bind-lib.sh
 NET=0000:00:04.0 NVME=0000:00:05.0 VGA=0000:00:01.0 BRIDGE=0000:00:06.0
-JOURNAL=/run/vfioctl/journal.json
 iface=$(ls "$(sysfs_dev $NET)/net" 2>/dev/null | head -n 1)
 cleanup() {
     umount /mnt/lab-nvme 2>/dev/null
@@ -25,7 +25,7 @@ refused() {
     case $reason in *"$3"*) ok "$2: reason names '$3'" ;; *) fail "$2: reason '$reason' lacks '$3'" ;; esac
     check_eq "$2: driver unchanged" "$driver" "$(dev_driver "$dev")"
     check_eq "$2: driver_override unchanged" "$override" "$(cat "$(sysfs_dev "$dev")/driver_override")"
-    if grep -q "\"$dev\"" "$JOURNAL" 2>/dev/null; then fail "$2: journal has an entry"; else ok "$2: journal untouched"; fi
+    no_journal_entry "$dev" && ok "$2: journal untouched" || fail "$2: journal has an entry"
 }
 
 # The NIC carrying an address and a route (TEST-NET addresses; the NIC has no backend at all).

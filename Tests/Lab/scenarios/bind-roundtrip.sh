@@ -6,8 +6,6 @@
 . /lab/bin/bind-lib.sh
 trap 'vfioctl restore --all >/dev/null 2>&1; lab_restore' EXIT
 
-JOURNAL=/run/vfioctl/journal.json
-
 for dev in 0000:00:02.0 0000:00:04.0 0000:00:05.0; do
     before=$(dev_driver "$dev")
     group=$(dev_group "$dev")
@@ -21,9 +19,8 @@ for dev in 0000:00:02.0 0000:00:04.0 0000:00:05.0; do
     check_eq "bind $dev to_driver" vfio-pci "$(json_get /tmp/bind.flat '[0].to_driver')"
     check_eq "driver link of $dev after bind" vfio-pci "$(dev_driver "$dev")"
     if [ -c "/dev/vfio/$group" ]; then ok "/dev/vfio/$group exists"; else fail "/dev/vfio/$group missing after bind"; fi
-    if grep -q "\"$dev\"" "$JOURNAL" 2>/dev/null; then ok "journal records $dev"; else fail "journal has no entry for $dev"; fi
-    json_flat <"$JOURNAL" >/tmp/journal.flat
-    recorded=$(field_of /tmp/journal.flat address "$dev" original_driver)
+    no_journal_entry "$dev" && fail "journal has no entry for $dev" || ok "journal records $dev"
+    recorded=$(journal_original "$dev")
     check_eq "journal's original driver for $dev" "${before:-null}" "$recorded"
 
     # A second bind changes nothing.
@@ -37,6 +34,6 @@ for dev in 0000:00:02.0 0000:00:04.0 0000:00:05.0; do
     check_eq "unbind $dev action" unbound "$(json_get /tmp/unbind.flat '[0].action')"
     check_eq "driver of $dev after unbind" "${before:-}" "$(dev_driver "$dev")"
     check_eq "driver_override of $dev after unbind" "(null)" "$(cat "$(sysfs_dev "$dev")/driver_override")"
-    if grep -q "\"$dev\"" "$JOURNAL" 2>/dev/null; then fail "journal still has $dev after unbind"; else ok "journal entry for $dev removed"; fi
+    no_journal_entry "$dev" && ok "journal entry for $dev removed" || fail "journal still has $dev after unbind"
 done
 lab_finish
