@@ -540,10 +540,10 @@ extension Bar {
                 }
                 let mapping = try device.mapPlaced(region, area: area, options: PlacementOptions(skew: skewBytes, guardPageTableSlots: true, writable: false))
                 let geometry: MappingGeometry
-                let pages: [UInt64]
+                let pages: PageOrder
                 do {
                     geometry = try MappingGeometry(virtualStart: mapping.virtualStart, length: UInt64(mapping.size), physicalStart: resource.start + mapping.regionOffset)
-                    pages = try access.pageOrder(pageCount: geometry.pageCount)
+                    pages = try access.order(pageCount: geometry.pageCount)
                 } catch {
                     throw VFIOError.placement(error.description)
                 }
