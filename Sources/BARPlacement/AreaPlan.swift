@@ -28,7 +28,8 @@ public struct AreaPlan: Sendable, Equatable {
         }
         if let skew {
             guard skew % PageGeometry.pageSize == 0 else { throw .notPageAligned(what: "skew", value: skew) }
-            let start = PlacementStrategy.vfioctl.virtualStart(physicalStart: physicalStart, length: length) + skew
+            let (start, overflow) = PlacementStrategy.vfioctl.virtualStart(physicalStart: physicalStart, length: length).addingReportingOverflow(skew)
+            guard !overflow else { throw .addressOverflow(what: "vfioctl's placement moved by the skew 0x\(String(skew, radix: 16))") }
             placements.append(try PlacementPrediction.make(label: "vfioctl+skew", strategy: .vfioctl, skew: skew, virtualStart: start,
                                                            physicalStart: physicalStart, length: length, pattern: pattern,
                                                            geometry: tried, minimum: minimum))

@@ -36,8 +36,8 @@ public struct KernelFaultModel: Sendable, Equatable, Hashable {
 public enum AccessPattern: Sendable, Equatable, Hashable {
     case linear
     case reverse
-    /// Every page once, in an order shuffled by a seeded generator (the same for the same seed
-    /// and page count, here and in `vfioctl bar touch`).
+    /// Every page once, in an order shuffled by a seeded bijection of the page indices (the same
+    /// for the same seed and page count, here and in `vfioctl bar touch`): see `SeededPermutation`.
     case random(seed: UInt64)
     /// These page indices (from the mapping's start), in this order; repeats are allowed.
     case pages([UInt64])
@@ -51,43 +51,129 @@ public enum AccessPattern: Sendable, Equatable, Hashable {
         }
     }
 
-    /// The page indices for a mapping of `pageCount` pages.
-    public func pageOrder(pageCount: UInt64) throws(PlacementError) -> [UInt64] {
+    /// The page indices for a mapping of `pageCount` pages, without building a list (except the
+    /// one `.pages` already holds): a 256 GiB BAR has 64 M pages.
+    public func order(pageCount: UInt64) throws(PlacementError) -> PageOrder {
         switch self {
-        case .linear:
-            return Array(0..<pageCount)
-        case .reverse:
-            return Array((0..<pageCount).reversed())
-        case let .random(seed):
-            var order = Array(0..<pageCount)
-            var generator = SplitMix64(seed: seed)
-            // Fisher-Yates, drawing from the generator so the order depends only on the seed.
-            var index = order.count - 1
-            while index > 0 {
-                let other = Int(generator.next() % UInt64(index + 1))
-                order.swapAt(index, other)
-                index -= 1
-            }
-            return order
+        case .linear: return PageOrder(kind: .linear, pageCount: pageCount)
+        case .reverse: return PageOrder(kind: .reverse, pageCount: pageCount)
+        case let .random(seed): return PageOrder(kind: .permutation(SeededPermutation(count: pageCount, seed: seed)), pageCount: pageCount)
         case let .pages(list):
             if let bad = list.first(where: { $0 >= pageCount }) { throw .pageOutOfRange(page: bad, pages: pageCount) }
-            return list
+            return PageOrder(kind: .list(list), pageCount: pageCount)
         }
     }
 
-    /// Calls `body` with each page index in order, without building the list for linear and
-    /// reverse (a 64 GiB BAR has 16 M pages).
+    /// The page indices as an array (one entry per access: for small mappings and tests).
+    public func pageOrder(pageCount: UInt64) throws(PlacementError) -> [UInt64] {
+        Array(try order(pageCount: pageCount))
+    }
+
+    /// Calls `body` with each page index in order, without building the list.
     public func forEachPage(pageCount: UInt64, _ body: (UInt64) -> Void) throws(PlacementError) {
-        switch self {
-        case .linear:
-            var page: UInt64 = 0
-            while page < pageCount { body(page); page += 1 }
-        case .reverse:
-            var page = pageCount
-            while page > 0 { page -= 1; body(page) }
-        case .random, .pages:
-            for page in try pageOrder(pageCount: pageCount) { body(page) }
+        for page in try order(pageCount: pageCount) { body(page) }
+    }
+
+    /// Whether every page is touched exactly once (so the planner can count by blocks).
+    var touchesEveryPageOnce: Bool {
+        if case .pages = self { return false }
+        return true
+    }
+}
+
+/// The pages of a mapping in the order an `AccessPattern` touches them: a sequence computed on
+/// the fly.
+public struct PageOrder: Sequence, Sendable {
+    enum Kind: Sendable {
+        case linear, reverse
+        case permutation(SeededPermutation)
+        case list([UInt64])
+    }
+    let kind: Kind
+    public let pageCount: UInt64
+
+    /// Accesses in the order: `pageCount`, or the list's length.
+    public var accessCount: UInt64 {
+        if case let .list(list) = kind { return UInt64(list.count) }
+        return pageCount
+    }
+
+    public struct Iterator: IteratorProtocol {
+        let order: PageOrder
+        var position: UInt64 = 0
+        var listIndex = 0
+        public mutating func next() -> UInt64? {
+            switch order.kind {
+            case let .list(list):
+                guard listIndex < list.count else { return nil }
+                defer { listIndex += 1 }
+                return list[listIndex]
+            case .linear:
+                guard position < order.pageCount else { return nil }
+                defer { position += 1 }
+                return position
+            case .reverse:
+                guard position < order.pageCount else { return nil }
+                defer { position += 1 }
+                return order.pageCount - 1 - position
+            case let .permutation(permutation):
+                guard position < order.pageCount else { return nil }
+                defer { position += 1 }
+                return permutation.image(of: position)
+            }
         }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(order: self) }
+    public var underestimatedCount: Int { Int(clamping: accessCount) }
+}
+
+/// A seeded bijection of [0, count): a 4-round Feistel network on the smallest even number of
+/// bits that holds `count`, with cycle walking back into range. Any position's image costs a
+/// few multiplications and no memory, so a random order over 64 M pages needs no table.
+public struct SeededPermutation: Sendable, Equatable, Hashable {
+    public let count: UInt64
+    private let halfBits: UInt64
+    private let keys: [UInt64]
+
+    public init(count: UInt64, seed: UInt64) {
+        self.count = count
+        var bits: UInt64 = 1
+        // Smallest h with 2^(2h) >= count (h <= 32 covers every UInt64 count).
+        while bits < 32 && (UInt64(1) << (2 * bits)) < count { bits += 1 }
+        halfBits = bits
+        var generator = SplitMix64(seed: seed)
+        keys = (0..<4).map { _ in generator.next() }
+    }
+
+    /// The page touched at `position` (< count).
+    public func image(of position: UInt64) -> UInt64 {
+        guard count > 1 else { return 0 }
+        // Cycle walking: the network permutes [0, 2^(2h)); following it from a value below
+        // `count` until it lands below `count` again is a permutation of [0, count) (the domain
+        // is under 4 x count, so under 4 steps on average).
+        var value = position
+        repeat { value = encrypt(value) } while value >= count
+        return value
+    }
+
+    private func encrypt(_ value: UInt64) -> UInt64 {
+        let mask: UInt64 = halfBits >= 32 ? 0xffff_ffff : (UInt64(1) << halfBits) - 1
+        var left = (value >> halfBits) & mask
+        var right = value & mask
+        for key in keys {
+            let mixed = Self.mix(right ^ key) & mask
+            (left, right) = (right, left ^ mixed)
+        }
+        return (left << halfBits) | right
+    }
+
+    /// SplitMix64's finalizer.
+    private static func mix(_ input: UInt64) -> UInt64 {
+        var z = input &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
 
@@ -197,42 +283,37 @@ public struct FaultPlanner: Sendable {
     }
 
     /// Runs the pattern and counts; `observe` (if given) sees every faulting access in order.
+    ///
+    /// Linear, reverse and random orders touch every page once; their counts come from the page
+    /// tables' blocks, not the pages (a 256 GiB BAR in microseconds). With `observe`, or an
+    /// explicit `.pages` list, the walk goes access by access (cost and memory per access).
     public func predict(_ pattern: AccessPattern, observe: ((FaultStep) -> Void)? = nil) throws(PlacementError) -> FaultPrediction {
-        var state = WalkState(mapping: mapping)
-        for present in tablesPresent { state.markTable(present) }
-        // Counters by level (0: order 0, 1: order 9, 2: order 18) and outcome: a dictionary
-        // per call would dominate the walk of a 2 GiB BAR's 524288 pages.
-        var callCounts = [UInt64](repeating: 0, count: 6)
-        var mappings = [UInt64](repeating: 0, count: 3)
-        var faulting: UInt64 = 0
-        var calls: [HandlerCall] = []
-        calls.reserveCapacity(8)
-        var accesses: UInt64 = 0
-        try pattern.forEachPage(pageCount: mapping.pageCount) { page in
-            accesses += 1
-            calls.removeAll(keepingCapacity: true)
-            guard let installed = fault(page: page, state: &state, calls: &calls) else { return }
-            faulting += 1
-            for call in calls { callCounts[Self.counterIndex(call.order) * 2 + (call.outcome == .inserted ? 0 : 1)] += 1 }
-            mappings[Self.counterIndex(installed.order)] += 1
-            observe?(FaultStep(page: page, calls: calls, installed: installed))
+        let order = try pattern.order(pageCount: mapping.pageCount)
+        if observe == nil, pattern.touchesEveryPageOnce {
+            return try BlockCounter(planner: self, order: order).count()
         }
-        var sorted: [HandlerCallCount] = []
-        var byOrder: [Int: UInt64] = [:]
-        for (index, order) in [0, 9, 18].enumerated() {
-            for outcome in [FaultOutcome.fallback, .inserted] {
-                let count = callCounts[index * 2 + (outcome == .inserted ? 0 : 1)]
-                if count > 0 { sorted.append(HandlerCallCount(order: order, outcome: outcome, count: count)) }
-            }
-            if mappings[index] > 0 { byOrder[order] = mappings[index] }
-        }
-        return FaultPrediction(calls: sorted, mappingsByOrder: byOrder, faultingAccesses: faulting, accesses: accesses)
+        return walk(order, observe: observe)
     }
 
-    private static func counterIndex(_ order: Int) -> Int { order == 0 ? 0 : order == 9 ? 1 : 2 }
+    /// Access by access: the kernel's walk for each page in `order`.
+    private func walk(_ order: PageOrder, observe: ((FaultStep) -> Void)?) -> FaultPrediction {
+        var state = WalkState(tablesPresent: tablesPresent)
+        var tally = FaultTally()
+        var calls: [HandlerCall] = []
+        calls.reserveCapacity(8)
+        for page in order {
+            calls.removeAll(keepingCapacity: true)
+            guard let installed = fault(page: page, state: &state, calls: &calls) else { continue }
+            for call in calls { tally.call(call.order, call.outcome) }
+            tally.insert(installed.order)
+            observe?(FaultStep(page: page, calls: calls, installed: installed))
+        }
+        return tally.prediction(accesses: order.accessCount)
+    }
 
     /// One access to `page`; nil when it hits an existing mapping.
     private func fault(page: UInt64, state: inout WalkState, calls: inout [HandlerCall]) -> InstalledMapping? {
+        // page < pageCount (checked by AccessPattern.order), so this stays inside the mapping.
         let address = mapping.virtualStart + (page << UInt64(PageGeometry.pageShift))
         if state.isMapped(address) { return nil }
         if model.retriesPTEFaultUnderMmapLock {
@@ -246,22 +327,21 @@ public struct FaultPlanner: Sendable {
     private func walk(_ address: UInt64, underVMALock: Bool, state: inout WalkState, calls: inout [HandlerCall]) -> InstalledMapping? {
         let levels = PageGeometry.tableLevelOrders
         for (level, order) in levels.enumerated() {
-            let slot = state.slot(address, level: level)
-            guard state.entries[level][slot] == .empty else { continue }
+            guard state.entry(address, level: level) == .empty else { continue }
             // thp_vma_allowable_order: an unsupported order is not tried, but the walk goes on.
             guard geometry.supports(order: order) else {
-                if level < levels.count - 1 { state.entries[level][slot] = .table }
+                if level < levels.count - 1 { state.set(address, level: level, .table) }
                 continue
             }
             if let blockStart = hugeBlock(order: order, faultingAt: address) {
                 calls.append(HandlerCall(order: order, outcome: .inserted))
-                state.entries[level][slot] = .huge
+                state.set(address, level: level, .huge)
                 return InstalledMapping(order: order, virtualAddress: blockStart, physicalAddress: mapping.physical(at: blockStart))
             }
             calls.append(HandlerCall(order: order, outcome: .fallback))
             // Falling back past this level allocates the table below it (pmd_alloc), except below
             // the last huge level: that table (the PTE table) is made by the PTE fault itself.
-            if level < levels.count - 1 { state.entries[level][slot] = .table }
+            if level < levels.count - 1 { state.set(address, level: level, .table) }
         }
         if underVMALock { return nil }
         let pageStart = address & ~(PageGeometry.pageSize - 1)
@@ -289,56 +369,254 @@ public struct FaultPlanner: Sendable {
     }
 }
 
-/// Page-table state of the slots the mapping touches, one array per table level (PUD, PMD)
-/// plus a bitmap of pages with a PTE.
+/// Handler calls and mappings counted by level (0: order 0, 1: order 9, 2: order 18): fixed
+/// arrays, since a dictionary per call would dominate a walk of half a million pages.
+struct FaultTally {
+    private var calls = [UInt64](repeating: 0, count: 6)
+    private var mappings = [UInt64](repeating: 0, count: 3)
+    private var faulting: UInt64 = 0
+
+    private static func level(_ order: Int) -> Int { order == 0 ? 0 : order == 9 ? 1 : 2 }
+
+    mutating func call(_ order: Int, _ outcome: FaultOutcome, times: UInt64 = 1) {
+        calls[Self.level(order) * 2 + (outcome == .inserted ? 0 : 1)] += times
+    }
+
+    /// `times` faults, each installing one mapping of `order`.
+    mutating func insert(_ order: Int, times: UInt64 = 1) {
+        mappings[Self.level(order)] += times
+        faulting += times
+    }
+
+    /// Adds `other` `times` over. Every count is at most a few per page of the mapping (under
+    /// 2^52 pages), so the sums cannot overflow.
+    mutating func add(_ other: FaultTally, times: UInt64) {
+        for index in calls.indices { calls[index] += other.calls[index] * times }
+        for index in mappings.indices { mappings[index] += other.mappings[index] * times }
+        faulting += other.faulting * times
+    }
+
+    func prediction(accesses: UInt64) -> FaultPrediction {
+        var sorted: [HandlerCallCount] = []
+        var byOrder: [Int: UInt64] = [:]
+        for (index, order) in [0, 9, 18].enumerated() {
+            for outcome in [FaultOutcome.fallback, .inserted] {
+                let count = calls[index * 2 + (outcome == .inserted ? 0 : 1)]
+                if count > 0 { sorted.append(HandlerCallCount(order: order, outcome: outcome, count: count)) }
+            }
+            if mappings[index] > 0 { byOrder[order] = mappings[index] }
+        }
+        return FaultPrediction(calls: sorted, mappingsByOrder: byOrder, faultingAccesses: faulting, accesses: accesses)
+    }
+}
+
+/// Page-table state for the access-by-access walk: entries of the PUD and PMD slots touched so
+/// far (absent: empty) and the pages holding a PTE. Sparse, so its size follows the accesses,
+/// not the mapping.
 struct WalkState {
     enum Entry: UInt8 { case empty, table, huge }
-    var entries: [[Entry]]
-    private var firstSlot: [UInt64]
-    private var shifts: [UInt64]
-    private var pteBits: [UInt64]
-    private let firstPage: UInt64
-    private let lastLevel: Int?
+    private var entries: [[UInt64: Entry]]
+    private var ptePages = Set<UInt64>()
+    private static let shifts = PageGeometry.tableLevelOrders.map { UInt64(PageGeometry.pageShift + $0) }
 
-    init(mapping: MappingGeometry) {
-        let huge = PageGeometry.tableLevelOrders
-        var entries: [[Entry]] = []
-        var firstSlot: [UInt64] = []
-        var shifts: [UInt64] = []
-        for order in huge {
-            let shift = UInt64(PageGeometry.pageShift + order)
-            let first = mapping.virtualStart >> shift
-            let last = (mapping.virtualEnd - 1) >> shift
-            entries.append(Array(repeating: .empty, count: Int(last - first + 1)))
-            firstSlot.append(first)
-            shifts.append(shift)
+    init(tablesPresent: [TableSlot]) {
+        entries = Array(repeating: [:], count: PageGeometry.tableLevelOrders.count)
+        for present in tablesPresent {
+            guard let level = PageGeometry.tableLevelOrders.firstIndex(of: present.order) else { continue }
+            entries[level][present.address >> Self.shifts[level]] = .table
         }
-        self.entries = entries
-        self.firstSlot = firstSlot
-        self.shifts = shifts
-        self.firstPage = mapping.virtualStart >> UInt64(PageGeometry.pageShift)
-        self.pteBits = Array(repeating: 0, count: Int((mapping.pageCount + 63) / 64))
-        self.lastLevel = huge.isEmpty ? nil : huge.count - 1
     }
 
-    func slot(_ address: UInt64, level: Int) -> Int { Int((address >> shifts[level]) - firstSlot[level]) }
+    func entry(_ address: UInt64, level: Int) -> Entry { entries[level][address >> Self.shifts[level]] ?? .empty }
+
+    mutating func set(_ address: UInt64, level: Int, _ entry: Entry) { entries[level][address >> Self.shifts[level]] = entry }
 
     func isMapped(_ address: UInt64) -> Bool {
-        for level in entries.indices where entries[level][slot(address, level: level)] == .huge { return true }
-        let page = Int((address >> UInt64(PageGeometry.pageShift)) - firstPage)
-        return pteBits[page >> 6] & (1 << UInt64(page & 63)) != 0
-    }
-
-    mutating func markTable(_ present: TableSlot) {
-        guard let level = PageGeometry.tableLevelOrders.firstIndex(of: present.order) else { return }
-        let index = Int64(bitPattern: present.address >> shifts[level]) - Int64(bitPattern: firstSlot[level])
-        guard index >= 0, index < entries[level].count else { return }
-        entries[level][Int(index)] = .table
+        for level in entries.indices where entry(address, level: level) == .huge { return true }
+        return ptePages.contains(address >> UInt64(PageGeometry.pageShift))
     }
 
     mutating func markPTE(_ address: UInt64) {
-        let page = Int((address >> UInt64(PageGeometry.pageShift)) - firstPage)
-        pteBits[page >> 6] |= 1 << UInt64(page & 63)
-        if let lastLevel { entries[lastLevel][slot(address, level: lastLevel)] = .table }
+        ptePages.insert(address >> UInt64(PageGeometry.pageShift))
+        if let last = entries.indices.last { set(address, level: last, .table) }
+    }
+}
+
+/// Counts the walk of an order that touches every page once, block by block.
+///
+/// With every page touched once the kernel's work in a page-table slot depends only on the
+/// slot: the first fault in a 1 GiB slot makes the one PUD attempt (if its entry is empty); the
+/// first fault in each 2 MiB slot under it makes the PMD attempt(s); every page left then takes
+/// one PTE fault. Which page faults first matters only to the older rule (the faulting address
+/// itself had to be aligned): linear touches a slot's lowest page first, reverse its highest,
+/// and for random the order is followed until every 2 MiB slot has been seen. Slots that are
+/// whole, inside the mapping and without a pre-existing table behave alike (the virtual to
+/// physical offset is the same for all), so one of them is counted and multiplied; the first
+/// and last slots and those `tablesPresent` names are counted one by one.
+struct BlockCounter {
+    let planner: FaultPlanner
+    let order: PageOrder
+    private let start: UInt64
+    private let end: UInt64
+    private let presentPUD: Set<UInt64>
+    private let presentPMD: Set<UInt64>
+    private static let pudShift = UInt64(PageGeometry.pageShift + 18)
+    private static let pmdShift = UInt64(PageGeometry.pageShift + 9)
+
+    /// For the older rule: whether each slot's first access is at the slot's first page.
+    private enum FirstTouch {
+        case lowest, highest
+        /// By slot index from the mapping's first slot: (PUD slots, PMD slots).
+        case recorded(pud: [Bool], pmd: [Bool])
+    }
+
+    /// Random orders under the older rule record one flag per 2 MiB slot: at most this many
+    /// (32 TiB of mapping).
+    static let recordedSlotLimit: UInt64 = 1 << 24
+
+    init(planner: FaultPlanner, order: PageOrder) {
+        self.planner = planner
+        self.order = order
+        start = planner.mapping.virtualStart
+        end = planner.mapping.virtualEnd
+        var pud = Set<UInt64>(), pmd = Set<UInt64>()
+        for present in planner.tablesPresent {
+            if present.order == 18 { pud.insert(present.address >> Self.pudShift) }
+            if present.order == 9 { pmd.insert(present.address >> Self.pmdShift) }
+        }
+        presentPUD = pud
+        presentPMD = pmd
+    }
+
+    func count() throws(PlacementError) -> FaultPrediction {
+        let firstTouch = try self.firstTouch()
+        // Slots alike can be multiplied unless the older rule depends on a random first touch.
+        let uniform: Bool
+        if case .recorded = firstTouch { uniform = false } else { uniform = true }
+        var tally = FaultTally()
+        let specials = presentPUD.union(presentPMD.map { $0 >> (Self.pudShift - Self.pmdShift) })
+        forEachSlot(first: start >> Self.pudShift, last: (end - 1) >> Self.pudShift, specials: specials, uniform: uniform, into: &tally) { slot, tally in
+            pudSlot(slot, firstTouch: firstTouch, uniform: uniform, into: &tally)
+        }
+        return tally.prediction(accesses: order.accessCount)
+    }
+
+    /// Calls `body` for each slot in first...last, except that with `uniform` the interior
+    /// slots not in `specials` are counted once and multiplied.
+    private func forEachSlot(first: UInt64, last: UInt64, specials: Set<UInt64>, uniform: Bool, into tally: inout FaultTally,
+                             _ body: (UInt64, inout FaultTally) -> Void) {
+        guard uniform, last - first >= 2 else {
+            var slot = first
+            while true {
+                body(slot, &tally)
+                if slot == last { break }
+                slot += 1
+            }
+            return
+        }
+        let singles = Set([first, last]).union(specials.filter { $0 >= first && $0 <= last })
+        for slot in singles.sorted() { body(slot, &tally) }
+        let alike = last - first + 1 - UInt64(singles.count)
+        guard alike > 0 else { return }
+        var representative = first + 1
+        while singles.contains(representative) { representative += 1 }
+        var one = FaultTally()
+        body(representative, &one)
+        tally.add(one, times: alike)
+    }
+
+    /// The part of [slotStart, slotStart + size) inside the mapping.
+    private func clip(_ slotStart: UInt64, size: UInt64) -> (low: UInt64, high: UInt64) {
+        let (slotEnd, overflow) = slotStart.addingReportingOverflow(size)
+        return (max(slotStart, start), overflow ? end : min(slotEnd, end))
+    }
+
+    private func pudSlot(_ slot: UInt64, firstTouch: FirstTouch, uniform: Bool, into tally: inout FaultTally) {
+        let slotStart = slot << Self.pudShift
+        if !presentPUD.contains(slot), planner.geometry.supports(order: 18) {
+            if huge(order: 18, slotStart: slotStart, firstAtStart: firstAtStart(firstTouch, slot: slot, order: 18)) {
+                tally.call(18, .inserted)
+                tally.insert(18)
+                return
+            }
+            tally.call(18, .fallback)
+        }
+        let (low, high) = clip(slotStart, size: PageGeometry.bytes(order: 18))
+        forEachSlot(first: low >> Self.pmdShift, last: (high - 1) >> Self.pmdShift, specials: presentPMD, uniform: uniform, into: &tally) { pmd, tally in
+            pmdSlot(pmd, firstTouch: firstTouch, into: &tally)
+        }
+    }
+
+    private func pmdSlot(_ slot: UInt64, firstTouch: FirstTouch, into tally: inout FaultTally) {
+        let slotStart = slot << Self.pmdShift
+        if !presentPMD.contains(slot), planner.geometry.supports(order: 9) {
+            if huge(order: 9, slotStart: slotStart, firstAtStart: firstAtStart(firstTouch, slot: slot, order: 9)) {
+                tally.call(9, .inserted)
+                tally.insert(9)
+                return
+            }
+            // Under the per-VMA lock the PTE-level fault is retried under mmap_lock, and the
+            // PMD entry is still empty then: a second attempt.
+            tally.call(9, .fallback, times: planner.model.retriesPTEFaultUnderMmapLock ? 2 : 1)
+        }
+        let (low, high) = clip(slotStart, size: PageGeometry.bytes(order: 9))
+        let pages = (high - low) >> UInt64(PageGeometry.pageShift)
+        tally.call(0, .inserted, times: pages)
+        tally.insert(0, times: pages)
+    }
+
+    /// Whether the handler inserts a mapping of `order` for the slot's first fault.
+    private func huge(order: Int, slotStart: UInt64, firstAtStart: Bool) -> Bool {
+        switch planner.model.rule {
+        case .alignedBlock:
+            // Any address in the slot gives the same block.
+            return planner.hugeBlock(order: order, faultingAt: max(slotStart, start)) != nil
+        case .alignedAddress:
+            return firstAtStart && planner.hugeBlock(order: order, faultingAt: slotStart) != nil
+        }
+    }
+
+    private func firstAtStart(_ firstTouch: FirstTouch, slot: UInt64, order: Int) -> Bool {
+        let shift = order == 18 ? Self.pudShift : Self.pmdShift
+        let slotStart = slot << shift
+        switch firstTouch {
+        case .lowest:
+            return slotStart >= start
+        case .highest:
+            return clip(slotStart, size: PageGeometry.bytes(order: order)).high - PageGeometry.pageSize == slotStart
+        case let .recorded(pud, pmd):
+            let index = Int(slot - (start >> shift))
+            return order == 18 ? pud[index] : pmd[index]
+        }
+    }
+
+    private func firstTouch() throws(PlacementError) -> FirstTouch {
+        guard planner.model.rule == .alignedAddress else { return .lowest }   // unused by the fixed rule
+        switch order.kind {
+        case .linear: return .lowest
+        case .reverse: return .highest
+        case .list: return .lowest   // not counted by blocks
+        case .permutation:
+            let firstPUD = start >> Self.pudShift, firstPMD = start >> Self.pmdShift
+            let pmdCount = ((end - 1) >> Self.pmdShift) - firstPMD + 1
+            guard pmdCount <= Self.recordedSlotLimit else {
+                throw .tooLarge(what: "a random order under the older fault rule", limit: "\(Self.recordedSlotLimit) slots of 2 MiB")
+            }
+            let pudCount = Int(((end - 1) >> Self.pudShift) - firstPUD + 1)
+            // 0: not touched yet, 1: first touched elsewhere, 2: first touched at its first page.
+            var pud = [UInt8](repeating: 0, count: pudCount), pmd = [UInt8](repeating: 0, count: Int(pmdCount))
+            var left = pmdCount
+            for page in order {
+                let address = start + (page << UInt64(PageGeometry.pageShift))
+                let pmdIndex = Int((address >> Self.pmdShift) - firstPMD)
+                guard pmd[pmdIndex] == 0 else { continue }
+                pmd[pmdIndex] = address & (PageGeometry.bytes(order: 9) - 1) == 0 ? 2 : 1
+                let pudIndex = Int((address >> Self.pudShift) - firstPUD)
+                if pud[pudIndex] == 0 { pud[pudIndex] = address & (PageGeometry.bytes(order: 18) - 1) == 0 ? 2 : 1 }
+                left -= 1
+                if left == 0 { break }
+            }
+            return .recorded(pud: pud.map { $0 == 2 }, pmd: pmd.map { $0 == 2 })
+        }
     }
 }

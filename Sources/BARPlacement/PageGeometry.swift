@@ -53,6 +53,7 @@ public enum PlacementError: Error, Equatable, CustomStringConvertible {
     case emptyArea
     case addressOverflow(what: String)
     case pageOutOfRange(page: UInt64, pages: UInt64)
+    case tooLarge(what: String, limit: String)
 
     public var description: String {
         switch self {
@@ -66,6 +67,8 @@ public enum PlacementError: Error, Equatable, CustomStringConvertible {
             return "\(what) does not fit in the 64-bit address space"
         case let .pageOutOfRange(page, pages):
             return "page \(page) is outside the mapping of \(pages) pages"
+        case let .tooLarge(what, limit):
+            return "\(what) is too large to plan (the limit is \(limit))"
         }
     }
 }

@@ -37,19 +37,28 @@ public enum Placement {
     /// placement congruent modulo the largest page reaches it.
     public static func minimumMappings(physicalStart: UInt64, length: UInt64, geometry: PageGeometry = .x86_64) -> [Int: UInt64] {
         var counts: [Int: UInt64] = [:]
-        var position = physicalStart
-        let end = physicalStart &+ length
-        while position < end {
-            for order in geometry.orders.reversed() {
-                let size = PageGeometry.bytes(order: order)
-                if position % size == 0, size <= end - position {
-                    counts[order, default: 0] += 1
-                    position += size
-                    break
-                }
-            }
-        }
+        // The range comes from sysfs: one running past 2^64 is cut there.
+        let (sum, overflow) = physicalStart.addingReportingOverflow(length)
+        decompose(physicalStart, overflow ? UInt64.max : sum, orders: geometry.orders.reversed(), into: &counts)
         return counts
+    }
+
+    /// The greedy decomposition in closed form, per order rather than per block (a 2^62-byte
+    /// range is 2^32 blocks of 1 GiB): the largest order covers every aligned block between
+    /// its first and last boundary inside [low, high); the smaller orders cover the head and
+    /// the tail. A remainder under one base page is not mappable and not counted.
+    private static func decompose(_ low: UInt64, _ high: UInt64, orders: some Collection<Int>, into counts: inout [Int: UInt64]) {
+        guard low < high, let order = orders.first else { return }
+        let size = PageGeometry.bytes(order: order)
+        let smaller = orders.dropFirst()
+        guard let first = roundUp(low, to: size), first < high, size <= high - first else {
+            decompose(low, high, orders: smaller, into: &counts)
+            return
+        }
+        let blocks = (high - first) / size
+        counts[order, default: 0] += blocks
+        decompose(low, first, orders: smaller, into: &counts)
+        decompose(first + blocks * size, high, orders: smaller, into: &counts)
     }
 
     /// Whether each huge order can ever be used for this mapping (under the fixed rule, with
@@ -107,7 +116,8 @@ public enum PlacementStrategy: String, Sendable, CaseIterable, Codable {
         case .vfioctl:
             return base + physicalStart % gib
         case .pageAligned:
-            return base + (physicalStart + PageGeometry.pageSize) % gib
+            // Wrapping: only the residue modulo 1 GiB matters, and 2^64 is a multiple of it.
+            return base + (physicalStart &+ PageGeometry.pageSize) % gib
         case .sizeAligned:
             var align = PageGeometry.pageSize
             while align < length && align < gib { align <<= 1 }

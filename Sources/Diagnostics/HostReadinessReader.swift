@@ -66,9 +66,11 @@ public struct HostReadinessReader {
         }
         for entry in (reader.listDirectory(sysfs.appending("kernel/mm/hugepages")) ?? []).sorted() {
             guard entry.hasPrefix("hugepages-"), entry.hasSuffix("kB"),
-                  let kilobytes = UInt64(entry.dropFirst("hugepages-".count).dropLast(2)) else { continue }
+                  let kilobytes = UInt64(entry.dropFirst("hugepages-".count).dropLast(2)),
+                  // A name the kernel would never write (a page of 2^64 bytes or more) is skipped.
+                  case let (pageSize, overflow) = kilobytes.multipliedReportingOverflow(by: 1024), !overflow else { continue }
             let base = sysfs.appending("kernel/mm/hugepages/\(entry)")
-            host.hugePages.append(HugePagePool(pageSize: kilobytes * 1024,
+            host.hugePages.append(HugePagePool(pageSize: pageSize,
                                                total: reader.readInt(base + "/nr_hugepages") ?? 0,
                                                free: reader.readInt(base + "/free_hugepages") ?? 0))
         }

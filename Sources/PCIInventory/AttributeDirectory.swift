@@ -22,9 +22,12 @@ struct AttributeDirectory: ~Copyable {
     /// Reads the attribute `name` into `buffer` (whose size bounds the read); returns the byte
     /// count, or nil when the attribute is missing or unreadable.
     func read(_ name: String, into buffer: inout [UInt8]) -> Int? {
-        let file = openat(descriptor, name, O_RDONLY | O_CLOEXEC)
+        // Non-blocking, and regular files only: a FIFO or device node planted in a tree would
+        // otherwise block the open or the read forever.
+        let file = openat(descriptor, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard file >= 0 else { return nil }
         defer { close(file) }
+        guard isRegularFile(file) else { return nil }
         var filled = 0
         while filled < buffer.count {
             let count = buffer.withUnsafeMutableBytes { raw -> Int in
@@ -58,6 +61,12 @@ struct AttributeDirectory: ~Copyable {
     func exists(_ name: String) -> Bool {
         faccessat(descriptor, name, F_OK, 0) == 0
     }
+}
+
+/// Whether an open descriptor is a regular file (what every sysfs and procfs attribute is).
+func isRegularFile(_ descriptor: Int32) -> Bool {
+    var status = stat()
+    return fstat(descriptor, &status) == 0 && status.st_mode & S_IFMT == S_IFREG
 }
 
 /// Parsing straight from the bytes of an attribute, without building a String.

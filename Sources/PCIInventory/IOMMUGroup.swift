@@ -32,6 +32,10 @@ public enum GroupViability {
 
     /// nil when the member does not block the group; otherwise why it does.
     public static func blockReason(for device: PCIDevice) -> String? {
+        // Fail closed: a member whose binding cannot be read may be on a host driver.
+        if let unknown = device.bindingUnknown {
+            return "its driver cannot be read (\(unknown)); the group is not viable until it can"
+        }
         guard let driver = device.driver else { return nil }
         if isVFIODriver(driver) || userDrivers.contains(driver) { return nil }
         if device.isBridge, bridgeDrivers.contains(driver) { return nil }

@@ -31,6 +31,9 @@ public struct PCIDevice: Sendable {
     public var accessControlServices: ACSStatus?
     /// Where the device's sysfs data was incomplete or malformed, in words a user can act on.
     public var problems: [String] = []
+    /// Why the device's driver binding could not be read (its directory or `driver` entry is
+    /// unreadable); nil when it was read. A device in that state blocks its group.
+    public var bindingUnknown: String?
 
     public init(address: PCIAddress) { self.address = address }
 

@@ -72,7 +72,9 @@ struct Scanner {
         }
 
         guard let directory = AttributeDirectory(path: directoryPath) else {
-            device.problems.append("cannot open \(directoryPath)")
+            let reason = "cannot open \(directoryPath) (\(String(cString: strerror(errno))))"
+            device.problems.append(reason)
+            device.bindingUnknown = reason
             return device
         }
         func hex(_ attribute: String) -> UInt64? {
@@ -99,7 +101,14 @@ struct Scanner {
             fillIdentityFromConfig(&device, config)
         }
 
-        if let length = directory.readLink("driver", into: &buffers.link) {
+        let driverLink = directory.readLink("driver", into: &buffers.link)
+        if driverLink == nil, errno != ENOENT {
+            // Present but not a readable link (a file, a FIFO): the binding is unknown.
+            let reason = "\(directoryPath)/driver is not a readable link (\(String(cString: strerror(errno))))"
+            device.problems.append(reason)
+            device.bindingUnknown = reason
+        }
+        if let length = driverLink {
             device.driver = AttributeBytes.basename(buffers.link, count: length)
             if !directory.exists("driver") {
                 let target = String(decoding: buffers.link[..<length], as: UTF8.self)

@@ -52,9 +52,11 @@ public struct SysfsRoot: Sendable, Equatable, CustomStringConvertible {
 package struct SysfsReader {
     package init() {}
     /// Reads a whole small file (up to `limit` bytes).
+    /// Regular files only, opened without blocking: a FIFO in a crafted tree is not read.
     package func readBytes(_ path: String, limit: Int = 4096) -> [UInt8]? {
-        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) else { return nil }
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec, .nonBlocking]) else { return nil }
         defer { try? fd.close() }
+        guard isRegularFile(fd.rawValue) else { return nil }
         var bytes = [UInt8](repeating: 0, count: limit)
         var filled = 0
         while filled < limit {

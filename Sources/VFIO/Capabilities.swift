@@ -94,7 +94,9 @@ public struct SparseArea: Sendable, Equatable {
     public func excluding(_ holes: [Range<UInt64>]) -> [SparseArea] {
         var pieces: [SparseArea] = []
         var cursor = offset
-        let end = offset + size
+        // The area comes from the kernel: one running past 2^64 is cut there, not trapped on.
+        let (sum, overflow) = offset.addingReportingOverflow(size)
+        let end = overflow ? UInt64.max : sum
         for hole in holes.sorted(by: { $0.lowerBound < $1.lowerBound }) where hole.upperBound > cursor && hole.lowerBound < end {
             if hole.lowerBound > cursor { pieces.append(SparseArea(offset: cursor, size: hole.lowerBound - cursor)) }
             cursor = max(cursor, hole.upperBound)

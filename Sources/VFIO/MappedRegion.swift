@@ -75,14 +75,13 @@ public struct MappedRegion: ~Copyable {
     /// Reads one byte of every page in `pages` (indices from the mapping's start), in that
     /// order, with volatile loads: each first access of a page is one page fault. Returns the
     /// bytes summed, so the loads cannot be dropped.
-    public func touchPages(_ pages: [UInt64]) throws(VFIOError) -> UInt64 {
+    public func touchPages<Pages: Sequence<UInt64>>(_ pages: Pages) throws(VFIOError) -> UInt64 {
         try checkDecoding()
         let pageCount = UInt64(size) / 4096
-        if let bad = pages.first(where: { $0 >= pageCount }) {
-            throw .outOfRange(offset: bad * 4096, width: 1, size: UInt64(size))
-        }
         var sum: UInt64 = 0
         for page in pages {
+            // Checked page by page: the order is computed as it goes (no list of 64 M pages).
+            guard page < pageCount else { throw .outOfRange(offset: page &* 4096, width: 1, size: UInt64(size)) }
             // Safety: the page index was checked against the live mapping; reads are 1 byte.
             sum &+= UInt64(cuapi_mmio_read8(base + Int(page) * 4096))
         }

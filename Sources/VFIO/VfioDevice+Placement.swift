@@ -78,7 +78,11 @@ extension VfioDevice {
             throw .regionAccessDenied(index: region.index, access: "mmap of 0x\(String(chosen.size, radix: 16)) bytes at 0x\(String(chosen.offset, radix: 16)) (not inside one of its mmap areas: \(areas.isEmpty ? "none" : areas))")
         }
         guard let physicalBase = physicalStart(ofRegion: region.index) else { throw .physicalAddressUnknown(region: region.index) }
-        let physical = physicalBase + chosen.offset
+        // Both come from the kernel (sysfs resource, region info): checked, not trusted.
+        let (physical, physicalOverflow) = physicalBase.addingReportingOverflow(chosen.offset)
+        guard !physicalOverflow, physical <= UInt64.max - chosen.size else {
+            throw .placement("the area at offset 0x\(String(chosen.offset, radix: 16)) of the BAR at 0x\(String(physicalBase, radix: 16)) runs past the 64-bit bus address space")
+        }
         let page = PageGeometry.pageSize
         guard options.skew % page == 0 else { throw .placement("skew 0x\(String(options.skew, radix: 16)) is not a multiple of 4 KiB") }
         guard chosen.size % page == 0, physical % page == 0 else {
@@ -89,8 +93,10 @@ extension VfioDevice {
         // Room to move the start up by less than `alignment`, the skew, and with guards one
         // more 1 GiB slot on each side of the mapping's slots.
         let extra = options.guardPageTableSlots ? 3 * gib : alignment
-        guard let reservationLength = Int(exactly: chosen.size + options.skew + extra) else {
-            throw .placement("the area of 0x\(String(chosen.size, radix: 16)) bytes does not fit the address space")
+        let (sized, sizeOverflow) = chosen.size.addingReportingOverflow(options.skew)
+        let (total, totalOverflow) = sized.addingReportingOverflow(extra)
+        guard !sizeOverflow, !totalOverflow, let reservationLength = Int(exactly: total) else {
+            throw .placement("the area of 0x\(String(chosen.size, radix: 16)) bytes with a skew of 0x\(String(options.skew, radix: 16)) does not fit the address space")
         }
         let reservation = try reserveAddressSpace(reservationLength)
         let reservationStart = UInt64(UInt(bitPattern: reservation))
@@ -99,11 +105,13 @@ extension VfioDevice {
             _ = munmap(reservation, reservationLength)
             throw .placement("no congruent address in the reservation")
         }
+        // congruent < floor + alignment and skew + size + alignment fit the reservation above.
         let start = congruent + options.skew
         let protection = PROT_READ | (options.writable && region.isWritable ? PROT_WRITE : 0)
         let length = Int(chosen.size)
         guard let target = UnsafeMutableRawPointer(bitPattern: UInt(start)),
-              let fileOffset = off_t(exactly: region.offset + chosen.offset) else {
+              case let (offset, overflow) = region.offset.addingReportingOverflow(chosen.offset), !overflow,
+              let fileOffset = off_t(exactly: offset) else {
             _ = munmap(reservation, reservationLength)
             throw .placement("address 0x\(String(start, radix: 16)) is not usable")
         }

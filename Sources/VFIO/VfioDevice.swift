@@ -44,10 +44,13 @@ public struct RegionInfo: Sendable, Equatable {
     public var capabilities = RegionCapabilities()
 
     /// The parts of the region that can be mmapped: the sparse areas if the kernel lists them,
-    /// else the whole region if it is mappable, else none.
+    /// else the whole region if it is mappable, else none. Sparse areas come from the kernel:
+    /// an empty one, or one not wholly inside the region, is left out.
     public var mappableAreas: [SparseArea] {
         guard isMappable, size > 0 else { return [] }
-        return capabilities.sparseAreas ?? [SparseArea(offset: 0, size: size)]
+        let whole = SparseArea(offset: 0, size: size)
+        guard let sparse = capabilities.sparseAreas else { return [whole] }
+        return sparse.filter { $0.size > 0 && whole.contains($0) }
     }
 }
 

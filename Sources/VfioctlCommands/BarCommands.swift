@@ -50,9 +50,10 @@ public struct Bar: ParsableCommand {
             guard AccessWidth(rawValue: width) != nil else {
                 throw ValidationError("--width must be 1, 2, 4 or 8 (bytes), not \(width)")
             }
-            guard parseNumber(offset) != nil else {
+            guard let value = parseNumber(offset) else {
                 throw ValidationError("--offset \"\(offset)\" is not a decimal or 0x-prefixed hex number")
             }
+            if let error = byteCountTooLarge("--offset", value) { throw error }
         }
 
         /// Values checked by validate().
@@ -241,6 +242,7 @@ extension Bar {
             if let skew {
                 guard let value = parseByteCount(skew) else { throw ValidationError("--skew \"\(skew)\" is not a byte count (decimal, 0x hex, or with K/M/G)") }
                 guard value % PageGeometry.pageSize == 0 else { throw ValidationError("--skew must be a multiple of 4096 bytes, not \(value)") }
+                if let error = byteCountTooLarge("--skew", value) { throw error }
             }
         }
 
@@ -460,6 +462,7 @@ struct BarWindowOptions: ParsableArguments {
                 throw ValidationError("\(name) must be a multiple of 4096 bytes (decimal, 0x hex, or K/M/G), not \"\(text)\"")
             }
             if name == "--length", value == 0 { throw ValidationError("--length must not be 0") }
+            if let error = byteCountTooLarge(name, value) { throw error }
         }
     }
 
@@ -477,6 +480,17 @@ struct BarWindowOptions: ParsableArguments {
         }
         return (start, size)
     }
+}
+
+/// The most any byte-count option may ask for: the x86-64 user address space (128 TiB). Skews
+/// and sizes beyond it can never be mapped, and bounding them here keeps every sum of a value,
+/// a placement and a BAR inside 64 bits.
+let largestByteCountOption: UInt64 = 1 << 47
+
+/// Why a byte-count option is refused: nil when `value` is within `largestByteCountOption`.
+func byteCountTooLarge(_ name: String, _ value: UInt64) -> ValidationError? {
+    value <= largestByteCountOption ? nil
+        : ValidationError("\(name) 0x\(String(value, radix: 16)) is larger than the 128 TiB user address space")
 }
 
 func parseByteCount(_ text: String) -> UInt64? {
@@ -538,6 +552,7 @@ extension Bar {
             guard let value = parseByteCount(skew), value % PageGeometry.pageSize == 0 else {
                 throw ValidationError("--skew must be a multiple of 4096 bytes (decimal, 0x hex, or K/M/G), not \"\(skew)\"")
             }
+            if let error = byteCountTooLarge("--skew", value) { throw error }
             guard ["linear", "reverse", "random"].contains(pattern) else { throw ValidationError("--pattern must be linear, reverse or random, not \"\(pattern)\"") }
         }
 
@@ -568,10 +583,10 @@ extension Bar {
                 let rule = HugeFaultRuleJSON(host: host, advice: mapping.hugePageAdvice)
                 let tried = PageGeometry.tried(under: host.gate(for: mapping.hugePageAdvice))
                 let geometry: MappingGeometry
-                let pages: [UInt64]
+                let pages: PageOrder
                 do {
                     geometry = try MappingGeometry(virtualStart: mapping.virtualStart, length: UInt64(mapping.size), physicalStart: resource.start + mapping.regionOffset)
-                    pages = try access.pageOrder(pageCount: geometry.pageCount)
+                    pages = try access.order(pageCount: geometry.pageCount)
                 } catch {
                     throw VFIOError.placement(error.description)
                 }
@@ -680,9 +695,12 @@ extension Bar {
         @Option(name: .long, help: ArgumentHelp("Bytes to read from offset 0 (a multiple of 4).", valueName: "n"))
         var count: Int = 64
 
+        func validate() throws {
+            guard count > 0, count % 4 == 0, count <= 4096 else { throw ValidationError("--count must be a multiple of 4 from 4 to 4096, not \(count)") }
+        }
+
         func run() throws {
             let target = try parseDeviceAddress(address)
-            guard count > 0, count % 4 == 0, count <= 4096 else { throw CommandFailure("--count must be a multiple of 4 from 4 to 4096") }
             let bytes: [UInt8]
             do throws(VFIOError) {
                 let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
@@ -720,6 +738,13 @@ extension Bar {
         var bar: Int
         @Option(name: .long, help: ArgumentHelp("Offset of the dword read each step.", valueName: "offset"))
         var offset: String = "0"
+
+        func validate() throws {
+            guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
+            guard let value = parseNumber(offset), value <= largestByteCountOption else {
+                throw ValidationError("--offset \"\(offset)\" is not a decimal or 0x-prefixed hex number below 128 TiB")
+            }
+        }
 
         func run() throws {
             let target = try parseDeviceAddress(address)

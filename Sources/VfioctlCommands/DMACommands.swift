@@ -42,6 +42,7 @@ public struct DMA: ParsableCommand {
 
         func validate() throws {
             guard let bytes = parseByteCount(size), bytes > 0, bytes % 4096 == 0 else { throw ValidationError("--size must be a positive multiple of 4096 bytes, not \"\(size)\"") }
+            if let error = byteCountTooLarge("--size", bytes) { throw error }
             guard chunks > 0, bytes % chunks == 0, (bytes / chunks) % 4096 == 0 else { throw ValidationError("--chunks must split --size into 4 KiB multiples") }
         }
 
@@ -273,6 +274,12 @@ extension DMA {
         @Option(name: .long, help: ArgumentHelp("Byte offset in the BAR that edu reads from.", valueName: "bytes"))
         var offset: String = "0x1000"
 
+        func validate() throws {
+            guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
+            guard let value = parseByteCount(offset) else { throw ValidationError("--offset \"\(offset)\" is not a byte count") }
+            if let error = byteCountTooLarge("--offset", value) { throw error }
+        }
+
         func run() throws {
             let target = try parseDeviceAddress(address)
             let peerAddress = try parseDeviceAddress(peer)
@@ -293,7 +300,10 @@ extension DMA {
                 let peerMapping = try container.mapDMA(peerBar, alignment: 2 << 20)
                 let buffer = try DMABuffer(size: 4096, preferHugePages: false)
                 let ramMapping = try container.mapDMA(buffer, limit: Edu.dmaLimit)
-                try Edu.transfer(eduBar, from: peerMapping.iova + readOffset, to: EduRegisters.bufferAddress, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
+                // readOffset lies inside the BAR (the stores above checked it), so inside the mapping.
+                let (source, overflow) = peerMapping.iova.addingReportingOverflow(readOffset)
+                guard !overflow else { throw VFIOError.placement("IOVA 0x\(String(peerMapping.iova, radix: 16)) + 0x\(String(readOffset, radix: 16)) overflows") }
+                try Edu.transfer(eduBar, from: source, to: EduRegisters.bufferAddress, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
                 try Edu.transfer(eduBar, from: EduRegisters.bufferAddress, to: ramMapping.iova, count: UInt64(pattern.count), toRAM: true, raiseIRQ: false)
                 let back = try buffer.bytes(at: 0, count: pattern.count)
                 // IOMMU mappings go before the memory behind them.
@@ -338,9 +348,17 @@ extension DMA {
         @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions; the best is reported.", valueName: "n"))
         var repetitions: Int = 3
 
+        func validate() throws {
+            guard let bytes = parseByteCount(size), bytes > 0, bytes % (2 << 20) == 0 else {
+                throw ValidationError("--size must be a positive multiple of 2 MiB, not \"\(size)\"")
+            }
+            if let error = byteCountTooLarge("--size", bytes) { throw error }
+            guard repetitions > 0 else { throw ValidationError("--repeat must be at least 1, not \(repetitions)") }
+        }
+
         func run() throws {
             let target = try parseDeviceAddress(address)
-            guard let bytes = parseByteCount(size), bytes > 0, bytes % (2 << 20) == 0, let count = Int(exactly: bytes) else {
+            guard let bytes = parseByteCount(size), let count = Int(exactly: bytes) else {
                 throw CommandFailure("--size must be a positive multiple of 2 MiB")
             }
             var mapTimes: [Double] = [], unmapTimes: [Double] = []

@@ -33,6 +33,12 @@ struct DoctorCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Read RELEASE/modules.dep and modules.builtin here instead of /lib/modules.", valueName: "dir"))
     var modulesRoot: String = "/lib/modules"
 
+    func validate() throws {
+        guard parseSize(vmMemory) != nil else {
+            throw ValidationError("--vm-memory \"\(vmMemory)\" is not a size: write a number with K, M, G or T, e.g. 8G")
+        }
+    }
+
     func run() throws {
         guard let planned = parseSize(vmMemory) else {
             throw CommandFailure("--vm-memory \"\(vmMemory)\" is not a size: write a number with K, M, G or T, e.g. 8G")
