@@ -178,15 +178,29 @@ extension VfioContainer {
     /// kernel will judge them: a process with CAP_IPC_LOCK is exempt from the limit, and pages
     /// the process has locked already count against it.
     public func checkDMABudget(ramBytes: UInt64, mappings: UInt64) throws(VFIOError) {
-        let info = try iommuInfo()
-        if let available = info.dmaAvailable, mappings > UInt64(available) {
+        if let available = try dmaAvailable(), mappings > UInt64(available) {
             throw .dmaLimit("\(mappings) DMA mappings requested, but the container has only \(available) left (dma_avail; the vfio_iommu_type1 parameter dma_entry_limit sets it)")
         }
+        // Device memory (a peer's BAR) is not pinned: RLIMIT_MEMLOCK does not apply.
+        guard ramBytes > 0 else { return }
         let limit = MemlockLimit.read()
         if ramBytes > 0, !limit.allows(pinning: ramBytes, alreadyPinned: pinnedBytes), let current = limit.current {
             let locked = max(limit.lockedBytes ?? 0, pinnedBytes)
             throw .dmaLimit("pinning \(ramBytes) bytes for DMA (with \(locked) already locked) exceeds RLIMIT_MEMLOCK of \(current) bytes and the process lacks CAP_IPC_LOCK; raise the limit (ulimit -l, or LimitMEMLOCK= for a service) or grant CAP_IPC_LOCK")
         }
+    }
+
+    /// The container's dma_avail now: read from the kernel once, then less the mappings this
+    /// container made since (nil where the kernel does not report it).
+    func dmaAvailable() throws(VFIOError) -> UInt32? {
+        if dmaAvailableBaseline == nil {
+            guard let available = try iommuInfo().dmaAvailable else { return nil }
+            dmaAvailableBaseline = (available, activeMappings.count)
+        }
+        guard let baseline = dmaAvailableBaseline else { return nil }
+        let made = activeMappings.count - baseline.mappings
+        if made <= 0 { return baseline.available &+ UInt32(clamping: -made) }
+        return baseline.available > UInt32(clamping: made) ? baseline.available - UInt32(clamping: made) : 0
     }
 
     /// Maps a RAM buffer for DMA at a free IOVA (aligned to the largest IOMMU page that fits,

@@ -19,6 +19,9 @@ public final class VfioContainer {
     var iovaAllocator: IOVAAllocator?
     /// Live DMA mappings by IOVA, each holding what backs it so the memory outlives the mapping.
     var activeMappings: [UInt64: ActiveDMA] = [:]
+    /// dma_avail as first read, with the number of this container's mappings then: it changes
+    /// only through this container's own mappings, so it is tracked instead of read per map.
+    var dmaAvailableBaseline: (available: UInt32, mappings: Int)?
 
     /// Opens the container and checks the API version and the type1v2 backend.
     public init(path: String = VfioContainer.defaultPath) throws(VFIOError) {
