@@ -77,6 +77,8 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // `vfioctl vm config`: pure planner from sysfs facts to QEMU, libvirt and Cloud Hypervisor settings.
+        .target(name: "VMMConfig", dependencies: ["Diagnostics", "PCIInventory"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
         .target(name: "SysfsFixtures"),
         .target(
@@ -89,6 +91,7 @@ let package = Package(
                 "KVM",
                 "BARPlacement",
                 "Passthrough",
+                "VMMConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -131,5 +134,6 @@ let package = Package(
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CLinuxUAPI"]),
+        .testTarget(name: "VMMConfigTests", dependencies: ["VMMConfig", "Diagnostics", "PCIInventory", "SysfsFixtures"]),
     ]
 )
