@@ -128,12 +128,11 @@ let package = Package(
             name: "PCIInventoryTests",
             dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
         ),
-        .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "PCIInventory", "SysfsFixtures"]),
+        .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "PCIInventory", "SysfsFixtures", "VMMConfig"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CLinuxUAPI"]),
-        .testTarget(name: "VMMConfigTests", dependencies: ["VMMConfig", "Diagnostics", "PCIInventory", "SysfsFixtures"]),
     ]
 )

@@ -1,12 +1,12 @@
-import Diagnostics
+@testable import Diagnostics
 import Foundation
 import PCIInventory
 import SysfsFixtures
 import Testing
 @testable import VMMConfig
 
-/// Plans on generated hosts: a fixture sysfs tree plus a `HostEnvironment`, read by the real
-/// `HostReadinessReader`, planned by `VMMConfigPlanner`.
+/// Plans on generated hosts: the doctor's fixture host (a sysfs tree plus a `HostEnvironment`,
+/// read by the real `HostReadinessReader`), planned by `VMMConfigPlanner`.
 enum PlannerFixture {
     static func plan(_ request: VMMConfigRequest) throws -> Result<VMMConfigPlan, VMMConfigRefusal> {
         try plan(.gpuWorkstation, .ready, request)
@@ -18,18 +18,11 @@ enum PlannerFixture {
 
     static func plan(_ fixture: FixtureHost, _ environment: HostEnvironment,
                      _ request: VMMConfigRequest) throws -> Result<VMMConfigPlan, VMMConfigRefusal> {
-        try withTemporarySysfsTree(fixture) { tree in
-            let roots = try tree.writeEnvironment(environment)
-            var reader = HostReadinessReader(sysfs: SysfsRoot(path: tree.rootPath))
-            reader.procRoot = roots.procRoot
-            reader.devRoot = roots.devRoot
-            reader.modulesRoot = roots.modulesRoot
-            let host = try reader.read(names: nil)
-            do throws(VMMConfigRefusal) {
-                return .success(try VMMConfigPlanner.plan(request, host: host))
-            } catch {
-                return .failure(error)
-            }
+        let host = try DoctorFixture.examine(fixture, environment).host
+        do throws(VMMConfigRefusal) {
+            return .success(try VMMConfigPlanner.plan(request, host: host))
+        } catch {
+            return .failure(error)
         }
     }
 
