@@ -92,20 +92,14 @@ struct DoctorJSON: Encodable {
         var container = encoder.container(keyedBy: Keys.self)
         try container.encode(verdict.rawValue, forKey: .verdict)
         try container.encode(kernel, forKey: .kernel)
-        try container.encode(findings.map(FindingJSON.init), forKey: .findings)
+        try container.encode(findings.map(JSONValue.finding), forKey: .findings)
     }
 }
 
-/// A finding in JSON: `{id, status, title, evidence, remedy}` (doctor, vm config).
-struct FindingJSON: Encodable {
-    let finding: Finding
-    enum Keys: String, CodingKey { case id, status, title, evidence, remedy }
-    func encode(to encoder: Encoder) throws {
-        var item = encoder.container(keyedBy: Keys.self)
-        try item.encode(finding.id, forKey: .id)
-        try item.encode(finding.status.rawValue, forKey: .status)
-        try item.encode(finding.title, forKey: .title)
-        try item.encode(finding.evidence, forKey: .evidence)
-        try item.encode(finding.remedy, forKey: .remedy)
+extension JSONValue {
+    /// A finding in JSON: `{id, status, title, evidence, remedy}` (doctor, vm config).
+    static func finding(_ finding: Finding) -> JSONValue {
+        .object([("id", .string(finding.id)), ("status", .string(finding.status.rawValue)), ("title", .string(finding.title)),
+                 ("evidence", .array(finding.evidence.map(JSONValue.string))), ("remedy", .optional(finding.remedy))])
     }
 }

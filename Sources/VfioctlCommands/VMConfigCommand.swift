@@ -63,6 +63,7 @@ struct VMConfigCommand: ParsableCommand {
             throw ExitCode(BindingExit.refused)
         }
         if global.json {
+            // Every VMM at once: JSON readers pick their part, so --vmm does not apply.
             print(try JSONOutput.encode(VMConfigJSON(plan: plan)))
             return
         }
@@ -146,7 +147,7 @@ struct VMConfigJSON: Encodable {
         try container.encode(plan.libvirtDevices, forKey: .libvirt_devices)
         try container.encode(plan.libvirtDomain, forKey: .libvirt_domain)
         try container.encode(plan.cloudHypervisorArguments, forKey: .cloud_hypervisor)
-        try container.encode(plan.host.map(FindingJSON.init), forKey: .host)
+        try container.encode(plan.host.map(JSONValue.finding), forKey: .host)
         try container.encode(plan.notes, forKey: .notes)
     }
 }
