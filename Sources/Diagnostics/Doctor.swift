@@ -177,7 +177,9 @@ public enum Doctor {
                         evidence: ["/dev/kvm exists under the given dev root; KVM's capabilities are read only on the live host"])]
     }
 
-    static func memory(_ host: HostReadiness) -> [Finding] {
+    /// What a VM with `host.plannedGuestMemory` of RAM needs from the host: memlock for pinning
+    /// all of it, and huge pages to back it (also `vfioctl vm config`'s host section).
+    public static func memory(_ host: HostReadiness) -> [Finding] {
         var findings: [Finding] = []
         let planned = host.plannedGuestMemory
         if host.memlockKnown {
@@ -196,12 +198,21 @@ public enum Doctor {
             findings.append(Finding(id: "memory.hugepages", status: .info, title: "No free huge pages reserved",
                                     evidence: host.hugePages.map { "\(bytes($0.pageSize)) pages: \($0.total) total, \($0.free) free" }
                                         + (host.transparentHugePages.map { ["transparent huge pages: \($0)"] } ?? []),
-                                    remedy: "reserve some for guest RAM, e.g. `echo 4096 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages` (8 GiB of 2 MiB pages)"))
+                                    remedy: hugePageRemedy(planned)))
         } else {
             findings.append(Finding(id: "memory.hugepages", status: .ok, title: "Huge pages reserved",
                                     evidence: usable.map { "\(bytes($0.pageSize)) pages: \($0.free) free of \($0.total)" }))
         }
         return findings
+    }
+
+    /// Enough 2 MiB pages for the planned guest RAM (rounded up to whole pages).
+    static func hugePageRemedy(_ planned: UInt64) -> String {
+        let page: UInt64 = 2 << 20
+        let pages = planned / page + (planned % page == 0 ? 0 : 1)
+        let (total, overflow) = pages.multipliedReportingOverflow(by: page)
+        return "reserve some for guest RAM, e.g. `echo \(pages) > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`"
+            + (overflow ? "" : " (\(bytes(total)) of 2 MiB pages)")
     }
 
     static func kernelHistory(_ host: HostReadiness) -> [Finding] {
@@ -325,14 +336,11 @@ public enum Doctor {
                 evidence.append("IOMMU group \(groupID): " + (others.isEmpty ? "alone" : "with " + others.map { address in
                     "\(address) (\(inventory.device(address)?.driver ?? "no driver"))"
                 }.joined(separator: ", ")))
-                let endpoints = group.devices.compactMap { inventory.device($0) }.filter { !$0.isBridge }
-                let needsGroup = endpoints.count > 1
                 if gpu.driver == "vfio-pci" && group.isViable {
                     evidence.append("ready: bound to vfio-pci and the group is viable")
                 } else {
                     status = gpu.bootVGA == true ? .warning : .info
-                    let command = "vfioctl bind \(gpu.address)" + (needsGroup ? " --group" : "") + (gpu.bootVGA == true ? " --force" : "")
-                    remedy = command
+                    remedy = bindCommand(for: gpu, in: inventory)
                     if !group.blockers.isEmpty {
                         evidence.append("blocking: " + group.blockers.map { "\($0.address) (\($0.driver ?? "?"))" }.joined(separator: ", "))
                     }
@@ -347,7 +355,16 @@ public enum Doctor {
         return findings
     }
 
-    static func bytes(_ value: UInt64) -> String {
+    /// The `vfioctl bind` line that makes `device` assignable: `--group` when its group has more
+    /// than one endpoint (a group is assigned whole), `--force` for the boot display.
+    public static func bindCommand(for device: PCIDevice, in inventory: PCIInventory) -> String {
+        let endpoints = device.iommuGroup.flatMap { inventory.group($0) }.map { group in
+            group.devices.compactMap { inventory.device($0) }.filter { !$0.isBridge }
+        } ?? []
+        return "vfioctl bind \(device.address)" + (endpoints.count > 1 ? " --group" : "") + (device.bootVGA == true ? " --force" : "")
+    }
+
+    public static func bytes(_ value: UInt64) -> String {
         let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
         for (unit, suffix) in units where value >= unit && value % unit == 0 { return "\(value / unit) \(suffix)" }
         return "\(value) bytes"

@@ -55,12 +55,7 @@ struct DoctorCommand: ParsableCommand {
         if global.json {
             print(try JSONOutput.encode(DoctorJSON(verdict: verdict, kernel: host.kernelRelease, findings: findings)))
         } else {
-            let marks: [Finding.Status: String] = [.ok: "[ok]  ", .info: "[info]", .warning: "[warn]", .problem: "[FAIL]"]
-            for finding in findings {
-                print("\(marks[finding.status] ?? "") \(finding.title)")
-                for line in finding.evidence { print("       \(line)") }
-                if let remedy = finding.remedy { print("       fix: \(remedy)") }
-            }
+            for finding in findings { Self.lines(finding).forEach { print($0) } }
             let summary: String
             switch verdict {
             case .problem: summary = "not ready: fix the [FAIL] findings first"
@@ -70,6 +65,15 @@ struct DoctorCommand: ParsableCommand {
             print("\nverdict: \(summary)")
         }
         if verdict == .problem { throw ExitCode(2) }
+    }
+}
+
+extension DoctorCommand {
+    /// One finding as text: a status mark and the title, then its evidence and fix, indented.
+    static func lines(_ finding: Finding) -> [String] {
+        let marks: [Finding.Status: String] = [.ok: "[ok]  ", .info: "[info]", .warning: "[warn]", .problem: "[FAIL]"]
+        return ["\(marks[finding.status] ?? "") \(finding.title)"] + finding.evidence.map { "       \($0)" }
+            + (finding.remedy.map { ["       fix: \($0)"] } ?? [])
     }
 }
 
@@ -90,19 +94,18 @@ struct DoctorJSON: Encodable {
     let kernel: String?
     let findings: [Finding]
     enum Keys: String, CodingKey { case verdict, kernel, findings }
-    enum FindingKeys: String, CodingKey { case id, status, title, evidence, remedy }
     func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: Keys.self)
         try container.encode(verdict.rawValue, forKey: .verdict)
         try container.encode(kernel, forKey: .kernel)
-        var list = container.nestedUnkeyedContainer(forKey: .findings)
-        for finding in findings {
-            var item = list.nestedContainer(keyedBy: FindingKeys.self)
-            try item.encode(finding.id, forKey: .id)
-            try item.encode(finding.status.rawValue, forKey: .status)
-            try item.encode(finding.title, forKey: .title)
-            try item.encode(finding.evidence, forKey: .evidence)
-            try item.encode(finding.remedy, forKey: .remedy)
-        }
+        try container.encode(findings.map(JSONValue.finding), forKey: .findings)
+    }
+}
+
+extension JSONValue {
+    /// A finding in JSON: `{id, status, title, evidence, remedy}` (doctor, vm config).
+    static func finding(_ finding: Finding) -> JSONValue {
+        .object([("id", .string(finding.id)), ("status", .string(finding.status.rawValue)), ("title", .string(finding.title)),
+                 ("evidence", .array(finding.evidence.map(JSONValue.string))), ("remedy", .optional(finding.remedy))])
     }
 }

@@ -11,15 +11,16 @@ import VFIO
 public struct VMCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "vm",
-        abstract: "Run tiny KVM guests that use a device bound to vfio-pci (passthrough smoke tests).",
+        abstract: "Hand a device bound to vfio-pci to a real VMM (config), or run tiny KVM guests with it (smoke tests).",
         discussion: """
             The device must be bound to vfio-pci (vfioctl bind) and /dev/kvm usable.
 
             Examples:
               vfioctl vm smoke 0000:01:00.0 --toggle
               vfioctl vm dma-smoke 0000:00:03.0 --bytes 1024 --json
+              vfioctl vm config 0000:01:00.0 --slot --vmm libvirt
             """,
-        subcommands: [VMSmokeCommand.self, VMDMASmokeCommand.self]
+        subcommands: [VMConfigCommand.self, VMSmokeCommand.self, VMDMASmokeCommand.self]
     )
     @OptionGroup var global: GlobalOptions
     public init() {}

@@ -1,0 +1,204 @@
+import Diagnostics
+import PCIInventory
+
+/// What `vfioctl vm config` is asked for: which devices go to the VM and how much RAM it has.
+public struct VMMConfigRequest: Sendable, Equatable {
+    /// The device alone, every function of its slot, or every endpoint of its IOMMU group.
+    public enum Scope: String, Sendable, CaseIterable { case device, slot, group }
+
+    public var address: PCIAddress
+    public var scope: Scope
+    public var guestMemory: UInt64
+    /// An option ROM image to give the guest instead of the device's own (the named device only).
+    public var romFile: String?
+    /// The guest slot (on the guest's root bus) of the first host slot in slot and group scope;
+    /// further host slots take the next ones.
+    public var firstGuestSlot: UInt8
+
+    public static let defaultFirstGuestSlot: UInt8 = 0x10
+
+    public init(address: PCIAddress, scope: Scope = .device, guestMemory: UInt64 = 8 << 30, romFile: String? = nil,
+                firstGuestSlot: UInt8 = Self.defaultFirstGuestSlot) {
+        self.address = address
+        self.scope = scope
+        self.guestMemory = guestMemory
+        self.romFile = romFile
+        self.firstGuestSlot = firstGuestSlot
+    }
+}
+
+/// How a device's expansion ROM reaches the guest.
+public enum ROMSetting: Sendable, Equatable {
+    /// The device's own ROM, as the VMM exposes it by default.
+    case device
+    /// No ROM BAR in the guest (QEMU rombar=0, libvirt <rom bar='off'/>), and why.
+    case off(reason: String)
+    /// This image instead (QEMU romfile=, libvirt <rom file=...>).
+    case file(String)
+}
+
+/// One device as the VM gets it.
+public struct VMMDevicePlan: Sendable, Equatable {
+    public let address: PCIAddress
+    /// Where it sits in the guest: nil lets the VMM choose (a lone device).
+    public let guestSlot: UInt8?
+    public let guestFunction: UInt8
+    /// Function 0 of a guest slot that holds more than one function.
+    public let multifunction: Bool
+    public let rom: ROMSetting
+    /// The host's boot display (boot_vga=1): the guest gets its legacy VGA ranges (QEMU x-vga=on)
+    /// and no emulated display.
+    public let primaryDisplay: Bool
+}
+
+/// What `vfioctl vm config` prints, decided from sysfs facts alone. Render it with
+/// `qemuArguments`, `libvirtDevices`/`libvirtDomain` and `cloudHypervisorArguments`.
+public struct VMMConfigPlan: Sendable {
+    public let request: VMMConfigRequest
+    public let group: Int
+    public let devices: [VMMDevicePlan]
+    /// Members of the group that stay with the host (bridges), and why.
+    public let leftOnHost: [(address: PCIAddress, reason: String)]
+    /// The doctor's memory rules for this VM's RAM: memlock and huge pages.
+    public let host: [Finding]
+    /// Free huge pages are reserved (the doctor's huge-page finding is ok): back guest RAM with them.
+    public let hugePages: Bool
+    /// Things to know that are not options: ROM caveats, VMM limits.
+    public let notes: [String]
+}
+
+/// Why no configuration was printed; `bindFirst` are the commands that fix it.
+public struct VMMConfigRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    public let reason: String
+    public let bindFirst: [String]
+
+    public var description: String {
+        ([reason] + bindFirst.map { "bind first: \($0)" }).joined(separator: "\n")
+    }
+}
+
+/// The planner: pure, from the inventory and host facts `HostReadinessReader` gathered.
+public enum VMMConfigPlanner {
+    public static func plan(_ request: VMMConfigRequest, host readiness: HostReadiness) throws(VMMConfigRefusal) -> VMMConfigPlan {
+        let inventory = readiness.inventory
+        guard let device = inventory.device(request.address) else {
+            throw VMMConfigRefusal(reason: "no PCI device \(request.address); run `vfioctl list` to see the devices", bindFirst: [])
+        }
+        guard let groupID = device.iommuGroup, let group = inventory.group(groupID) else {
+            throw VMMConfigRefusal(reason: "\(device.address) is in no IOMMU group: VFIO cannot assign it (run `vfioctl doctor`)", bindFirst: [])
+        }
+        guard !device.isBridge else {
+            throw VMMConfigRefusal(reason: "\(device.address) is a bridge: bridges stay with the host; name an endpoint behind it", bindFirst: [])
+        }
+        let selected = selection(request.scope, of: device, group: group, in: inventory)
+
+        // Every group the selection touches must be viable, or VFIO will not open any of it.
+        let groupIDs = Set(selected.compactMap(\.iommuGroup)).sorted()
+        let groups = groupIDs.compactMap { inventory.group($0) }
+        let blockers = groups.flatMap(\.blockers)
+        if !blockers.isEmpty {
+            let commands = blockers.compactMap { blocker -> String? in
+                guard let address = try? PCIAddress(parsing: blocker.address), let member = inventory.device(address) else { return nil }
+                return Doctor.bindCommand(for: member, in: inventory)
+            }
+            throw VMMConfigRefusal(
+                reason: "IOMMU group\(groups.count == 1 ? "" : "s") \(groupIDs.map(String.init).joined(separator: ", ")) not viable: "
+                    + blockers.map { "\($0.address) \($0.reason)" }.joined(separator: "; "),
+                bindFirst: unique(commands))
+        }
+        // A viable group may still hold members on no driver or pci-stub: a VMM opens only
+        // what vfio-pci (or a variant) drives.
+        let notOnVFIO = selected.filter { !($0.driver.map(GroupViability.isVFIODriver) ?? false) }
+        if !notOnVFIO.isEmpty {
+            throw VMMConfigRefusal(
+                reason: notOnVFIO.map { "\($0.address) is \($0.driver.map { "bound to \($0)" } ?? "bound to no driver"), not vfio-pci" }
+                    .joined(separator: "; ") + ": a VMM opens devices through vfio-pci",
+                bindFirst: unique(notOnVFIO.map { Doctor.bindCommand(for: $0, in: inventory) }))
+        }
+
+        let placed = try place(selected, request: request)
+        var notes: [String] = []
+        let devices = placed.map { item in
+            let member = item.device
+            let rom: ROMSetting
+            if member.address == request.address, let file = request.romFile {
+                rom = .file(file)
+            } else if let bar = member.rom, bar.size > 0 {
+                rom = .device
+            } else {
+                rom = .off(reason: "no expansion ROM in sysfs")
+            }
+            let primary = member.bootVGA == true
+            if primary, rom == .device {
+                notes.append("\(member.address) is the host's boot display: the ROM the kernel shows may be its shadowed copy; if the guest shows nothing, give a clean dump with --rom-file")
+            }
+            return VMMDevicePlan(address: member.address, guestSlot: item.slot, guestFunction: item.function,
+                                 multifunction: item.multifunction, rom: rom, primaryDisplay: primary)
+        }
+        if devices.contains(where: \.primaryDisplay) {
+            notes.append("x-vga=on needs a host kernel built with CONFIG_VFIO_PCI_VGA")
+        }
+        let leftOnHost = (request.scope == .group ? group.devices : [])
+            .compactMap { inventory.device($0) }.filter(\.isBridge)
+            .map { (address: $0.address, reason: "bridge (\($0.driver ?? "no driver")): stays with the host") }
+
+        var sized = readiness
+        sized.plannedGuestMemory = request.guestMemory
+        let host = Doctor.memory(sized)
+        let hugePages = host.contains { $0.id == "memory.hugepages" && $0.status == .ok }
+        return VMMConfigPlan(request: request, group: groupID, devices: devices, leftOnHost: leftOnHost,
+                             host: host, hugePages: hugePages, notes: notes)
+    }
+
+    /// The endpoints the scope names, in address order.
+    static func selection(_ scope: VMMConfigRequest.Scope, of device: PCIDevice, group: IOMMUGroup, in inventory: PCIInventory) -> [PCIDevice] {
+        switch scope {
+        case .device:
+            return [device]
+        case .slot:
+            return inventory.devices.filter { sameSlot($0.address, device.address) && !$0.isBridge }
+        case .group:
+            return group.devices.compactMap { inventory.device($0) }.filter { !$0.isBridge }
+        }
+    }
+
+    static func sameSlot(_ a: PCIAddress, _ b: PCIAddress) -> Bool {
+        a.domain == b.domain && a.bus == b.bus && a.device == b.device
+    }
+
+    /// Guest addresses: a lone device in device scope is left to the VMM; otherwise each host
+    /// slot gets its own guest slot from `firstGuestSlot` on, its functions numbered from 0 in
+    /// address order (a guest looks for functions only behind function 0), and function 0 is
+    /// marked multifunction when the slot has more than one.
+    static func place(_ devices: [PCIDevice], request: VMMConfigRequest)
+        throws(VMMConfigRefusal) -> [(device: PCIDevice, slot: UInt8?, function: UInt8, multifunction: Bool)] {
+        if request.scope == .device {
+            return devices.map { ($0, nil, 0, false) }
+        }
+        var slots: [[PCIDevice]] = []
+        for device in devices.sorted(by: { $0.address < $1.address }) {
+            if let last = slots.last?.last, sameSlot(last.address, device.address) {
+                slots[slots.count - 1].append(device)
+            } else {
+                slots.append([device])
+            }
+        }
+        var placed: [(device: PCIDevice, slot: UInt8?, function: UInt8, multifunction: Bool)] = []
+        for (index, functions) in slots.enumerated() {
+            // Guest slots are 0x00-0x1f; the count of host slots is small but comes from sysfs.
+            let (slot, overflow) = Int(request.firstGuestSlot).addingReportingOverflow(index)
+            guard !overflow, slot <= 0x1f, functions.count <= 8 else {
+                throw VMMConfigRefusal(reason: "\(slots.count) slots do not fit in guest slots from 0x\(String(request.firstGuestSlot, radix: 16)) to 0x1f; choose a lower --guest-slot", bindFirst: [])
+            }
+            for (function, device) in functions.enumerated() {
+                placed.append((device, UInt8(slot), UInt8(function), function == 0 && functions.count > 1))
+            }
+        }
+        return placed
+    }
+
+    static func unique(_ items: [String]) -> [String] {
+        var seen: Set<String> = []
+        return items.filter { seen.insert($0).inserted }
+    }
+}

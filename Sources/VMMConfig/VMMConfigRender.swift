@@ -1,0 +1,126 @@
+import PCIInventory
+
+/// The plan in each VMM's own words. Pure text; every value comes from the plan, whose ROM path
+/// the CLI has checked to need no quoting (`VMMConfigPlan.isSafeROMPath`).
+extension VMMConfigPlan {
+    /// QEMU's options: guest RAM (on huge pages where some are reserved), one `-device vfio-pci`
+    /// per device, and no emulated display when the guest gets the host's boot display.
+    public var qemuArguments: [String] {
+        var arguments = ["-m", Self.sizeText(request.guestMemory)]
+        if hugePages { arguments += ["-mem-path", "/dev/hugepages", "-mem-prealloc"] }
+        for device in devices {
+            var options = ["vfio-pci", "host=\(device.address)"]
+            if let slot = device.guestSlot {
+                options.append("addr=0x\(String(slot, radix: 16)).\(device.guestFunction)")
+                if device.multifunction { options.append("multifunction=on") }
+            }
+            if device.primaryDisplay { options.append("x-vga=on") }
+            switch device.rom {
+            case .device: break
+            case .off: options.append("rombar=0")
+            case .file(let path): options.append("romfile=\(path)")
+            }
+            arguments += ["-device", options.joined(separator: ",")]
+        }
+        if devices.contains(where: \.primaryDisplay) { arguments += ["-vga", "none", "-display", "none"] }
+        return arguments
+    }
+
+    /// libvirt elements for the domain's `<devices>`: a `<hostdev managed='no'>` per device
+    /// (vfioctl binds, so libvirt must not rebind), and no emulated video for a boot display.
+    public var libvirtDevices: String {
+        var lines: [String] = []
+        for device in devices {
+            lines.append("<hostdev mode='subsystem' type='pci' managed='no'>")
+            lines.append("  <source>")
+            lines.append("    " + Self.libvirtAddress(device.address, type: nil, multifunction: false))
+            lines.append("  </source>")
+            switch device.rom {
+            case .device: break
+            case .off: lines.append("  <rom bar='off'/>")
+            case .file(let path): lines.append("  <rom file='\(Self.xmlEscaped(path))'/>")
+            }
+            if device.primaryDisplay { lines.append("  <alias name='\(Self.libvirtAlias(device.address))'/>") }
+            if let slot = device.guestSlot, let guest = try? PCIAddress(bus: 0, device: slot, function: device.guestFunction) {
+                lines.append("  " + Self.libvirtAddress(guest, type: "pci", multifunction: device.multifunction))
+            }
+            lines.append("</hostdev>")
+        }
+        if devices.contains(where: \.primaryDisplay) { lines.append("<video>\n  <model type='none'/>\n</video>") }
+        return lines.joined(separator: "\n")
+    }
+
+    /// libvirt elements for the `<domain>` itself: its RAM, huge pages, and QEMU's x-vga for a
+    /// boot display (libvirt has no attribute for it; `qemu:override` sets the property on the
+    /// hostdev by its alias, and needs xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0').
+    public var libvirtDomain: String {
+        var lines = ["<memory unit='KiB'>\(request.guestMemory / 1024)</memory>"]
+        if hugePages { lines.append("<memoryBacking>\n  <hugepages/>\n</memoryBacking>") }
+        let displays = devices.filter(\.primaryDisplay)
+        if !displays.isEmpty {
+            lines.append("<qemu:override>")
+            for device in displays {
+                lines.append("  <qemu:device alias='\(Self.libvirtAlias(device.address))'>")
+                lines.append("    <qemu:frontend>")
+                lines.append("      <qemu:property name='x-vga' type='bool' value='true'/>")
+                lines.append("    </qemu:frontend>")
+                lines.append("  </qemu:device>")
+            }
+            lines.append("</qemu:override>")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Cloud Hypervisor's options: RAM and one `path=` per device (it has no option ROM or legacy
+    /// VGA support, so ROM and display settings have no equivalent there).
+    public var cloudHypervisorArguments: [String] {
+        ["--memory", "size=\(Self.sizeText(request.guestMemory))" + (hugePages ? ",hugepages=on" : ""),
+         "--device"] + devices.map { "path=/sys/bus/pci/devices/\($0.address)/" }
+    }
+
+    /// Whether a ROM path can go into QEMU's comma-separated options, libvirt's XML and a shell
+    /// line as it is: an absolute path of letters, digits and `/._+-`.
+    public static func isSafeROMPath(_ path: String) -> Bool {
+        path.hasPrefix("/") && path.count <= 4096 && !path.split(separator: "/").contains("..")
+            && path.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/._+-".unicodeScalars.contains($0)) }
+    }
+
+    /// A size with the largest binary suffix that divides it (QEMU and Cloud Hypervisor read
+    /// K, M, G, T as powers of 1024; QEMU reads a bare number as MiB, so bytes get a B).
+    static func sizeText(_ bytes: UInt64) -> String {
+        for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return "\(bytes >> shift)\(suffix)"
+        }
+        return "\(bytes)B"
+    }
+
+    static func libvirtAddress(_ address: PCIAddress, type: String?, multifunction: Bool) -> String {
+        func hex(_ value: UInt32, _ digits: Int) -> String {
+            let text = String(value, radix: 16)
+            return "0x" + String(repeating: "0", count: max(0, digits - text.count)) + text
+        }
+        return "<address" + (type.map { " type='\($0)'" } ?? "")
+            + " domain='\(hex(address.domain, 4))' bus='\(hex(UInt32(address.bus), 2))' slot='\(hex(UInt32(address.device), 2))' function='\(hex(UInt32(address.function), 1))'"
+            + (multifunction ? " multifunction='on'" : "") + "/>"
+    }
+
+    /// User aliases must start with "ua-" and use [a-zA-Z0-9_-.].
+    static func libvirtAlias(_ address: PCIAddress) -> String {
+        "ua-vfioctl-" + address.description.map { $0 == ":" ? "-" : $0 }.map(String.init).joined()
+    }
+
+    static func xmlEscaped(_ text: String) -> String {
+        var out = ""
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "'": out += "&apos;"
+            case "\"": out += "&quot;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}

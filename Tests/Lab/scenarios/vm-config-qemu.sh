@@ -1,0 +1,78 @@
+# vm-config-qemu: a real VMM uses what vfioctl bound. The lab guest mounts the host's root over 9p
+# and runs the host's own, unmodified QEMU with -enable-kvm and exactly the arguments
+# `vfioctl vm config` printed for the NVMe; QEMU boots a nested guest (Tests/Lab/nested/init)
+# whose nvme driver binds the passed-through controller, reads a random token written to the disk
+# here before the boot, and writes its SHA-256 back. After QEMU exits, `vfioctl unbind` returns the
+# NVMe to this guest's nvme driver, which reads the answer. Lines starting "vmm:" are what the
+# README quotes.
+# lab: host-root
+. /lab/bin/lab-lib.sh
+
+NVME=0000:00:05.0
+# If a step fails half-way, the NVMe still goes back to nvme when the scenario ends.
+LAB_RESTORE="$LAB_RESTORE $NVME=nvme"
+step() { echo "vmm: \$ $*"; "$@" 2>&1 | sed 's/^/vmm: /'; }
+
+# The nested guest's kernel and initramfs, built by Tests/Lab/lab on the host (lab.nested=DIR).
+nested=/host$(tr ' ' '\n' </proc/cmdline | sed -n 's/^lab\.nested=//p')
+mkdir -p /host
+grep -q ' /host 9p ' /proc/mounts || mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 hostroot /host ||
+    { fail "mount the host's root over 9p (is the boot's virtio-9p device there?)"; lab_finish; }
+[ -r "$nested/vmlinuz" ] && [ -r "$nested/initramfs.cpio.gz" ] || { fail "no nested guest in $nested"; lab_finish; }
+# The host's QEMU through the host's loader and libraries (its /lib64 loader link is absolute and
+# does not resolve under /host). -L: Debian keeps bios-256k.bin in /usr/share/seabios. It execs:
+# run it in the background (its pid is then QEMU's).
+host_qemu() {
+    exec /host/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path /host/lib/x86_64-linux-gnu:/host/usr/lib/x86_64-linux-gnu \
+        /host/usr/bin/qemu-system-x86_64 -L /host/usr/share/qemu -L /host/usr/share/seabios "$@"
+}
+
+# A random token at byte 0 of the namespace, through this guest's nvme driver; byte 4096 cleared.
+wait_for /dev/nvme0n1 10 || fail "no /dev/nvme0n1 before the test"
+token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+expected="answer $(printf '%s' "$token" | sha256sum | cut -d' ' -f1)"
+{ printf 'token:%s' "$token"; dd if=/dev/zero bs=1 count=$((4096 - 6 - ${#token})) 2>/dev/null; } |
+    dd of=/dev/nvme0n1 bs=4096 count=1 conv=fsync 2>/dev/null || fail "write the token"
+dd if=/dev/zero of=/dev/nvme0n1 bs=4096 seek=1 count=1 conv=fsync 2>/dev/null || fail "clear the answer block"
+echo "token $token written to $NVME"
+
+echo "vmm: ---"
+step vfioctl bind $NVME
+check_eq "the NVMe is on vfio-pci" vfio-pci "$(dev_driver $NVME)"
+step vfioctl vm config $NVME --memory 256M
+args=$(vfioctl vm config $NVME --vmm qemu --memory 256M 2>/tmp/vm-config.err)
+check_eq "vm config --vmm qemu exits 0" 0 "$?"
+check_eq "the printed QEMU arguments" "-m 256M -device vfio-pci,host=$NVME,rombar=0" "$args"
+
+# Exactly the printed arguments ($args unquoted: one word per option), plus the machine, the
+# kernel and a console.
+echo "vmm: \$ qemu-system-x86_64 -enable-kvm -machine q35 -cpu host -smp 1 -nodefaults -nic none -display none -no-reboot -kernel vmlinuz -initrd initramfs.cpio.gz -serial stdio $args"
+t0=$(cut -d' ' -f1 /proc/uptime)
+host_qemu -enable-kvm -machine q35 -cpu host -smp 1 -nodefaults -no-user-config -nic none -display none -no-reboot \
+    -kernel "$nested/vmlinuz" -initrd "$nested/initramfs.cpio.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
+    -serial stdio $args </dev/null >/tmp/l2.log 2>/tmp/qemu.err &
+qemu_pid=$!
+# The nested guest powers itself off; a hung one is killed after 100 s.
+( sleep 100; kill -9 $qemu_pid 2>/dev/null ) &
+watchdog=$!
+wait $qemu_pid
+rc=$?
+kill $watchdog 2>/dev/null
+t1=$(cut -d' ' -f1 /proc/uptime)
+tr -d '\r' </tmp/l2.log | grep '^l2:' | sed 's/^/vmm: /'
+echo "QEMU ran $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s, exit status $rc"
+check_eq "QEMU exits 0 (the nested guest powered off)" 0 "$rc"
+[ -s /tmp/qemu.err ] && sed 's/^/qemu stderr: /' /tmp/qemu.err
+l2=$(tr -d '\r' </tmp/l2.log)
+echo "$l2" | grep -q "^l2: nvme driver bound " && ok "the nested guest's nvme driver bound the device" || fail "no nvme driver bound in the nested guest"
+echo "$l2" | grep -q "^l2: read token:$token\$" && ok "the nested guest read the token" || fail "the nested guest did not read token:$token"
+echo "$l2" | grep -q "^l2: wrote $expected\$" && ok "the nested guest wrote the answer" || fail "the nested guest did not write '$expected'"
+echo "$l2" | grep -q "^l2: irq.*MSI" && ok "its interrupts came over MSI-X/MSI" || fail "no MSI interrupts in the nested guest"
+
+step vfioctl unbind $NVME
+check_eq "the NVMe is back on nvme" nvme "$(dev_driver $NVME)"
+wait_for /dev/nvme0n1 10 || fail "no /dev/nvme0n1 after unbind"
+answer=$(dd if=/dev/nvme0n1 bs=4096 skip=1 count=1 2>/dev/null | head -c ${#expected})
+check_eq "this guest's nvme driver reads the nested guest's answer" "$expected" "$answer"
+echo "vmm: ---"
+lab_finish
