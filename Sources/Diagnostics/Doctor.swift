@@ -1,3 +1,4 @@
+import PCIBinding
 import PCIInventory
 
 /// One thing `vfioctl doctor` found: what, the evidence, and the exact remedy.
@@ -50,6 +51,8 @@ public struct HostReadiness: Sendable {
     public var plannedGuestMemory: UInt64 = 8 << 30
     public var hugePages: [HugePagePool] = []
     public var transparentHugePages: String?
+    /// Processes holding devices (open nodes, mapped BARs), by device.
+    public var holders: [PCIAddress: [Holder]] = [:]
 
     public init(inventory: PCIInventory) { self.inventory = inventory }
 }
@@ -87,6 +90,7 @@ public enum Doctor {
         findings += kernelHistory(host)
         findings += acs(host)
         findings += gpus(host)
+        findings += holders(host)
         return findings
     }
 

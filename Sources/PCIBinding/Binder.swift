@@ -227,7 +227,7 @@ public struct Binder {
         // Writing a lone newline clears driver_override.
         try write((entry?.originalOverride ?? "") + "\n", to: overridePath)
         if let driver = currentDriver(address), driver != entry?.originalDriver {
-            try write(address, to: devicePath(address) + "/driver/unbind")
+            try unbindDriver(address)
         }
         if let original = entry?.originalDriver {
             if currentDriver(address) != original {

@@ -97,12 +97,7 @@ struct BindCommand: ParsableCommand {
         } catch { throw bindingFailure(error) }
 
         if plan.isRefused {
-            let outcomes = plan.steps.map { step in
-                BindOutcome(address: step.address.description, fromDriver: step.fromDriver, toDriver: step.fromDriver,
-                            action: step.action == .refused ? .refused : .unchanged,
-                            reason: step.action == .refused ? step.reasons.joined(separator: "; ") : "not changed: another device was refused")
-            }
-            try BindingReport.print(outcomes, json: global.json)
+            try BindingReport.print(BindingReport.refusedOutcomes(plan), json: global.json)
             throw ExitCode(BindingExit.refused)
         }
         if dryRun {
@@ -155,6 +150,7 @@ struct UnbindCommand: ParsableCommand {
     @OptionGroup var options: BindingOptions
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
     @Flag(help: "Return every vfio-pci member of the device's IOMMU group.") var group = false
+    @Flag(help: "Unbind even a device a process holds (a running VM).") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
     func run() throws {
@@ -162,9 +158,21 @@ struct UnbindCommand: ParsableCommand {
         let inventory = try InventoryLoader.load(global, detail: .summary)
         let journal = options.journal
         let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
+        let plan: BindPlan
+        do {
+            plan = try BindPlan.unbind(target, wholeGroup: group, inventory: inventory, journal: try journal.entries())
+        } catch { throw bindingFailure(error) }
+        // A process holding the device (a VM with its group open) would make the driver's
+        // remove wait for it: refuse before anything changes.
+        let holders = HolderReader(sysfs: global.resolvedRoot, procRoot: options.procRoot, devRoot: options.devRoot)
+            .holders(of: plan.steps.filter { $0.action == .unbind }.map(\.address))
+        let judged = plan.refusingHeld(holders, force: force)
+        if judged.isRefused {
+            try BindingReport.print(BindingReport.refusedOutcomes(judged), json: global.json)
+            throw ExitCode(BindingExit.refused)
+        }
         var outcomes: [BindOutcome] = []
         do {
-            let plan = try BindPlan.unbind(target, wholeGroup: group, inventory: inventory, journal: try journal.entries())
             if dryRun {
                 outcomes = plan.steps.map {
                     BindOutcome(address: $0.address.description, fromDriver: $0.fromDriver, toDriver: $0.toDriver,

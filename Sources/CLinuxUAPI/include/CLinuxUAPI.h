@@ -115,4 +115,9 @@ static inline int cuapi_has_effective_capability(int capability) {
     return (data[capability / 32].effective >> (capability % 32)) & 1;
 }
 static const int CUAPI_CAP_IPC_LOCK = CAP_IPC_LOCK;
+
+// MARK: device numbers (glibc's major()/minor() are macros Swift cannot import)
+#include <sys/sysmacros.h>
+static inline uint32_t cuapi_dev_major(uint64_t device) { return major(device); }
+static inline uint32_t cuapi_dev_minor(uint64_t device) { return minor(device); }
 #endif
