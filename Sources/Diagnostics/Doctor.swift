@@ -292,11 +292,17 @@ public enum Doctor {
                 }.joined(separator: ", ")))
                 let endpoints = group.devices.compactMap { inventory.device($0) }.filter { !$0.isBridge }
                 let needsGroup = endpoints.count > 1
-                if gpu.driver == "vfio-pci" && group.isViable {
+                let companions = inventory.companions(of: gpu.address)
+                if !companions.isEmpty {
+                    evidence.append("companion functions: " + companions.map { "\($0.address) (\($0.driver ?? "no driver"), group \($0.iommuGroup.map(String.init) ?? "none"))" }.joined(separator: ", "))
+                }
+                // Functions of the slot in other groups go to the VM too: --slot takes them all.
+                let needsSlot = companions.contains { $0.iommuGroup != groupID && $0.driver != "vfio-pci" }
+                if gpu.driver == "vfio-pci" && group.isViable && !needsSlot {
                     evidence.append("ready: bound to vfio-pci and the group is viable")
                 } else {
                     status = gpu.bootVGA == true ? .warning : .info
-                    let command = "vfioctl bind \(gpu.address)" + (needsGroup ? " --group" : "") + (gpu.bootVGA == true ? " --force" : "")
+                    let command = "vfioctl bind \(gpu.address)" + (needsGroup ? " --group" : "") + (needsSlot ? " --slot" : "") + (gpu.bootVGA == true ? " --force" : "")
                     remedy = command
                     if !group.blockers.isEmpty {
                         evidence.append("blocking: " + group.blockers.map { "\($0.address) (\($0.driver ?? "?"))" }.joined(separator: ", "))

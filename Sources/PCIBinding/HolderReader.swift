@@ -43,7 +43,8 @@ public struct HolderReader {
 
     /// Every device node below the PCI function in sysfs (disks, partitions, DRM, sound, the
     /// driver's char devices, USB devices below a controller), the block devices stacked on its
-    /// disks (dm, md), its VFIO group node when it is on vfio-pci, and the nvidia nodes when it is
+    /// disks (dm, md), its VFIO group node when it is on vfio-pci (or on no driver, in a group
+    /// that has one), and the nvidia nodes when it is
     /// on nvidia.
     public func nodes(of address: PCIAddress) -> [OwnedNode] {
         let devicePath = sysfs.appending("bus/pci/devices/\(address)")
@@ -51,7 +52,9 @@ public struct HolderReader {
         var budget = Self.directoryBudget
         collect(in: devicePath, depth: 0, budget: &budget, into: &nodes)
         let driver = reader.readLinkBasename(devicePath + "/driver")
-        if driver == BindPlan.targetDriver, let group = reader.readLinkBasename(devicePath + "/iommu_group"), Int(group) != nil,
+        // No driver link is also a device being removed from vfio-pci (sysfs drops the link
+        // before the driver's remove runs, which then waits for the group's users).
+        if driver == BindPlan.targetDriver || driver == nil, let group = reader.readLinkBasename(devicePath + "/iommu_group"), Int(group) != nil,
            let number = reader.readString(sysfs.appending("class/vfio/\(group)/dev")).flatMap(DeviceNumber.init(sysfsText:)) {
             nodes.append(OwnedNode(kind: .char, number: number, name: "/dev/vfio/\(group)"))
         }

@@ -83,6 +83,7 @@ struct BindCommand: ParsableCommand {
     @OptionGroup var options: BindingOptions
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
     @Flag(help: "Bind every endpoint in the device's IOMMU group, so the group becomes viable.") var group = false
+    @Flag(help: "Bind every function of the device's slot (a GPU with its audio or USB functions), across groups, all or nothing.") var slot = false
     @Flag(help: "Bind even a device the safety checks refuse.") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
@@ -91,23 +92,24 @@ struct BindCommand: ParsableCommand {
         let root = global.resolvedRoot
         let inventory = try InventoryLoader.load(global, detail: .full)
         let facts = HostFactsReader(sysfs: root, procRoot: options.procRoot).read()
-        let plan: BindPlan
+        let plans: [BindPlan]
         do {
-            plan = try BindPlan.bind(target, wholeGroup: group, force: force, inventory: inventory, facts: facts)
+            plans = slot ? try BindPlan.bindSlot(target, wholeGroup: group, force: force, inventory: inventory, facts: facts)
+                : [try BindPlan.bind(target, wholeGroup: group, force: force, inventory: inventory, facts: facts)]
         } catch { throw bindingFailure(error) }
 
-        if plan.isRefused {
-            try BindingReport.print(BindingReport.refusedOutcomes(plan), json: global.json)
+        if plans.contains(where: \.isRefused) {
+            try BindingReport.print(plans.flatMap(BindingReport.refusedOutcomes), json: global.json)
             throw ExitCode(BindingExit.refused)
         }
         if dryRun {
-            let outcomes = plan.steps.map { step in
+            let outcomes = plans.flatMap(\.steps).map { step in
                 BindOutcome(address: step.address.description, fromDriver: step.fromDriver, toDriver: step.toDriver,
                             action: step.action == .bind ? .wouldBind : .unchanged,
                             reason: step.reasons.isEmpty ? nil : step.reasons.joined(separator: "; "))
             }
             try BindingReport.print(outcomes, json: global.json)
-            reportRemaining(plan, json: global.json)
+            plans.forEach { reportRemaining($0, json: global.json) }
             return
         }
 
@@ -116,14 +118,14 @@ struct BindCommand: ParsableCommand {
         do {
             // Permission problems first, before the lock (whose directory a non-root user
             // cannot create either): the error then says what to do.
-            try binder.checkPreconditions(for: plan.steps.filter { $0.action == .bind }.map(\.address.description))
+            try binder.checkPreconditions(for: plans.flatMap(\.steps).filter { $0.action == .bind }.map(\.address.description))
             let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout)
             defer { withExtendedLifetime(lock) {} }
-            outcomes = try binder.apply(plan)
+            outcomes = try binder.apply(plans)
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
         if outcomes.contains(where: { $0.action == .rolledBack }) { throw ExitCode(BindingExit.rolledBack) }
-        reportRemaining(plan, json: global.json)
+        plans.forEach { reportRemaining($0, json: global.json) }
     }
 
     func reportRemaining(_ plan: BindPlan, json: Bool) {

@@ -58,6 +58,9 @@ struct ShowCommand: ParsableCommand {
         } else {
             field("IOMMU group:", device.iommuGroup.map { "\($0) (no such group directory)" } ?? "none")
         }
+        for companion in inventory.companions(of: device.address) {
+            field("Companion:", "\(companion.address) " + (companion.names.className ?? "function") + ", driver \(companion.driver ?? "none"), group " + (companion.iommuGroup.map(String.init) ?? "none"))
+        }
         if let portType = device.expressPortType { field("PCIe type:", portType.name) }
         field("Reset methods:", device.resetMethods.isEmpty ? "none" : device.resetMethods.joined(separator: " "))
         if let bootVGA = device.bootVGA { field("Boot display:", bootVGA ? "yes (boot_vga=1)" : "no") }
