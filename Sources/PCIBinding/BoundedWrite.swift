@@ -75,7 +75,7 @@ extension Binder {
     /// before this is called) says the change is in progress, so `vfioctl restore` completes it.
     public func unbindDriver(_ address: String) throws(BindingError) {
         let path = devicePath(address) + "/driver/unbind"
-        let driver = currentDriver(address) ?? "its"
+        let driver = currentDriver(address)
         switch BoundedWrite.write(address, to: path, timeout: Self.unbindTimeout) {
         case .written:
             return
@@ -84,12 +84,12 @@ extension Binder {
         case .pending(let helper):
             var holders: [Holder] = []
             if root.isSystem, let pci = try? PCIAddress(parsing: address) {
-                holders = HolderReader(sysfs: root).holders(of: [pci])[pci] ?? []
+                holders = HolderReader(sysfs: root).holders(of: [pci], leavingVFIO: driver == BindPlan.targetDriver)[pci] ?? []
             }
             let waitingFor = holders.isEmpty ? "a user of the device vfioctl cannot see"
                 : holders.map(\.description).joined(separator: "; ")
             throw .sysfsWrite(path: path, value: address, reason: """
-                the \(driver) driver's remove did not return within \(Int(Self.unbindTimeout)) s: it waits for \(waitingFor). \
+                the \(driver ?? "device's") driver's remove did not return within \(Int(Self.unbindTimeout)) s: it waits for \(waitingFor). \
                 The unbind finishes by itself (pid \(helper)) once they let go; the journal records \(address) as unbinding, \
                 so run `vfioctl restore` afterwards to give it its original driver
                 """)

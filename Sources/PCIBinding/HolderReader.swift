@@ -22,12 +22,12 @@ public struct HolderReader {
     }
 
     /// Holders of each of `addresses` (those without any are left out), reading the processes once.
-    public func holders(of addresses: [PCIAddress]) -> [PCIAddress: [Holder]] {
+    public func holders(of addresses: [PCIAddress], leavingVFIO: Bool = false) -> [PCIAddress: [Holder]] {
         guard !addresses.isEmpty else { return [:] }
         let uses = processes()
         var result: [PCIAddress: [Holder]] = [:]
         for address in addresses {
-            let held = HolderMatcher.holders(of: address, nodes: nodes(of: address), among: uses)
+            let held = HolderMatcher.holders(of: address, nodes: nodes(of: address, leavingVFIO: leavingVFIO), among: uses)
             if !held.isEmpty { result[address] = held }
         }
         return result
@@ -43,18 +43,17 @@ public struct HolderReader {
 
     /// Every device node below the PCI function in sysfs (disks, partitions, DRM, sound, the
     /// driver's char devices, USB devices below a controller), the block devices stacked on its
-    /// disks (dm, md), its VFIO group node when it is on vfio-pci (or on no driver, in a group
-    /// that has one), and the nvidia nodes when it is
+    /// disks (dm, md), its VFIO group node when it is on vfio-pci, and the nvidia nodes when it is
     /// on nvidia.
-    public func nodes(of address: PCIAddress) -> [OwnedNode] {
+    /// `leavingVFIO`: the device is being removed from vfio-pci, whose driver link sysfs drops
+    /// before the driver's remove runs (and waits for the group's users).
+    public func nodes(of address: PCIAddress, leavingVFIO: Bool = false) -> [OwnedNode] {
         let devicePath = sysfs.appending("bus/pci/devices/\(address)")
         var nodes: [OwnedNode] = []
         var budget = Self.directoryBudget
         collect(in: devicePath, depth: 0, budget: &budget, into: &nodes)
         let driver = reader.readLinkBasename(devicePath + "/driver")
-        // No driver link is also a device being removed from vfio-pci (sysfs drops the link
-        // before the driver's remove runs, which then waits for the group's users).
-        if driver == BindPlan.targetDriver || driver == nil, let group = reader.readLinkBasename(devicePath + "/iommu_group"), Int(group) != nil,
+        if driver == BindPlan.targetDriver || leavingVFIO, let group = reader.readLinkBasename(devicePath + "/iommu_group"), Int(group) != nil,
            let number = reader.readString(sysfs.appending("class/vfio/\(group)/dev")).flatMap(DeviceNumber.init(sysfsText:)) {
             nodes.append(OwnedNode(kind: .char, number: number, name: "/dev/vfio/\(group)"))
         }

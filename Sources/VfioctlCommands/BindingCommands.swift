@@ -70,7 +70,8 @@ struct BindCommand: ParsableCommand {
             /dev/vfio/<group> exists, and rolls back to the previous driver if not. The original
             driver is journalled first (see `restore`). Refuses, unless --force, a bridge, a device
             that carries a mounted filesystem or swap, a network interface that is up with an
-            address or route, the boot display, or a framebuffer.
+            address or route, the boot display, a framebuffer, or a device a process holds (its
+            nodes open, its BARs mapped). --slot binds every function of the device's slot.
 
             Exit status: 0 done, 3 refused (nothing changed), 4 rolled back, 1 other errors.
 

@@ -81,4 +81,15 @@ enum SplitSlotHost {
         #expect(doctor.stdout.contains("vfioctl bind \(gpu) --slot"), "\(doctor.stdout)")
         #expect(doctor.stdout.contains("companion functions: \(audio) (snd_hda_intel, group \(SplitSlotHost.audioGroup))"))
     }
+
+    @Test func resetRefusesAMethodTheDeviceLacksBeforeOpeningAnything() throws {
+        let tree = try TemporarySysfsTree.create(SplitSlotHost.fixture)
+        defer { try? tree.remove() }
+        let nvme = GPUWorkstation.nvme.description
+        let wrong = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "reset", nvme, "--method", "pm"])
+        #expect(wrong.status == 1)
+        #expect(wrong.stderr.contains("offers no pm reset"), "\(wrong.stderr)")
+        let unknown = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "reset", nvme, "--method", "warm"])
+        #expect(unknown.status == 64)
+    }
 }
