@@ -35,7 +35,7 @@ check_eq "hot method" hot "$(json_get /tmp/reset.flat method)"
 check_eq "affected 0" $E1000 "$(json_get /tmp/reset.flat 'devices[0].address')"
 check_eq "affected 1" $EDU2 "$(json_get /tmp/reset.flat 'devices[1].address')"
 check_eq "edu behind the bridge answers" true "$(json_get /tmp/reset.flat 'devices[1].answers')"
-reset_ok "--method bus on a shared bus" $EDU2 --method bus
+reset_ok "--method bus on a shared bus" $E1000 --method bus
 check_eq "bus became hot" hot "$(json_get /tmp/reset.flat method)"
 
 group=$(dev_group $E1000)
