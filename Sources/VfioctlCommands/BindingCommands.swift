@@ -269,7 +269,7 @@ struct PersistCommand: ParsableCommand {
               vfioctl persist list --json
               vfioctl persist remove 01:00.0 --rules-dir /tmp/rules
             """,
-        subcommands: [Add.self, Remove.self, List.self]
+        subcommands: [Add.self, Remove.self, List.self, Check.self]
     )
 
     struct RulesOptions: ParsableArguments {
