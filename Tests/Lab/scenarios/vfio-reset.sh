@@ -14,29 +14,29 @@ reset_ok() {
     vfioctl reset "$@" --json >/tmp/reset.json 2>/tmp/reset.err
     check_eq "$name: exit status" 0 "$?"
     json_flat </tmp/reset.json >/tmp/reset.flat
-    check_eq "$name: ok" true "$(json_get /tmp/reset.flat ok)"
+    check_eq "$name: ok" true "$(json_get /tmp/reset.flat .ok)"
 }
 vendor() { sed 's/^0x//;s/^0*//' "$(sysfs_dev "$1")/vendor"; }
 
 vfioctl bind $NET >/dev/null && vfioctl bind $NVME >/dev/null || fail "binding e1000e and NVMe"
 reset_ok "e1000e" $NET
-check_eq "e1000e method" pm "$(json_get /tmp/reset.flat method)"
-check_eq "e1000e vendor" "0x$(vendor $NET)" "$(json_get /tmp/reset.flat 'devices[0].vendor')"
+check_eq "e1000e method" pm "$(json_get /tmp/reset.flat .method)"
+check_eq "e1000e vendor" "0x$(vendor $NET)" "$(json_get /tmp/reset.flat '.devices[0].vendor')"
 reset_ok "NVMe flr" $NVME --method flr
-check_eq "NVMe method" flr "$(json_get /tmp/reset.flat method)"
-check_eq "NVMe vendor" "0x$(vendor $NVME)" "$(json_get /tmp/reset.flat 'devices[0].vendor')"
+check_eq "NVMe method" flr "$(json_get /tmp/reset.flat .method)"
+check_eq "NVMe vendor" "0x$(vendor $NVME)" "$(json_get /tmp/reset.flat '.devices[0].vendor')"
 vfioctl reset $NET --method flr >/dev/null 2>/tmp/reset.err
 check_eq "e1000e has no flr: exit status" 1 "$?"
 grep -q "offers no flr reset" /tmp/reset.err && ok "says which methods it has" || fail "stderr: $(cat /tmp/reset.err)"
 
 vfioctl bind $E1000 --group >/dev/null || fail "binding the bridge's group"
 reset_ok "bus behind the bridge" $E1000 --method hot
-check_eq "hot method" hot "$(json_get /tmp/reset.flat method)"
-check_eq "affected 0" $E1000 "$(json_get /tmp/reset.flat 'devices[0].address')"
-check_eq "affected 1" $EDU2 "$(json_get /tmp/reset.flat 'devices[1].address')"
-check_eq "edu behind the bridge answers" true "$(json_get /tmp/reset.flat 'devices[1].answers')"
+check_eq "hot method" hot "$(json_get /tmp/reset.flat .method)"
+check_eq "affected 0" $E1000 "$(json_get /tmp/reset.flat '.devices[0].address')"
+check_eq "affected 1" $EDU2 "$(json_get /tmp/reset.flat '.devices[1].address')"
+check_eq "edu behind the bridge answers" true "$(json_get /tmp/reset.flat '.devices[1].answers')"
 reset_ok "--method bus on a shared bus" $E1000 --method bus
-check_eq "bus became hot" hot "$(json_get /tmp/reset.flat method)"
+check_eq "bus became hot" hot "$(json_get /tmp/reset.flat .method)"
 
 group=$(dev_group $E1000)
 sleep 600 <"/dev/vfio/$group" &
