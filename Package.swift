@@ -39,6 +39,7 @@ let package = Package(
             name: "PCIBinding",
             dependencies: [
                 "PCIInventory",
+                "CLinuxUAPI",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -67,7 +68,7 @@ let package = Package(
         // `vfioctl doctor`: host readiness facts and the pure rules that judge them.
         .target(
             name: "Diagnostics",
-            dependencies: ["PCIInventory", "KVM", "HostKernel"]
+            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel"]
         ),
         // Passthrough composition: a bound device's BARs as KVM memslots (toggled to MMIO exits
         // served by VFIO region access), guest RAM DMA-mapped at IOVA = gpa, probe guests.

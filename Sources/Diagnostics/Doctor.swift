@@ -1,4 +1,5 @@
 import HostKernel
+import PCIBinding
 import PCIInventory
 
 /// One thing `vfioctl doctor` found: what, the evidence, and the exact remedy.
@@ -51,6 +52,8 @@ public struct HostReadiness: Sendable {
     public var plannedGuestMemory: UInt64 = 8 << 30
     public var hugePages: [HugePagePool] = []
     public var transparentHugePages: String?
+    /// Processes holding devices (open nodes, mapped BARs), by device.
+    public var holders: [PCIAddress: [Holder]] = [:]
 
     public init(inventory: PCIInventory) { self.inventory = inventory }
 }
@@ -88,6 +91,7 @@ public enum Doctor {
         findings += kernelHistory(host)
         findings += acs(host)
         findings += gpus(host)
+        findings += holders(host)
         return findings
     }
 
@@ -336,7 +340,11 @@ public enum Doctor {
                 evidence.append("IOMMU group \(groupID): " + (others.isEmpty ? "alone" : "with " + others.map { address in
                     "\(address) (\(inventory.device(address)?.driver ?? "no driver"))"
                 }.joined(separator: ", ")))
-                if gpu.driver == "vfio-pci" && group.isViable {
+                let companions = inventory.companions(of: gpu.address)
+                if !companions.isEmpty {
+                    evidence.append("companion functions: " + companions.map { "\($0.address) (\($0.driver ?? "no driver"), group \($0.iommuGroup.map(String.init) ?? "none"))" }.joined(separator: ", "))
+                }
+                if gpu.driver == "vfio-pci" && group.isViable && !needsSlot(gpu, in: inventory) {
                     evidence.append("ready: bound to vfio-pci and the group is viable")
                 } else {
                     status = gpu.bootVGA == true ? .warning : .info
@@ -361,7 +369,14 @@ public enum Doctor {
         let endpoints = device.iommuGroup.flatMap { inventory.group($0) }.map { group in
             group.devices.compactMap { inventory.device($0) }.filter { !$0.isBridge }
         } ?? []
-        return "vfioctl bind \(device.address)" + (endpoints.count > 1 ? " --group" : "") + (device.bootVGA == true ? " --force" : "")
+        return "vfioctl bind \(device.address)" + (endpoints.count > 1 ? " --group" : "")
+            + (needsSlot(device, in: inventory) ? " --slot" : "") + (device.bootVGA == true ? " --force" : "")
+    }
+
+    /// Functions of the device's slot in other groups, not yet on vfio-pci, go to the VM too:
+    /// `bind --slot` takes them all.
+    static func needsSlot(_ device: PCIDevice, in inventory: PCIInventory) -> Bool {
+        inventory.companions(of: device.address).contains { $0.iommuGroup != device.iommuGroup && $0.driver != "vfio-pci" }
     }
 
     public static func bytes(_ value: UInt64) -> String {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import KVM
+import PCIBinding
 import PCIInventory
 
 /// Gathers `HostReadiness` from sysfs, procfs, /dev and /lib/modules, each under its own root so
@@ -38,6 +39,7 @@ public struct HostReadinessReader {
         }
         host.vfioContainerNode = reader.exists(devRoot + "/vfio/vfio")
         host.kvmNode = reader.exists(devRoot + "/kvm")
+        host.holders = HolderReader(sysfs: sysfs, procRoot: procRoot, devRoot: devRoot).holdersOfEveryDevice()
         if host.kvmNode && isLive {
             do {
                 let system = try KVMSystem()

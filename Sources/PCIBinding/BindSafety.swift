@@ -9,6 +9,7 @@ public struct Refusal: Sendable, Equatable, CustomStringConvertible {
         case networkInUse = "network-in-use"
         case bootDisplay = "boot-display"
         case framebufferConsole = "framebuffer-console"
+        case held
     }
 
     public let kind: Kind
@@ -47,6 +48,9 @@ public enum BindSafety {
         for framebuffer in facts.framebuffers where framebuffer.pciDevice == address {
             let console = facts.framebufferConsoleActive ? " with the framebuffer console bound to it" : ""
             refusals.append(Refusal(kind: .framebufferConsole, evidence: "\(address) drives framebuffer \(framebuffer.name) (\(framebuffer.driverName))\(console)"))
+        }
+        if let holders = facts.holders[address], !holders.isEmpty {
+            refusals.append(Refusal(kind: .held, evidence: HolderMatcher.evidence(address, holders: holders)))
         }
         return refusals
     }

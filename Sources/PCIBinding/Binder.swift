@@ -233,8 +233,9 @@ public struct Binder {
 
     func withState<T>(_ addresses: [PCIAddress], _ work: () throws(BindingError) -> T) throws(BindingError) -> T {
         do { return try work() } catch {
-            if case .sysfsTimeout(let path, let value, let seconds, _) = error {
-                throw .sysfsTimeout(path: path, value: value, seconds: seconds, state: describeState(addresses))
+            if case .sysfsTimeout(let path, let value, let seconds, let known) = error {
+                let state = describeState(addresses)
+                throw .sysfsTimeout(path: path, value: value, seconds: seconds, state: known.isEmpty ? state : known + "; " + state)
             }
             throw error
         }
@@ -332,7 +333,7 @@ public struct Binder {
             try write(BindPlan.targetDriver, to: devicePath(address) + "/driver_override")
             injectFault(after: "override-set")
             if target.fromDriver != nil {
-                try write(address.description, to: devicePath(address) + "/driver/unbind")
+                try unbindDriver(address)
             }
             injectFault(after: "unbound")
             try probe(address)
@@ -453,7 +454,7 @@ public struct Binder {
         // Writing a lone newline clears driver_override.
         try write((entry?.originalOverride ?? "") + "\n", to: path + "/driver_override")
         if let driver = try driver(of: address), driver != entry?.originalDriver {
-            try write(address.description, to: path + "/driver/unbind")
+            try unbindDriver(address)
         }
         if let original = entry?.originalDriver {
             if try driver(of: address) != original {

@@ -12,6 +12,8 @@ public struct HostFacts: Sendable {
     public var framebuffers: [FramebufferFact] = []
     /// Whether a framebuffer console (fbcon) is bound to a virtual terminal.
     public var framebufferConsoleActive = false
+    /// Processes holding each device (open nodes, mapped resources); devices without are absent.
+    public var holders: [PCIAddress: [Holder]] = [:]
 
     public init() {}
 }
@@ -81,6 +83,7 @@ public struct HostFactsReader {
         facts.swaps = readSwaps()
         facts.interfaces = readInterfaces()
         (facts.framebuffers, facts.framebufferConsoleActive) = readFramebuffers()
+        facts.holders = HolderReader(sysfs: sysfs, procRoot: procRoot, devRoot: isLiveSystem ? "/dev" : nil).holdersOfEveryDevice()
         return facts
     }
 

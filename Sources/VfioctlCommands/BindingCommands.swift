@@ -102,7 +102,8 @@ struct BindCommand: ParsableCommand {
             /dev/vfio/<group> exists, and rolls back to the previous driver if not. The original
             driver is journalled first (see `restore`). Refuses, unless --force, a bridge, a device
             that carries a mounted filesystem or swap, a network interface that is up with an
-            address or route, the boot display, or a framebuffer.
+            address or route, the boot display, a framebuffer, or a device a process holds (its
+            nodes open, its BARs mapped). --slot binds every function of the device's slot.
 
             Exit status: 0 done, 3 refused (nothing changed), 4 rolled back, 1 other errors.
 
@@ -115,6 +116,7 @@ struct BindCommand: ParsableCommand {
     @OptionGroup var options: BindingOptions
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
     @Flag(help: "Bind every endpoint in the device's IOMMU group, so the group becomes viable.") var group = false
+    @Flag(help: "Bind every function of the device's slot (a GPU with its audio or USB functions), across groups, all or nothing.") var slot = false
     @Flag(help: "Bind even a device the safety checks refuse.") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
@@ -123,28 +125,24 @@ struct BindCommand: ParsableCommand {
         let root = global.resolvedRoot
         let inventory = try InventoryLoader.load(global, detail: .full)
         let facts = HostFactsReader(sysfs: root, procRoot: options.procRoot).read()
-        let plan: BindPlan
+        let plans: [BindPlan]
         do {
-            plan = try BindPlan.bind(target, wholeGroup: group, force: force, inventory: inventory, facts: facts)
+            plans = slot ? try BindPlan.bindSlot(target, wholeGroup: group, force: force, inventory: inventory, facts: facts)
+                : [try BindPlan.bind(target, wholeGroup: group, force: force, inventory: inventory, facts: facts)]
         } catch { throw bindingFailure(error) }
 
-        if plan.isRefused {
-            let outcomes = plan.steps.map { step in
-                BindOutcome(address: step.address.description, fromDriver: step.fromDriver, toDriver: step.fromDriver,
-                            action: step.action == .refused ? .refused : .unchanged,
-                            reason: step.action == .refused ? step.reasons.joined(separator: "; ") : "not changed: another device was refused")
-            }
-            try BindingReport.print(outcomes, json: global.json)
+        if plans.contains(where: \.isRefused) {
+            try BindingReport.print(plans.flatMap(BindingReport.refusedOutcomes), json: global.json)
             throw ExitCode(BindingExit.refused)
         }
         if dryRun {
-            let outcomes = plan.steps.map { step in
+            let outcomes = plans.flatMap(\.steps).map { step in
                 BindOutcome(address: step.address.description, fromDriver: step.fromDriver, toDriver: step.toDriver,
                             action: step.action == .bind ? .wouldBind : .unchanged,
                             reason: step.reasons.isEmpty ? nil : step.reasons.joined(separator: "; "))
             }
             try BindingReport.print(outcomes, json: global.json)
-            reportRemaining(plan, json: global.json)
+            plans.forEach { reportRemaining($0, json: global.json) }
             return
         }
 
@@ -153,14 +151,14 @@ struct BindCommand: ParsableCommand {
         do {
             // Permission problems first, before the lock (whose directory a non-root user
             // cannot create either): the error then says what to do.
-            try binder.checkPreconditions(for: plan.steps.filter { $0.action == .bind }.map(\.address.description))
+            try binder.checkPreconditions(for: plans.flatMap(\.steps).filter { $0.action == .bind }.map(\.address.description))
             let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds)
             defer { withExtendedLifetime(lock) {} }
-            outcomes = try binder.apply(plan)
+            outcomes = try binder.apply(plans)
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
         try BindingExit.finish(outcomes)
-        reportRemaining(plan, json: global.json)
+        plans.forEach { reportRemaining($0, json: global.json) }
     }
 
     func reportRemaining(_ plan: BindPlan, json: Bool) {
@@ -193,7 +191,7 @@ struct UnbindCommand: ParsableCommand {
     @OptionGroup var options: BindingOptions
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
     @Flag(help: "Return every vfio-pci member of the device's IOMMU group.") var group = false
-    @Flag(help: "Return a device even if the safety or identity checks refuse it.") var force = false
+    @Flag(help: "Return a device even if the safety or identity checks refuse it, or a process holds it (a running VM).") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
     func run() throws {
@@ -202,10 +200,22 @@ struct UnbindCommand: ParsableCommand {
         let facts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
         let journal = options.journal
         let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
+        let plan: BindPlan
+        do {
+            plan = try BindPlan.unbind(target, wholeGroup: group, inventory: inventory, journal: try journal.entries(),
+                                       facts: facts, force: force)
+        } catch { throw bindingFailure(error) }
+        // A process holding the device (a VM with its group open) would make the driver's
+        // remove wait for it: refuse before anything changes.
+        let holders = HolderReader(sysfs: global.resolvedRoot, procRoot: options.procRoot, devRoot: options.devRoot)
+            .holders(of: plan.steps.filter { $0.action == .unbind }.map(\.address))
+        let judged = plan.refusingHeld(holders, force: force)
+        if judged.isRefused, !plan.isRefused {
+            try BindingReport.print(BindingReport.refusedOutcomes(judged), json: global.json)
+            throw ExitCode(BindingExit.refused)
+        }
         let outcomes: [BindOutcome]
         do {
-            let plan = try BindPlan.unbind(target, wholeGroup: group, inventory: inventory, journal: try journal.entries(),
-                                           facts: facts, force: force)
             outcomes = try ReturnRun(binder: binder, options: options, dryRun: dryRun).carryOut(plan)
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
@@ -311,7 +321,7 @@ struct PersistCommand: ParsableCommand {
               vfioctl persist list --json
               vfioctl persist remove 01:00.0 --rules-dir /tmp/rules
             """,
-        subcommands: [Add.self, Remove.self, List.self]
+        subcommands: [Add.self, Remove.self, List.self, Check.self]
     )
 
     struct RulesOptions: ParsableArguments {

@@ -19,7 +19,10 @@ struct GroupsCommand: ParsableCommand {
     func run() throws {
         let inventory = try InventoryLoader.load(global, detail: .summary)
         if global.json {
-            JSONValue.array(inventory.groups.map(JSONValue.group)).printToStandardOutput()
+            JSONValue.array(inventory.groups.map { group in
+                guard case .object(let pairs) = JSONValue.group(group) else { return JSONValue.group(group) }
+                return .object(pairs + [("companions_elsewhere", .array(inventory.companionsOutside(group).map { .string($0.address.description) }))])
+            }).printToStandardOutput()
         } else {
             for group in inventory.groups {
                 print("IOMMU group \(group.id): " + (group.isViable ? "viable" : "not viable"))
@@ -32,6 +35,9 @@ struct GroupsCommand: ParsableCommand {
                 }
                 for name in group.otherMembers { print("  \(name) (non-PCI)") }
                 for blocker in group.blockers { print("  blocks: \(blocker.address): \(blocker.reason)") }
+                for companion in inventory.companionsOutside(group) {
+                    print("  companion in group \(companion.iommuGroup.map(String.init) ?? "none"): \(companion.address) (\(companion.driver ?? "no driver")); bind both with `vfioctl bind \(companion.address) --slot`")
+                }
             }
             let unviable = inventory.groups.filter { !$0.isViable }.count
             if inventory.iommu.isAvailable {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PCIBinding
 import PCIInventory
 
 struct ShowCommand: ParsableCommand {
@@ -15,16 +16,22 @@ struct ShowCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
     var address: String
+    // The root of /proc, for tests on copied trees; not for everyday use.
+    @Option(name: .long, help: .hidden) var procRoot: String = "/proc"
 
     func run() throws {
         let target = try parseDeviceAddress(address)
         let inventory = try InventoryLoader.load(global, detail: .full)
         let device = try InventoryLoader.device(target, in: inventory)
+        let root = global.resolvedRoot
+        let holders = HolderReader(sysfs: root, procRoot: procRoot, devRoot: root.isSystem ? "/dev" : nil).holders(of: [target])[target] ?? []
         if global.json {
-            print(JSONValue.deviceDetail(device, in: inventory).rendered())
+            var detail = JSONValue.deviceDetail(device, in: inventory)
+            if case .object(let pairs) = detail { detail = .object(pairs + [("holders", HolderReport.json(holders))]) }
+            print(detail.rendered())
             return
         }
-        for line in Self.describe(device, in: inventory) { print(line) }
+        for line in Self.describe(device, in: inventory) + HolderReport.lines(holders) { print(line) }
         if !inventory.iommu.isAvailable {
             print("")
             for line in inventory.iommu.advice { print("note: \(line)") }
@@ -50,6 +57,9 @@ struct ShowCommand: ParsableCommand {
             for blocker in group.blockers { lines.append("    blocks: \(blocker.address): \(blocker.reason)") }
         } else {
             field("IOMMU group:", device.iommuGroup.map { "\($0) (no such group directory)" } ?? "none")
+        }
+        for companion in inventory.companions(of: device.address) {
+            field("Companion:", "\(companion.address) " + (companion.names.className ?? "function") + ", driver \(companion.driver ?? "none"), group " + (companion.iommuGroup.map(String.init) ?? "none"))
         }
         if let portType = device.expressPortType { field("PCIe type:", portType.name) }
         field("Reset methods:", device.resetMethods.isEmpty ? "none" : device.resetMethods.joined(separator: " "))

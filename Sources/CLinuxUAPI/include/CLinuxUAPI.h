@@ -43,6 +43,8 @@ static const unsigned long CVFIO_DEVICE_GET_REGION_INFO = VFIO_DEVICE_GET_REGION
 static const unsigned long CVFIO_DEVICE_GET_IRQ_INFO = VFIO_DEVICE_GET_IRQ_INFO;
 static const unsigned long CVFIO_DEVICE_SET_IRQS = VFIO_DEVICE_SET_IRQS;
 static const unsigned long CVFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
+static const unsigned long CVFIO_DEVICE_GET_PCI_HOT_RESET_INFO = VFIO_DEVICE_GET_PCI_HOT_RESET_INFO;
+static const unsigned long CVFIO_DEVICE_PCI_HOT_RESET = VFIO_DEVICE_PCI_HOT_RESET;
 
 // MARK: KVM system and VM
 static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
@@ -128,4 +130,9 @@ static inline int cuapi_has_effective_capability(int capability) {
     return (data[capability / 32].effective >> (capability % 32)) & 1;
 }
 static const int CUAPI_CAP_IPC_LOCK = CAP_IPC_LOCK;
+
+// MARK: device numbers (glibc's major()/minor() are macros Swift cannot import)
+#include <sys/sysmacros.h>
+static inline uint32_t cuapi_dev_major(uint64_t device) { return major(device); }
+static inline uint32_t cuapi_dev_minor(uint64_t device) { return minor(device); }
 #endif

@@ -1,0 +1,144 @@
+import Foundation
+import PCIInventory
+
+/// What decides which driver takes a device at the next boot: plain data for `BootCheck`.
+public struct BootFacts: Sendable, Equatable {
+    public var address: PCIAddress
+    /// vendor:device, lower-case hex ("10de:2204").
+    public var id: String
+    /// Other devices with the same vendor:device.
+    public var sameModel: [PCIAddress] = []
+    /// The driver that takes the device when vfio-pci does not (its current one, or the one
+    /// the journal recorded); nil when none is known.
+    public var nativeDriver: String?
+    /// Whether that driver is built into the kernel (no module to order or blacklist).
+    public var nativeBuiltIn = false
+    /// The vfioctl udev rule for the device exists.
+    public var udevRule = false
+    /// Module names blacklisted in modprobe.d or with modprobe.blacklist= on the command line.
+    public var blacklisted: Set<String> = []
+    /// vendor:device pairs from vfio-pci `ids=` (modprobe.d options or vfio-pci.ids=).
+    public var vfioIDs: Set<String> = []
+    /// Modules that modprobe.d says load vfio-pci first (`softdep MODULE pre: vfio-pci`).
+    public var softdepBeforeVFIO: Set<String> = []
+
+    public init(address: PCIAddress, id: String) {
+        self.address = address
+        self.id = id
+    }
+}
+
+/// One line of `persist check`: how the next boot will treat the device.
+public struct BootFinding: Sendable, Equatable, CustomStringConvertible {
+    public enum Status: String, Sendable { case ok, warning, problem }
+    public let status: Status
+    public let text: String
+    public var description: String { "[\(status.rawValue)] \(text)" }
+}
+
+/// Judges `BootFacts`. Pure.
+public enum BootCheck {
+    /// The findings, and whether the device will come up on vfio-pci.
+    public static func judge(_ facts: BootFacts) -> (willBind: Bool, findings: [BootFinding]) {
+        var findings: [BootFinding] = []
+        let byIDs = facts.vfioIDs.contains(facts.id)
+        if byIDs {
+            let others = facts.sameModel.map(\.description).joined(separator: " ")
+            findings.append(BootFinding(status: facts.sameModel.isEmpty ? .ok : .warning, text: facts.sameModel.isEmpty
+                ? "vfio-pci ids= lists \(facts.id): vfio-pci claims it when it loads"
+                : "vfio-pci ids= lists \(facts.id), which also takes every other device of that model: \(others); use `vfioctl persist add \(facts.address)` (keyed on the address) and drop \(facts.id) from ids="))
+        }
+        if facts.udevRule {
+            findings.append(BootFinding(status: .ok, text: "udev rule for \(facts.address): driver_override=vfio-pci when the device is added, and a reprobe"))
+        }
+        guard facts.udevRule || byIDs else {
+            findings.append(BootFinding(status: .problem, text: "nothing binds \(facts.address) to vfio-pci at boot: run `vfioctl persist add \(facts.address)`"))
+            return (false, findings)
+        }
+        if let native = facts.nativeDriver, native != BindPlan.targetDriver {
+            let module = native.replacingOccurrences(of: "-", with: "_")
+            if facts.blacklisted.contains(module) {
+                findings.append(BootFinding(status: .ok, text: "\(native) is blacklisted: it takes no device (of any kind) by itself"))
+            } else if facts.nativeBuiltIn {
+                findings.append(BootFinding(status: .warning, text: "\(native) is built into the kernel: it drives the device from boot until the rule takes it away, and a driver that cannot let go then leaves it unusable; boot with vfio-pci.ids=\(facts.id) only if no other device has that ID"))
+            } else if facts.softdepBeforeVFIO.contains(module) {
+                findings.append(BootFinding(status: .ok, text: "softdep \(module) pre: vfio-pci: vfio-pci loads first"))
+            } else {
+                findings.append(BootFinding(status: .warning, text: "\(native) can load before vfio-pci and take the device first (then the rule takes it away): add `softdep \(module) pre: vfio-pci` to /etc/modprobe.d and rebuild the initramfs"))
+            }
+        }
+        return (true, findings)
+    }
+}
+
+/// Reads `BootFacts` for one device from sysfs, modprobe.d, the kernel command line, the udev
+/// rules directory and the journal.
+public struct BootFactsReader {
+    public var sysfs: SysfsRoot
+    public var procRoot = "/proc"
+    public var modprobeDirectories = ["/etc/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d", "/run/modprobe.d"]
+    public var rulesDirectory = UdevRules.defaultDirectory
+    public var journal: BindingJournal?
+    let reader = SysfsReader()
+
+    public init(sysfs: SysfsRoot) { self.sysfs = sysfs }
+
+    public func read(_ device: PCIDevice, inventory: PCIInventory) -> BootFacts {
+        let id = String(format: "%04x:%04x", device.vendorID ?? 0, device.deviceID ?? 0)
+        var facts = BootFacts(address: device.address, id: id)
+        facts.sameModel = inventory.devices.filter { $0.address != device.address && $0.vendorID == device.vendorID && $0.deviceID == device.deviceID }.map(\.address)
+        let recorded = (try? journal?.entry(for: device.address)) ?? nil
+        facts.nativeDriver = device.driver == BindPlan.targetDriver ? recorded?.originalDriver : device.driver
+        if let native = facts.nativeDriver {
+            // A modular driver links to its module; a built-in one has none.
+            facts.nativeBuiltIn = !reader.exists(sysfs.appending("bus/pci/drivers/\(native)/module"))
+        }
+        facts.udevRule = UdevRules(directory: rulesDirectory).list().contains(device.address)
+        var lines: [String] = []
+        for directory in modprobeDirectories {
+            for name in (reader.listDirectory(directory) ?? []).sorted() where name.hasSuffix(".conf") {
+                if let bytes = reader.readBytes(directory + "/" + name, limit: 1 << 16) {
+                    lines += String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
+                }
+            }
+        }
+        for line in lines {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            guard let keyword = words.first, !keyword.hasPrefix("#") else { continue }
+            switch keyword {
+            case "blacklist" where words.count >= 2:
+                facts.blacklisted.insert(words[1].replacingOccurrences(of: "-", with: "_"))
+            case "options" where words.count >= 3 && words[1].replacingOccurrences(of: "-", with: "_") == "vfio_pci":
+                for option in words.dropFirst(2) where option.hasPrefix("ids=") { facts.vfioIDs.formUnion(Self.ids(option)) }
+            case "softdep" where words.count >= 4:
+                if let pre = words.firstIndex(of: "pre:"), words[(pre + 1)...].contains(where: { $0 == "vfio-pci" || $0 == "vfio_pci" }) {
+                    facts.softdepBeforeVFIO.insert(words[1].replacingOccurrences(of: "-", with: "_"))
+                }
+            default: break
+            }
+        }
+        let commandLine = reader.readString(procRoot + "/cmdline") ?? ""
+        for word in commandLine.split(separator: " ").map(String.init) {
+            if word.hasPrefix("vfio-pci.ids=") || word.hasPrefix("vfio_pci.ids=") {
+                facts.vfioIDs.formUnion(Self.ids(String(word.drop { $0 != "=" })))
+            } else if word.hasPrefix("modprobe.blacklist=") {
+                for module in word.dropFirst("modprobe.blacklist=".count).split(separator: ",") {
+                    facts.blacklisted.insert(module.replacingOccurrences(of: "-", with: "_"))
+                }
+            }
+        }
+        return facts
+    }
+
+    /// "ids=10de:2204,10de:1aef" (or "=..."): the vendor:device pairs, lower-case; subvendor
+    /// and class fields after them are ignored.
+    static func ids(_ option: String) -> Set<String> {
+        let list = option.drop { $0 != "=" }.dropFirst()
+        return Set(list.split(separator: ",").compactMap { entry in
+            let parts = entry.split(separator: ":")
+            guard parts.count >= 2, parts[0].count == 4, parts[1].count == 4,
+                  UInt16(parts[0], radix: 16) != nil, UInt16(parts[1], radix: 16) != nil else { return nil }
+            return "\(parts[0]):\(parts[1])".lowercased()
+        })
+    }
+}

@@ -1,0 +1,134 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinuxUAPI
+import PCIInventory
+import SystemPackage
+
+/// How `vfioctl reset` resets a device: one of the kernel's function reset methods (the names
+/// of sysfs `reset_method`), done by VFIO_DEVICE_RESET with `reset_method` narrowed to it, or a
+/// hot reset of the device's slot or bus through VFIO_DEVICE_PCI_HOT_RESET, which resets every
+/// device there (its affected set).
+public enum ResetMethod: String, CaseIterable, Sendable {
+    case flr
+    case afFLR = "af_flr"
+    case pm
+    case bus
+    case acpi
+    case deviceSpecific = "device_specific"
+    case cxlBus = "cxl_bus"
+    case hot
+
+    /// Chooses the method, before anything is opened. Pure. Without a request it is the first
+    /// of the device's `reset_method` list, the kernel's own order. A requested function method
+    /// must be one the device offers.
+    public static func choose(requested: ResetMethod?, offered: [String], address: PCIAddress) throws(VFIOError) -> ResetMethod {
+        if requested == .hot { return .hot }
+        let known = offered.compactMap(ResetMethod.init(rawValue:)).filter { $0 != .hot }
+        if let requested {
+            guard known.contains(requested) else {
+                throw .unsupported("\(address) offers no \(requested.rawValue) reset (its reset_method: \(offered.isEmpty ? "none" : offered.joined(separator: " "))); choose one of those, or --method hot for a bus or slot reset of everything there")
+            }
+            return requested
+        }
+        guard let first = known.first else {
+            throw .unsupported("\(address) has no reset method of its own (empty reset_method); --method hot resets its slot or bus, with every device there")
+        }
+        return first
+    }
+}
+
+/// A device a hot reset also resets, and its IOMMU group.
+public struct AffectedDevice: Sendable, Equatable {
+    public let address: PCIAddress
+    public let group: Int
+
+    public init(address: PCIAddress, group: Int) {
+        self.address = address
+        self.group = group
+    }
+}
+
+extension VfioDevice {
+    /// VFIO_DEVICE_RESET with sysfs `reset_method` narrowed to `method` for the call, so the
+    /// kernel uses that method and no other; the device's list is written back afterwards.
+    public func reset(method: ResetMethod, sysfsRoot: String) throws(VFIOError) {
+        let path = "\(sysfsRoot)/bus/pci/devices/\(address)/reset_method"
+        let original = SysfsReader().readString(path) ?? ""
+        try writeAttribute(path, method.rawValue)
+        defer { if !original.isEmpty { try? writeAttribute(path, original) } }
+        try ioctlValue(fd, CVFIO_DEVICE_RESET, 0, "VFIO_DEVICE_RESET (\(method.rawValue)) on \(address)")
+    }
+
+    /// VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: every device a hot reset of this one's slot or bus
+    /// would reset, this one included.
+    public func hotResetAffected() throws(VFIOError) -> [AffectedDevice] {
+        // A bus holds at most 256 functions: one buffer always fits the answer.
+        let head = MemoryLayout<vfio_pci_hot_reset_info>.size
+        let stride = MemoryLayout<vfio_pci_dependent_device>.stride
+        let buffer = try ioctlBuffer(fd, CVFIO_DEVICE_GET_PCI_HOT_RESET_INFO, template: vfio_pci_hot_reset_info(),
+                                     size: head + 256 * stride, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO on \(address)")
+        guard let count = buffer.load(\vfio_pci_hot_reset_info.count, ofStructAt: 0), count <= 256 else {
+            throw .unsupported("the kernel's hot reset info for \(address) is malformed")
+        }
+        var affected: [AffectedDevice] = []
+        for index in 0..<Int(count) {
+            guard let entry = buffer.loadStruct(vfio_pci_dependent_device.self, at: head + index * stride),
+                  let address = try? PCIAddress(domain: UInt32(entry.segment), bus: entry.bus,
+                                                device: entry.devfn >> 3, function: entry.devfn & 7) else {
+                throw .unsupported("the kernel's hot reset info for \(address) is malformed")
+            }
+            affected.append(AffectedDevice(address: address, group: Int(entry.group_id)))
+        }
+        return affected
+    }
+
+    /// VFIO_DEVICE_PCI_HOT_RESET, proving ownership of every affected group with its open fd.
+    /// The kernel refuses (EBUSY) while another user has any affected device open.
+    public func hotReset(groups: [VfioGroup]) throws(VFIOError) {
+        let head = MemoryLayout<vfio_pci_hot_reset>.size
+        var request = vfio_pci_hot_reset()
+        request.count = UInt32(groups.count)
+        request.argsz = UInt32(head + groups.count * MemoryLayout<Int32>.size)
+        var bytes = [UInt8](repeating: 0, count: Int(request.argsz))
+        withUnsafeBytes(of: &request) { source in
+            bytes.withUnsafeMutableBytes { $0.copyMemory(from: source) }
+        }
+        for (index, group) in groups.enumerated() {
+            withUnsafeBytes(of: group.fd.rawValue) { value in
+                bytes.withUnsafeMutableBytes { target in
+                    // Safety: the buffer was sized for `groups.count` fds after the head.
+                    UnsafeMutableRawBufferPointer(rebasing: target[(head + index * 4)..<(head + index * 4 + 4)]).copyMemory(from: value)
+                }
+            }
+        }
+        while true {
+            let result = bytes.withUnsafeMutableBytes { buffer in
+                // Safety: the kernel reads argsz (= the buffer's size) bytes.
+                cuapi_ioctl_ptr(fd.rawValue, CVFIO_DEVICE_PCI_HOT_RESET, buffer.baseAddress)
+            }
+            if result >= 0 { return }
+            let code = Errno(rawValue: errno)
+            if code == .interrupted { continue }
+            throw .system(operation: "VFIO_DEVICE_PCI_HOT_RESET on \(address) with groups \(groups.map(\.number))", errno: code)
+        }
+    }
+
+    /// The vendor ID config space returns now: after a reset, a device that answers gives its
+    /// own; all ones means it did not come back.
+    public func vendorAfterReset() throws(VFIOError) -> UInt16 {
+        UInt16(truncatingIfNeeded: try readConfig(0, width: .word))
+    }
+}
+
+/// Writes a sysfs attribute of the device (reset_method).
+func writeAttribute(_ path: String, _ value: String) throws(VFIOError) {
+    do {
+        let descriptor = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec])
+        try descriptor.closeAfter { _ = try descriptor.writeAll(Array(value.utf8)) }
+    } catch let error as Errno {
+        throw .system(operation: "writing \"\(value)\" to \(path)", errno: error)
+    } catch {
+        throw .system(operation: "writing \"\(value)\" to \(path)", errno: .ioError)
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import PCIBinding
+import PCIInventory
+
+extension PersistCommand {
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Say whether the next boot will bind a device to vfio-pci, and what could take it first.",
+            discussion: """
+                Looks at the vfioctl udev rule, vfio-pci ids= (modprobe.d and the kernel command
+                line, which take every device of the same model), the native driver (built in or a
+                module, blacklisted, ordered after vfio-pci by a softdep).
+
+                Exit status: 0 it will be bound, 2 it will not.
+
+                Example:
+                  vfioctl persist check 01:00.0
+                """
+        )
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var rules: RulesOptions
+        @OptionGroup var options: BindingOptions
+        @Option(name: .long, help: ArgumentHelp("A modprobe.d directory to read (repeatable; default: the system's).", valueName: "dir"))
+        var modprobeDir: [String] = []
+        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: String
+
+        func run() throws {
+            let target = try parseDeviceAddress(address)
+            let inventory = try InventoryLoader.load(global, detail: .summary)
+            let device = try InventoryLoader.device(target, in: inventory)
+            var reader = BootFactsReader(sysfs: global.resolvedRoot)
+            reader.procRoot = options.procRoot
+            reader.rulesDirectory = rules.rulesDir
+            reader.journal = options.journal
+            if !modprobeDir.isEmpty { reader.modprobeDirectories = modprobeDir }
+            let (willBind, findings) = BootCheck.judge(reader.read(device, inventory: inventory))
+            if global.json {
+                print(try JSONOutput.encode(CheckJSON(address: target.description, willBind: willBind, findings: findings)))
+            } else {
+                print("\(target): " + (willBind ? "the next boot binds it to vfio-pci" : "the next boot does not bind it to vfio-pci"))
+                for finding in findings { print("  \(finding)") }
+            }
+            if !willBind { throw ExitCode(2) }
+        }
+    }
+
+    struct CheckJSON: Encodable {
+        let address: String
+        let willBind: Bool
+        let findings: [BootFinding]
+        enum Keys: String, CodingKey { case address, will_bind, findings }
+        enum FindingKeys: String, CodingKey { case status, text }
+        func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(address, forKey: .address)
+            try container.encode(willBind, forKey: .will_bind)
+            var list = container.nestedUnkeyedContainer(forKey: .findings)
+            for finding in findings {
+                var item = list.nestedContainer(keyedBy: FindingKeys.self)
+                try item.encode(finding.status.rawValue, forKey: .status)
+                try item.encode(finding.text, forKey: .text)
+            }
+        }
+    }
+}
