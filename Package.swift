@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "PCIBinding", targets: ["PCIBinding"]),
         .library(name: "VFIO", targets: ["VFIO"]),
         .library(name: "KVM", targets: ["KVM"]),
+        .library(name: "Passthrough", targets: ["Passthrough"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -77,6 +78,9 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and the
+        // CLI's smoke commands; no library product depends on it.
+        .target(name: "TestKit", dependencies: ["KVM", "CLinuxUAPI"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
         .target(name: "SysfsFixtures"),
         .target(
@@ -127,7 +131,7 @@ let package = Package(
         ),
         .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CLinuxUAPI"]),
