@@ -2,14 +2,17 @@ import KVM
 import VFIO
 
 /// Guest RAM mapped for device DMA at IOVA = guest-physical address, so an address the guest
-/// hands its device (a gpa) is the address the device uses. Holds the container and the RAM:
-/// the kernel pins the pages, and the RAM must stay mapped in this process until the DMA
-/// mapping is gone, so `unmap()` (or deinit) unmaps the DMA before the RAM can be released.
+/// hands its device (a gpa) is the address the device uses. Goes through the container's own
+/// books (`VfioContainer.mapDMA(unsafeAddress:...)`): the IOVA range is reserved in its table,
+/// the dma_avail and RLIMIT_MEMLOCK budget is checked before the kernel pins anything, and the
+/// container holds the RAM until the mapping is gone, so the RAM stays mapped in this process
+/// while the device may reach it, even if its memslot is deleted and every other holder lets go.
 public final class GuestRAMDMAMapping {
     public let container: VfioContainer
     public let memory: GuestMemory
-    public let iova: UInt64
-    public var size: UInt64 { UInt64(memory.size) }
+    public let mapping: DMAMapping
+    public var iova: UInt64 { mapping.iova }
+    public var size: UInt64 { mapping.size }
     public private(set) var isMapped = true
 
     /// Maps all of `memory`, which the guest sees at `guestPhysicalAddress`. With
@@ -22,20 +25,21 @@ public final class GuestRAMDMAMapping {
         guard let base = UnsafeMutableRawPointer(bitPattern: UInt(memory.hostAddress)) else {
             throw .dma("guest memory has no host address")
         }
-        // Contract: `memory` stays mapped while this object lives (it holds it), so the pinned
-        // range remains this process's memory until unmapDMA.
-        try viaVFIO { () throws(VFIOError) in
-            try container.mapDMA(address: base, size: UInt64(memory.size), iova: guestPhysicalAddress)
+        // Safety: `memory` is one live mapping of exactly this address and size, and the
+        // container holds it (owner) until the DMA mapping is gone, so it stays mapped meanwhile.
+        // The guest and the device share it; this process reads it only as guest memory.
+        self.mapping = try viaVFIO { () throws(VFIOError) in
+            try unsafe container.mapDMA(unsafeAddress: base, size: UInt64(memory.size), iova: guestPhysicalAddress, owner: memory)
         }
         self.container = container
         self.memory = memory
-        self.iova = guestPhysicalAddress
     }
 
+    /// Unmaps the DMA (the RAM is released once nothing else holds it).
     public func unmap() throws(PassthroughError) {
         guard isMapped else { return }
         isMapped = false
-        try viaVFIO { () throws(VFIOError) in _ = try container.unmapDMA(iova: iova, size: size) }
+        try viaVFIO { () throws(VFIOError) in try container.unmapDMA(mapping) }
     }
 
     deinit { try? unmap() }
