@@ -91,9 +91,7 @@ public final class InterruptGuest {
         var regs = try vcpu.registers()
         regs.rdi = UInt64(total)
         try vcpu.setRegisters(regs)
-        var sregs = try vcpu.specialRegisters()
-        sregs.ds.base = UInt64(MSIMessage.x86AddressBase)
-        try vcpu.setSpecialRegisters(sregs)
+        try vcpu.setSegmentBase(.ds, UInt64(MSIMessage.x86AddressBase))
         try vcpu.enableLocalAPIC()
         let runner = Runner(vcpu: vcpu)
         guard try waitForCounts({ $0[2] == 1 })[2] == 1 else { throw KVMError.invalidState("the interrupt guest did not get ready") }
