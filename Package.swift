@@ -80,7 +80,7 @@ let package = Package(
         ),
         // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and the
         // CLI's smoke commands; no library product depends on it.
-        .target(name: "TestKit", dependencies: ["KVM", "CLinuxUAPI"]),
+        .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
         .target(name: "SysfsFixtures"),
         .target(
@@ -93,6 +93,7 @@ let package = Package(
                 "KVM",
                 "BARPlacement",
                 "Passthrough",
+                "TestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -104,7 +105,7 @@ let package = Package(
         ),
         // Raw KVM ioctls in C, for kvm-benchmark's same-run comparison.
         .target(name: "CKVMReference"),
-        .executableTarget(name: "kvm-benchmark", dependencies: ["KVM", "CKVMReference", "CLinuxUAPI"]),
+        .executableTarget(name: "kvm-benchmark", dependencies: ["KVM", "CKVMReference", "CLinuxUAPI", "TestKit"]),
         .executableTarget(
             name: "inspect-groups",
             dependencies: ["PCIInventory"],
@@ -122,7 +123,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "kvm-passthrough",
-            dependencies: ["Passthrough", "VFIO", "KVM", "PCIInventory"],
+            dependencies: ["Passthrough", "VFIO", "KVM", "PCIInventory", "TestKit"],
             path: "examples/kvm-passthrough"
         ),
         .testTarget(
@@ -132,7 +133,7 @@ let package = Package(
         .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit"]),
-        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI", "TestKit"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CLinuxUAPI"]),
     ]

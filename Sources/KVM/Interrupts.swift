@@ -9,10 +9,14 @@ import SystemPackage
 /// An MSI message as a device sends it: a write of `data` to `address`. On x86 the address
 /// selects the destination local APIC and the data the vector (see `x86(vector:destination:)`).
 public struct MSIMessage: Sendable, Hashable {
+    /// The low 32 bits of the address the device writes (on x86: 0xFEE00000 | destination << 12).
     public var addressLow: UInt32
+    /// The high 32 bits (0 on x86 unless the destination ID is extended).
     public var addressHigh: UInt32
+    /// The value written (on x86: the vector, delivery mode and trigger).
     public var data: UInt32
 
+    /// A message as the device's MSI or MSI-X entry holds it.
     public init(addressLow: UInt32, addressHigh: UInt32 = 0, data: UInt32) {
         self.addressLow = addressLow
         self.addressHigh = addressHigh
@@ -33,6 +37,7 @@ public struct MSIMessage: Sendable, Hashable {
 public enum GSIRoute: Sendable, Hashable {
     /// x86 chips: 0 the master PIC, 1 the slave PIC, 2 the IOAPIC.
     case irqchip(chip: UInt32, pin: UInt32)
+    /// KVM delivers the message as if the device had written it.
     case msi(MSIMessage)
 }
 
@@ -50,6 +55,7 @@ public struct GSIRoutingTable: Sendable, Equatable {
     /// How many GSIs the kernel takes (KVM_MAX_IRQ_ROUTES on x86).
     public let maxRoutes: UInt32
 
+    /// The x86 defaults; `maxRoutes` is the kernel's limit (KVM_MAX_IRQ_ROUTES).
     public init(maxRoutes: UInt32 = 4096) {
         self.maxRoutes = maxRoutes
         var routes: [UInt32: [GSIRoute]] = [:]
@@ -108,6 +114,7 @@ public struct GSIRoutingTable: Sendable, Equatable {
 ///
 /// Holds the VM. Not thread-safe: one thread at a time changes routes (vCPUs may run meanwhile).
 public final class InterruptController {
+    /// The VM whose irqchip this is (held).
     public let vm: VirtualMachine
     /// The routes as the kernel has them.
     public private(set) var routing = GSIRoutingTable()
@@ -116,8 +123,11 @@ public final class InterruptController {
 
     /// An eventfd wired to a GSI.
     public struct IRQFD: Sendable, Equatable {
+        /// The eventfd's descriptor when it was assigned.
         public let eventFD: Int32
+        /// The GSI it raises.
         public let gsi: UInt32
+        /// The resample eventfd's descriptor (level-triggered lines only).
         public let resampleFD: Int32?
     }
 
@@ -226,11 +236,13 @@ public final class InterruptController {
 /// (needed by some devices' drivers). Its descriptor is closed exactly once, in deinit; the
 /// kernel drops the registrations with the VM.
 public final class KVMVFIODevice {
+    /// The VM the device belongs to (held).
     public let vm: VirtualMachine
     let fd: FileDescriptor
     /// The files registered, by descriptor number.
     public private(set) var files: [Int32] = []
 
+    /// KVM_CREATE_DEVICE with KVM_DEV_TYPE_VFIO on `vm`.
     public init(vm: VirtualMachine) throws(KVMError) {
         var request = kvm_create_device()
         request.type = CKVM_DEV_TYPE_VFIO

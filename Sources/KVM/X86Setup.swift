@@ -14,6 +14,7 @@ extension VirtualCPU {
 
 /// The x86 data segment registers whose base a real-mode guest can be given.
 public enum X86DataSegment: Sendable, CaseIterable {
+    /// DS, ES, FS and GS.
     case ds, es, fs, gs
 }
 

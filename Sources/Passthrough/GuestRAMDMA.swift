@@ -8,11 +8,17 @@ import VFIO
 /// container holds the RAM until the mapping is gone, so the RAM stays mapped in this process
 /// while the device may reach it, even if its memslot is deleted and every other holder lets go.
 public final class GuestRAMDMAMapping {
+    /// The container whose IOMMU table holds the mapping.
     public let container: VfioContainer
+    /// The guest RAM mapped (also held by the container while mapped).
     public let memory: GuestMemory
+    /// The mapping as the container keeps it.
     public let mapping: DMAMapping
+    /// The IOVA, equal to the RAM's guest-physical address.
     public var iova: UInt64 { mapping.iova }
+    /// Bytes mapped: all of `memory`.
     public var size: UInt64 { mapping.size }
+    /// False once `unmap` ran.
     public private(set) var isMapped = true
 
     /// Maps all of `memory`, which the guest sees at `guestPhysicalAddress`. With

@@ -17,13 +17,17 @@ import VFIO
 /// memory is unmapped while a DMA mapping or a memslot still uses it, whatever order the caller
 /// lets go in. Not thread-safe: one thread at a time configures it (vCPUs may run meanwhile).
 public final class PassthroughVM {
+    /// The KVM VM (held).
     public let vm: VirtualMachine
+    /// The VM's one VFIO container: every device's group is attached to it.
     public let container: VfioContainer
     /// The in-kernel irqchip, its GSI routes and irqfds.
     public let interrupts: InterruptController
     /// The KVM-VFIO device every group is registered with.
     public let kvmVFIO: KVMVFIODevice
+    /// Where devices' IOMMU groups and BAR resources are read (/sys).
     public let sysfsRoot: String
+    /// Where the VFIO nodes are (/dev/vfio).
     public let devVFIO: String
     /// Devices in the order they were added.
     public private(set) var devices: [PassthroughDevice] = []
@@ -89,6 +93,7 @@ public final class PassthroughVM {
 
 /// One device of a `PassthroughVM`: its BARs in the guest and its interrupts into the guest.
 public final class PassthroughDevice {
+    /// The VFIO device (its group and the VM's container are held through it).
     public let device: VfioDevice
     /// The VM it belongs to (unowned: the VM holds its devices).
     unowned let owner: PassthroughVM
@@ -108,6 +113,7 @@ public final class PassthroughDevice {
         self.owner = owner
     }
 
+    /// The device's PCI address.
     public var address: PCIAddress { device.address }
 
     /// Maps every mmap-able BAR area (placed for huge pages; MSI-X table and PBA pages left out
@@ -173,11 +179,11 @@ public final class PassthroughDevice {
     public func routeINTx(gsi: UInt32) throws(PassthroughError) {
         guard intx == nil else { return }
         let (trigger, resample) = try viaVFIO { () throws(VFIOError) in (try EventFD(), try EventFD()) }
-        try viaVFIO { () throws(VFIOError) in
-            try device.setIRQTriggers(PCIIRQ.intx, eventFDs: [trigger])
-            try device.setINTxUnmaskEventFD(resample)
-        }
         do throws(PassthroughError) {
+            try viaVFIO { () throws(VFIOError) in
+                try device.setIRQTriggers(PCIIRQ.intx, eventFDs: [trigger])
+                try device.setINTxUnmaskEventFD(resample)
+            }
             try viaKVM { () throws(KVMError) in try owner.interrupts.assignIRQFD(trigger.fd, gsi: gsi, resample: resample.fd) }
         } catch {
             _ = try? device.disableIRQs(PCIIRQ.intx)

@@ -3,6 +3,7 @@ import Foundation
 import KVM
 import Passthrough
 import PCIInventory
+import TestKit
 import VFIO
 
 /// `vfioctl vm ...`: tiny KVM guests with a passed-through device, to show the composition
