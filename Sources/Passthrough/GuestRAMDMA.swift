@@ -53,6 +53,7 @@ public final class GuestRAMDMAMapping {
 
 /// Whether a device with an `addressBits`-bit DMA mask reaches an IOVA range. Pure.
 public enum DMAReach {
+    /// Throws `.dma` unless [iova, iova + size) lies below 2^addressBits.
     public static func check(iova: UInt64, size: UInt64, addressBits: Int) throws(PassthroughError) {
         guard addressBits > 0, addressBits <= 64 else { throw .dma("a DMA mask of \(addressBits) bits is not one") }
         let (end, overflow) = iova.addingReportingOverflow(size)

@@ -22,6 +22,7 @@ public enum PassthroughError: Error, Equatable, CustomStringConvertible {
     /// A device did not finish in time.
     case timedOut(String)
 
+    /// What went wrong, with what to do where known.
     public var description: String {
         switch self {
         case let .vfio(error): return error.description

@@ -104,6 +104,7 @@ public final class PassthroughDevice {
     /// MSI or MSI-X vectors routed into the guest: the IRQ index, and per vector its eventfd
     /// and GSI.
     public private(set) var msiIndex: UInt32?
+    /// Per routed vector, its eventfd (signalled by VFIO) and its GSI.
     public private(set) var msiVectors: [(eventFD: EventFD, gsi: UInt32)] = []
     /// INTx routed into the guest: trigger and resample eventfds, and the IOAPIC pin (GSI).
     public private(set) var intx: (trigger: EventFD, resample: EventFD, gsi: UInt32)?
