@@ -2,6 +2,14 @@
 .org 0
 main:
   movl $0x1ff, %ds:0xf0
+  movl %es:0x3020, %eax
+  shll $1, %eax
+  addl $0x10, %eax
+  movl %eax, %gs:0x00
+  movl $0x8040, %gs:0x10
+  incl %eax
+  movl %eax, %gs:0x00
+  movl $0, %gs:0x10
   xorl %esi, %esi
 raise_loop:
   cmpl %es:0x3010, %esi
