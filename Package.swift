@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "PCIBinding", targets: ["PCIBinding"]),
         .library(name: "VFIO", targets: ["VFIO"]),
         .library(name: "KVM", targets: ["KVM"]),
+        .library(name: "Passthrough", targets: ["Passthrough"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -85,6 +86,9 @@ let package = Package(
         ),
         // `vfioctl vm config`: pure planner from sysfs facts to QEMU, libvirt and Cloud Hypervisor settings.
         .target(name: "VMMConfig", dependencies: ["Diagnostics", "PCIInventory"]),
+        // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and the
+        // CLI's smoke commands; no library product depends on it.
+        .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
         .target(name: "SysfsFixtures"),
         .target(
@@ -99,6 +103,7 @@ let package = Package(
                 "HostKernel",
                 "Passthrough",
                 "VMMConfig",
+                "TestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -110,7 +115,7 @@ let package = Package(
         ),
         // Raw KVM ioctls in C, for kvm-benchmark's same-run comparison.
         .target(name: "CKVMReference"),
-        .executableTarget(name: "kvm-benchmark", dependencies: ["KVM", "CKVMReference", "CLinuxUAPI"]),
+        .executableTarget(name: "kvm-benchmark", dependencies: ["KVM", "CKVMReference", "CLinuxUAPI", "TestKit"]),
         .executableTarget(
             name: "inspect-groups",
             dependencies: ["PCIInventory"],
@@ -128,7 +133,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "kvm-passthrough",
-            dependencies: ["Passthrough", "VFIO", "KVM", "PCIInventory"],
+            dependencies: ["Passthrough", "VFIO", "KVM", "PCIInventory", "TestKit"],
             path: "examples/kvm-passthrough"
         ),
         .testTarget(
@@ -137,8 +142,8 @@ let package = Package(
         ),
         .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "HostKernel", "PCIInventory", "SysfsFixtures", "VMMConfig"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI"]),
-        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI", "TestKit"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CLinuxUAPI"]),
     ]

@@ -57,6 +57,21 @@ public struct IOVAAllocator: Sendable, Equatable {
         throw .exhausted(size: size, alignment: align, limit: limit)
     }
 
+    /// Takes exactly [start, start + size) (an IOVA the caller chose, such as IOVA = guest-physical
+    /// address): whole IOMMU pages, inside one allowed range, overlapping no allocation. IOVA 0
+    /// is allowed here (guest RAM starts there); `allocate` still never hands it out.
+    public mutating func reserve(start: UInt64, size: UInt64) throws(IOVAError) {
+        let page = minimumPageSize
+        guard size > 0, size % page == 0, start % page == 0 else { throw .badSize(size, page: page) }
+        let (end, overflow) = start.addingReportingOverflow(size)
+        guard !overflow, ranges.contains(where: { start >= $0.lowerBound && end - 1 <= $0.upperBound }) else {
+            throw .outsideRanges(start: start, size: size)
+        }
+        if let clash = allocations.first(where: { $0.overlaps(start..<end) }) { throw .overlaps(start: start, size: size, existing: clash) }
+        let index = allocations.firstIndex { $0.lowerBound > start } ?? allocations.endIndex
+        allocations.insert(start..<end, at: index)
+    }
+
     /// Gives back an allocation made at `start`.
     public mutating func release(_ start: UInt64) throws(IOVAError) {
         guard let index = allocations.firstIndex(where: { $0.lowerBound == start }) else { throw .notAllocated(start) }
@@ -75,6 +90,8 @@ public enum IOVAError: Error, Equatable, CustomStringConvertible {
     case badAlignment(UInt64)
     case exhausted(size: UInt64, alignment: UInt64, limit: UInt64)
     case notAllocated(UInt64)
+    case outsideRanges(start: UInt64, size: UInt64)
+    case overlaps(start: UInt64, size: UInt64, existing: Range<UInt64>)
 
     public var description: String {
         switch self {
@@ -84,6 +101,10 @@ public enum IOVAError: Error, Equatable, CustomStringConvertible {
         case let .exhausted(size, alignment, limit):
             "no free IOVA range for 0x\(String(size, radix: 16)) bytes aligned to 0x\(String(alignment, radix: 16))" + (limit == .max ? "" : " below 0x\(String(limit, radix: 16))")
         case let .notAllocated(start): "IOVA 0x\(String(start, radix: 16)) was not allocated"
+        case let .outsideRanges(start, size):
+            "IOVA 0x\(String(start, radix: 16)) + 0x\(String(size, radix: 16)) is not inside one IOVA range the IOMMU allows (VFIO_IOMMU_GET_INFO lists them)"
+        case let .overlaps(start, size, existing):
+            "IOVA 0x\(String(start, radix: 16)) + 0x\(String(size, radix: 16)) overlaps the mapping at 0x\(String(existing.lowerBound, radix: 16))-0x\(String(existing.upperBound, radix: 16))"
         }
     }
 }

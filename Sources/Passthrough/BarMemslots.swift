@@ -5,9 +5,12 @@ import VFIO
 /// memslot is absent (QEMU's x-no-mmap path: pread/pwrite at the region's offset in the VFIO
 /// device file). Tests supply closures over a fake BAR.
 public struct RegionAccess {
+    /// Reads `width` bytes at `offset` in region `region`.
     public var read: (_ region: UInt32, _ offset: UInt64, _ width: AccessWidth) throws(PassthroughError) -> UInt64
+    /// Writes the low `width` bytes of `value` at `offset` in region `region`.
     public var write: (_ value: UInt64, _ region: UInt32, _ offset: UInt64, _ width: AccessWidth) throws(PassthroughError) -> Void
 
+    /// Access through the given closures (a fake BAR in tests).
     public init(read: @escaping (UInt32, UInt64, AccessWidth) throws(PassthroughError) -> UInt64,
                 write: @escaping (UInt64, UInt32, UInt64, AccessWidth) throws(PassthroughError) -> Void) {
         self.read = read
@@ -44,11 +47,15 @@ private final class RegionInfoCache {
 /// One BAR's host memory: the region and the mappings of its mmap-able areas. The mappings are
 /// `MemslotBacking`s (a `VFIOAreaMapping`, or shared memory standing in for one in tests).
 public struct BarMemory {
+    /// The BAR number (0-5).
     public var bar: Int
+    /// Its VFIO region index.
     public var regionIndex: UInt32
+    /// The whole region's size (the guest sees all of it).
     public var regionSize: UInt64
     /// (offset in the region, the mapping of the area that starts there).
     public var areas: [(offset: UInt64, memory: MemslotBacking)]
+    /// A BAR and the mappings of its areas.
     public init(bar: Int, regionIndex: UInt32, regionSize: UInt64, areas: [(offset: UInt64, memory: MemslotBacking)]) {
         self.bar = bar
         self.regionIndex = regionIndex
@@ -56,6 +63,7 @@ public struct BarMemory {
         self.areas = areas
     }
 
+    /// What the placement planner needs of this BAR.
     public var request: BarRequest {
         BarRequest(bar: bar, regionIndex: regionIndex, regionSize: regionSize,
                    areas: areas.map { HostArea(offset: $0.offset, size: UInt64($0.memory.size), hostAddress: $0.memory.hostAddress) })
@@ -76,8 +84,11 @@ public struct BarMemory {
 /// Not thread-safe: one thread at a time toggles and serves (KVM itself takes slot changes
 /// while vCPUs run; see `SlotToggle`).
 public final class BarMemslots {
+    /// The VM the slots are in (held).
     public let vm: VirtualMachine
+    /// Where each BAR and its areas are in the guest.
     public let bars: [PlacedBar]
+    /// Finds the BAR behind an MMIO exit.
     public let router: MMIORouter
     /// One per area, in BAR then offset order.
     public let toggles: [SlotToggle]

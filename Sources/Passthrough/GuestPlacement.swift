@@ -3,9 +3,13 @@ import KVM
 /// One mmap-able area of a BAR as the host mapped it: where it starts in the BAR, its length,
 /// and the host address of its mapping (the memslot's userspace address).
 public struct HostArea: Sendable, Hashable {
+    /// Where the area starts in the BAR.
     public var offset: UInt64
+    /// Its length in bytes.
     public var size: UInt64
+    /// The host address of its mapping.
     public var hostAddress: UInt64
+    /// An area as described.
     public init(offset: UInt64, size: UInt64, hostAddress: UInt64) {
         self.offset = offset
         self.size = size
@@ -16,11 +20,15 @@ public struct HostArea: Sendable, Hashable {
 /// What the placement planner needs to know of one BAR: the whole region (the guest sees all
 /// of it; parts that are not mapped exit as MMIO) and its mapped areas.
 public struct BarRequest: Sendable, Hashable {
+    /// The BAR number (0-5).
     public var bar: Int
     /// The VFIO region index (BARn is region n on vfio-pci).
     public var regionIndex: UInt32
+    /// The whole region's size.
     public var regionSize: UInt64
+    /// Its mapped areas.
     public var areas: [HostArea]
+    /// A request as described.
     public init(bar: Int, regionIndex: UInt32, regionSize: UInt64, areas: [HostArea]) {
         self.bar = bar
         self.regionIndex = regionIndex
@@ -31,9 +39,13 @@ public struct BarRequest: Sendable, Hashable {
 
 /// A mapped area with its place in the guest.
 public struct PlacedArea: Sendable, Hashable {
+    /// Where the area starts in the BAR.
     public var offset: UInt64
+    /// Its length in bytes.
     public var size: UInt64
+    /// The host address of its mapping (the memslot's userspace address).
     public var hostAddress: UInt64
+    /// Its guest-physical address: the BAR's base plus `offset`.
     public var guestPhysicalAddress: UInt64
     /// The huge page size gpa and host address are congruent modulo (nil: no huge page fits the
     /// area, so only 4 KiB alignment matters).
@@ -43,10 +55,15 @@ public struct PlacedArea: Sendable, Hashable {
 /// A BAR with its place in the guest: the region starts at `guestPhysicalAddress`, each area
 /// at that plus its offset.
 public struct PlacedBar: Sendable, Hashable {
+    /// The BAR number (0-5).
     public var bar: Int
+    /// Its VFIO region index.
     public var regionIndex: UInt32
+    /// The whole region's size.
     public var regionSize: UInt64
+    /// The BAR's base in the guest.
     public var guestPhysicalAddress: UInt64
+    /// Its mapped areas, each at the base plus its offset.
     public var areas: [PlacedArea]
     /// The guest range the BAR occupies: the region rounded up to whole pages.
     public var guestRange: Range<UInt64>
@@ -180,15 +197,20 @@ public enum GuestPlacement {
 
 /// Where an MMIO exit lands: which region, at which offset.
 public struct MMIORoute: Sendable, Hashable {
+    /// The BAR number.
     public var bar: Int
+    /// Its VFIO region index.
     public var regionIndex: UInt32
+    /// The access's offset in the region.
     public var regionOffset: UInt64
 }
 
 /// Finds the BAR region behind a guest-physical access. Pure.
 public struct MMIORouter: Sendable {
+    /// The BARs, by guest-physical address.
     public let bars: [PlacedBar]
 
+    /// A router over placed BARs.
     public init(_ bars: [PlacedBar]) { self.bars = bars.sorted { $0.guestPhysicalAddress < $1.guestPhysicalAddress } }
 
     /// nil when the access is not wholly inside one BAR's region (its page-rounded tail is not

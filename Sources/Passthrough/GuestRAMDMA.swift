@@ -2,14 +2,23 @@ import KVM
 import VFIO
 
 /// Guest RAM mapped for device DMA at IOVA = guest-physical address, so an address the guest
-/// hands its device (a gpa) is the address the device uses. Holds the container and the RAM:
-/// the kernel pins the pages, and the RAM must stay mapped in this process until the DMA
-/// mapping is gone, so `unmap()` (or deinit) unmaps the DMA before the RAM can be released.
+/// hands its device (a gpa) is the address the device uses. Goes through the container's own
+/// books (`VfioContainer.mapDMA(unsafeAddress:...)`): the IOVA range is reserved in its table,
+/// the dma_avail and RLIMIT_MEMLOCK budget is checked before the kernel pins anything, and the
+/// container holds the RAM until the mapping is gone, so the RAM stays mapped in this process
+/// while the device may reach it, even if its memslot is deleted and every other holder lets go.
 public final class GuestRAMDMAMapping {
+    /// The container whose IOMMU table holds the mapping.
     public let container: VfioContainer
+    /// The guest RAM mapped (also held by the container while mapped).
     public let memory: GuestMemory
-    public let iova: UInt64
-    public var size: UInt64 { UInt64(memory.size) }
+    /// The mapping as the container keeps it.
+    public let mapping: DMAMapping
+    /// The IOVA, equal to the RAM's guest-physical address.
+    public var iova: UInt64 { mapping.iova }
+    /// Bytes mapped: all of `memory`.
+    public var size: UInt64 { mapping.size }
+    /// False once `unmap` ran.
     public private(set) var isMapped = true
 
     /// Maps all of `memory`, which the guest sees at `guestPhysicalAddress`. With
@@ -22,20 +31,21 @@ public final class GuestRAMDMAMapping {
         guard let base = UnsafeMutableRawPointer(bitPattern: UInt(memory.hostAddress)) else {
             throw .dma("guest memory has no host address")
         }
-        // Contract: `memory` stays mapped while this object lives (it holds it), so the pinned
-        // range remains this process's memory until unmapDMA.
-        try viaVFIO { () throws(VFIOError) in
-            try container.mapDMA(address: base, size: UInt64(memory.size), iova: guestPhysicalAddress)
+        // Safety: `memory` is one live mapping of exactly this address and size, and the
+        // container holds it (owner) until the DMA mapping is gone, so it stays mapped meanwhile.
+        // The guest and the device share it; this process reads it only as guest memory.
+        self.mapping = try viaVFIO { () throws(VFIOError) in
+            try unsafe container.mapDMA(unsafeAddress: base, size: UInt64(memory.size), iova: guestPhysicalAddress, owner: memory)
         }
         self.container = container
         self.memory = memory
-        self.iova = guestPhysicalAddress
     }
 
+    /// Unmaps the DMA (the RAM is released once nothing else holds it).
     public func unmap() throws(PassthroughError) {
         guard isMapped else { return }
         isMapped = false
-        try viaVFIO { () throws(VFIOError) in _ = try container.unmapDMA(iova: iova, size: size) }
+        try viaVFIO { () throws(VFIOError) in try container.unmapDMA(mapping) }
     }
 
     deinit { try? unmap() }
@@ -43,6 +53,7 @@ public final class GuestRAMDMAMapping {
 
 /// Whether a device with an `addressBits`-bit DMA mask reaches an IOVA range. Pure.
 public enum DMAReach {
+    /// Throws `.dma` unless [iova, iova + size) lies below 2^addressBits.
     public static func check(iova: UInt64, size: UInt64, addressBits: Int) throws(PassthroughError) {
         guard addressBits > 0, addressBits <= 64 else { throw .dma("a DMA mask of \(addressBits) bits is not one") }
         let (end, overflow) = iova.addingReportingOverflow(size)

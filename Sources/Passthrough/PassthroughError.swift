@@ -22,6 +22,7 @@ public enum PassthroughError: Error, Equatable, CustomStringConvertible {
     /// A device did not finish in time.
     case timedOut(String)
 
+    /// What went wrong, with what to do where known.
     public var description: String {
         switch self {
         case let .vfio(error): return error.description
@@ -41,14 +42,14 @@ public enum PassthroughError: Error, Equatable, CustomStringConvertible {
 
 /// Runs a KVM-layer call, wrapping its error.
 @inline(__always)
-func viaKVM<T: ~Copyable>(_ body: () throws(KVMError) -> T) throws(PassthroughError) -> T {
+package func viaKVM<T: ~Copyable>(_ body: () throws(KVMError) -> T) throws(PassthroughError) -> T {
     do { return try body() } catch { throw .kvm(error) }
 }
 
 /// Runs a VFIO-layer call, wrapping its error.
 @inline(__always)
-func viaVFIO<T: ~Copyable>(_ body: () throws(VFIOError) -> T) throws(PassthroughError) -> T {
+package func viaVFIO<T: ~Copyable>(_ body: () throws(VFIOError) -> T) throws(PassthroughError) -> T {
     do { return try body() } catch { throw .vfio(error) }
 }
 
-func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+package func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

@@ -8,6 +8,7 @@ import VFIO
 /// unmapped exactly once, in deinit, when the last holder lets go: `BarMemslots` and the VM
 /// hold it while its slot exists, which is what keeps a slot from outliving its mmap.
 public final class VFIOAreaMapping: MemslotBacking {
+    /// The BAR the area belongs to.
     public let bar: Int
     /// Where the area starts in the BAR.
     public let offset: UInt64
@@ -19,7 +20,9 @@ public final class VFIOAreaMapping: MemslotBacking {
         self.mapping = mapping
     }
 
+    /// The mapping's host address (the memslot's userspace address).
     public var hostAddress: UInt64 { mapping.virtualStart }
+    /// The mapping's length in bytes.
     public var size: Int { mapping.size }
     /// The bus address of the area's first byte (nil when sysfs does not say).
     public var physicalStart: UInt64? { mapping.physicalStart }
@@ -32,6 +35,7 @@ public final class VFIOAreaMapping: MemslotBacking {
         try mapping.load(width, at: offset)
     }
 
+    /// One store through the mapping (offset from the area's start).
     public func store(_ value: UInt64, _ width: AccessWidth, at offset: Int) throws(VFIOError) {
         try mapping.store(value, width, at: offset)
     }
@@ -39,19 +43,25 @@ public final class VFIOAreaMapping: MemslotBacking {
 
 /// A BAR left out of passthrough, and why.
 public struct SkippedBar: Sendable, Equatable {
+    /// The BAR number.
     public var bar: Int
+    /// Why it is not passed through.
     public var reason: String
 }
 
 /// Pages of a BAR kept out of the guest's memslots (the MSI-X table and PBA).
 public struct TrappedRange: Sendable, Equatable {
+    /// The BAR number.
     public var bar: Int
+    /// Offsets in the BAR, whole pages.
     public var ranges: [Range<UInt64>]
 }
 
 /// A device's memory BARs mapped for passthrough.
 public struct DeviceBarMappings {
+    /// The BARs mapped, as memslot backings.
     public var bars: [BarMemory]
+    /// BARs left out, with the reason.
     public var skipped: [SkippedBar]
     /// Pages left unmapped on purpose: guest accesses there exit to the VMM.
     public var trapped: [TrappedRange] = []

@@ -107,8 +107,10 @@ public struct DMAMapping: Sendable, Equatable {
 struct ActiveDMA {
     let size: UInt64
     let isDeviceMemory: Bool
-    /// A DMABuffer or a MappingLease: kept alive until the IOMMU mapping is gone.
-    let backing: AnyObject
+    /// A DMABuffer, a MappingLease or the caller's owner: kept alive until the IOMMU mapping is gone.
+    let backing: AnyObject?
+    /// Set for a BAR mapping, which refuses an explicit unmap while DMA-mapped.
+    let lease: MappingLease?
 }
 
 /// RLIMIT_MEMLOCK; nil for a value that is unlimited.
@@ -216,8 +218,35 @@ extension VfioContainer {
     /// unmapping the BAR.
     public func mapDMA(_ region: borrowing MappedRegion, alignment: UInt64? = nil, limit: UInt64 = .max) throws(VFIOError) -> DMAMapping {
         try checkDMABudget(ramBytes: 0, mappings: 1)
-        return try mapAllocated(address: region.base, size: UInt64(region.size), alignment: alignment, limit: limit,
-                                isDeviceMemory: true, backing: region.lease)
+        let mapping = try mapAllocated(address: region.base, size: UInt64(region.size), alignment: alignment, limit: limit,
+                                       isDeviceMemory: true, backing: region.lease)
+        region.lease.dmaMappings += 1
+        return mapping
+    }
+
+    /// Maps `size` bytes of this process's memory at `unsafeAddress` to exactly `iova` (guest RAM
+    /// at IOVA = guest-physical address, say), through the container's books like every other
+    /// mapping: the IOVA is reserved in its table (refused if taken or outside the IOMMU's
+    /// ranges), the dma_avail and RLIMIT_MEMLOCK budget is checked first (`isDeviceMemory`:
+    /// another device's BAR, which is not pinned), and `owner` is held until the mapping is gone.
+    ///
+    /// Safety: the caller guarantees that [unsafeAddress, unsafeAddress + size) is memory of this
+    /// process that stays mapped, at this address, until `unmapDMA` of the returned mapping (or
+    /// the container's deinit) has returned -- `owner`, if given, must be what keeps it mapped.
+    /// The device may read and write it at any time meanwhile, behind the compiler's back, so
+    /// Swift code must not hold assumptions about its contents (access it with volatile loads
+    /// and stores). Memory unmapped earlier would leave the device writing pages the kernel
+    /// still has pinned but the process may reuse for anything: silent corruption.
+    @unsafe
+    public func mapDMA(unsafeAddress: UnsafeMutableRawPointer, size: UInt64, iova: UInt64, isDeviceMemory: Bool = false,
+                       owner: AnyObject?, readable: Bool = true, writable: Bool = true) throws(VFIOError) -> DMAMapping {
+        try checkDMABudget(ramBytes: isDeviceMemory ? 0 : size, mappings: 1)
+        var allocator = try currentAllocator()
+        do { try allocator.reserve(start: iova, size: size) } catch { throw .dmaLimit(error.description) }
+        try ioctlMapDMA(address: unsafeAddress, size: size, iova: iova, readable: readable, writable: writable)
+        iovaAllocator = allocator
+        activeMappings[iova] = ActiveDMA(size: size, isDeviceMemory: isDeviceMemory, backing: owner, lease: nil)
+        return DMAMapping(iova: iova, size: size, isDeviceMemory: isDeviceMemory)
     }
 
     private func mapAllocated(address: UnsafeMutableRawPointer, size: UInt64, alignment: UInt64?, limit: UInt64,
@@ -225,17 +254,18 @@ extension VfioContainer {
         var allocator = try currentAllocator()
         let iova: UInt64
         do { iova = try allocator.allocate(size: size, alignment: alignment, limit: limit) } catch { throw .dmaLimit(error.description) }
-        try mapDMA(address: address, size: size, iova: iova)
+        try ioctlMapDMA(address: address, size: size, iova: iova)
         iovaAllocator = allocator
-        activeMappings[iova] = ActiveDMA(size: size, isDeviceMemory: isDeviceMemory, backing: backing)
+        activeMappings[iova] = ActiveDMA(size: size, isDeviceMemory: isDeviceMemory, backing: backing, lease: backing as? MappingLease)
         return DMAMapping(iova: iova, size: size, isDeviceMemory: isDeviceMemory)
     }
 
     /// Unmaps one mapping made with `mapDMA(_:)` and gives its IOVA back.
     public func unmapDMA(_ mapping: DMAMapping) throws(VFIOError) {
-        guard activeMappings[mapping.iova] != nil else { throw .dmaLimit("IOVA 0x\(String(mapping.iova, radix: 16)) is not mapped by this container") }
-        try unmapDMA(iova: mapping.iova, size: mapping.size)
+        guard let active = activeMappings[mapping.iova] else { throw .dmaLimit("IOVA 0x\(String(mapping.iova, radix: 16)) is not mapped by this container") }
+        try ioctlUnmapDMA(iova: mapping.iova, size: mapping.size)
         activeMappings[mapping.iova] = nil
+        active.lease?.dmaMappings -= 1
         try? iovaAllocator?.release(mapping.iova)
     }
 

@@ -49,6 +49,8 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
     case resetUnsupported(device: String)
     /// The device (or vfioctl) cannot do what was asked; the message says what it can do.
     case unsupported(String)
+    /// Memory still in use (DMA-mapped, say) was asked to go; it stays until the use ends.
+    case inUse(String)
 
     public var description: String {
         switch self {
@@ -93,7 +95,7 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
             return "placement: \(message)"
         case let .dmaLimit(message):
             return message
-        case let .unsupported(message):
+        case let .unsupported(message), let .inUse(message):
             return message
         case let .timedOut(message):
             return message

@@ -1,5 +1,6 @@
 import BARPlacement
 import CLinuxUAPI
+import PCIInventory
 import SystemPackage
 
 /// A VFIO container (/dev/vfio/vfio): one IOMMU context that groups are attached to, and through
@@ -87,10 +88,33 @@ public final class VfioContainer {
         return result
     }
 
-    /// Maps `size` bytes of this process's memory at `address` to `iova` for devices in the
-    /// container. The memory must stay mapped in the process until `unmapDMA` (the kernel pins it).
-    public func mapDMA(address: UnsafeMutableRawPointer, size: UInt64, iova: UInt64,
-                       readable: Bool = true, writable: Bool = true) throws(VFIOError) {
+    /// Groups attached through `openDevice`, by number: each group is opened and attached once
+    /// however many of its devices are opened. Weak: a group closes when its last device does.
+    private var groups: [Int: WeakGroup] = [:]
+    private struct WeakGroup { weak var group: VfioGroup? }
+
+    /// The container's descriptor, borrowed: valid while this object lives; do not close it.
+    public var rawDescriptor: Int32 { fd.rawValue }
+
+    /// Opens a device in this container: its group is opened, checked viable and attached the
+    /// first time (later devices of the same group reuse it), then the device is opened.
+    public func openDevice(_ address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(VFIOError) -> VfioDevice {
+        let number = try VfioGroup.groupNumber(of: address, sysfsRoot: sysfsRoot)
+        if let group = groups[number]?.group { return try group.openDevice(address) }
+        let group = try VfioGroup(device: address, sysfsRoot: sysfsRoot, devVFIO: devVFIO)
+        try group.attach(to: self)
+        groups[number] = WeakGroup(group: group)
+        return try group.openDevice(address)
+    }
+
+    /// The groups attached through `openDevice` that are still open, by number.
+    public var attachedGroups: [VfioGroup] {
+        groups.keys.sorted().compactMap { groups[$0]?.group }
+    }
+
+    /// VFIO_IOMMU_MAP_DMA as given; the callers keep the books.
+    func ioctlMapDMA(address: UnsafeMutableRawPointer, size: UInt64, iova: UInt64,
+                     readable: Bool = true, writable: Bool = true) throws(VFIOError) {
         var map = vfio_iommu_type1_dma_map()
         map.argsz = argsz(vfio_iommu_type1_dma_map.self)
         map.flags = (readable ? UInt32(VFIO_DMA_MAP_FLAG_READ) : 0) | (writable ? UInt32(VFIO_DMA_MAP_FLAG_WRITE) : 0)
@@ -101,9 +125,9 @@ public final class VfioContainer {
                         "VFIO_IOMMU_MAP_DMA of 0x\(String(size, radix: 16)) bytes at IOVA 0x\(String(iova, radix: 16))")
     }
 
-    /// Unmaps a range mapped with `mapDMA`; returns how many bytes the kernel unmapped.
+    /// VFIO_IOMMU_UNMAP_DMA as given; returns how many bytes the kernel unmapped.
     @discardableResult
-    public func unmapDMA(iova: UInt64, size: UInt64) throws(VFIOError) -> UInt64 {
+    func ioctlUnmapDMA(iova: UInt64, size: UInt64) throws(VFIOError) -> UInt64 {
         var unmap = vfio_iommu_type1_dma_unmap()
         unmap.argsz = argsz(vfio_iommu_type1_dma_unmap.self)
         unmap.iova = iova

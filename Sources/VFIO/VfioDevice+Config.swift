@@ -165,6 +165,13 @@ extension VfioDevice {
         try setIRQs(index, flags: UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER), start: start, count: count, data: [])
     }
 
+    /// A signal on `eventFD` unmasks INTx (DATA_EVENTFD | ACTION_UNMASK): KVM's irqfd resample
+    /// eventfd goes here, so the guest's EOI unmasks the line without userspace.
+    public func setINTxUnmaskEventFD(_ eventFD: EventFD) throws(VFIOError) {
+        try setIRQs(PCIIRQ.intx, flags: UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_UNMASK), start: 0, count: 1,
+                    data: [eventFD.fd.rawValue])
+    }
+
     /// INTx is masked by the kernel when it fires (automasked): unmask it for the next one.
     public func unmaskINTx() throws(VFIOError) {
         try setIRQs(PCIIRQ.intx, flags: UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK), start: 0, count: 1, data: [])

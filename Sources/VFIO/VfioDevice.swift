@@ -95,6 +95,9 @@ public final class VfioDevice {
         try? fd.close()
     }
 
+    /// The device's descriptor, borrowed: valid while this object lives; do not close it.
+    public var rawDescriptor: Int32 { fd.rawValue }
+
     /// VFIO_DEVICE_GET_REGION_INFO for region `index`.
     public func regionInfo(_ index: UInt32) throws(VFIOError) -> RegionInfo {
         guard index < info.regionCount else { throw .noSuchRegion(index: index, count: info.regionCount) }

@@ -78,6 +78,10 @@ public final class VfioGroup {
         try? fd.close()
     }
 
+    /// The group's descriptor, borrowed: valid while this object lives; do not close it. This is
+    /// what the KVM-VFIO device registers (KVM_DEV_VFIO_FILE_ADD).
+    public var rawDescriptor: Int32 { fd.rawValue }
+
     /// The IOMMU group number of a PCI device: the name of the group its
     /// `bus/pci/devices/ADDR/iommu_group` link points to.
     public static func groupNumber(of address: PCIAddress, sysfsRoot: String = "/sys") throws(VFIOError) -> Int {

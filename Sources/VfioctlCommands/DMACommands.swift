@@ -3,6 +3,7 @@ import BARPlacement
 import Foundation
 import Passthrough
 import PCIInventory
+import TestKit
 import VFIO
 
 /// `vfioctl dma`: the container's IOMMU and DMA mappings.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Passthrough
 import PCIInventory
+import TestKit
 import VFIO
 
 /// `vfioctl irq`: a device's interrupts delivered to eventfds.

@@ -4,6 +4,7 @@ import HostKernel
 import KVM
 import Passthrough
 import PCIInventory
+import TestKit
 import VFIO
 
 /// `vfioctl vm ...`: tiny KVM guests with a passed-through device, to show the composition

@@ -7,6 +7,7 @@ import Glibc
 import CKVMReference
 import CLinuxUAPI
 import KVM
+import TestKit
 
 let quick = CommandLine.arguments.contains("--quick")
 

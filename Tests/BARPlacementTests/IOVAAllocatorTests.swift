@@ -64,4 +64,23 @@ struct IOVAAllocatorTests {
             live[start] = size
         }
     }
+
+    /// IOVA = gpa: exact ranges, IOVA 0 included, refused when taken, unaligned or outside the
+    /// IOMMU's ranges; `allocate` then works around them.
+    @Test func reservesExactRanges() throws {
+        var allocator = try IOVAAllocator(ranges: [0...0xfedf_ffff, 0xfef0_0000...0xffff_ffff], pageSizes: 0x4020_1000)
+        try allocator.reserve(start: 0, size: 2 << 20)
+        #expect(allocator.allocations == [0..<(2 << 20)])
+        #expect(throws: IOVAError.overlaps(start: 0x10_0000, size: 0x1000, existing: 0..<(2 << 20))) {
+            try allocator.reserve(start: 0x10_0000, size: 0x1000)
+        }
+        #expect(throws: IOVAError.badSize(0x800, page: 0x1000)) { try allocator.reserve(start: 0x40_0000, size: 0x800) }
+        #expect(throws: IOVAError.badSize(0x1000, page: 0x1000)) { try allocator.reserve(start: 0x40_0800, size: 0x1000) }
+        // The MSI window between the ranges, and a wrap past the top.
+        #expect(throws: IOVAError.outsideRanges(start: 0xfedf_f000, size: 0x2000)) { try allocator.reserve(start: 0xfedf_f000, size: 0x2000) }
+        #expect(throws: IOVAError.outsideRanges(start: UInt64.max - 0xfff, size: 0x2000)) { try allocator.reserve(start: UInt64.max - 0xfff, size: 0x2000) }
+        #expect(try allocator.allocate(size: 2 << 20) == 2 << 20)
+        try allocator.release(0)
+        #expect(try allocator.allocate(size: 0x1000) == 0x1000)
+    }
 }

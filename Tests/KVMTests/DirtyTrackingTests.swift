@@ -1,4 +1,5 @@
 import CLinuxUAPI
+import TestKit
 import Testing
 @testable import KVM
 

@@ -1,5 +1,6 @@
 import KVM
 import Synchronization
+import TestKit
 import Testing
 import VFIO
 @testable import Passthrough

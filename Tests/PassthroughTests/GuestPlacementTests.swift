@@ -1,4 +1,5 @@
 import KVM
+import TestKit
 import Testing
 @testable import Passthrough
 

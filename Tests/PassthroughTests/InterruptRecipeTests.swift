@@ -1,6 +1,7 @@
 import Testing
 import VFIO
 @testable import Passthrough
+@testable import TestKit
 
 /// The register recipes that make test devices interrupt, and the memlock rule: pure, so every
 /// case is checked here; the lab shows them against the real devices and kernel.

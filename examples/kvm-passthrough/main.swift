@@ -15,6 +15,7 @@ import Foundation
 import KVM
 import Passthrough
 import PCIInventory
+import TestKit
 import VFIO
 
 func fail(_ message: String) -> Never {

@@ -65,6 +65,29 @@ static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
 static const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
 static const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
 static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+// MARK: KVM interrupts (in-kernel irqchip, GSI routing, irqfd) and the KVM-VFIO device
+static const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
+static const unsigned long CKVM_IRQFD = KVM_IRQFD;
+static const unsigned long CKVM_CREATE_DEVICE = KVM_CREATE_DEVICE;
+static const unsigned long CKVM_SET_DEVICE_ATTR = KVM_SET_DEVICE_ATTR;
+static const uint32_t CKVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
+static const uint32_t CKVM_IRQFD_FLAG_RESAMPLE = KVM_IRQFD_FLAG_RESAMPLE;
+/// Where kvm_irq_routing's flexible entries[] array starts.
+#include <stddef.h>
+static const size_t CKVM_IRQ_ROUTING_ENTRIES_OFFSET = offsetof(struct kvm_irq_routing, entries);
+/// Newer headers name the KVM-VFIO attributes FILE (a group or a device cdev); older ones only
+/// GROUP, with the same values.
+#ifdef KVM_DEV_VFIO_FILE
+static const uint32_t CKVM_DEV_VFIO_FILE = KVM_DEV_VFIO_FILE;
+static const uint64_t CKVM_DEV_VFIO_FILE_ADD = KVM_DEV_VFIO_FILE_ADD;
+static const uint64_t CKVM_DEV_VFIO_FILE_DEL = KVM_DEV_VFIO_FILE_DEL;
+#else
+static const uint32_t CKVM_DEV_VFIO_FILE = KVM_DEV_VFIO_GROUP;
+static const uint64_t CKVM_DEV_VFIO_FILE_ADD = KVM_DEV_VFIO_GROUP_ADD;
+static const uint64_t CKVM_DEV_VFIO_FILE_DEL = KVM_DEV_VFIO_GROUP_DEL;
+#endif
+static const uint32_t CKVM_DEV_TYPE_VFIO = KVM_DEV_TYPE_VFIO;
 // MARK: KVM dirty ring entry flags (defined with _BITUL, which Swift cannot import)
 static const uint32_t CKVM_DIRTY_GFN_F_DIRTY = KVM_DIRTY_GFN_F_DIRTY;
 static const uint32_t CKVM_DIRTY_GFN_F_RESET = KVM_DIRTY_GFN_F_RESET;

@@ -1,5 +1,6 @@
 import CLinuxUAPI
 import KVM
+import Passthrough
 
 /// Guest code for the passthrough probes, as machine code with the assembly it came from (GNU
 /// as `--32`, checked with `objdump -d`).

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Passthrough
 import VFIO
 
 /// Checks that a device's interrupts reach userspace: every vector of an IRQ index gets its own

@@ -1,3 +1,4 @@
+import Passthrough
 import VFIO
 
 /// QEMU's `edu` teaching device (1234:11e8): the registers of its BAR0 the DMA probe uses.

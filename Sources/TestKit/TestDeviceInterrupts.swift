@@ -1,3 +1,4 @@
+import Passthrough
 import VFIO
 
 /// One register write into a BAR.

@@ -1,0 +1,217 @@
+import KVM
+import PCIInventory
+import SystemPackage
+import VFIO
+
+/// Everything one VM needs to pass devices through, in one object a VMM keeps for the VM's
+/// life: one VFIO container (every device's DMA goes through one IOMMU table), each VFIO group
+/// attached once and registered once with the KVM-VFIO device, any number of devices (several
+/// of one group included), their BARs as memslots, guest RAM DMA-mapped at IOVA = gpa, and
+/// their interrupts delivered into the guest by KVM (irqfd), never through this process.
+///
+/// Set-up order: create the VM, then this object (it creates the in-kernel irqchip, which must
+/// precede the vCPUs), add devices, RAM and BAR memslots, route interrupts, then create vCPUs.
+///
+/// Lifetimes: the container holds what each DMA mapping maps, the VM and `BarMemslots` hold
+/// what each memslot points into, and each device holds its group and the container, so no
+/// memory is unmapped while a DMA mapping or a memslot still uses it, whatever order the caller
+/// lets go in. Not thread-safe: one thread at a time configures it (vCPUs may run meanwhile).
+public final class PassthroughVM {
+    /// The KVM VM (held).
+    public let vm: VirtualMachine
+    /// The VM's one VFIO container: every device's group is attached to it.
+    public let container: VfioContainer
+    /// The in-kernel irqchip, its GSI routes and irqfds.
+    public let interrupts: InterruptController
+    /// The KVM-VFIO device every group is registered with.
+    public let kvmVFIO: KVMVFIODevice
+    /// Where devices' IOMMU groups and BAR resources are read (/sys).
+    public let sysfsRoot: String
+    /// Where the VFIO nodes are (/dev/vfio).
+    public let devVFIO: String
+    /// Devices in the order they were added.
+    public private(set) var devices: [PassthroughDevice] = []
+    /// Guest RAM mapped for DMA, in the order it was mapped.
+    public private(set) var guestRAM: [GuestRAMDMAMapping] = []
+    /// Groups registered with the KVM-VFIO device, by number (held: registered while held).
+    private var registeredGroups: [Int: VfioGroup] = [:]
+
+    /// Opens the container and creates the irqchip and the KVM-VFIO device. `vm` must have no
+    /// vCPU yet.
+    public init(vm: VirtualMachine, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(PassthroughError) {
+        self.container = try viaVFIO { () throws(VFIOError) in try VfioContainer(path: "\(devVFIO)/vfio") }
+        (self.interrupts, self.kvmVFIO) = try viaKVM { () throws(KVMError) in (try InterruptController(vm: vm), try KVMVFIODevice(vm: vm)) }
+        self.vm = vm
+        self.sysfsRoot = sysfsRoot
+        self.devVFIO = devVFIO
+    }
+
+    /// Opens a device bound to vfio-pci in this VM's container; its group is attached and
+    /// registered with KVM the first time one of its devices is added.
+    public func addDevice(_ address: PCIAddress) throws(PassthroughError) -> PassthroughDevice {
+        let device = try viaVFIO { () throws(VFIOError) in try container.openDevice(address, sysfsRoot: sysfsRoot, devVFIO: devVFIO) }
+        let group = device.group
+        if registeredGroups[group.number] == nil {
+            // The group's descriptor is borrowed for the call; KVM takes its own reference.
+            try viaKVM { () throws(KVMError) in try kvmVFIO.addFile(FileDescriptor(rawValue: group.rawDescriptor)) }
+            registeredGroups[group.number] = group
+        }
+        let added = PassthroughDevice(device: device, owner: self)
+        devices.append(added)
+        return added
+    }
+
+    /// Maps `memory`, which the guest sees at `guestPhysicalAddress`, for every device's DMA at
+    /// IOVA = gpa (see `GuestRAMDMAMapping`). Kept until `unmapGuestRAM` or the end of this object.
+    @discardableResult
+    public func mapGuestRAM(_ memory: GuestMemory, guestPhysicalAddress: UInt64,
+                            deviceAddressBits: Int? = nil) throws(PassthroughError) -> GuestRAMDMAMapping {
+        let mapping = try GuestRAMDMAMapping(container: container, memory: memory, guestPhysicalAddress: guestPhysicalAddress,
+                                             deviceAddressBits: deviceAddressBits)
+        guestRAM.append(mapping)
+        return mapping
+    }
+
+    /// Unmaps one mapping made by `mapGuestRAM`.
+    public func unmapGuestRAM(_ mapping: GuestRAMDMAMapping) throws(PassthroughError) {
+        try mapping.unmap()
+        guestRAM.removeAll { $0 === mapping }
+    }
+
+    /// Guest-physical ranges the VM's memslots occupy now (BARs are placed clear of them).
+    public var occupiedGuestRanges: [Range<UInt64>] {
+        vm.memslots.allSlots.map { $0.guestPhysicalAddress..<($0.guestPhysicalAddress + $0.size) }
+    }
+
+    /// The slot number after the highest in use, where a device's BAR slots start.
+    func nextFreeSlot() throws(PassthroughError) -> UInt16 {
+        guard let highest = vm.memslots.allSlots.map(\.id.slot).max() else { return 0 }
+        guard highest < UInt16.max else { throw .invalidBar(bar: 0, reason: "no memslot number is left") }
+        return highest + 1
+    }
+}
+
+/// One device of a `PassthroughVM`: its BARs in the guest and its interrupts into the guest.
+public final class PassthroughDevice {
+    /// The VFIO device (its group and the VM's container are held through it).
+    public let device: VfioDevice
+    /// The VM it belongs to (unowned: the VM holds its devices).
+    unowned let owner: PassthroughVM
+    /// The BARs' mappings, once `addBARMemslots` made them.
+    public private(set) var barMappings: DeviceBarMappings?
+    /// The BARs as memslots, once `addBARMemslots` added them.
+    public private(set) var memslots: BarMemslots?
+    /// MSI or MSI-X vectors routed into the guest: the IRQ index, and per vector its eventfd
+    /// and GSI.
+    public private(set) var msiIndex: UInt32?
+    /// Per routed vector, its eventfd (signalled by VFIO) and its GSI.
+    public private(set) var msiVectors: [(eventFD: EventFD, gsi: UInt32)] = []
+    /// INTx routed into the guest: trigger and resample eventfds, and the IOAPIC pin (GSI).
+    public private(set) var intx: (trigger: EventFD, resample: EventFD, gsi: UInt32)?
+
+    init(device: VfioDevice, owner: PassthroughVM) {
+        self.device = device
+        self.owner = owner
+    }
+
+    /// The device's PCI address.
+    public var address: PCIAddress { device.address }
+
+    /// Maps every mmap-able BAR area (placed for huge pages; MSI-X table and PBA pages left out
+    /// and served as MMIO exits) and adds each as a memslot, each BAR whole at a base in
+    /// `window` so its areas keep their offsets, congruent with their host mappings modulo the
+    /// huge page they need (`GuestPlacement`), clear of every memslot the VM has and of `reserved`.
+    @discardableResult
+    public func addBARMemslots(window: Range<UInt64>, reserved: [Range<UInt64>] = []) throws(PassthroughError) -> BarMemslots {
+        if let memslots { return memslots }
+        let mapped = try device.mapBarsForPassthrough(pageSize: owner.vm.memslots.pageSize)
+        guard !mapped.bars.isEmpty else {
+            throw .invalidBar(bar: 0, reason: "\(device.address) has no mmap-able memory BAR (\(mapped.skipped.map { "BAR \($0.bar): \($0.reason)" }.joined(separator: "; ")))")
+        }
+        let slots = try BarMemslots(vm: owner.vm, bars: mapped.bars, window: window, reserved: owner.occupiedGuestRanges + reserved,
+                                    firstSlot: try owner.nextFreeSlot(), regions: .vfio(device))
+        barMappings = mapped
+        memslots = slots
+        return slots
+    }
+
+    /// Routes MSI (`PCIIRQ.msi`) or MSI-X (`PCIIRQ.msix`) vectors into the guest: one eventfd per
+    /// message, given to VFIO (which enables the vectors in the device) and to KVM as an irqfd
+    /// on an MSI route carrying the message. Returns the GSIs, in vector order. Undone on error.
+    @discardableResult
+    public func routeMSI(index: UInt32, messages: [MSIMessage]) throws(PassthroughError) -> [UInt32] {
+        guard index == PCIIRQ.msi || index == PCIIRQ.msix else { throw .dma("IRQ index \(index) is not MSI or MSI-X") }
+        guard msiIndex == nil else { throw .invalidBar(bar: 0, reason: "\(device.address): \(PCIIRQ.name(msiIndex ?? index)) is routed already") }
+        guard !messages.isEmpty else { return [] }
+        let interrupts = owner.interrupts
+        var routed: [(eventFD: EventFD, gsi: UInt32)] = []
+        do throws(PassthroughError) {
+            for message in messages {
+                let eventFD = try viaVFIO { () throws(VFIOError) in try EventFD() }
+                let gsi = try viaKVM { () throws(KVMError) in try interrupts.addMSIRoute(message) }
+                routed.append((eventFD, gsi))
+                try viaKVM { () throws(KVMError) in try interrupts.assignIRQFD(eventFD.fd, gsi: gsi) }
+            }
+            try viaVFIO { () throws(VFIOError) in try device.setIRQTriggers(index, eventFDs: routed.map(\.eventFD)) }
+        } catch {
+            for vector in routed {
+                try? viaKVM { () throws(KVMError) in
+                    if interrupts.irqfds.contains(where: { $0.gsi == vector.gsi }) { try interrupts.deassignIRQFD(vector.eventFD.fd, gsi: vector.gsi) }
+                    try interrupts.removeMSIRoute(vector.gsi)
+                }
+            }
+            throw error
+        }
+        msiIndex = index
+        msiVectors = routed
+        return routed.map(\.gsi)
+    }
+
+    /// Points one routed vector at a new message (the guest reprogrammed that MSI-X entry):
+    /// one KVM_SET_GSI_ROUTING; eventfd, irqfd and device stay as they are.
+    public func updateMSIRoute(vector: Int, _ message: MSIMessage) throws(PassthroughError) {
+        guard msiVectors.indices.contains(vector) else { throw .dma("vector \(vector) of \(device.address) is not routed") }
+        try viaKVM { () throws(KVMError) in try owner.interrupts.setMSIRoute(msiVectors[vector].gsi, message) }
+    }
+
+    /// Routes INTx to IOAPIC pin `gsi`: VFIO signals the trigger eventfd, an irqfd raises the
+    /// pin, and the guest's EOI signals the resample eventfd, which VFIO takes as the unmask
+    /// (the line is level-triggered and automasked), all in the kernel.
+    public func routeINTx(gsi: UInt32) throws(PassthroughError) {
+        guard intx == nil else { return }
+        let (trigger, resample) = try viaVFIO { () throws(VFIOError) in (try EventFD(), try EventFD()) }
+        do throws(PassthroughError) {
+            try viaVFIO { () throws(VFIOError) in
+                try device.setIRQTriggers(PCIIRQ.intx, eventFDs: [trigger])
+                try device.setINTxUnmaskEventFD(resample)
+            }
+            try viaKVM { () throws(KVMError) in try owner.interrupts.assignIRQFD(trigger.fd, gsi: gsi, resample: resample.fd) }
+        } catch {
+            _ = try? device.disableIRQs(PCIIRQ.intx)
+            throw error
+        }
+        intx = (trigger, resample, gsi)
+    }
+
+    /// Stops the device's interrupts (VFIO first, so no signal arrives at a dropped irqfd) and
+    /// removes their irqfds and routes.
+    public func unrouteInterrupts() throws(PassthroughError) {
+        let interrupts = owner.interrupts
+        if let index = msiIndex {
+            try viaVFIO { () throws(VFIOError) in try device.disableIRQs(index) }
+            for vector in msiVectors {
+                try viaKVM { () throws(KVMError) in
+                    try interrupts.deassignIRQFD(vector.eventFD.fd, gsi: vector.gsi)
+                    try interrupts.removeMSIRoute(vector.gsi)
+                }
+            }
+            msiIndex = nil
+            msiVectors = []
+        }
+        if let line = intx {
+            try viaVFIO { () throws(VFIOError) in try device.disableIRQs(PCIIRQ.intx) }
+            try viaKVM { () throws(KVMError) in try interrupts.deassignIRQFD(line.trigger.fd, gsi: line.gsi) }
+            intx = nil
+        }
+    }
+}
