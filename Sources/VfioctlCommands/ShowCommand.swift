@@ -55,6 +55,9 @@ struct ShowCommand: ParsableCommand {
         field("Reset methods:", device.resetMethods.isEmpty ? "none" : device.resetMethods.joined(separator: " "))
         if let bootVGA = device.bootVGA { field("Boot display:", bootVGA ? "yes (boot_vga=1)" : "no") }
         field("NUMA node:", device.numaNode.map(String.init) ?? "none")
+        field("Local CPUs:", device.localCPUs ?? "unknown")
+        field("Root port:", device.rootPort?.description ?? "none (on the root bus)")
+        field("Root complex:", device.rootComplex ?? "unknown")
         if device.bars.isEmpty { field("BARs:", "none") }
         for bar in device.bars { lines.append("  " + TextFormat.barLine(bar)) }
         if let rom = device.rom { lines.append("  " + TextFormat.barLine(rom)) }
