@@ -12,6 +12,8 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
     case noIOMMUGroup(address: String)
     /// A plan with refused devices was handed to `Binder.apply`.
     case refused(String)
+    /// An SR-IOV request that cannot be carried out as asked (no SR-IOV, a count out of range).
+    case sriov(String)
 
     public var description: String {
         switch self {
@@ -35,6 +37,8 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
             "\(address) has no IOMMU group: VFIO needs an enabled IOMMU (see `vfioctl groups`); nothing was changed"
         case .refused(let evidence):
             "refused, nothing was changed: \(evidence)"
+        case .sriov(let reason):
+            "\(reason); nothing was changed"
         }
     }
 }

@@ -94,7 +94,11 @@ extension JSONValue {
         }
         let sriov: JSONValue = device.sriov.map { sriov in
             .object([("total_vfs", .optional(sriov.totalVFs)), ("num_vfs", .optional(sriov.enabledVFs)),
-                     ("virtfns", .array(sriov.virtualFunctions.map { .string($0.description) }))])
+                     ("virtfns", .array(sriov.virtualFunctions.map { .string($0.description) })),
+                     ("vfs", .array(sriov.virtualFunctions.map { vf in
+                         .object([("address", .string(vf.description)), ("iommu_group", .optional(inventory.device(vf)?.iommuGroup)),
+                                  ("driver", .optional(inventory.device(vf)?.driver))])
+                     }))])
         } ?? .null
         return .object(summaryPairs(device) + [
             ("subsystem_vendor_name", .optional(device.names.subsystemVendor)),

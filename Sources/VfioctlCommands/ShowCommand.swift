@@ -84,7 +84,10 @@ struct ShowCommand: ParsableCommand {
         }
         if let sriov = device.sriov {
             field("SR-IOV:", "\(sriov.enabledVFs ?? 0) of \(sriov.totalVFs ?? 0) VFs enabled")
-            for vf in sriov.virtualFunctions { lines.append("    VF \(vf)") }
+            for vf in sriov.virtualFunctions {
+                let function = inventory.device(vf)
+                lines.append("    VF \(vf)  group " + (function?.iommuGroup.map(String.init) ?? "-") + "  driver " + (function?.driver ?? "-"))
+            }
         }
         if let physfn = device.physicalFunction { field("SR-IOV PF:", physfn.description) }
         for problem in device.problems { lines.append("  warning: \(problem)") }
