@@ -87,6 +87,32 @@ public enum Doctor {
         findings += kernelHistory(host)
         findings += acs(host)
         findings += gpus(host)
+        findings += numa(host)
+        return findings
+    }
+
+    /// On a host with more than one NUMA node, where each VFIO device sits: its VM's memory and
+    /// vCPUs belong on the same node, or every DMA and interrupt crosses the socket interconnect.
+    static func numa(_ host: HostReadiness) -> [Finding] {
+        let devices = host.inventory.devices
+        guard Set(devices.compactMap(\.numaNode)).count > 1 else { return [] }
+        let assigned = devices.filter { device in device.driver.map(GroupViability.isVFIODriver) == true && device.numaNode != nil }
+        var findings: [Finding] = []
+        for device in assigned {
+            guard let node = device.numaNode else { continue }
+            let cpus = device.localCPUs.map { " (CPUs \($0))" } ?? ""
+            findings.append(Finding(
+                id: "numa.\(device.address)", status: .info, title: "\(device.address) is on NUMA node \(node)",
+                evidence: ["numa_node \(node)" + cpus, "memory of its VM on another node makes every DMA and interrupt cross the interconnect"],
+                remedy: "back the VM's memory and pin its vCPUs on node \(node): `numactl --membind=\(node) --cpunodebind=\(node) qemu-system-x86_64 ...`, or libvirt <numatune><memory mode='strict' nodeset='\(node)'/></numatune> with vCPUs pinned to \(device.localCPUs.map { "CPUs \($0)" } ?? "that node's CPUs")"))
+        }
+        let nodes = Set(assigned.compactMap(\.numaNode)).sorted()
+        if nodes.count > 1 {
+            findings.append(Finding(
+                id: "numa.span", status: .warning, title: "Devices on vfio-pci sit on NUMA nodes \(nodes.map(String.init).joined(separator: ", "))",
+                evidence: nodes.map { node in "node \(node): " + assigned.filter { $0.numaNode == node }.map(\.address.description).joined(separator: " ") },
+                remedy: "give each VM the devices of one node and its memory on that node; a VM with devices from several nodes has remote DMA for some of them"))
+        }
         return findings
     }
 
