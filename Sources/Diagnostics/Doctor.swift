@@ -48,6 +48,15 @@ public struct HostReadiness: Sendable {
     public var memlockLimit: UInt64?
     public var memlockKnown = false
     public var plannedGuestMemory: UInt64 = 8 << 30
+    /// The VM `doctor --vm-memory` judges: how many assigned devices, whether it has a vIOMMU,
+    /// and the page it maps for DMA.
+    public var plannedDevices = 1
+    public var plannedVIOMMU = false
+    public var plannedPageSize: UInt64 = 4096
+    /// vfio_iommu_type1's dma_entry_limit (nil when the module is not loaded).
+    public var dmaEntryLimit: UInt64?
+    /// The narrowest IOMMU unit's guest address width in bits (Intel: MGAW from `cap`).
+    public var iommuAddressWidth: Int?
     public var hugePages: [HugePagePool] = []
     public var transparentHugePages: String?
 
@@ -84,6 +93,7 @@ public enum Doctor {
         findings += modules(host)
         findings += kvm(host)
         findings += memory(host)
+        findings += dmaBudget(host)
         findings += kernelHistory(host)
         findings += acs(host)
         findings += gpus(host)
@@ -227,6 +237,45 @@ public enum Doctor {
                                     evidence: usable.map { "\(bytes($0.pageSize)) pages: \($0.free) free of \($0.total)" }))
         }
         return findings
+    }
+
+    /// The whole VM's DMA needs (VMDMABudget) against this host's limits.
+    static func dmaBudget(_ host: HostReadiness) -> [Finding] {
+        let budget = VMDMABudget(.init(
+            guestMemory: host.plannedGuestMemory, devices: host.plannedDevices, vIOMMU: host.plannedVIOMMU,
+            pageSize: host.plannedPageSize, memlockLimit: host.memlockKnown ? host.memlockLimit : nil,
+            dmaEntryLimit: host.dmaEntryLimit, addressWidth: host.iommuAddressWidth))
+        let vm = "\(bytes(host.plannedGuestMemory)) of RAM, \(host.plannedDevices) device\(host.plannedDevices == 1 ? "" : "s")" + (host.plannedVIOMMU ? ", vIOMMU" : "")
+        var evidence = ["a VM with \(vm)"]
+        var remedies: [String] = []
+        let needed = budget.memlockNeeded.map(bytes) ?? "more than 16 EiB"
+        switch budget.memlockFits {
+        case .some(false):
+            evidence.append("memlock: needs \(needed) (libvirt's rule: RAM \(host.plannedVIOMMU ? "once per device with a vIOMMU" : "once") + 1 GiB), limit \(host.memlockLimit.map(bytes) ?? "unlimited")")
+            remedies.append("raise RLIMIT_MEMLOCK to \(needed) or more for the VMM (LimitMEMLOCK= in its unit)")
+        default:
+            evidence.append("memlock: needs \(needed), limit " + (host.memlockKnown ? (host.memlockLimit.map(bytes) ?? "unlimited") : "unknown"))
+        }
+        let mappings = "DMA mappings per container: up to \(budget.mappingsPerContainer)" + (host.plannedVIOMMU ? " (the guest maps \(bytes(max(host.plannedPageSize, 4096))) pages one by one)" : "")
+        if let limit = host.dmaEntryLimit {
+            evidence.append(mappings + ", dma_entry_limit \(limit)")
+            if budget.mappingsFit == false {
+                remedies.append("load vfio_iommu_type1 with dma_entry_limit=\(budget.mappingsPerContainer) (or back the guest with huge pages it maps whole)")
+            }
+        } else {
+            evidence.append(mappings + ", dma_entry_limit unknown (vfio_iommu_type1 not loaded)")
+        }
+        let top = budget.highestAddress.map { "0x" + String($0, radix: 16) } ?? "beyond 64 bits"
+        if let width = host.iommuAddressWidth {
+            evidence.append("guest RAM ends at \(top); the IOMMU translates \(width)-bit addresses")
+            if budget.addressFits == false {
+                remedies.append("give the VM less RAM, or use a host whose IOMMU has a wider address width: IOVA = guest physical address must stay below 2^\(width)")
+            }
+        }
+        let fits = budget.fits
+        return [Finding(id: "dma.budget", status: fits ? .ok : .warning,
+                        title: fits ? "DMA limits fit the planned VM" : "The planned VM exceeds a DMA limit",
+                        evidence: evidence, remedy: remedies.isEmpty ? nil : remedies.joined(separator: "; "))]
     }
 
     static func kernelHistory(_ host: HostReadiness) -> [Finding] {

@@ -19,11 +19,18 @@ struct DoctorCommand: ParsableCommand {
             Example:
               vfioctl doctor
               vfioctl doctor --vm-memory 32G --json
+              vfioctl doctor --vm-memory 64G --vm-devices 4 --viommu
             """
     )
     @OptionGroup var global: GlobalOptions
     @Option(help: ArgumentHelp("Guest RAM a VM would pin, for the memlock check (e.g. 8G, 512M).", valueName: "size"))
     var vmMemory: String = "8G"
+    @Option(name: .long, help: ArgumentHelp("Devices the VM is given, for its DMA budget (memlock, mappings).", valueName: "n"))
+    var vmDevices: Int = 1
+    @Flag(name: .long, help: "The VM has a vIOMMU (each device pins all guest RAM; the guest maps pages one by one).")
+    var viommu = false
+    @Option(name: .long, help: ArgumentHelp("Page the guest maps for DMA with a vIOMMU: 4K, 2M or 1G.", valueName: "size"))
+    var vmPageSize: String = "4K"
     // With --sysfs-root these let the doctor judge a copied or generated host (KVM is probed
     // only on the live one).
     @Option(name: .long, help: ArgumentHelp("Read sys/kernel/osrelease, cmdline, interrupts and self/limits here instead of /proc.", valueName: "dir"))
@@ -42,6 +49,13 @@ struct DoctorCommand: ParsableCommand {
         reader.devRoot = devRoot
         reader.modulesRoot = modulesRoot
         reader.plannedGuestMemory = planned
+        guard vmDevices >= 1, vmDevices <= 4096 else { throw CommandFailure("--vm-devices must be from 1 to 4096") }
+        guard let pageSize = parseSize(vmPageSize), [4096, 2 << 20, 1 << 30].contains(pageSize) else {
+            throw CommandFailure("--vm-page-size must be 4K, 2M or 1G, not \"\(vmPageSize)\"")
+        }
+        reader.plannedDevices = vmDevices
+        reader.plannedVIOMMU = viommu
+        reader.plannedPageSize = pageSize
         let host: HostReadiness
         do { host = try reader.read(names: global.nameDatabase()) } catch { throw CommandFailure(error.description) }
         let findings = Doctor.examine(host)
