@@ -42,19 +42,12 @@ public struct DMA: ParsableCommand {
         var chunks: UInt64 = 1
         @Option(name: .long, help: ArgumentHelp("Also judge a whole VM with this much RAM (e.g. 16G): memlock, mappings, address width.", valueName: "size"))
         var vmMemory: String?
-        @Option(name: .long, help: ArgumentHelp("With --vm-memory: devices like this one the VM is given.", valueName: "n"))
-        var vmDevices: Int = 1
-        @Flag(name: .long, help: "With --vm-memory: the VM has a vIOMMU.")
-        var viommu = false
-        @Option(name: .long, help: ArgumentHelp("With --vm-memory and --viommu: page the guest maps for DMA (4K, 2M, 1G).", valueName: "size"))
-        var vmPageSize: String = "4K"
+        @OptionGroup var vm: VMShapeOptions
 
         func validate() throws {
             guard let bytes = parseByteCount(size), bytes > 0, bytes % 4096 == 0 else { throw ValidationError("--size must be a positive multiple of 4096 bytes, not \"\(size)\"") }
             guard chunks > 0, bytes % chunks == 0, (bytes / chunks) % 4096 == 0 else { throw ValidationError("--chunks must split --size into 4 KiB multiples") }
             if let vmMemory, parseSize(vmMemory).map({ $0 > 0 }) != true { throw ValidationError("--vm-memory must be a size such as 16G, not \"\(vmMemory)\"") }
-            guard (1...4096).contains(vmDevices) else { throw ValidationError("--vm-devices must be from 1 to 4096") }
-            guard let page = parseSize(vmPageSize), [4096, 2 << 20, 1 << 30].contains(page) else { throw ValidationError("--vm-page-size must be 4K, 2M or 1G") }
         }
 
         func run() throws {
@@ -76,8 +69,8 @@ public struct DMA: ParsableCommand {
                     // The top IOVA range's end is 2^width - 1.
                     let top = (before.iovaRanges ?? []).map(\.end).max()
                     budget = VMDMABudget(.init(
-                        guestMemory: ram, devices: vmDevices, vIOMMU: viommu, pageSize: parseSize(vmPageSize) ?? 4096,
-                        barSizes: Array(repeating: bars, count: vmDevices).flatMap { $0 },
+                        guestMemory: ram, devices: vm.vmDevices, vIOMMU: vm.viommu, pageSize: vm.vmPageSize.bytes,
+                        barSizes: Array(repeating: bars, count: vm.vmDevices).flatMap { $0 },
                         memlockLimit: limit.exempt ? nil : limit.current,
                         dmaEntryLimit: before.dmaAvailable.map(UInt64.init),
                         addressWidth: top.map { 64 - $0.leadingZeroBitCount }))
