@@ -249,12 +249,14 @@ public enum Doctor {
         var evidence = ["a VM with \(vm)"]
         var remedies: [String] = []
         let needed = budget.memlockNeeded.map(bytes) ?? "more than 16 EiB"
-        switch budget.memlockFits {
-        case .some(false):
-            evidence.append("memlock: needs \(needed) (libvirt's rule: RAM \(host.plannedVIOMMU ? "once per device with a vIOMMU" : "once") + 1 GiB), limit \(host.memlockLimit.map(bytes) ?? "unlimited")")
+        // One VFIO container pins the RAM once: memory.memlock judges that. Only a vIOMMU with
+        // several devices multiplies it, and that is judged here.
+        let multiplied = host.plannedVIOMMU && host.plannedDevices > 1
+        if multiplied, budget.memlockFits == false {
+            evidence.append("memlock: needs \(needed) (libvirt's rule: RAM once per device with a vIOMMU + 1 GiB), limit \(host.memlockLimit.map(bytes) ?? "unlimited")")
             remedies.append("raise RLIMIT_MEMLOCK to \(needed) or more for the VMM (LimitMEMLOCK= in its unit)")
-        default:
-            evidence.append("memlock: needs \(needed), limit " + (host.memlockKnown ? (host.memlockLimit.map(bytes) ?? "unlimited") : "unknown"))
+        } else {
+            evidence.append("memlock: needs \(needed), limit " + (host.memlockKnown ? (host.memlockLimit.map(bytes) ?? "unlimited") : "unknown") + (multiplied ? "" : " (judged in memory.memlock)"))
         }
         let mappings = "DMA mappings per container: up to \(budget.mappingsPerContainer)" + (host.plannedVIOMMU ? " (the guest maps \(bytes(max(host.plannedPageSize, 4096))) pages one by one)" : "")
         if let limit = host.dmaEntryLimit {
@@ -272,7 +274,7 @@ public enum Doctor {
                 remedies.append("give the VM less RAM, or use a host whose IOMMU has a wider address width: IOVA = guest physical address must stay below 2^\(width)")
             }
         }
-        let fits = budget.fits
+        let fits = (!multiplied || budget.memlockFits != false) && budget.mappingsFit != false && budget.addressFits != false
         return [Finding(id: "dma.budget", status: fits ? .ok : .warning,
                         title: fits ? "DMA limits fit the planned VM" : "The planned VM exceeds a DMA limit",
                         evidence: evidence, remedy: remedies.isEmpty ? nil : remedies.joined(separator: "; "))]

@@ -64,5 +64,9 @@ import Testing
         let fine = try #require(Doctor.dmaBudget(host).first)
         #expect(fine.status == .ok)
         #expect(fine.evidence.contains("guest RAM ends at 0x480000000; the IOMMU translates 39-bit addresses"))
+        // One container pins RAM once: memory.memlock judges that, dma.budget does not warn twice.
+        host.memlockLimit = 1 * Self.gib
+        #expect(Doctor.dmaBudget(host).first?.status == .ok)
+        #expect(Doctor.memory(host).first { $0.id == "memory.memlock" }?.status == .warning)
     }
 }
