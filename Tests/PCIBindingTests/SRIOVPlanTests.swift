@@ -46,28 +46,25 @@ import Testing
         }
     }
 
-    @Test func refusesRemovingVFsAHostDriverUses() throws {
-        try withInventory { inventory in
+    /// Plans `requested` VFs and expects a refusal whose evidence contains `text`.
+    func expectRefusal(_ host: FixtureHost, requested: Int, groupsInUse: Set<Int>, _ text: String) throws {
+        try withInventory(host) { inventory in
             do {
-                _ = try SRIOVPlan.plan(try PCIAddress(parsing: Self.pf), requested: 0, inventory: inventory, groupsInUse: [])
-                Issue.record("removing a VF on iavf was not refused")
+                _ = try SRIOVPlan.plan(try PCIAddress(parsing: Self.pf), requested: requested, inventory: inventory, groupsInUse: groupsInUse)
+                Issue.record("not refused: \(text)")
             } catch {
                 guard case BindingError.refused(let evidence)? = error as? BindingError else { Issue.record("\(error)"); return }
-                #expect(evidence.contains("0000:08:02.0 is in use by the host driver iavf"))
+                #expect(evidence.contains(text), "\(evidence)")
             }
         }
     }
 
+    @Test func refusesRemovingVFsAHostDriverUses() throws {
+        try expectRefusal(.gpuWorkstation, requested: 0, groupsInUse: [], "0000:08:02.0 is in use by the host driver iavf")
+    }
+
     @Test func refusesRemovingVFsAVMHoldsOpen() throws {
-        try withInventory(Self.idleVFs) { inventory in
-            do {
-                _ = try SRIOVPlan.plan(try PCIAddress(parsing: Self.pf), requested: 2, inventory: inventory, groupsInUse: [15])
-                Issue.record("removing a VF whose group is open was not refused")
-            } catch {
-                guard case BindingError.refused(let evidence)? = error as? BindingError else { Issue.record("\(error)"); return }
-                #expect(evidence.contains("0000:08:02.1: /dev/vfio/15 is open"))
-            }
-        }
+        try expectRefusal(Self.idleVFs, requested: 2, groupsInUse: [15], "0000:08:02.1: /dev/vfio/15 is open")
     }
 
     @Test func plansChangesThroughZero() throws {
