@@ -50,6 +50,15 @@ public struct HostReadiness: Sendable {
     public var memlockLimit: UInt64?
     public var memlockKnown = false
     public var plannedGuestMemory: UInt64 = 8 << 30
+    /// The VM `doctor --vm-memory` judges: how many assigned devices, whether it has a vIOMMU,
+    /// and the page it maps for DMA.
+    public var plannedDevices = 1
+    public var plannedVIOMMU = false
+    public var plannedPageSize: UInt64 = 4096
+    /// vfio_iommu_type1's dma_entry_limit (nil when the module is not loaded).
+    public var dmaEntryLimit: UInt64?
+    /// The narrowest IOMMU unit's guest address width in bits (Intel: MGAW from `cap`).
+    public var iommuAddressWidth: Int?
     public var hugePages: [HugePagePool] = []
     public var transparentHugePages: String?
     /// Processes holding devices (open nodes, mapped BARs), by device.
@@ -88,10 +97,37 @@ public enum Doctor {
         findings += modules(host)
         findings += kvm(host)
         findings += memory(host)
+        findings += dmaBudget(host)
         findings += kernelHistory(host)
         findings += acs(host)
         findings += gpus(host)
         findings += holders(host)
+        findings += numa(host)
+        return findings
+    }
+
+    /// On a host with more than one NUMA node, where each VFIO device sits: its VM's memory and
+    /// vCPUs belong on the same node, or every DMA and interrupt crosses the socket interconnect.
+    static func numa(_ host: HostReadiness) -> [Finding] {
+        let devices = host.inventory.devices
+        guard Set(devices.compactMap(\.numaNode)).count > 1 else { return [] }
+        let assigned = devices.filter { device in device.driver.map(GroupViability.isVFIODriver) == true && device.numaNode != nil }
+        var findings: [Finding] = []
+        for device in assigned {
+            guard let node = device.numaNode else { continue }
+            let cpus = device.localCPUs.map { " (CPUs \($0))" } ?? ""
+            findings.append(Finding(
+                id: "numa.\(device.address)", status: .info, title: "\(device.address) is on NUMA node \(node)",
+                evidence: ["numa_node \(node)" + cpus, "memory of its VM on another node makes every DMA and interrupt cross the interconnect"],
+                remedy: "back the VM's memory and pin its vCPUs on node \(node): `numactl --membind=\(node) --cpunodebind=\(node) qemu-system-x86_64 ...`, or libvirt <numatune><memory mode='strict' nodeset='\(node)'/></numatune> with vCPUs pinned to \(device.localCPUs.map { "CPUs \($0)" } ?? "that node's CPUs")"))
+        }
+        let nodes = Set(assigned.compactMap(\.numaNode)).sorted()
+        if nodes.count > 1 {
+            findings.append(Finding(
+                id: "numa.span", status: .warning, title: "Devices on vfio-pci sit on NUMA nodes \(nodes.map(String.init).joined(separator: ", "))",
+                evidence: nodes.map { node in "node \(node): " + assigned.filter { $0.numaNode == node }.map(\.address.description).joined(separator: " ") },
+                remedy: "give each VM the devices of one node and its memory on that node; a VM with devices from several nodes has remote DMA for some of them"))
+        }
         return findings
     }
 
@@ -217,6 +253,45 @@ public enum Doctor {
         let (total, overflow) = pages.multipliedReportingOverflow(by: page)
         return "reserve some for guest RAM, e.g. `echo \(pages) > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`"
             + (overflow ? "" : " (\(bytes(total)) of 2 MiB pages)")
+    /// The whole VM's DMA needs (VMDMABudget) against this host's limits.
+    static func dmaBudget(_ host: HostReadiness) -> [Finding] {
+        let budget = VMDMABudget(.init(
+            guestMemory: host.plannedGuestMemory, devices: host.plannedDevices, vIOMMU: host.plannedVIOMMU,
+            pageSize: host.plannedPageSize, memlockLimit: host.memlockKnown ? host.memlockLimit : nil,
+            dmaEntryLimit: host.dmaEntryLimit, addressWidth: host.iommuAddressWidth))
+        let vm = "\(bytes(host.plannedGuestMemory)) of RAM, \(host.plannedDevices) device\(host.plannedDevices == 1 ? "" : "s")" + (host.plannedVIOMMU ? ", vIOMMU" : "")
+        var evidence = ["a VM with \(vm)"]
+        var remedies: [String] = []
+        let needed = budget.memlockNeeded.map(bytes) ?? "more than 16 EiB"
+        // One VFIO container pins the RAM once: memory.memlock judges that. Only a vIOMMU with
+        // several devices multiplies it, and that is judged here.
+        let multiplied = host.plannedVIOMMU && host.plannedDevices > 1
+        if multiplied, budget.memlockFits == false {
+            evidence.append("memlock: needs \(needed) (libvirt's rule: RAM once per device with a vIOMMU + 1 GiB), limit \(host.memlockLimit.map(bytes) ?? "unlimited")")
+            remedies.append("raise RLIMIT_MEMLOCK to \(needed) or more for the VMM (LimitMEMLOCK= in its unit)")
+        } else {
+            evidence.append("memlock: needs \(needed), limit " + (host.memlockKnown ? (host.memlockLimit.map(bytes) ?? "unlimited") : "unknown") + (multiplied ? "" : " (judged in memory.memlock)"))
+        }
+        let mappings = "DMA mappings per container: up to \(budget.mappingsPerContainer)" + (host.plannedVIOMMU ? " (the guest maps \(bytes(max(host.plannedPageSize, 4096))) pages one by one)" : "")
+        if let limit = host.dmaEntryLimit {
+            evidence.append(mappings + ", dma_entry_limit \(limit)")
+            if budget.mappingsFit == false {
+                remedies.append("load vfio_iommu_type1 with dma_entry_limit=\(budget.mappingsPerContainer) (or back the guest with huge pages it maps whole)")
+            }
+        } else {
+            evidence.append(mappings + ", dma_entry_limit unknown (vfio_iommu_type1 not loaded)")
+        }
+        let top = budget.highestAddress.map { "0x" + String($0, radix: 16) } ?? "beyond 64 bits"
+        if let width = host.iommuAddressWidth {
+            evidence.append("guest RAM ends at \(top); the IOMMU translates \(width)-bit addresses")
+            if budget.addressFits == false {
+                remedies.append("give the VM less RAM, or use a host whose IOMMU has a wider address width: IOVA = guest physical address must stay below 2^\(width)")
+            }
+        }
+        let fits = (!multiplied || budget.memlockFits != false) && budget.mappingsFit != false && budget.addressFits != false
+        return [Finding(id: "dma.budget", status: fits ? .ok : .warning,
+                        title: fits ? "DMA limits fit the planned VM" : "The planned VM exceeds a DMA limit",
+                        evidence: evidence, remedy: remedies.isEmpty ? nil : remedies.joined(separator: "; "))]
     }
 
     static func kernelHistory(_ host: HostReadiness) -> [Finding] {

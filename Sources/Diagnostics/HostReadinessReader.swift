@@ -13,6 +13,9 @@ public struct HostReadinessReader {
     public var devRoot = "/dev"
     public var modulesRoot = "/lib/modules"
     public var plannedGuestMemory: UInt64 = 8 << 30
+    public var plannedDevices = 1
+    public var plannedVIOMMU = false
+    public var plannedPageSize: UInt64 = 4096
     let reader = SysfsReader()
 
     public init(sysfs: SysfsRoot) { self.sysfs = sysfs }
@@ -23,6 +26,18 @@ public struct HostReadinessReader {
         let inventory = try PCIInventory.scan(root: sysfs, detail: .full, names: names)
         var host = HostReadiness(inventory: inventory)
         host.plannedGuestMemory = plannedGuestMemory
+        host.plannedDevices = plannedDevices
+        host.plannedVIOMMU = plannedVIOMMU
+        host.plannedPageSize = plannedPageSize
+        if let limit = reader.readString(sysfs.appending("module/vfio_iommu_type1/parameters/dma_entry_limit")) {
+            host.dmaEntryLimit = UInt64(limit)
+        }
+        // Intel VT-d: MGAW, bits 21:16 of the capability register, is the address width - 1.
+        for unit in inventory.iommu.units {
+            guard let cap = reader.readHex(sysfs.appending("class/iommu/\(unit)/intel-iommu/cap")) else { continue }
+            let width = Int((cap >> 16) & 0x3f) + 1
+            host.iommuAddressWidth = min(host.iommuAddressWidth ?? width, width)
+        }
         host.kernelRelease = reader.readString(procRoot + "/sys/kernel/osrelease")
         host.kernelCommandLine = reader.readString(procRoot + "/cmdline")
         if let interrupts = reader.readBytes(procRoot + "/interrupts", limit: 1 << 20) {

@@ -16,6 +16,8 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
     case untrustedSysfs(path: String, reason: String)
     /// A sysfs write that did not return in time; `state` says where each device is now.
     case sysfsTimeout(path: String, value: String, seconds: Double, state: String)
+    /// An SR-IOV request that cannot be carried out as asked (no SR-IOV, a count out of range).
+    case sriov(String)
 
     public var description: String {
         switch self {
@@ -43,6 +45,8 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
             "refusing \(path): \(reason); the sysfs tree is not what the kernel provides, nothing more was changed"
         case .sysfsTimeout(let path, let value, let seconds, let state):
             "writing \"\(value)\" to \(path) did not return within \(formatSeconds(seconds)) s (a driver's probe or remove is stuck); now: \(state); the journal keeps the entries: run `vfioctl restore` once the kernel settles"
+        case .sriov(let reason):
+            "\(reason); nothing was changed"
         }
     }
 }

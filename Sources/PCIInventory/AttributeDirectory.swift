@@ -87,6 +87,22 @@ enum AttributeBytes {
         return value
     }
 
+    /// The attribute's text without surrounding whitespace.
+    static func trimmedText(_ buffer: [UInt8], count: Int) -> String {
+        var start = 0
+        var end = count
+        while start < end, isSpace(buffer[start]) { start += 1 }
+        while end > start, isSpace(buffer[end - 1]) { end -= 1 }
+        return String(decoding: buffer[start..<end], as: UTF8.self)
+    }
+
+    /// A signed decimal printed as "-1\n" or "0\n" (numa_node); nil for anything else.
+    static func decimal(_ buffer: [UInt8], count: Int) -> Int? {
+        let text = trimmedText(buffer, count: count)
+        guard text.count <= 10 else { return nil }
+        return Int(text)
+    }
+
     /// The last path component of a link target: the driver or group name.
     static func basename(_ buffer: [UInt8], count: Int) -> String {
         var start = count

@@ -22,8 +22,12 @@ public struct PCIDevice: Sendable {
     public var bootVGA: Bool?
     /// nil when the platform reports no NUMA affinity (-1).
     public var numaNode: Int?
+    /// `local_cpulist`: the CPUs nearest the device ("0-7,16-23"); nil when absent or malformed.
+    public var localCPUs: String?
     /// Bridges between this device and its root bus, nearest first (the last is the root port).
     public var parentBridges: [PCIAddress] = []
+    /// The root complex the device hangs below, as sysfs names it ("pci0000:00").
+    public var rootComplex: String?
     public var sriov: SRIOVPhysicalFunction?
     /// Set for an SR-IOV virtual function: its physical function.
     public var physicalFunction: PCIAddress?
@@ -39,6 +43,8 @@ public struct PCIDevice: Sendable {
 
     /// Base class 0x06, sub-class 0x04: PCI-to-PCI bridge (root ports and switch ports too).
     public var isBridge: Bool { classCode.map { $0 >> 8 == 0x0604 } ?? false }
+    /// The bridge on the root bus above the device (its PCIe root port); nil for a device on the root bus.
+    public var rootPort: PCIAddress? { parentBridges.last }
     /// Base class 0x03: display controllers.
     public var isDisplay: Bool { classCode.map { $0 >> 16 == 0x03 } ?? false }
 }

@@ -60,7 +60,9 @@ struct Scanner {
             var bridges: [PCIAddress] = []
             let components = buffers.link[..<length].split(separator: UInt8(ascii: "/"))
             for component in components.dropLast() {
-                if let bridge = PCIAddress(canonical: component) {
+                if device.rootComplex == nil, let root = rootComplexName(component) {
+                    device.rootComplex = root
+                } else if let bridge = PCIAddress(canonical: component) {
                     bridges.append(bridge)
                 } else if component.count > 12, component.contains(UInt8(ascii: ".")),
                           let bridge = try? PCIAddress(parsing: String(decoding: component, as: UTF8.self)) {
@@ -99,6 +101,20 @@ struct Scanner {
         }
         if !identityComplete {
             fillIdentityFromConfig(&device, config)
+        }
+
+        // Topology for every listing: a fleet agent needs it without --full detail.
+        if let count = directory.read("numa_node", into: &buffers.small),
+           let node = AttributeBytes.decimal(buffers.small, count: count), node >= 0 {
+            device.numaNode = node
+        }
+        if let count = directory.read("local_cpulist", into: &buffers.large) {
+            let text = AttributeBytes.trimmedText(buffers.large, count: count)
+            if let list = CPUList(parsing: text) {
+                device.localCPUs = list.text
+            } else {
+                device.problems.append("local_cpulist \"\(text)\" is not a CPU list; local CPUs unknown")
+            }
         }
 
         let driverLink = directory.readLink("driver", into: &buffers.link)
@@ -143,6 +159,16 @@ struct Scanner {
         return device
     }
 
+    /// "pci0000:00" (also with a wider VMD domain, "pci10000:e0"): a root complex's sysfs name.
+    static func rootComplexName(_ component: ArraySlice<UInt8>) -> String? {
+        guard component.count >= 8, component.count <= 16, component.starts(with: Array("pci".utf8)) else { return nil }
+        let rest = component.dropFirst(3)
+        guard let colon = rest.firstIndex(of: UInt8(ascii: ":")), colon > rest.startIndex, rest.endIndex - colon == 3 else { return nil }
+        let isHex: (UInt8) -> Bool = { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+        guard rest[..<colon].allSatisfy(isHex), rest[(colon + 1)...].allSatisfy(isHex) else { return nil }
+        return String(decoding: component, as: UTF8.self)
+    }
+
     private static func fillIdentityFromConfig(_ device: inout PCIDevice, _ config: PCIConfigSpace?) {
         var missing: [String] = []
         if device.vendorID == nil { missing.append("vendor") }
@@ -169,9 +195,6 @@ struct Scanner {
         }
         if let bootVGA = reader.readInt(directory + "/boot_vga") {
             device.bootVGA = bootVGA != 0
-        }
-        if let node = reader.readInt(directory + "/numa_node"), node >= 0 {
-            device.numaNode = node
         }
         if let config {
             if config.hasHeader {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BARPlacement
+import Diagnostics
 import Foundation
 import Passthrough
 import PCIInventory
@@ -40,11 +41,15 @@ public struct DMA: ParsableCommand {
         var size: String = "2M"
         @Option(name: .long, help: ArgumentHelp("Map the buffer as this many equal mappings.", valueName: "n"))
         var chunks: UInt64 = 1
+        @Option(name: .long, help: ArgumentHelp("Also judge a whole VM with this much RAM (e.g. 16G): memlock, mappings, address width.", valueName: "size"))
+        var vmMemory: String?
+        @OptionGroup var vm: VMShapeOptions
 
         func validate() throws {
             guard let bytes = parseByteCount(size), bytes > 0, bytes % 4096 == 0 else { throw ValidationError("--size must be a positive multiple of 4096 bytes, not \"\(size)\"") }
             if let error = byteCountTooLarge("--size", bytes) { throw error }
             guard chunks > 0, bytes % chunks == 0, (bytes / chunks) % 4096 == 0 else { throw ValidationError("--chunks must split --size into 4 KiB multiples") }
+            if let vmMemory, parseSize(vmMemory).map({ $0 > 0 }) != true { throw ValidationError("--vm-memory must be a size such as 16G, not \"\(vmMemory)\"") }
         }
 
         func run() throws {
@@ -56,6 +61,22 @@ public struct DMA: ParsableCommand {
                 guard let container = device.group.container else { throw VFIOError.groupNotAttached(group: device.group.number) }
                 let before = try container.iommuInfo()
                 let limit = MemlockLimit.read()
+                var budget: VMDMABudget?
+                if let vmMemory, let ram = parseSize(vmMemory) {
+                    // This device's mappable BARs, once per device the VM gets, placed after RAM.
+                    var bars: [UInt64] = []
+                    for index in 0..<PCIRegion.barCount {
+                        if let region = try? device.regionInfo(PCIRegion.bar(index)), region.size > 0, region.isMappable { bars.append(region.size) }
+                    }
+                    // The top IOVA range's end is 2^width - 1.
+                    let top = (before.iovaRanges ?? []).map(\.end).max()
+                    budget = VMDMABudget(.init(
+                        guestMemory: ram, devices: vm.vmDevices, vIOMMU: vm.viommu, pageSize: vm.vmPageSize.bytes,
+                        barSizes: Array(repeating: bars, count: vm.vmDevices).flatMap { $0 },
+                        memlockLimit: limit.exempt ? nil : limit.current,
+                        dmaEntryLimit: before.dmaAvailable.map(UInt64.init),
+                        addressWidth: top.map { 64 - $0.leadingZeroBitCount }))
+                }
                 // Both limits are checked before anything is mapped.
                 try container.checkDMABudget(ramBytes: bytes, mappings: chunks)
                 let chunkSize = Int(bytes / chunks)
@@ -85,7 +106,7 @@ public struct DMA: ParsableCommand {
                     memlockCurrent: limit.current, memlockMaximum: limit.maximum, memlockExempt: limit.exempt,
                     testBytes: bytes, testMappings: mappings.map { DMAMappingJSON(iova: $0.iova, size: $0.size) },
                     backing: buffers.first?.backing.rawValue ?? "", mapMilliseconds: milliseconds(mapped),
-                    leftMapped: container.dmaMappings.count)
+                    leftMapped: container.dmaMappings.count, vmBudget: VMBudgetJSON(budget))
             } catch {
                 throw CommandFailure("dma check \(target): \(error.description)")
             }
@@ -100,6 +121,13 @@ public struct DMA: ParsableCommand {
                 print("  test: mapped \(byteCount(report.testBytes)) as \(report.testMappings.count) mapping(s) (\(report.backing)) at IOVA " +
                       report.testMappings.map { "0x\(String($0.iova, radix: 16))" }.joined(separator: ", ") +
                       " in \(String(format: "%.2f", report.mapMilliseconds)) ms; dma_avail while mapped \(report.dmaAvailableWhileMapped.map(String.init) ?? "?"), after unmap \(report.dmaAvailableAfter.map(String.init) ?? "?")")
+                if let budget = report.vmBudget.budget {
+                    let verdict: (Bool?) -> String = { $0.map { $0 ? "fits" : "EXCEEDS" } ?? "unknown" }
+                    print("  VM with \(byteCount(budget.input.guestMemory)) of RAM, \(budget.input.devices) such device(s)\(budget.input.vIOMMU ? ", vIOMMU" : ""):")
+                    print("    memlock: needs \(budget.memlockNeeded.map { byteCount($0) } ?? "more than 16 EiB"): \(verdict(budget.memlockFits))")
+                    print("    DMA mappings per container: up to \(budget.mappingsPerContainer) against dma_avail \(budget.input.dmaEntryLimit.map(String.init) ?? "?"): \(verdict(budget.mappingsFit))")
+                    print("    guest addresses up to \(budget.highestAddress.map { "0x" + String($0, radix: 16) } ?? "beyond 64 bits") against \(budget.input.addressWidth.map { "\($0)-bit" } ?? "unknown") IOVA: \(verdict(budget.addressFits))")
+                }
             }
         }
     }
@@ -138,12 +166,43 @@ struct DMACheckJSON: Encodable {
     let backing: String
     let mapMilliseconds: Double
     let leftMapped: Int
+    let vmBudget: VMBudgetJSON
     enum CodingKeys: String, CodingKey {
-        case address, group, backing
+        case address, group, backing, vmBudget = "vm_budget"
         case iovaPageSizes = "iova_pgsizes", pageSizes = "page_sizes", iovaRanges = "iova_ranges"
         case dmaAvailable = "dma_avail", dmaAvailableWhileMapped = "dma_avail_while_mapped", dmaAvailableAfter = "dma_avail_after"
         case memlockCurrent = "memlock_current", memlockMaximum = "memlock_maximum", memlockExempt = "memlock_exempt"
         case testBytes = "test_bytes", testMappings = "test_mappings", mapMilliseconds = "map_ms", leftMapped = "left_mapped"
+    }
+}
+
+/// `vm_budget` in `dma check --json`: null without --vm-memory, every key present with it.
+struct VMBudgetJSON: Encodable {
+    let budget: VMDMABudget?
+    init(_ budget: VMDMABudget?) { self.budget = budget }
+    enum Keys: String, CodingKey {
+        case guest_memory, devices, viommu, memlock_needed, memlock_fits, mappings_per_container, dma_entry_limit,
+             mappings_fit, highest_address, address_width, address_fits, fits
+    }
+    func encode(to encoder: Encoder) throws {
+        guard let budget else {
+            var single = encoder.singleValueContainer()
+            try single.encodeNil()
+            return
+        }
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(budget.input.guestMemory, forKey: .guest_memory)
+        try container.encode(budget.input.devices, forKey: .devices)
+        try container.encode(budget.input.vIOMMU, forKey: .viommu)
+        try container.encode(budget.memlockNeeded, forKey: .memlock_needed)
+        try container.encode(budget.memlockFits, forKey: .memlock_fits)
+        try container.encode(budget.mappingsPerContainer, forKey: .mappings_per_container)
+        try container.encode(budget.input.dmaEntryLimit, forKey: .dma_entry_limit)
+        try container.encode(budget.mappingsFit, forKey: .mappings_fit)
+        try container.encode(budget.highestAddress, forKey: .highest_address)
+        try container.encode(budget.input.addressWidth, forKey: .address_width)
+        try container.encode(budget.addressFits, forKey: .address_fits)
+        try container.encode(budget.fits, forKey: .fits)
     }
 }
 

@@ -19,11 +19,13 @@ struct DoctorCommand: ParsableCommand {
             Example:
               vfioctl doctor
               vfioctl doctor --vm-memory 32G --json
+              vfioctl doctor --vm-memory 64G --vm-devices 4 --viommu
             """
     )
     @OptionGroup var global: GlobalOptions
     @Option(help: ArgumentHelp("Guest RAM a VM would pin, for the memlock check (e.g. 8G, 512M).", valueName: "size"))
     var vmMemory: String = "8G"
+    @OptionGroup var vm: VMShapeOptions
     // With --sysfs-root these let the doctor judge a copied or generated host (KVM is probed
     // only on the live one).
     @Option(name: .long, help: ArgumentHelp("Read sys/kernel/osrelease, cmdline, interrupts and self/limits here instead of /proc.", valueName: "dir"))
@@ -48,6 +50,9 @@ struct DoctorCommand: ParsableCommand {
         reader.devRoot = devRoot
         reader.modulesRoot = modulesRoot
         reader.plannedGuestMemory = planned
+        reader.plannedDevices = vm.vmDevices
+        reader.plannedVIOMMU = vm.viommu
+        reader.plannedPageSize = vm.vmPageSize.bytes
         let host: HostReadiness
         do { host = try reader.read(names: global.nameDatabase()) } catch { throw CommandFailure(error.description) }
         let findings = Doctor.examine(host)
@@ -78,6 +83,31 @@ extension DoctorCommand {
 }
 
 /// "8G", "512M", "1024" (bytes) -> bytes.
+/// The VM whose DMA budget `doctor` and `dma check` judge, beside its RAM.
+struct VMShapeOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Devices the VM is given, for its DMA budget (memlock, mappings).", valueName: "n"))
+    var vmDevices: Int = 1
+    @Flag(name: .long, help: "The VM has a vIOMMU (each device pins all guest RAM; the guest maps pages one by one).")
+    var viommu = false
+    @Option(name: .long, help: ArgumentHelp("Page the guest maps for DMA with a vIOMMU.", valueName: "4K|2M|1G"))
+    var vmPageSize: DMAPageSize = .small
+
+    func validate() throws {
+        guard (1...4096).contains(vmDevices) else { throw ValidationError("--vm-devices must be from 1 to 4096") }
+    }
+}
+
+enum DMAPageSize: String, ExpressibleByArgument, CaseIterable {
+    case small = "4K", large = "2M", huge = "1G"
+    var bytes: UInt64 {
+        switch self {
+        case .small: 4096
+        case .large: 2 << 20
+        case .huge: 1 << 30
+        }
+    }
+}
+
 func parseSize(_ text: String) -> UInt64? {
     let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
     var digits = text.uppercased()

@@ -52,7 +52,23 @@ extension JSONValue {
             ("iommu_group", .optional(device.iommuGroup)),
             ("bars", .array(device.bars.map(JSONValue.bar))),
             ("problems", .array(device.problems.map(JSONValue.string))),
+            ("numa_node", .optional(device.numaNode)),
+            ("local_cpus", .optional(device.localCPUs)),
+            ("pcie_root_port", .optional(device.rootPort?.description)),
+            ("pcie_root", .optional(device.rootComplex)),
+            ("dra_attributes", draAttributes(device)),
         ]
+    }
+
+    /// The standard attributes Kubernetes DRA drivers publish for a PCI device in a ResourceSlice,
+    /// under their qualified names: pciBusID (extended BDF), pcieRoot (the root complex,
+    /// "pci<domain>:<bus>") and numaNode (the kernel's numa_node; null where it reports none).
+    static func draAttributes(_ device: PCIDevice) -> JSONValue {
+        .object([
+            ("resource.kubernetes.io/numaNode", .optional(device.numaNode)),
+            ("resource.kubernetes.io/pciBusID", .string(device.address.description)),
+            ("resource.kubernetes.io/pcieRoot", .optional(device.rootComplex)),
+        ])
     }
 
     static func blocker(_ blocker: GroupBlocker) -> JSONValue {
@@ -78,7 +94,11 @@ extension JSONValue {
         }
         let sriov: JSONValue = device.sriov.map { sriov in
             .object([("total_vfs", .optional(sriov.totalVFs)), ("num_vfs", .optional(sriov.enabledVFs)),
-                     ("virtfns", .array(sriov.virtualFunctions.map { .string($0.description) }))])
+                     ("virtfns", .array(sriov.virtualFunctions.map { .string($0.description) })),
+                     ("vfs", .array(sriov.virtualFunctions.map { vf in
+                         .object([("address", .string(vf.description)), ("iommu_group", .optional(inventory.device(vf)?.iommuGroup)),
+                                  ("driver", .optional(inventory.device(vf)?.driver))])
+                     }))])
         } ?? .null
         return .object(summaryPairs(device) + [
             ("subsystem_vendor_name", .optional(device.names.subsystemVendor)),
@@ -91,7 +111,6 @@ extension JSONValue {
             ("rom", device.rom.map(bar) ?? .null),
             ("reset_methods", .array(device.resetMethods.map(JSONValue.string))),
             ("boot_vga", .optional(device.bootVGA)),
-            ("numa_node", .optional(device.numaNode)),
             ("pcie_port_type", .optional(device.expressPortType?.name)),
             ("acs", acs(device.accessControlServices)),
             ("parent_bridges", .array(bridges)),

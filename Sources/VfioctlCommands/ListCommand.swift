@@ -21,7 +21,7 @@ struct ListCommand: ParsableCommand {
         if global.json {
             JSONValue.array(inventory.devices.map(JSONValue.deviceSummary)).printToStandardOutput()
         } else {
-            for device in inventory.devices { print(TextFormat.listLine(device)) }
+            for device in inventory.devices { print(TextFormat.listLine(device) + TextFormat.topologySuffix(device)) }
         }
         InventoryLoader.reportTreeProblems(inventory, json: global.json, devicesProblems: true)
         InventoryLoader.reportMissingIOMMU(inventory, json: global.json)
@@ -80,6 +80,12 @@ enum TextFormat {
         line += "  group " + (device.iommuGroup.map(String.init) ?? "-")
         line += "  driver " + (device.driver ?? "-")
         return line
+    }
+
+    /// `  numa 0  cpus 0-7  root-port 0000:00:01.0`: where the device sits, for `list`.
+    static func topologySuffix(_ device: PCIDevice) -> String {
+        "  numa " + (device.numaNode.map(String.init) ?? "-") + "  cpus " + (device.localCPUs ?? "-")
+            + "  root-port " + (device.rootPort?.description ?? "-")
     }
 
     static func classText(_ device: PCIDevice) -> String {

@@ -65,6 +65,9 @@ struct ShowCommand: ParsableCommand {
         field("Reset methods:", device.resetMethods.isEmpty ? "none" : device.resetMethods.joined(separator: " "))
         if let bootVGA = device.bootVGA { field("Boot display:", bootVGA ? "yes (boot_vga=1)" : "no") }
         field("NUMA node:", device.numaNode.map(String.init) ?? "none")
+        field("Local CPUs:", device.localCPUs ?? "unknown")
+        field("Root port:", device.rootPort?.description ?? "none (on the root bus)")
+        field("Root complex:", device.rootComplex ?? "unknown")
         if device.bars.isEmpty { field("BARs:", "none") }
         for bar in device.bars { lines.append("  " + TextFormat.barLine(bar)) }
         if let rom = device.rom { lines.append("  " + TextFormat.barLine(rom)) }
@@ -91,7 +94,10 @@ struct ShowCommand: ParsableCommand {
         }
         if let sriov = device.sriov {
             field("SR-IOV:", "\(sriov.enabledVFs ?? 0) of \(sriov.totalVFs ?? 0) VFs enabled")
-            for vf in sriov.virtualFunctions { lines.append("    VF \(vf)") }
+            for vf in sriov.virtualFunctions {
+                let function = inventory.device(vf)
+                lines.append("    VF \(vf)  group " + (function?.iommuGroup.map(String.init) ?? "-") + "  driver " + (function?.driver ?? "-"))
+            }
         }
         if let physfn = device.physicalFunction { field("SR-IOV PF:", physfn.description) }
         for problem in device.problems { lines.append("  warning: \(problem)") }

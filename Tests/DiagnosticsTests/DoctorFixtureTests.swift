@@ -535,7 +535,7 @@ struct DoctorCLIFixtureTests {
         #expect(report.kernel == HostEnvironment.ready.kernelRelease)
         #expect(report.ids == [
             "iommu.enabled", "iommu.interrupt-remapping", "vfio.modules", "vfio.container", "kvm",
-            "memory.memlock", "memory.hugepages", "kernel.huge-fault", "kernel.huge-fault-alignment", "kernel.thp-bar-mappings",
+            "memory.memlock", "memory.hugepages", "dma.budget", "kernel.huge-fault", "kernel.huge-fault-alignment", "kernel.thp-bar-mappings",
             "kernel.memslot-zap",
             "acs.group-\(GPUWorkstation.Group.chipset)", "acs.group-\(GPUWorkstation.Group.behindSwitch)",
             "gpu.\(GPUWorkstation.integratedGraphics)", "gpu.\(GPUWorkstation.gpu)",

@@ -1,0 +1,132 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PCIInventory
+import SystemPackage
+
+/// Changing a physical function's VF count, decided before anything is written. Pure.
+public struct SRIOVPlan: Sendable, Equatable {
+    public let physicalFunction: PCIAddress
+    public let current: Int
+    public let requested: Int
+    public let total: Int
+    /// The VFs that exist now and go away (all of them when the count changes).
+    public let removed: [PCIAddress]
+
+    /// True when sriov_numvfs must first go to 0: the kernel refuses a change between two
+    /// non-zero counts (EBUSY).
+    public var resetsFirst: Bool { current != 0 && requested != 0 && requested != current }
+    public var isUnchanged: Bool { requested == current }
+
+    /// Plans `requested` VFs for `address`. `groupsInUse`: IOMMU groups some process holds open
+    /// (a VM). Refuses (nothing will change) a PF without SR-IOV, a count above sriov_totalvfs,
+    /// and removing VFs that a host driver or a VM is using.
+    public static func plan(_ address: PCIAddress, requested: Int, inventory: PCIInventory,
+                            groupsInUse: Set<Int>) throws(BindingError) -> SRIOVPlan {
+        guard let device = inventory.device(address) else { throw .noSuchDevice(address: address.description) }
+        if let physfn = device.physicalFunction {
+            throw .sriov("\(address) is a virtual function of \(physfn); give the physical function's address")
+        }
+        guard let sriov = device.sriov, let total = sriov.totalVFs else {
+            throw .sriov("\(address) has no SR-IOV capability (no sriov_totalvfs in sysfs): it cannot create VFs")
+        }
+        guard requested >= 0 else { throw .sriov("the VF count must not be negative") }
+        guard requested <= total else {
+            throw .sriov("\(address) supports at most \(total) VFs (sriov_totalvfs); \(requested) asked")
+        }
+        let current = sriov.enabledVFs ?? sriov.virtualFunctions.count
+        let removed = requested == current ? [] : sriov.virtualFunctions
+        var busy: [String] = []
+        for vf in removed {
+            guard let function = inventory.device(vf) else { continue }
+            if let driver = function.driver, !GroupViability.isVFIODriver(driver), driver != "pci-stub" {
+                busy.append("\(vf) is in use by the host driver \(driver)")
+            } else if let group = function.iommuGroup, groupsInUse.contains(group) {
+                busy.append("\(vf): /dev/vfio/\(group) is open (a VM or another VFIO user)")
+            }
+        }
+        guard busy.isEmpty else {
+            throw .refused(busy.joined(separator: "; ") + "; stop its users (or unbind the host driver) before changing the VF count")
+        }
+        return SRIOVPlan(physicalFunction: address, current: current, requested: requested, total: total, removed: removed)
+    }
+}
+
+/// Whether some process holds a VFIO group open: the kernel lets one opener at a time have it
+/// and answers a second open with EBUSY. The probe's own descriptor is closed at once.
+public func vfioGroupIsOpen(_ group: Int, devRoot: String = "/dev") -> Bool {
+    let fd = open(devRoot + "/vfio/\(group)", O_RDWR | O_CLOEXEC)
+    if fd >= 0 {
+        close(fd)
+        return false
+    }
+    return errno == EBUSY
+}
+
+/// Carries out an `SRIOVPlan` through sysfs: autoprobe off so no host driver grabs the new VFs,
+/// sriov_numvfs (through 0 when changing a non-zero count), each VF bound to vfio-pci with the
+/// `Binder`. All or nothing: if a VF cannot be bound, the bound ones are returned, the count goes
+/// back to 0 and autoprobe to what it was. The caller holds the `BindingLock`.
+public struct SRIOVConfigurator {
+    public let binder: Binder
+    public init(binder: Binder) { self.binder = binder }
+
+    var root: SysfsRoot { binder.root }
+    func path(_ address: PCIAddress, _ attribute: String) -> String { root.appending("bus/pci/devices/\(address)/\(attribute)") }
+
+    public struct Result: Sendable {
+        public var virtualFunctions: [PCIAddress] = []
+        public var outcomes: [BindOutcome] = []
+        public var failed: String?
+    }
+
+    public func apply(_ plan: SRIOVPlan, rescan: () throws(BindingError) -> PCIInventory) throws(BindingError) -> Result {
+        var result = Result()
+        if plan.isUnchanged { return result }
+        let pf = plan.physicalFunction
+        let autoprobePath = path(pf, "sriov_drivers_autoprobe")
+        let autoprobe = binder.reader.readString(autoprobePath)
+        try binder.write("0\n", to: autoprobePath)
+        defer { if let autoprobe { try? binder.write(autoprobe + "\n", to: autoprobePath) } }
+        let numvfs = path(pf, "sriov_numvfs")
+        if !plan.removed.isEmpty {
+            // vfioctl's journal entries for VFs about to vanish would otherwise outlive them.
+            for vf in plan.removed where (try? binder.journal.entry(for: vf.description)) != nil {
+                _ = try binder.unbind(vf.description)
+            }
+            try binder.write("0\n", to: numvfs)
+        }
+        guard plan.requested > 0 else { return result }
+        try binder.write("\(plan.requested)\n", to: numvfs)
+        let pfPath = root.appending("bus/pci/devices/\(pf)")
+        _ = binder.settle { (0..<plan.requested).allSatisfy { binder.reader.exists(pfPath + "/virtfn\($0)") } }
+        let inventory = try rescan()
+        let vfs = inventory.device(pf)?.sriov?.virtualFunctions ?? []
+        result.virtualFunctions = vfs
+        guard vfs.count == plan.requested else {
+            try? binder.write("0\n", to: numvfs)
+            result.failed = "the kernel created \(vfs.count) of \(plan.requested) VFs; VF count set back to 0"
+            return result
+        }
+        try binder.ensureVFIODriver()
+        for vf in vfs {
+            guard let group = inventory.device(vf)?.iommuGroup else {
+                result.failed = "\(vf) has no IOMMU group"
+                break
+            }
+            let outcome = try binder.bind(vf.description, group: group)
+            result.outcomes.append(outcome)
+            if outcome.action == .rolledBack {
+                result.failed = "\(vf) could not be bound: \(outcome.reason ?? "rolled back")"
+                break
+            }
+        }
+        if let failed = result.failed {
+            for outcome in result.outcomes where outcome.action == .bound { _ = try? binder.unbind(outcome.address) }
+            try? binder.write("0\n", to: numvfs)
+            result.failed = failed + "; every VF returned and the VF count set back to 0"
+        }
+        return result
+    }
+}

@@ -1,0 +1,197 @@
+import ArgumentParser
+import Foundation
+import PCIInventory
+import VFIO
+
+/// `vfioctl rom`: a device's expansion ROM, read and judged for use by a VM.
+struct ROMCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rom",
+        abstract: "Read a device's option ROM and say whether it will serve a VM.",
+        discussion: """
+            The ROM is read through VFIO's ROM region when the device is on vfio-pci, otherwise
+            through sysfs (enabled, read, disabled again).
+
+            Examples:
+              vfioctl rom check 0000:01:00.0
+              vfioctl rom check --file vbios.rom --device 01:00.0
+              vfioctl rom dump 01:00.0 --output vbios.rom
+            """,
+        subcommands: [Check.self, Dump.self]
+    )
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "check",
+            abstract: "Parse every image of the ROM (signature, PCIR, IDs, code type, checksum) and judge it; exit 2 when it will not serve a VM.",
+            discussion: """
+                Examples:
+                  vfioctl rom check 0000:01:00.0
+                  vfioctl rom check --file vbios.rom
+                  vfioctl rom check --file vbios.rom --device 01:00.0 --json
+                """
+        )
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F (its ROM is read unless --file is given).", valueName: "address"))
+        var address: String?
+        @Option(name: .long, help: ArgumentHelp("Check this ROM file instead of reading a device's ROM.", valueName: "path"))
+        var file: String?
+        @Option(name: .long, help: ArgumentHelp("With --file: match the images against this device.", valueName: "address"))
+        var device: String?
+
+        func validate() throws {
+            if file == nil, address == nil { throw ValidationError("give a device address, or --file PATH") }
+            if file != nil, address != nil { throw ValidationError("give either a device address or --file, not both (--file PATH --device ADDRESS matches a file against a device)") }
+            if file == nil, device != nil { throw ValidationError("--device goes with --file") }
+        }
+
+        func run() throws {
+            let source: ROMSource
+            let target: PCIDevice?
+            if let file {
+                target = try device.map { try ROMSource.lookUp(try parseDeviceAddress($0), global) }
+                source = try ROMSource.file(file)
+            } else {
+                let found = try ROMSource.lookUp(try parseDeviceAddress(address ?? ""), global)
+                target = found
+                source = try ROMSource.read(found, global)
+            }
+            let rom = OptionROM.parse(source.bytes)
+            let verdict = OptionROMVerdict.judge(rom, vendorID: target?.vendorID, deviceID: target?.deviceID,
+                                                 isDisplay: target?.isDisplay ?? rom.images.contains { $0.classCode >> 16 == 0x03 })
+            if global.json {
+                JSONValue.romReport(rom, verdict: verdict, address: target?.address, source: source.name).printToStandardOutput()
+            } else {
+                for line in ROMText.describe(rom, verdict: verdict, address: target?.address, source: source.name) { print(line) }
+            }
+            if !verdict.servesVM { throw ExitCode(2) }
+        }
+    }
+
+    struct Dump: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "dump",
+            abstract: "Write the device's ROM, byte for byte, to a file (or to stdout when it is not a terminal).",
+            discussion: """
+                Without --output the bytes go to stdout, which must then be redirected.
+
+                Example:
+                  vfioctl rom dump 0000:01:00.0 --output vbios.rom
+                """
+        )
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
+        var address: String
+        @Option(name: .long, help: ArgumentHelp("Write the ROM here (created or replaced).", valueName: "path"))
+        var output: String?
+
+        func run() throws {
+            let found = try ROMSource.lookUp(try parseDeviceAddress(address), global)
+            if output == nil, isatty(STDOUT_FILENO) != 0 {
+                throw CommandFailure("rom dump: stdout is a terminal; redirect it to a file or pass --output PATH")
+            }
+            let source = try ROMSource.read(found, global)
+            if let output {
+                do { try Data(source.bytes).write(to: URL(fileURLWithPath: output)) } catch {
+                    throw CommandFailure("rom dump: cannot write \(output): \(error.localizedDescription)")
+                }
+                warn("\(found.address): \(source.bytes.count) bytes of ROM (\(source.name)) written to \(output)")
+            } else {
+                FileHandle.standardOutput.write(Data(source.bytes))
+            }
+        }
+    }
+}
+
+/// Where a ROM's bytes came from.
+struct ROMSource {
+    var bytes: [UInt8]
+    var name: String
+
+    static func lookUp(_ address: PCIAddress, _ global: GlobalOptions) throws -> PCIDevice {
+        try InventoryLoader.device(address, in: InventoryLoader.load(global, detail: .summary))
+    }
+
+    static func file(_ path: String) throws -> ROMSource {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw CommandFailure("rom check: cannot open \(path)") }
+        defer { try? handle.close() }
+        // One byte past the largest ROM tells an oversized file from a full-size one.
+        let data = (try? handle.read(upToCount: ROMReader.maximumSize + 1)) ?? Data()
+        guard data.count <= ROMReader.maximumSize else {
+            throw CommandFailure("rom check: \(path) is larger than 16 MiB, the most a ROM BAR decodes; not an option ROM")
+        }
+        return ROMSource(bytes: [UInt8](data), name: "file \(path)")
+    }
+
+    /// Through VFIO when the device is on a vfio-pci driver (sysfs would enable the BAR under
+    /// the VFIO user's feet), otherwise through the sysfs attribute.
+    static func read(_ device: PCIDevice, _ global: GlobalOptions) throws -> ROMSource {
+        let root = global.resolvedRoot
+        guard device.rom != nil || FileManager.default.fileExists(atPath: SysfsROMAttribute(root: root, address: device.address).path) else {
+            throw CommandFailure("\(device.address) has no option ROM (no ROM BAR in its resource file, no rom attribute); nothing to read")
+        }
+        if let driver = device.driver, GroupViability.isVFIODriver(driver) {
+            do throws(VFIOError) {
+                let vfio = try openVFIODevice(device.address, sysfsRoot: root.path)
+                return ROMSource(bytes: try vfio.readROM(), name: "VFIO ROM region")
+            } catch {
+                throw CommandFailure("rom: reading \(device.address)'s ROM through VFIO failed: \(error.description) (is the device in use by a VM?)")
+            }
+        }
+        guard getuid() == 0 else {
+            throw CommandFailure("rom: reading \(device.address)'s ROM through sysfs needs root (it enables the ROM BAR); run as root")
+        }
+        do throws(ROMReadError) {
+            return ROMSource(bytes: try ROMReader.read(SysfsROMAttribute(root: root, address: device.address)), name: "sysfs rom")
+        } catch {
+            throw CommandFailure("rom: \(error.description)")
+        }
+    }
+}
+
+enum ROMText {
+    static func describe(_ rom: OptionROM, verdict: OptionROMVerdict, address: PCIAddress?, source: String) -> [String] {
+        var lines = ["ROM" + (address.map { " of \($0)" } ?? "") + ": \(rom.size) bytes, from \(source), \(rom.images.count) image\(rom.images.count == 1 ? "" : "s")"]
+        for (index, image) in rom.images.enumerated() {
+            var text = "  image \(index) at 0x\(String(image.offset, radix: 16)): \(image.codeType.name)"
+            if let efi = image.efi { text += " \(efi.machineName) \(efi.subsystemName)" + (efi.compressed ? ", compressed" : "") }
+            text += ", \(hex4(image.vendorID)):\(hex4(image.deviceID)), class \(hex6(image.classCode)), \(image.length) bytes"
+            if let checksum = image.checksumValid { text += checksum ? ", checksum ok" : ", checksum BAD" }
+            if image.isLast { text += ", last" }
+            lines.append(text)
+            for problem in image.problems { lines.append("    problem: \(problem)") }
+        }
+        for problem in rom.problems { lines.append("  problem: \(problem)") }
+        lines.append("legacy BIOS guest: " + (verdict.legacyImage.map { "yes (image \($0))" } ?? "no"))
+        lines.append("UEFI x64 guest:    " + (verdict.efiImage.map { "yes (image \($0))" } ?? "no"))
+        for finding in verdict.findings { lines.append("note: \(finding)") }
+        lines.append("verdict: " + (verdict.servesVM ? "serves a VM" : "will not serve a VM"))
+        return lines
+    }
+}
+
+extension JSONValue {
+    static func romReport(_ rom: OptionROM, verdict: OptionROMVerdict, address: PCIAddress?, source: String) -> JSONValue {
+        let images: [JSONValue] = rom.images.map { image in
+            .object([
+                ("offset", .integer(image.offset)),
+                ("vendor_id", .string(hex4(image.vendorID))), ("device_id", .string(hex4(image.deviceID))),
+                ("extra_device_ids", .array(image.extraDeviceIDs.map { .string(hex4($0)) })),
+                ("class", .string(hex6(image.classCode))),
+                ("code_type", .string(image.codeType.key)),
+                ("efi_machine", .optional(image.efi?.machineName)),
+                ("efi_subsystem", .optional(image.efi?.subsystemName)),
+                ("efi_compressed", .optional(image.efi?.compressed)),
+                ("last", .bool(image.isLast)), ("length", .integer(image.length)),
+                ("checksum_valid", .optional(image.checksumValid)),
+                ("problems", .array(image.problems.map(JSONValue.string))),
+            ])
+        }
+        return .object([
+            ("address", .optional(address?.description)), ("source", .string(source)), ("size", .integer(rom.size)),
+            ("images", .array(images)), ("problems", .array(rom.problems.map(JSONValue.string))),
+            ("serves_vm", .bool(verdict.servesVM)), ("legacy_image", .optional(verdict.legacyImage)),
+            ("efi_image", .optional(verdict.efiImage)), ("findings", .array(verdict.findings.map(JSONValue.string))),
+        ])
+    }
+}
