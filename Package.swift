@@ -14,7 +14,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
@@ -48,7 +47,7 @@ let package = Package(
         // host's THP settings (pure), with a thin reader of those facts.
         .target(name: "HostKernel", dependencies: ["CLinuxUAPI"]),
         // Pure placement and huge-fault planning for BAR mappings: no fds, unit-tested exhaustively.
-        .target(name: "BARPlacement", dependencies: ["PCIInventory", "HostKernel"]),
+        .target(name: "BARPlacement", dependencies: ["HostKernel"]),
         .target(
             name: "VFIO",
             dependencies: [
@@ -105,7 +104,6 @@ let package = Package(
                 "VMMConfig",
                 "TestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "vfioctl", dependencies: ["VfioctlCommands"]),

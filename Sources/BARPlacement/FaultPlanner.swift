@@ -18,7 +18,7 @@ public struct KernelFaultModel: Sendable, Equatable, Hashable {
     /// handler (`vmf_can_call_fault`), and the fault is walked again under mmap_lock. The PUD
     /// attempt is not repeated (the first walk allocated the PMD table), but the PMD attempt is
     /// (no PTE table yet): hence 2 order-9 fallbacks per 2 MiB block, 1026 for a 1 GiB BAR mapped
-    /// 4 KiB off (LAB-NOTES).
+    /// 4 KiB off (measured in the lab's hugefault-placement scenario).
     public var retriesPTEFaultUnderMmapLock: Bool
 
     public init(rule: HugeFaultRule = .alignedBlock, retriesPTEFaultUnderMmapLock: Bool = true) {

@@ -29,9 +29,9 @@ final class DirtyRing {
     /// collected, and returns how many it read. Stops at the first entry KVM has not published.
     func harvest(into found: inout [MemslotID: [UInt64]]) -> Int {
         let stride = MemoryLayout<kvm_dirty_gfn>.stride
-        let flagsOffset = MemoryLayout<kvm_dirty_gfn>.offset(of: \kvm_dirty_gfn.flags) ?? 0
-        let slotOffset = MemoryLayout<kvm_dirty_gfn>.offset(of: \kvm_dirty_gfn.slot) ?? 4
-        let pageOffset = MemoryLayout<kvm_dirty_gfn>.offset(of: \kvm_dirty_gfn.offset) ?? 8
+        let flagsOffset = Int(CKVM_DIRTY_GFN_FLAGS_OFFSET)
+        let slotOffset = Int(CKVM_DIRTY_GFN_SLOT_OFFSET)
+        let pageOffset = Int(CKVM_DIRTY_GFN_OFFSET_OFFSET)
         var harvested = 0
         // At most one lap: a full ring never holds more than entryCount published entries.
         while harvested < Int(entryCount) {

@@ -2,7 +2,7 @@
 /// the host mapping uses one, and the host (a VFIO BAR mmap: PMD/PUD pfnmap) uses a huge page
 /// only where the host address is aligned to it. Both line up only if gpa and host address are
 /// equal modulo the page size; otherwise every 4 KiB page faults on its own (36x slower to
-/// fault in a 2 GiB BAR in the lab, see LAB-NOTES). Pure arithmetic, no kernel.
+/// fault in a 2 GiB BAR in the lab's hugefault-placement scenario). Pure arithmetic, no kernel.
 public enum HugePages {
     /// x86-64's huge page sizes: 2 MiB (PMD) and 1 GiB (PUD).
     public static let x86Sizes: [UInt64] = [1 << 21, 1 << 30]

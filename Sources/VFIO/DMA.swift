@@ -34,10 +34,10 @@ public final class DMABuffer {
         let protection = PROT_READ | PROT_WRITE
         let flags = MAP_PRIVATE | MAP_ANONYMOUS
         if preferHugePages {
-            // MAP_HUGE_SHIFT is 26: the page size's log2 goes in those bits.
+            // The page size's log2 goes in the bits from MAP_HUGE_SHIFT.
             for (shift, backing) in [(30, Backing.hugeTLB1G), (21, Backing.hugeTLB2M)] where size % (1 << shift) == 0 {
                 // Safety: a fresh private mapping chosen by the kernel.
-                let memory = mmap(nil, size, protection, flags | MAP_HUGETLB | Int32(shift << 26), -1, 0)
+                let memory = mmap(nil, size, protection, flags | MAP_HUGETLB | Int32(shift << MAP_HUGE_SHIFT), -1, 0)
                 if let memory, memory != MAP_FAILED {
                     self.base = memory
                     self.size = size

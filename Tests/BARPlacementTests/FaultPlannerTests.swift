@@ -55,7 +55,7 @@ func asDictionary(_ prediction: FaultPrediction) -> [String: UInt64] {
 
 @Suite("Fault planner: the lab's measured histograms")
 struct MeasuredHistogramTests {
-    // LAB-NOTES: ivshmem with a 1 GiB backend, BAR physically 1 GiB aligned, linear reads. In
+    // Measured in the lab: ivshmem with a 1 GiB backend, BAR physically 1 GiB aligned, linear reads. In
     // those runs the 1 GiB slot above the mapping already held page tables (other mappings of
     // the process), so the kernel made no PUD attempt there.
     let physical: UInt64 = 0x1_0000_0000

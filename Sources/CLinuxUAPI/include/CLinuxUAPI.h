@@ -19,6 +19,13 @@
 #define PR_THP_DISABLE_EXCEPT_ADVISED (1 << 1)
 #endif
 static const int CPR_THP_DISABLE_EXCEPT_ADVISED = PR_THP_DISABLE_EXCEPT_ADVISED;
+
+// Field offsets of a dirty-ring entry, from the compiler (Swift's MemoryLayout.offset(of:) is
+// optional for imported C fields).
+#include <stddef.h>
+static const size_t CKVM_DIRTY_GFN_FLAGS_OFFSET = offsetof(struct kvm_dirty_gfn, flags);
+static const size_t CKVM_DIRTY_GFN_SLOT_OFFSET = offsetof(struct kvm_dirty_gfn, slot);
+static const size_t CKVM_DIRTY_GFN_OFFSET_OFFSET = offsetof(struct kvm_dirty_gfn, offset);
 // prctl is variadic, which Swift cannot call. Returns prctl's result (-1 with errno on failure).
 static inline int cuapi_get_thp_disable(void) { return prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0); }
 static inline int cuapi_set_thp_disable(unsigned long disable, unsigned long flags) {
