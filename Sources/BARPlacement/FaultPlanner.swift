@@ -125,7 +125,6 @@ public struct PageOrder: Sequence, Sendable {
     }
 
     public func makeIterator() -> Iterator { Iterator(order: self) }
-    public var underestimatedCount: Int { Int(clamping: accessCount) }
 }
 
 /// A seeded bijection of [0, count): a 4-round Feistel network on the smallest even number of
