@@ -125,7 +125,6 @@ public struct PageOrder: Sequence, Sendable {
     }
 
     public func makeIterator() -> Iterator { Iterator(order: self) }
-    public var underestimatedCount: Int { Int(clamping: accessCount) }
 }
 
 /// A seeded bijection of [0, count): a 4-round Feistel network on the smallest even number of
@@ -532,37 +531,37 @@ struct BlockCounter {
     }
 
     private func pudSlot(_ slot: UInt64, firstTouch: FirstTouch, uniform: Bool, into tally: inout FaultTally) {
-        let slotStart = slot << Self.pudShift
-        if !presentPUD.contains(slot), planner.geometry.supports(order: 18) {
-            if huge(order: 18, slotStart: slotStart, firstAtStart: firstAtStart(firstTouch, slot: slot, order: 18)) {
-                tally.call(18, .inserted)
-                tally.insert(18)
-                return
-            }
-            tally.call(18, .fallback)
-        }
-        let (low, high) = clip(slotStart, size: PageGeometry.bytes(order: 18))
+        if attemptHuge(order: 18, slot: slot, present: presentPUD, fallbacks: 1, firstTouch: firstTouch, into: &tally) { return }
+        let (low, high) = clip(slot << Self.pudShift, size: PageGeometry.bytes(order: 18))
         forEachSlot(first: low >> Self.pmdShift, last: (high - 1) >> Self.pmdShift, specials: presentPMD, uniform: uniform, into: &tally) { pmd, tally in
             pmdSlot(pmd, firstTouch: firstTouch, into: &tally)
         }
     }
 
     private func pmdSlot(_ slot: UInt64, firstTouch: FirstTouch, into tally: inout FaultTally) {
-        let slotStart = slot << Self.pmdShift
-        if !presentPMD.contains(slot), planner.geometry.supports(order: 9) {
-            if huge(order: 9, slotStart: slotStart, firstAtStart: firstAtStart(firstTouch, slot: slot, order: 9)) {
-                tally.call(9, .inserted)
-                tally.insert(9)
-                return
-            }
-            // Under the per-VMA lock the PTE-level fault is retried under mmap_lock, and the
-            // PMD entry is still empty then: a second attempt.
-            tally.call(9, .fallback, times: planner.model.retriesPTEFaultUnderMmapLock ? 2 : 1)
-        }
-        let (low, high) = clip(slotStart, size: PageGeometry.bytes(order: 9))
+        // Under the per-VMA lock the PTE-level fault is retried under mmap_lock, and the PMD
+        // entry is still empty then: a second attempt.
+        let fallbacks: UInt64 = planner.model.retriesPTEFaultUnderMmapLock ? 2 : 1
+        if attemptHuge(order: 9, slot: slot, present: presentPMD, fallbacks: fallbacks, firstTouch: firstTouch, into: &tally) { return }
+        let (low, high) = clip(slot << Self.pmdShift, size: PageGeometry.bytes(order: 9))
         let pages = (high - low) >> UInt64(PageGeometry.pageShift)
         tally.call(0, .inserted, times: pages)
         tally.insert(0, times: pages)
+    }
+
+    /// The slot's first fault at this level: nothing when its table exists already or the order
+    /// is not allowed; else one insert (true: the slot is mapped whole) or `fallbacks` calls.
+    private func attemptHuge(order: Int, slot: UInt64, present: Set<UInt64>, fallbacks: UInt64, firstTouch: FirstTouch,
+                             into tally: inout FaultTally) -> Bool {
+        guard !present.contains(slot), planner.geometry.supports(order: order) else { return false }
+        let slotStart = slot << (order == 18 ? Self.pudShift : Self.pmdShift)
+        if huge(order: order, slotStart: slotStart, firstAtStart: firstAtStart(firstTouch, slot: slot, order: order)) {
+            tally.call(order, .inserted)
+            tally.insert(order)
+            return true
+        }
+        tally.call(order, .fallback, times: fallbacks)
+        return false
     }
 
     /// Whether the handler inserts a mapping of `order` for the slot's first fault.

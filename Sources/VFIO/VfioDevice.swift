@@ -134,12 +134,12 @@ public final class VfioDevice {
 
     /// Reads `width` bytes at `offset` in the region with one pread (little-endian, as PCI is).
     public func read(_ region: RegionInfo, offset: UInt64, width: AccessWidth) throws(VFIOError) -> UInt64 {
-        try checkAccess(region, offset: offset, width: width, access: "read", allowed: region.isReadable)
+        let fileOffset = try checkAccess(region, offset: offset, width: width, access: "read", allowed: region.isReadable)
         var value: UInt64 = 0
         let count = try withErrno("pread of \(width.rawValue) bytes at 0x\(String(offset, radix: 16)) in region \(region.index) of \(address)") {
             try withUnsafeMutableBytes(of: &value) { bytes in
                 // Safety: the buffer is the 8 bytes of `value`; only the first `width` are read into.
-                try fd.read(fromAbsoluteOffset: Int64(region.offset + offset),
+                try fd.read(fromAbsoluteOffset: fileOffset,
                             into: UnsafeMutableRawBufferPointer(rebasing: bytes[0..<width.rawValue]))
             }
         }
@@ -149,13 +149,13 @@ public final class VfioDevice {
 
     /// Writes the low `width` bytes of `value` at `offset` in the region with one pwrite.
     public func write(_ value: UInt64, to region: RegionInfo, offset: UInt64, width: AccessWidth) throws(VFIOError) {
-        try checkAccess(region, offset: offset, width: width, access: "write", allowed: region.isWritable)
+        let fileOffset = try checkAccess(region, offset: offset, width: width, access: "write", allowed: region.isWritable)
         guard value & ~width.mask == 0 else { throw .outOfRange(offset: value, width: width.rawValue, size: width.mask) }
         var little = value.littleEndian
         let count = try withErrno("pwrite of \(width.rawValue) bytes at 0x\(String(offset, radix: 16)) in region \(region.index) of \(address)") {
             try withUnsafeBytes(of: &little) { bytes in
                 // Safety: the buffer is the 8 bytes of `little`; only the first `width` are written.
-                try fd.write(toAbsoluteOffset: Int64(region.offset + offset),
+                try fd.write(toAbsoluteOffset: fileOffset,
                              UnsafeRawBufferPointer(rebasing: bytes[0..<width.rawValue]))
             }
         }
@@ -183,12 +183,19 @@ public final class VfioDevice {
                             physicalStart: physicalStart(ofRegion: region.index), decode: decode, hugePageAdvice: advice)
     }
 
-    private func checkAccess(_ region: RegionInfo, offset: UInt64, width: AccessWidth, access: String, allowed: Bool) throws(VFIOError) {
+    /// Checks an access and returns its offset in the device fd.
+    private func checkAccess(_ region: RegionInfo, offset: UInt64, width: AccessWidth, access: String, allowed: Bool) throws(VFIOError) -> Int64 {
         guard region.size > 0 else { throw .emptyRegion(index: region.index) }
         guard allowed else { throw .regionAccessDenied(index: region.index, access: access) }
         guard offset <= region.size, UInt64(width.rawValue) <= region.size - offset else {
             throw .outOfRange(offset: offset, width: width.rawValue, size: region.size)
         }
         guard offset % UInt64(width.rawValue) == 0 else { throw .misaligned(offset: offset, width: width.rawValue) }
+        // The region's offset comes from the kernel: checked, not trusted.
+        let (sum, overflow) = region.offset.addingReportingOverflow(offset)
+        guard !overflow, let fileOffset = Int64(exactly: sum) else {
+            throw .outOfRange(offset: offset, width: width.rawValue, size: region.size)
+        }
+        return fileOffset
     }
 }

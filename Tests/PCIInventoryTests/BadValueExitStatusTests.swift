@@ -6,7 +6,7 @@ import Testing
 /// command line gets wrong (before anything is read), 1 for a failure (a bad address, an
 /// unknown device, an unreadable tree). Run on a fixture tree, so no command reaches VFIO.
 @Suite("Exit statuses for bad values")
-struct ExitStatusTests {
+struct BadValueExitStatusTests {
     /// Runs vfioctl under `timeout`, so a hang is a failure (status 124) instead of a stuck suite.
     static func run(_ arguments: [String]) throws -> VfioctlBinary.Result {
         let binary = try #require(VfioctlBinary.url, "run `swift build --build-tests` first")
