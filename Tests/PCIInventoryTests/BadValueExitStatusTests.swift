@@ -117,4 +117,16 @@ struct BadValueExitStatusTests {
             #expect(result.status == 0 || (arguments == ["doctor"] && result.status == 2), "\(arguments): \(result.status) \(result.stderr)")
         }
     }
+
+    @Test func hugePageDirectoryWithAnImpossibleSizeIsSkipped() throws {
+        try withTemporarySysfsTree(.gpuWorkstation) { tree in
+            // A page size of 2^64 bytes or more (kB times 1024 overflows): skipped, not trapped on.
+            let directory = tree.rootPath + "/kernel/mm/hugepages/hugepages-99999999999999999kB"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data("4\n".utf8).write(to: URL(fileURLWithPath: directory + "/nr_hugepages"))
+            let result = try Self.run(["doctor", "--json", "--sysfs-root", tree.rootPath])
+            #expect(result.status == 0 || result.status == 2, "\(result.status) \(result.stderr)")
+            #expect(!result.stdout.contains("99999999999999999"))
+        }
+    }
 }

@@ -45,4 +45,12 @@ struct SparseAreaTests {
             #expect(pieces.allSatisfy { $0.size > 0 && area.contains($0) })
         }
     }
+
+    @Test func kernelAreaRunningPast64BitsIsCutNotTrapped() {
+        // A crafted area whose end is past 2^64 (found by the sparse-area fuzzer): the pieces
+        // end at the top of the space.
+        let area = Area(offset: 0xffff_ffff_ffff_0000, size: 0x20000)
+        #expect(area.excluding([0xffff_ffff_ffff_8000..<0xffff_ffff_ffff_9000])
+                == [Area(offset: 0xffff_ffff_ffff_0000, size: 0x8000), Area(offset: 0xffff_ffff_ffff_9000, size: 0x6fff)])
+    }
 }
