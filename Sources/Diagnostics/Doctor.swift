@@ -253,6 +253,8 @@ public enum Doctor {
         let (total, overflow) = pages.multipliedReportingOverflow(by: page)
         return "reserve some for guest RAM, e.g. `echo \(pages) > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`"
             + (overflow ? "" : " (\(bytes(total)) of 2 MiB pages)")
+    }
+
     /// The whole VM's DMA needs (VMDMABudget) against this host's limits.
     static func dmaBudget(_ host: HostReadiness) -> [Finding] {
         let budget = VMDMABudget(.init(

@@ -86,13 +86,13 @@ public struct SRIOVConfigurator {
         if plan.isUnchanged { return result }
         let pf = plan.physicalFunction
         let autoprobePath = path(pf, "sriov_drivers_autoprobe")
-        let autoprobe = binder.reader.readString(autoprobePath)
+        let autoprobe = SysfsReader().readString(autoprobePath)
         try binder.write("0\n", to: autoprobePath)
         defer { if let autoprobe { try? binder.write(autoprobe + "\n", to: autoprobePath) } }
         let numvfs = path(pf, "sriov_numvfs")
         if !plan.removed.isEmpty {
             // vfioctl's journal entries for VFs about to vanish would otherwise outlive them.
-            for vf in plan.removed where (try? binder.journal.entry(for: vf.description)) != nil {
+            for vf in plan.removed where ((try? binder.journal.entry(for: vf)) ?? nil) != nil {
                 _ = try binder.unbind(vf.description)
             }
             try binder.write("0\n", to: numvfs)
@@ -100,7 +100,8 @@ public struct SRIOVConfigurator {
         guard plan.requested > 0 else { return result }
         try binder.write("\(plan.requested)\n", to: numvfs)
         let pfPath = root.appending("bus/pci/devices/\(pf)")
-        _ = binder.settle { (0..<plan.requested).allSatisfy { binder.reader.exists(pfPath + "/virtfn\($0)") } }
+        let reader = SysfsReader()
+        _ = binder.settle { (0..<plan.requested).allSatisfy { reader.exists(pfPath + "/virtfn\($0)") } }
         let inventory = try rescan()
         let vfs = inventory.device(pf)?.sriov?.virtualFunctions ?? []
         result.virtualFunctions = vfs
@@ -110,16 +111,19 @@ public struct SRIOVConfigurator {
             return result
         }
         try binder.ensureVFIODriver()
+        // One plan per VF (new VFs carry nothing a host depends on), applied all or nothing.
+        var plans: [BindPlan] = []
         for vf in vfs {
-            guard let group = inventory.device(vf)?.iommuGroup else {
+            guard inventory.device(vf)?.iommuGroup != nil else {
                 result.failed = "\(vf) has no IOMMU group"
                 break
             }
-            let outcome = try binder.bind(vf.description, group: group)
-            result.outcomes.append(outcome)
-            if outcome.action == .rolledBack {
-                result.failed = "\(vf) could not be bound: \(outcome.reason ?? "rolled back")"
-                break
+            plans.append(try BindPlan.bind(vf, wholeGroup: false, force: true, inventory: inventory, facts: HostFacts()))
+        }
+        if result.failed == nil {
+            result.outcomes = try binder.apply(plans)
+            if let bad = result.outcomes.first(where: { $0.action != .bound && $0.action != .unchanged }) {
+                result.failed = "\(bad.address) could not be bound: \(bad.reason ?? bad.action.rawValue)"
             }
         }
         if let failed = result.failed {

@@ -58,7 +58,7 @@ struct SRIOVCommand: ParsableCommand {
         let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: options.journal)
         let result: SRIOVConfigurator.Result
         do {
-            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout)
+            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds)
             defer { withExtendedLifetime(lock) {} }
             result = try SRIOVConfigurator(binder: binder).apply(plan) { () throws(BindingError) -> PCIInventory in
                 do { return try InventoryLoader.load(global, detail: .full) } catch {
