@@ -4,8 +4,10 @@
 # user (device fd open) stops waiting after VFIOCTL_UNBIND_TIMEOUT, names the holder, leaves the
 # journal saying "unbinding", finishes once the holder exits, and `restore` completes it.
 . /lab/bin/lab-lib.sh
+. /lab/bin/bind-lib.sh
 NVME=0000:00:05.0
-JOURNAL=/run/vfioctl/journal.json
+# The journal is appended: the last line for an address is its state.
+JOURNAL=/run/vfioctl/journal.jsonl
 holder=
 stop_holder() { [ -n "$holder" ] && { kill "$holder"; wait "$holder"; } 2>/dev/null; holder=; }
 cleanup() { stop_holder; vfioctl restore --all >/dev/null 2>&1; lab_restore; }
@@ -28,7 +30,7 @@ check_eq "bind of a held NVMe: exit status" 3 "$?"
 reason_has /tmp/bind.json "pid $holder (sleep) has /dev/$ns"
 check_eq "driver unchanged" nvme "$(dev_driver $NVME)"
 check_eq "driver_override unchanged" "$override" "$(cat "$(sysfs_dev $NVME)/driver_override")"
-if grep -q "\"$NVME\"" "$JOURNAL" 2>/dev/null; then fail "journal has an entry"; else ok "journal untouched"; fi
+if no_journal_entry $NVME; then ok "journal untouched"; else fail "journal has an entry"; fi
 vfioctl show $NVME >/tmp/show.txt
 grep -q "pid $holder (sleep) has /dev/$ns (block" /tmp/show.txt && ok "show names the holder" || fail "show: $(grep -A2 'Held by' /tmp/show.txt)"
 # --force goes ahead (the nvme driver lets go of an open disk).
@@ -67,11 +69,11 @@ check_eq "unbind that does not return: exit status" 1 "$rc"
 [ "$took" -le 8 ] && ok "gave up after ${took} s" || fail "took ${took} s"
 grep -q "did not return within 2 s" /tmp/pending.err && ok "says it did not return" || fail "stderr: $(cat /tmp/pending.err)"
 grep -q "pid $holder (vfio-hold) has /dev/vfio/$group" /tmp/pending.err && ok "names the holder" || fail "holder not named: $(cat /tmp/pending.err)"
-grep -q '"unbinding"' "$JOURNAL" && ok "journal says unbinding" || fail "journal: $(cat $JOURNAL)"
+grep "\"$NVME\"" "$JOURNAL" 2>/dev/null | tail -n 1 | grep -q '"unbinding"' && ok "journal says unbinding" || fail "journal: $(cat $JOURNAL)"
 stop_holder
 n=0; while [ -n "$(dev_driver $NVME)" ] && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
 check_eq "the pending unbind finished once the holder exited" "" "$(dev_driver $NVME)"
 vfioctl restore >/tmp/restore.out 2>&1 || fail "restore: $(cat /tmp/restore.out)"
 check_eq "restored" nvme "$(dev_driver $NVME)"
-if grep -q "\"$NVME\"" "$JOURNAL" 2>/dev/null; then fail "journal still has $NVME"; else ok "journal empty"; fi
+if no_journal_entry $NVME; then ok "journal empty"; else fail "journal still has $NVME"; fi
 lab_finish
