@@ -27,13 +27,23 @@ host_qemu() {
         /host/usr/bin/qemu-system-x86_64 -L /host/usr/share/qemu -L /host/usr/share/seabios "$@"
 }
 
+# The lab NVMe's namespace, found by its serial: its name depends on probe order (the SR-IOV
+# NVMe's subsystem may take nvme0 first).
+nvme_disk() {
+    for d in /sys/block/nvme*n1; do
+        [ "$(tr -d ' ' <"$d/device/serial" 2>/dev/null)" = vfioctl-lab ] && [ -e "/dev/${d##*/}" ] && { echo "/dev/${d##*/}"; return 0; }
+    done
+    return 1
+}
+wait_disk() { n=0; until DISK=$(nvme_disk); do n=$((n + 1)); [ $n -gt 100 ] && return 1; usleep 100000; done; }
+
 # A random token at byte 0 of the namespace, through this guest's nvme driver; byte 4096 cleared.
-wait_for /dev/nvme0n1 10 || fail "no /dev/nvme0n1 before the test"
+wait_disk || fail "no namespace of the lab NVMe (serial vfioctl-lab) before the test"
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 expected="answer $(printf '%s' "$token" | sha256sum | cut -d' ' -f1)"
 { printf 'token:%s' "$token"; dd if=/dev/zero bs=1 count=$((4096 - 6 - ${#token})) 2>/dev/null; } |
-    dd of=/dev/nvme0n1 bs=4096 count=1 conv=fsync 2>/dev/null || fail "write the token"
-dd if=/dev/zero of=/dev/nvme0n1 bs=4096 seek=1 count=1 conv=fsync 2>/dev/null || fail "clear the answer block"
+    dd of="$DISK" bs=4096 count=1 conv=fsync 2>/dev/null || fail "write the token"
+dd if=/dev/zero of="$DISK" bs=4096 seek=1 count=1 conv=fsync 2>/dev/null || fail "clear the answer block"
 echo "token $token written to $NVME"
 
 echo "vmm: ---"
@@ -71,8 +81,8 @@ echo "$l2" | grep -q "^l2: irq.*MSI" && ok "its interrupts came over MSI-X/MSI" 
 
 step vfioctl unbind $NVME
 check_eq "the NVMe is back on nvme" nvme "$(dev_driver $NVME)"
-wait_for /dev/nvme0n1 10 || fail "no /dev/nvme0n1 after unbind"
-answer=$(dd if=/dev/nvme0n1 bs=4096 skip=1 count=1 2>/dev/null | head -c ${#expected})
+wait_disk || fail "no namespace of the lab NVMe after unbind"
+answer=$(dd if="$DISK" bs=4096 skip=1 count=1 2>/dev/null | head -c ${#expected})
 check_eq "this guest's nvme driver reads the nested guest's answer" "$expected" "$answer"
 echo "vmm: ---"
 lab_finish
