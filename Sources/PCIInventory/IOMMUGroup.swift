@@ -30,15 +30,20 @@ public enum GroupViability {
         driver == "vfio-pci" || driver.hasSuffix("_vfio_pci") || driver.hasSuffix("-vfio-pci")
     }
 
+    /// Whether a member bound to `driver` keeps the group from being viable: any driver but a
+    /// VFIO driver (vfio-pci or a variant), pci-stub, or, for a bridge, a port driver.
+    public static func blocks(driver: String, isBridge: Bool) -> Bool {
+        if isVFIODriver(driver) || userDrivers.contains(driver) { return false }
+        return !(isBridge && bridgeDrivers.contains(driver))
+    }
+
     /// nil when the member does not block the group; otherwise why it does.
     public static func blockReason(for device: PCIDevice) -> String? {
         // Fail closed: a member whose binding cannot be read may be on a host driver.
         if let unknown = device.bindingUnknown {
             return "its driver cannot be read (\(unknown)); the group is not viable until it can"
         }
-        guard let driver = device.driver else { return nil }
-        if isVFIODriver(driver) || userDrivers.contains(driver) { return nil }
-        if device.isBridge, bridgeDrivers.contains(driver) { return nil }
+        guard let driver = device.driver, blocks(driver: driver, isBridge: device.isBridge) else { return nil }
         if device.isBridge {
             return "bridge bound to \(driver), which is not a port driver (pcieport, shpchp); unbind it"
         }

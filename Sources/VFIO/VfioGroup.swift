@@ -62,14 +62,16 @@ public final class VfioGroup {
         self.sysfsRoot = sysfsRoot
     }
 
-    /// Members of the group bound to a driver other than vfio-pci (and its kin), as
-    /// "ADDRESS (driver)". Bridges are left out: the kernel allows them to keep pcieport.
+    /// Members of the group that keep it from being viable, as "ADDRESS (driver)", by the
+    /// inventory's rule (`GroupViability.blocks`), so the reason VFIO gives for a refused group
+    /// and what `vfioctl groups` says agree.
     public static func blockingMembers(group: Int, sysfsRoot: String = "/sys") -> [String] {
         let reader = SysfsReader()
         let directory = "\(sysfsRoot)/kernel/iommu_groups/\(group)/devices"
-        let allowed: Set<String> = ["vfio-pci", "pci-stub", "pcieport"]
         return (reader.listDirectory(directory) ?? []).sorted().compactMap { member in
-            guard let driver = reader.readLinkBasename("\(directory)/\(member)/driver"), !allowed.contains(driver) else { return nil }
+            guard let driver = reader.readLinkBasename("\(directory)/\(member)/driver") else { return nil }
+            let isBridge = reader.readHex("\(directory)/\(member)/class").map { $0 >> 8 == 0x0604 } ?? false
+            guard GroupViability.blocks(driver: driver, isBridge: isBridge) else { return nil }
             return "\(member) (\(driver))"
         }
     }
