@@ -1,4 +1,3 @@
-import BARPlacement
 import CLinuxUAPI
 import PCIInventory
 import SystemPackage

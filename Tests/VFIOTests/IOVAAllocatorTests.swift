@@ -1,5 +1,9 @@
 import BARPlacement
+import VFIO
 import Testing
+
+private let MiB: UInt64 = 1 << 20
+private let GiB: UInt64 = 1 << 30
 
 @Suite("IOVA allocator")
 struct IOVAAllocatorTests {
