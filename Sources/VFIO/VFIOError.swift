@@ -43,6 +43,10 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
     case placement(String)
     /// A DMA mapping would exceed a limit: the container's dma_avail, RLIMIT_MEMLOCK or the IOVA space.
     case dmaLimit(String)
+    /// The group is attached to another container of this process: a group belongs to exactly one.
+    case groupInAnotherContainer(group: Int)
+    /// sysfs said something the kernel does not write (a crafted or broken tree).
+    case malformedSysfs(path: String, reason: String)
     /// No eventfd signal arrived in time.
     case timedOut(String)
     /// The device offers no reset (VFIO_DEVICE_FLAGS_RESET clear: no FLR, PM or bus reset).
@@ -95,6 +99,10 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
             return "placement: \(message)"
         case let .dmaLimit(message):
             return message
+        case let .groupInAnotherContainer(group):
+            return "IOMMU group \(group) is attached to another VFIO container already: a group belongs to one container; open its devices through that one (VfioContainer.openDevice keeps one per group)"
+        case let .malformedSysfs(path, reason):
+            return "\(path): \(reason); the sysfs tree is not what the kernel provides"
         case let .unsupported(message), let .inUse(message):
             return message
         case let .timedOut(message):

@@ -104,7 +104,7 @@ public final class VfioGroup {
         let target = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let name = target.split(separator: "/").last.map(String.init) ?? ""
         guard let number = Int(name), number >= 0 else {
-            throw .system(operation: "reading the group number from \(link) -> \(target)", errno: .invalidArgument)
+            throw .malformedSysfs(path: link, reason: "it points to \(target), whose last part is not a group number")
         }
         return number
     }
@@ -113,7 +113,7 @@ public final class VfioGroup {
     public func attach(to container: VfioContainer) throws(VFIOError) {
         if let current = self.container {
             guard current !== container else { return }
-            throw .system(operation: "attaching \(path) to a second container", errno: .resourceBusy)
+            throw .groupInAnotherContainer(group: number)
         }
         var containerFD = container.fd.rawValue
         try ioctlStruct(fd, CVFIO_GROUP_SET_CONTAINER, &containerFD, "VFIO_GROUP_SET_CONTAINER on \(path)")
