@@ -13,11 +13,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# rescan [DRIVER]: remove and rescan the NIC, then wait (at most 5 s) for DRIVER to hold it: the
+# rule's RUN runs after udevd takes the add event, so the first probe can still be e1000e's.
 rescan() {
+    # Rules written just now: make udevd reload them before the add event arrives.
+    udevadm control --reload 2>/dev/null
+    udevadm settle --timeout=10
     echo 1 >"$(sysfs_dev "$NET")/remove"
     echo 1 >/sys/bus/pci/rescan
     wait_for "$(sysfs_dev "$NET")" 5 || fail "$NET did not come back after rescan"
     udevadm settle --timeout=10
+    n=0
+    while [ -n "${1:-}" ] && [ "$(dev_driver "$NET")" != "$1" ] && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
 }
 
 mkdir -p /run/udev "$RULES"
@@ -32,7 +39,7 @@ grep -q "KERNEL==\"$NET\"" "$rule" && ok "rule keyed on the address" || fail "ru
 grep -q 'ATTR{vendor}\|ATTR{device}' "$rule" && fail "rule keyed on vendor/device" || ok "rule not keyed on vendor:device"
 vfioctl persist list | grep -q "$NET" && ok "persist list shows it" || fail "persist list misses $NET"
 
-rescan
+rescan vfio-pci
 check_eq "after remove+rescan with the rule" vfio-pci "$(dev_driver "$NET")"
 [ -c "/dev/vfio/$(dev_group "$NET")" ] && ok "/dev/vfio/$(dev_group "$NET") exists" || fail "no /dev/vfio node"
 
