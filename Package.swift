@@ -45,7 +45,7 @@ let package = Package(
         ),
         // The running kernel's version and the fault-path rules that depend on it and on the
         // host's THP settings (pure), with a thin reader of those facts.
-        .target(name: "HostKernel", dependencies: ["CLinuxUAPI"]),
+        .target(name: "HostKernel", dependencies: ["CLinuxUAPI", "PCIInventory"]),
         // Pure placement and huge-fault planning for BAR mappings: no fds, unit-tested exhaustively.
         .target(name: "BARPlacement", dependencies: ["HostKernel"]),
         .target(

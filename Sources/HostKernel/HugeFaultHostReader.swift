@@ -1,9 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import CLinuxUAPI
+import PCIInventory
 
 /// Reads the `HugeFaultHost` of the running system, or of a copied tree: the kernel release
 /// (`<proc>/sys/kernel/osrelease`), the THP mode (`<sysfs>/kernel/mm/transparent_hugepage/enabled`)
@@ -35,12 +31,12 @@ public struct HugeFaultHostReader: Sendable {
     /// are the live ones (and assumes `inherited` for a copied tree).
     public func read(processSetting: ProcessTHPSetting? = nil) throws(ReadError) -> HugeFaultHost {
         let releasePath = procRoot + "/sys/kernel/osrelease"
-        guard let release = Self.readSmallFile(releasePath), let kernel = KernelVersion(release: release) else {
+        guard let release = Self.readText(releasePath), let kernel = KernelVersion(release: release) else {
             throw .kernelReleaseUnreadable(path: releasePath)
         }
         let modePath = sysfsRoot + "/kernel/mm/transparent_hugepage/enabled"
         var mode: TransparentHugePageMode?
-        if let text = Self.readSmallFile(modePath) {
+        if let text = Self.readText(modePath) {
             guard let parsed = TransparentHugePageMode(sysfsText: text) else { throw .modeUnparsable(path: modePath, text: text) }
             mode = parsed
         }
@@ -51,7 +47,7 @@ public struct HugeFaultHostReader: Sendable {
         return HugeFaultHost(kernel: kernel, mode: mode, modeKnown: live, process: process)
     }
 
-    var isLive: Bool { Self.isSameDirectory(sysfsRoot, "/sys") && Self.isSameDirectory(procRoot, "/proc") }
+    var isLive: Bool { SysfsRoot.isSameDirectory(sysfsRoot, "/sys") && SysfsRoot.isSameDirectory(procRoot, "/proc") }
 
     /// This process's PR_GET_THP_DISABLE state.
     public static func currentProcessSetting() -> ProcessTHPSetting {
@@ -59,26 +55,8 @@ public struct HugeFaultHostReader: Sendable {
         return result < 0 ? .inherited : ProcessTHPSetting(prctlResult: result)
     }
 
-    /// Two paths name one directory (so "/sys/." and "//sys" are the live /sys).
-    static func isSameDirectory(_ a: String, _ b: String) -> Bool {
-        var first = stat(), second = stat()
-        guard stat(a, &first) == 0, stat(b, &second) == 0 else { return false }
-        return first.st_dev == second.st_dev && first.st_ino == second.st_ino
-    }
-
-    /// A small regular file's text without its trailing newline; nil when missing, not a regular
-    /// file (a FIFO would block) or empty.
-    static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard count > 0 else { return nil }
-        var text = String(decoding: buffer[0..<count], as: UTF8.self)
-        while text.last == "\n" || text.last == " " { text.removeLast() }
-        return text.isEmpty ? nil : text
+    /// A file's text, trimmed; nil when missing, not a regular file (a FIFO would block) or empty.
+    static func readText(_ path: String) -> String? {
+        SysfsReader().readString(path).flatMap { $0.isEmpty ? nil : $0 }
     }
 }

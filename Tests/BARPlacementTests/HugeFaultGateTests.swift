@@ -1,5 +1,6 @@
 @testable import BARPlacement
 @testable import HostKernel
+import PCIInventory
 import Testing
 
 /// The fault path's THP rule (HostKernel.HugeFaultHost) and the planner under it.
@@ -112,9 +113,9 @@ struct HugeFaultGateTests {
     }
 
     @Test func liveRootsAreRecognisedByIdentityNotSpelling() {
-        #expect(HugeFaultHostReader.isSameDirectory("/sys/.", "/sys"))
-        #expect(HugeFaultHostReader.isSameDirectory("//sys", "/sys"))
-        #expect(!HugeFaultHostReader.isSameDirectory("/tmp", "/sys"))
+        #expect(SysfsRoot.isSameDirectory("/sys/.", "/sys"))
+        #expect(SysfsRoot.isSameDirectory("//sys", "/sys"))
+        #expect(!SysfsRoot.isSameDirectory("/tmp", "/sys"))
     }
 }
 
