@@ -3,6 +3,7 @@
 # faults a real host can add: the journal cannot be written after the bind (/run full, injected
 # with VFIOCTL_JOURNAL_FAIL), for one device and for a group; the original driver is unloaded
 # while the device is on vfio-pci; a journal entry that names another device than the one there.
+# lab: timeout 300
 . /lab/bin/lab-lib.sh
 . /lab/bin/bind-lib.sh
 trap 'vfioctl restore --all >/dev/null 2>&1; insmod /lib/modules/e1000.ko 2>/dev/null; lab_restore' EXIT

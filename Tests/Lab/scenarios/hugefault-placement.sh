@@ -4,6 +4,7 @@
 # byte per page in a pattern, and prints the planner's prediction; hugefault-count counts the
 # handler's calls by order and outcome with a kretprobe. They must agree count for count, for
 # every skew and pattern below. At skew 0 the BAR must take exactly 2 PUD (1 GiB) mappings.
+# lab: timeout 300
 . /lab/bin/lab-lib.sh
 
 IVSHMEM=0000:00:03.0

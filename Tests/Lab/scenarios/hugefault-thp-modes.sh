@@ -5,6 +5,7 @@
 # and 2 MiB off it (a 1 GiB window of ivshmem's BAR2), the kprobe histogram must equal the planner's prediction, and where the
 # planner says huge faults are tried, vfioctl's placement must reach the fewest mappings. No
 # expectation is written here per mode or per kernel: each comes from `bar touch --json`.
+# lab: timeout 300
 . /lab/bin/lab-lib.sh
 
 IVSHMEM=0000:00:03.0
