@@ -46,8 +46,11 @@ let package = Package(
         // The running kernel's version and the fault-path rules that depend on it and on the
         // host's THP settings (pure), with a thin reader of those facts.
         .target(name: "HostKernel", dependencies: ["CLinuxUAPI", "PCIInventory"]),
+        // Page geometry shared by VFIO, KVM and Passthrough: the base page size, rounding,
+        // congruence and the huge page a range holds. Pure, a leaf.
+        .target(name: "PageAlignment"),
         // Pure placement and huge-fault planning for BAR mappings: no fds, unit-tested exhaustively.
-        .target(name: "BARPlacement", dependencies: ["HostKernel"]),
+        .target(name: "BARPlacement", dependencies: ["HostKernel", "PageAlignment"]),
         .target(
             name: "VFIO",
             dependencies: [
@@ -55,6 +58,7 @@ let package = Package(
                 "PCIInventory",
                 "BARPlacement",
                 "HostKernel",
+                "PageAlignment",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -62,6 +66,7 @@ let package = Package(
             name: "KVM",
             dependencies: [
                 "CLinuxUAPI",
+                "PageAlignment",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -80,6 +85,7 @@ let package = Package(
                 "HostKernel",
                 "PCIInventory",
                 "CLinuxUAPI",
+                "PageAlignment",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -140,9 +146,10 @@ let package = Package(
         ),
         .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "HostKernel", "PCIInventory", "SysfsFixtures", "VMMConfig"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit"]),
-        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI", "TestKit"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit", "PageAlignment"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI", "TestKit", "PageAlignment"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
+        .testTarget(name: "PageAlignmentTests", dependencies: ["PageAlignment"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
     ]
 )
