@@ -84,7 +84,6 @@ let package = Package(
                 "KVM",
                 "HostKernel",
                 "PCIInventory",
-                "CLinuxUAPI",
                 "PageAlignment",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -115,7 +114,7 @@ let package = Package(
         .executableTarget(name: "vfioctl", dependencies: ["VfioctlCommands"]),
         .executableTarget(
             name: "inventory-benchmark",
-            dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
+            dependencies: ["PCIInventory", "SysfsFixtures"]
         ),
         // Raw KVM ioctls in C, for kvm-benchmark's same-run comparison.
         .target(name: "CKVMReference"),
@@ -147,8 +146,8 @@ let package = Package(
         .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "HostKernel", "PCIInventory", "SysfsFixtures", "VMMConfig"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit", "PageAlignment"]),
-        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI", "TestKit", "PageAlignment"]),
-        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "TestKit", "PageAlignment"]),
+        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "PageAlignmentTests", dependencies: ["PageAlignment"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
     ]
