@@ -46,8 +46,11 @@ let package = Package(
         // The running kernel's version and the fault-path rules that depend on it and on the
         // host's THP settings (pure), with a thin reader of those facts.
         .target(name: "HostKernel", dependencies: ["CLinuxUAPI", "PCIInventory"]),
+        // Page geometry shared by VFIO, KVM and Passthrough: the base page size, rounding,
+        // congruence and the huge page a range holds. Pure, a leaf.
+        .target(name: "PageAlignment"),
         // Pure placement and huge-fault planning for BAR mappings: no fds, unit-tested exhaustively.
-        .target(name: "BARPlacement", dependencies: ["HostKernel"]),
+        .target(name: "BARPlacement", dependencies: ["HostKernel", "PageAlignment"]),
         .target(
             name: "VFIO",
             dependencies: [
@@ -55,6 +58,7 @@ let package = Package(
                 "PCIInventory",
                 "BARPlacement",
                 "HostKernel",
+                "PageAlignment",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -62,6 +66,7 @@ let package = Package(
             name: "KVM",
             dependencies: [
                 "CLinuxUAPI",
+                "PageAlignment",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -79,7 +84,7 @@ let package = Package(
                 "KVM",
                 "HostKernel",
                 "PCIInventory",
-                "CLinuxUAPI",
+                "PageAlignment",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -109,7 +114,7 @@ let package = Package(
         .executableTarget(name: "vfioctl", dependencies: ["VfioctlCommands"]),
         .executableTarget(
             name: "inventory-benchmark",
-            dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
+            dependencies: ["PCIInventory", "SysfsFixtures"]
         ),
         // Raw KVM ioctls in C, for kvm-benchmark's same-run comparison.
         .target(name: "CKVMReference"),
@@ -140,9 +145,10 @@ let package = Package(
         ),
         .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "HostKernel", "PCIInventory", "SysfsFixtures", "VMMConfig"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit"]),
-        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI", "TestKit"]),
-        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit", "PageAlignment"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "TestKit", "PageAlignment"]),
+        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
+        .testTarget(name: "PageAlignmentTests", dependencies: ["PageAlignment"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
     ]
 )

@@ -1,11 +1,13 @@
 import HostKernel
+import PageAlignment
 
 /// The page sizes a mapping can use, as page orders: order k maps 2^k base pages in one entry.
 /// On x86-64: 0 (4 KiB PTE), 9 (2 MiB PMD), 18 (1 GiB PUD), the orders vfio-pci's huge_fault
 /// handler is called with.
 public struct PageGeometry: Sendable, Equatable, Hashable {
-    public static let pageShift = 12
-    public static let pageSize: UInt64 = 1 << 12
+    /// The base page (order 0): the host's, from `BasePage`.
+    public static let pageShift = BasePage.shift
+    public static let pageSize: UInt64 = BasePage.size
     /// PTE, PMD and PUD on x86-64 with 4 KiB base pages.
     public static let x86_64 = PageGeometry(validatedOrders: [0, 9, 18])
 
@@ -60,7 +62,7 @@ public enum PlacementError: Error, Equatable, CustomStringConvertible {
         case let .invalidOrders(orders, reason):
             return "page orders \(orders) are not usable: \(reason)"
         case let .notPageAligned(what, value):
-            return "\(what) 0x\(String(value, radix: 16)) is not a multiple of the 4 KiB page"
+            return "\(what) 0x\(String(value, radix: 16)) is not a multiple of the \(pageSizeName(PageGeometry.pageSize)) page"
         case .emptyArea:
             return "the area to map is empty"
         case let .addressOverflow(what):

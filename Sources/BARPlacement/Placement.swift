@@ -1,3 +1,5 @@
+import PageAlignment
+
 /// Where to put a mapping of device memory so the kernel can use huge pages for it.
 ///
 /// A huge mapping of order k needs the virtual and the physical address of its block both
@@ -8,27 +10,17 @@
 /// congruent to its physical address modulo the largest page that can ever fit in it.
 public enum Placement {
     /// The largest supported page size of which an aligned block lies wholly inside the
-    /// physical range [physicalStart, physicalStart + length); 4 KiB when no huge page fits.
+    /// physical range [physicalStart, physicalStart + length) (`HugePages.requiredCongruence`
+    /// over the geometry's page sizes); the base page when no huge page fits.
     public static func alignment(physicalStart: UInt64, length: UInt64, geometry: PageGeometry = .x86_64) -> UInt64 {
-        for order in geometry.orders.reversed() {
-            let size = PageGeometry.bytes(order: order)
-            guard let first = roundUp(physicalStart, to: size), first <= UInt64.max - size else { continue }
-            if first + size <= physicalStart &+ length, physicalStart <= UInt64.max - length { return size }
-        }
-        return PageGeometry.pageSize
+        HugePages.requiredCongruence(hostAddress: physicalStart, size: length,
+                                     pageSizes: geometry.orders.map(PageGeometry.bytes(order:))) ?? PageGeometry.pageSize
     }
 
     /// The lowest address at or above `floor` congruent to `physicalStart` modulo `alignment`
     /// (a power of two), or nil if it would overflow.
     public static func congruentAddress(atOrAbove floor: UInt64, physicalStart: UInt64, alignment: UInt64) -> UInt64? {
-        let mask = alignment - 1
-        let wanted = physicalStart & mask
-        let base = floor & ~mask
-        let (candidate, overflow) = base.addingReportingOverflow(wanted)
-        guard !overflow else { return nil }
-        if candidate >= floor { return candidate }
-        let (next, overflow2) = candidate.addingReportingOverflow(alignment)
-        return overflow2 ? nil : next
+        AddressAlignment.congruent(atOrAbove: floor, residue: physicalStart, modulus: alignment)
     }
 
     /// The fewest page-table entries that can map the physical range: its buddy decomposition
@@ -51,7 +43,7 @@ public enum Placement {
         guard low < high, let order = orders.first else { return }
         let size = PageGeometry.bytes(order: order)
         let smaller = orders.dropFirst()
-        guard let first = roundUp(low, to: size), first < high, size <= high - first else {
+        guard let first = AddressAlignment.roundUp(low, to: size), first < high, size <= high - first else {
             decompose(low, high, orders: smaller, into: &counts)
             return
         }
@@ -76,17 +68,12 @@ public enum Placement {
                 return HugeOrderVerdict(order: order, possible: false,
                                         reason: "the virtual address is \(byteCount(misalignment)) off the physical address modulo \(name); no \(name) page can ever be mapped")
             }
-            guard let first = roundUp(mapping.physicalStart, to: size), first <= UInt64.max - size, first + size <= mapping.physicalStart + mapping.length else {
+            guard HugePages.requiredCongruence(hostAddress: mapping.physicalStart, size: mapping.length, pageSizes: [size]) == size else {
                 return HugeOrderVerdict(order: order, possible: false,
                                         reason: "no \(name)-aligned \(name) block lies inside the physical range 0x\(String(mapping.physicalStart, radix: 16))+\(byteCount(mapping.length))")
             }
             return HugeOrderVerdict(order: order, possible: true, reason: nil)
         }
-    }
-
-    static func roundUp(_ value: UInt64, to alignment: UInt64) -> UInt64? {
-        let (sum, overflow) = value.addingReportingOverflow(alignment - 1)
-        return overflow ? nil : sum & ~(alignment - 1)
     }
 }
 

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import PageAlignment
 import SystemPackage
 
 /// Host memory to back memslots: anonymous, or a shared tmpfs file (like a memfd: a second
@@ -26,7 +27,9 @@ public final class GuestMemory {
     /// the kernel supplies them on first access, guest or host.
     public init(size: Int, backing: Backing = .anonymous) throws(KVMError) {
         guard size > 0 else { throw .invalidArgument("guest memory size must be positive, got \(size)") }
-        let rounded = (size + hostPageSize - 1) / hostPageSize * hostPageSize
+        guard let whole = AddressAlignment.roundUp(UInt64(size), to: BasePage.size), let rounded = Int(exactly: whole) else {
+            throw .invalidArgument("guest memory size \(size) does not fit the address space when rounded up to whole pages")
+        }
         switch backing {
         case .anonymous:
             self.file = nil

@@ -1,4 +1,5 @@
 import CLinuxUAPI
+import PageAlignment
 
 /// A memslot's identity: KVM packs the address space into the top 16 bits of the slot number.
 public struct MemslotID: Hashable, Comparable, Sendable, CustomStringConvertible {
@@ -140,7 +141,7 @@ public struct MemslotTable: Sendable, Equatable {
     /// table of 32764 slots costs little next to the ioctl.
     private var ranges: [UInt16: GuestRangeIndex] = [:]
 
-    public init(slotsPerAddressSpace: Int, addressSpaces: Int = 1, pageSize: UInt64 = 4096,
+    public init(slotsPerAddressSpace: Int, addressSpaces: Int = 1, pageSize: UInt64 = BasePage.size,
                 allowedFlags: MemslotFlags = [.logDirtyPages, .readOnly],
                 hugePageSizes: [UInt64] = HugePages.x86Sizes) {
         self.slotsPerAddressSpace = slotsPerAddressSpace
@@ -172,15 +173,9 @@ public struct MemslotTable: Sendable, Equatable {
     /// there is none.
     public func freeDeviceAddress(size: UInt64, hostAddress: UInt64, in range: Range<UInt64>,
                                   addressSpace space: UInt16 = 0) -> UInt64? {
-        var floor = range.lowerBound
-        // Each round either returns or moves past one slot, so it ends.
-        while true {
-            guard let candidate = HugePages.congruentGuestAddress(hostAddress: hostAddress, size: size, atOrAbove: floor,
-                                                                  pageSizes: hugePageSizes, basePageSize: pageSize),
-                  !candidate.addingReportingOverflow(size).overflow, candidate + size <= range.upperBound else { return nil }
-            guard let other = ranges[space]?.overlap(with: candidate..<(candidate + size), excluding: nil),
-                  let blocking = slots[other] else { return candidate }
-            floor = blocking.guestRange.upperBound
+        let modulus = HugePages.requiredCongruence(hostAddress: hostAddress, size: size, pageSizes: hugePageSizes) ?? pageSize
+        return AddressAlignment.lowestFree(span: size, modulus: modulus, residue: hostAddress, window: range) { candidate in
+            ranges[space]?.overlap(with: candidate, excluding: nil).flatMap { slots[$0]?.guestRange.upperBound }
         }
     }
 

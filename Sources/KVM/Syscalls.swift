@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import PageAlignment
 import SystemPackage
 
 /// Runs a SystemPackage call and turns its untyped `Errno` into a `KVMError` naming `operation`.
@@ -58,10 +59,7 @@ func closeOwned(_ fd: FileDescriptor) {
 }
 
 /// The host's page size: slot addresses and sizes must be multiples of it.
-let hostPageSize: Int = {
-    let size = sysconf(Int32(_SC_PAGESIZE))
-    return size > 0 ? size : 4096
-}()
+let hostPageSize = Int(BasePage.size)
 
 /// An mmap(2) region, unmapped exactly once when the last reference goes.
 final class MemoryMapping {

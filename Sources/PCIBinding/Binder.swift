@@ -118,25 +118,22 @@ public struct Binder {
         return name
     }
 
-    /// The bound driver, or nil when none is bound or sysfs cannot be trusted about it.
-    public func currentDriver(_ address: String) -> String? {
-        guard let parsed = try? canonical(address) else { return nil }
-        return (try? driver(of: parsed)) ?? nil
-    }
-
     /// driver_override, nil when unset ("(null)").
     func override(of address: PCIAddress) throws(BindingError) -> String? {
         let path = devicePath(address) + "/driver_override"
         let resolved = try resolveInside(path)
-        guard let read = Bounded.run(seconds: ioTimeout, { () -> Result<[UInt8], AttributeFile.Failure> in
-            do throws(AttributeFile.Failure) { return .success(try AttributeFile.read(resolved)) } catch { return .failure(error) }
-        }) else {
-            throw .sysfsTimeout(path: path, value: "(read)", seconds: ioTimeout, state: "nothing was changed")
+        // Opened and checked here; read by a child (the show takes the device lock, which a
+        // hung probe or remove holds).
+        let descriptor: Int32
+        do { descriptor = try AttributeFile.open(resolved, flags: O_RDONLY) } catch {
+            throw .untrustedSysfs(path: path, reason: error.reason)
         }
+        defer { close(descriptor) }
         let bytes: [UInt8]
-        switch read {
-        case .success(let value): bytes = value
-        case .failure(let failure): throw .untrustedSysfs(path: path, reason: failure.reason)
+        switch BoundedWrite.read(descriptor, limit: 4096, timeout: ioTimeout) {
+        case .read(let value): bytes = value
+        case .failed(let reason): throw .untrustedSysfs(path: path, reason: reason)
+        case .pending: throw .sysfsTimeout(path: path, value: "(read)", seconds: ioTimeout, state: "nothing was changed")
         }
         let value = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: [" ", "\n", "\t"])
         if value.isEmpty || value == "(null)" { return nil }
@@ -148,17 +145,16 @@ public struct Binder {
 
     // MARK: Writes
 
-    /// Writes through `kernel`, to a path resolved inside the root, waiting at most `ioTimeout`.
-    func write(_ value: String, to path: String) throws(BindingError) {
+    /// Writes through `kernel`, to a path resolved inside the root, waiting at most `timeout`
+    /// (`ioTimeout` unless given).
+    func write(_ value: String, to path: String, timeout: Double? = nil) throws(BindingError) {
         let shown = value.trimmingCharacters(in: ["\n"])
         let resolved = try resolveInside(path, value: shown)
-        let kernel = self.kernel
-        guard let result = Bounded.run(seconds: ioTimeout, { () -> BindingError? in
-            do throws(BindingError) { try kernel.write(value, to: resolved); return nil } catch { return error }
-        }) else {
-            throw .sysfsTimeout(path: path, value: shown, seconds: ioTimeout, state: "")
+        let seconds = timeout ?? ioTimeout
+        do { try kernel.write(value, to: resolved, timeout: seconds) } catch {
+            guard case .sysfsTimeout(_, _, _, let pending) = error else { throw error }
+            throw .sysfsTimeout(path: path, value: shown, seconds: seconds, state: pending)
         }
-        if let result { throw result }
     }
 
     /// drivers_probe: it fails when no driver takes the device, which the verification after it

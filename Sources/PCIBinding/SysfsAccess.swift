@@ -1,32 +1,36 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 import Foundation
 
 /// The kernel side of a binding change: one write to a sysfs attribute. A seam so that tests can
 /// put an emulated kernel behind a fixture tree; vfioctl itself uses `KernelSysfsWriter`.
 public protocol SysfsWriting: Sendable {
     /// Writes `value` to `path` (already resolved inside the sysfs root) and returns once the
-    /// kernel has taken it; throws `.sysfsWrite` with the kernel's reason.
-    func write(_ value: String, to path: String) throws(BindingError)
+    /// kernel has taken it; throws `.sysfsWrite` with the kernel's reason, or `.sysfsTimeout`
+    /// (its state saying what finishes the write) when the kernel has not returned within
+    /// `timeout` seconds.
+    func write(_ value: String, to path: String, timeout: Double) throws(BindingError)
 }
 
-/// Writes through the real file system.
+/// Writes through the real file system, each write bounded by `BoundedWrite`.
 public struct KernelSysfsWriter: SysfsWriting {
     public init() {}
 
-    public func write(_ value: String, to path: String) throws(BindingError) {
-        let descriptor: Int32
-        do { descriptor = try AttributeFile.open(path, flags: O_WRONLY) } catch {
-            throw .sysfsWrite(path: path, value: value.trimmingCharacters(in: ["\n"]), reason: error.reason)
+    public func write(_ value: String, to path: String, timeout: Double) throws(BindingError) {
+        let shown = value.trimmingCharacters(in: ["\n"])
+        // An attribute is a regular file; anything planted in its place is refused before the
+        // write (which follows the path as given, like the open here).
+        do { close(try AttributeFile.open(path, flags: O_WRONLY)) } catch {
+            throw .sysfsWrite(path: path, value: shown, reason: error.reason)
         }
-        defer { close(descriptor) }
-        let bytes = Array(value.utf8)
-        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-        guard written == bytes.count else {
-            let reason = written < 0 ? String(cString: strerror(errno)) : "short write (\(written) of \(bytes.count) bytes)"
-            throw .sysfsWrite(path: path, value: value.trimmingCharacters(in: ["\n"]), reason: reason)
+        switch BoundedWrite.write(value, to: path, timeout: timeout) {
+        case .written:
+            return
+        case .failed(let reason):
+            throw .sysfsWrite(path: path, value: shown, reason: reason)
+        case .pending(let helper):
+            throw .sysfsTimeout(path: path, value: shown, seconds: timeout, state: "pid \(helper) finishes the write when the kernel returns")
         }
     }
 }
@@ -63,30 +67,5 @@ enum AttributeFile {
             bytes += chunk[..<count]
         }
         throw Failure(reason: "larger than \(limit) bytes")
-    }
-}
-
-/// Runs work that may block in the kernel (a driver's probe or remove that never returns) on
-/// another thread and waits a bounded time. Work still running at the deadline cannot be
-/// cancelled; it is left to finish (or never) and the caller reports the timeout.
-enum Bounded {
-    final class Slot<Value>: @unchecked Sendable {
-        // Written once by the worker before it signals, read after the wait succeeds.
-        let lock = NSLock()
-        var value: Value?
-    }
-
-    static func run<Value>(seconds: Double, _ work: @escaping @Sendable () -> Value) -> Value? {
-        let slot = Slot<Value>()
-        let done = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            let result = work()
-            slot.lock.withLock { slot.value = result }
-            done.signal()
-        }
-        // Callers pass validated, finite timeouts; clamp anyway so the deadline cannot overflow.
-        let bounded = seconds.isFinite ? min(max(seconds, 0), 86_400) : 86_400
-        guard done.wait(timeout: .now() + bounded) == .success else { return nil }
-        return slot.lock.withLock { slot.value }
     }
 }

@@ -1,4 +1,5 @@
 import KVM
+import PageAlignment
 
 /// One mmap-able area of a BAR as the host mapped it: where it starts in the BAR, its length,
 /// and the host address of its mapping (the memslot's userspace address).
@@ -80,7 +81,7 @@ public struct PlacedBar: Sendable, Hashable {
 public enum GuestPlacement {
     /// The placement order (see the type's comment); exposed for tests.
     public static func order(_ requests: [BarRequest], pageSizes: [UInt64] = HugePages.x86Sizes,
-                             basePageSize: UInt64 = 4096) throws(PassthroughError) -> [BarRequest] {
+                             basePageSize: UInt64 = BasePage.size) throws(PassthroughError) -> [BarRequest] {
         var keyed: [(request: BarRequest, modulus: UInt64)] = []
         for request in requests {
             let constraint = try baseConstraint(request, pageSizes: pageSizes, basePageSize: basePageSize)
@@ -97,7 +98,7 @@ public enum GuestPlacement {
     /// and of each other. Returns them in BAR order.
     public static func place(_ requests: [BarRequest], in window: Range<UInt64>, reserved: [Range<UInt64>] = [],
                              pageSizes: [UInt64] = HugePages.x86Sizes,
-                             basePageSize: UInt64 = 4096) throws(PassthroughError) -> [PlacedBar] {
+                             basePageSize: UInt64 = BasePage.size) throws(PassthroughError) -> [PlacedBar] {
         var seen = Set<Int>()
         for request in requests where !seen.insert(request.bar).inserted {
             throw .invalidBar(bar: request.bar, reason: "requested twice")
@@ -106,9 +107,10 @@ public enum GuestPlacement {
         var placed: [PlacedBar] = []
         for request in try order(requests, pageSizes: pageSizes, basePageSize: basePageSize) {
             let constraint = try baseConstraint(request, pageSizes: pageSizes, basePageSize: basePageSize)
-            let span = roundUp(request.regionSize, to: basePageSize)
-            guard let base = lowestFree(span: span, modulus: constraint.modulus, residue: constraint.residue,
-                                        window: window, taken: taken) else {
+            // baseConstraint checked that the region size rounds up without overflow.
+            let span = AddressAlignment.roundUp(request.regionSize, to: basePageSize) ?? request.regionSize
+            guard let base = AddressAlignment.lowestFree(span: span, modulus: constraint.modulus, residue: constraint.residue,
+                                                         window: window, taken: taken) else {
                 throw .noRoom(bar: request.bar, size: request.regionSize, window: window)
             }
             let areas = request.areas.map { area in
@@ -135,11 +137,11 @@ public enum GuestPlacement {
     /// Moduli are powers of two, so the largest one decides, and the others must agree with it.
     static func baseConstraint(_ request: BarRequest, pageSizes: [UInt64], basePageSize: UInt64) throws(PassthroughError) -> BaseConstraint {
         let bar = request.bar
-        guard basePageSize > 0, basePageSize & (basePageSize - 1) == 0 else {
+        guard AddressAlignment.isPowerOfTwo(basePageSize) else {
             throw .invalidBar(bar: bar, reason: "base page size \(basePageSize) is not a power of two")
         }
         guard request.regionSize > 0 else { throw .invalidBar(bar: bar, reason: "the region is empty") }
-        guard !request.regionSize.addingReportingOverflow(basePageSize).overflow else {
+        guard AddressAlignment.roundUp(request.regionSize, to: basePageSize) != nil else {
             throw .invalidBar(bar: bar, reason: "the region size \(hex(request.regionSize)) is too large")
         }
         let pageMask = basePageSize - 1
@@ -173,26 +175,6 @@ public enum GuestPlacement {
         }
         return BaseConstraint(modulus: strongest.modulus, residue: strongest.residue)
     }
-
-    /// The lowest a ≡ residue (mod modulus) with [a, a + span) inside `window` and clear of
-    /// every `taken` range. Each step either returns or moves the floor past a taken range.
-    static func lowestFree(span: UInt64, modulus: UInt64, residue: UInt64, window: Range<UInt64>,
-                           taken: [Range<UInt64>]) -> UInt64? {
-        var floor = window.lowerBound
-        while true {
-            let candidate = (floor & ~(modulus - 1)) | residue
-            let (start, overflow) = candidate < floor ? candidate.addingReportingOverflow(modulus) : (candidate, false)
-            guard !overflow else { return nil }
-            let (end, wraps) = start.addingReportingOverflow(span)
-            guard !wraps, end <= window.upperBound else { return nil }
-            guard let blocking = taken.filter({ $0.overlaps(start..<end) }).max(by: { $0.upperBound < $1.upperBound }) else {
-                return start
-            }
-            floor = blocking.upperBound
-        }
-    }
-
-    static func roundUp(_ value: UInt64, to page: UInt64) -> UInt64 { (value + page - 1) & ~(page - 1) }
 }
 
 /// Where an MMIO exit lands: which region, at which offset.

@@ -1,5 +1,6 @@
 import HostKernel
 import KVM
+import PageAlignment
 
 /// The page size KVM can map a BAR memslot with. KVM's stage-2 entry for a gfn is the smaller of
 /// the host mapping's level at that address (host_pfn_mapping_level: what the BAR's huge faults
@@ -7,7 +8,7 @@ import KVM
 /// whole aligned page inside the slot). The host side is 4 KiB where the host's THP rule refuses
 /// huge faults for the mapping (`HugeFaultHost`). Pure.
 public enum MemslotPageSize {
-    public static let basePage: UInt64 = 4096
+    public static let basePage: UInt64 = BasePage.size
 
     /// The largest of `pageSizes` at which `a` and `b` are congruent and an aligned page of `a`'s
     /// side lies wholly inside `[a, a + size)`; `basePage` when none.

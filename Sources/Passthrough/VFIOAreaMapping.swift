@@ -1,6 +1,7 @@
 import HostKernel
 import KVM
 import PCIInventory
+import PageAlignment
 import VFIO
 
 /// One mmap-able area of a BAR, mapped from the VFIO device file: the memory a `.deviceMemory`
@@ -79,7 +80,7 @@ extension VfioDevice {
     /// kernel owns the real table, vfio-pci's region reads return all ones there, and a guest
     /// must reach them only through exits the VMM emulates. So a BAR with its MSI-X table
     /// becomes sparse areas, each placed by its own bus address.
-    public func mapBarsForPassthrough(pageSize: UInt64 = 4096) throws(PassthroughError) -> DeviceBarMappings {
+    public func mapBarsForPassthrough(pageSize: UInt64 = BasePage.size) throws(PassthroughError) -> DeviceBarMappings {
         var result = DeviceBarMappings(bars: [], skipped: [], trapped: [], mappings: [])
         let msix = try viaVFIO { () throws(VFIOError) in PCIConfigSpace(bytes: try readConfigBytes(count: 256)).msix }
         for bar in 0..<PCIRegion.barCount {

@@ -45,11 +45,6 @@ public struct FixtureAddress: Hashable, Comparable, Sendable, CustomStringConver
         UInt16(bus) << 8 | UInt16(device) << 3 | UInt16(function)
     }
 
-    /// Same domain, bus and slot: the other functions of one multi-function device.
-    public func sharesSlot(with other: FixtureAddress) -> Bool {
-        domain == other.domain && bus == other.bus && device == other.device
-    }
-
     public var description: String {
         hex(domain, width: 4) + ":" + hex(bus, width: 2) + ":" + hex(device, width: 2) + "." + String(function)
     }

@@ -1,3 +1,5 @@
+import PageAlignment
+
 /// Hands out I/O virtual addresses for DMA mappings from the ranges the IOMMU allows
 /// (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE), aligned to the largest IOMMU page size that fits
 /// the mapping so the IOMMU can use its own huge pages. IOVA 0 is never handed out, so 0 is
@@ -41,12 +43,12 @@ public struct IOVAAllocator: Sendable, Equatable {
         guard align & (align - 1) == 0 else { throw .badAlignment(align) }
         for range in ranges {
             // Never IOVA 0: start at the first page at least.
-            var candidate = alignUp(max(range.lowerBound, page), align)
+            var candidate = AddressAlignment.roundUp(max(range.lowerBound, page), to: align)
             while let start = candidate {
                 let (end, overflow) = start.addingReportingOverflow(size)   // exclusive
                 guard !overflow, end - 1 <= range.upperBound, end - 1 <= limit else { break }
                 if let clash = allocations.first(where: { $0.overlaps(start..<end) }) {
-                    candidate = alignUp(clash.upperBound, align)
+                    candidate = AddressAlignment.roundUp(clash.upperBound, to: align)
                     continue
                 }
                 let index = allocations.firstIndex { $0.lowerBound > start } ?? allocations.endIndex
@@ -76,11 +78,6 @@ public struct IOVAAllocator: Sendable, Equatable {
     public mutating func release(_ start: UInt64) throws(IOVAError) {
         guard let index = allocations.firstIndex(where: { $0.lowerBound == start }) else { throw .notAllocated(start) }
         allocations.remove(at: index)
-    }
-
-    private func alignUp(_ value: UInt64, _ alignment: UInt64) -> UInt64? {
-        let (sum, overflow) = value.addingReportingOverflow(alignment - 1)
-        return overflow ? nil : sum & ~(alignment - 1)
     }
 }
 

@@ -5,6 +5,7 @@ import Musl
 #endif
 import CLinuxUAPI
 import HostKernel
+import PageAlignment
 import SystemPackage
 
 /// A device region (or one sparse area of it) mapped into this process with mmap. Not copyable,
@@ -82,13 +83,13 @@ public struct MappedRegion: ~Copyable {
     /// bytes summed, so the loads cannot be dropped.
     public func touchPages<Pages: Sequence<UInt64>>(_ pages: Pages) throws(VFIOError) -> UInt64 {
         try checkDecoding()
-        let pageCount = UInt64(size) / 4096
+        let pageCount = UInt64(size) / BasePage.size
         var sum: UInt64 = 0
         for page in pages {
             // Checked page by page: the order is computed as it goes (no list of 64 M pages).
-            guard page < pageCount else { throw .outOfRange(offset: page &* 4096, width: 1, size: UInt64(size)) }
+            guard page < pageCount else { throw .outOfRange(offset: page &* BasePage.size, width: 1, size: UInt64(size)) }
             // Safety: the page index was checked against the live mapping; reads are 1 byte.
-            sum &+= UInt64(cuapi_mmio_read8(base + Int(page) * 4096))
+            sum &+= UInt64(cuapi_mmio_read8(base + Int(page << BasePage.shift)))
         }
         return sum
     }

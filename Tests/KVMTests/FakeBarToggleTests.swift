@@ -1,6 +1,7 @@
 import CLinuxUAPI
 import Foundation
 import Synchronization
+import PageAlignment
 import Testing
 @testable import KVM
 

@@ -1,3 +1,4 @@
+import PageAlignment
 import Testing
 @testable import KVM
 

@@ -59,4 +59,45 @@ import Testing
         #expect(waitpid(helper, &status, 0) == helper)
         #expect(String(decoding: got, as: UTF8.self) == "0000:00:05.0")
     }
+
+    /// The driver_override read: the bytes of an open attribute, refused past the limit.
+    @Test func readsAnOpenFileUpToTheLimit() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/driver_override"
+        try "vfio-pci\n".write(toFile: path, atomically: false, encoding: .utf8)
+        let descriptor = open(path, O_RDONLY)
+        #expect(descriptor >= 0)
+        defer { close(descriptor) }
+        #expect(BoundedWrite.read(descriptor, limit: 64, timeout: 5) == .read(Array("vfio-pci\n".utf8)))
+        #expect(lseek(descriptor, 0, SEEK_SET) == 0)
+        #expect(BoundedWrite.read(descriptor, limit: 4, timeout: 5) == .failed("larger than 4 bytes"))
+    }
+
+    /// A read that blocks (a FIFO with a writer that never writes, as a show waits for the
+    /// device lock) is left to its child after the timeout.
+    @Test func aReadThatBlocksIsLeftPendingAfterTheTimeout() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let fifo = directory + "/override"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let descriptor = open(fifo, O_RDWR)
+        #expect(descriptor >= 0)
+        let started = Date()
+        let result = BoundedWrite.read(descriptor, limit: 64, timeout: 0.3)
+        #expect(Date().timeIntervalSince(started) >= 0.3)
+        guard case .pending(let helper) = result else {
+            Issue.record("expected pending, got \(result)")
+            close(descriptor)
+            return
+        }
+        close(descriptor)
+        // SIGTERM: the helper must not inherit the test thread's blocked signals.
+        kill(helper, SIGTERM)
+        var status: Int32 = 0
+        var reaped = false
+        for _ in 0..<300 where !reaped {
+            if waitpid(helper, &status, WNOHANG) == helper { reaped = true } else { usleep(10_000) }
+        }
+        if !reaped { kill(helper, SIGKILL); _ = waitpid(helper, &status, 0) }
+        #expect(reaped, "SIGTERM did not end the helper")
+    }
 }

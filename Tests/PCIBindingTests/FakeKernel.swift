@@ -59,11 +59,12 @@ final class FakePCIKernel: SysfsWriting, @unchecked Sendable {
         .sysfsWrite(path: path, value: value, reason: reason)
     }
 
-    func write(_ value: String, to path: String) throws(BindingError) {
+    func write(_ value: String, to path: String, timeout: Double) throws(BindingError) {
         let hangsHere = lock.withLock { hangs.contains { path.hasSuffix($0) } }
         if hangsHere {
-            // A driver stuck in probe: the write never returns.
-            DispatchSemaphore(value: 0).wait()
+            // A driver stuck in probe: the write has not returned when the timeout ends.
+            throw .sysfsTimeout(path: path, value: value.trimmingCharacters(in: .newlines), seconds: timeout,
+                                state: "the emulated kernel never returns")
         }
         lock.withLock { writes.append("\(path) \(value)") }
         let text = value.trimmingCharacters(in: .newlines)

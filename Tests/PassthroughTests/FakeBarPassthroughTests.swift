@@ -1,6 +1,7 @@
 import KVM
 import Synchronization
 import TestKit
+import PageAlignment
 import Testing
 import VFIO
 @testable import Passthrough

@@ -1,5 +1,6 @@
 import KVM
 import TestKit
+import PageAlignment
 import Testing
 @testable import Passthrough
 
