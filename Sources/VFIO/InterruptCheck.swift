@@ -54,7 +54,9 @@ public struct InterruptCheck {
         case loopback
     }
 
+    /// How one vector fared.
     public struct VectorResult: Sendable, Equatable {
+        /// The vector number within the IRQ index.
         public let vector: Int
         /// The eventfd's count when it was read (1 = exactly one interrupt).
         public let signals: UInt64
@@ -72,24 +74,35 @@ public struct InterruptCheck {
         public let signalsAfterUnmask: UInt64
     }
 
+    /// The whole check's outcome.
     public struct Report: Sendable, Equatable {
+        /// The IRQ index checked (`PCIIRQ`).
         public let index: UInt32
+        /// Vectors the device has at that index.
         public let vectorCount: UInt32
+        /// One result per vector checked, in order.
         public let vectors: [VectorResult]
+        /// INTx's automasking (nil for MSI, MSI-X and loopback runs).
         public let masking: MaskingResult?
+        /// Every vector arrived exactly once on its own eventfd, and INTx masking behaved.
         public var ok: Bool {
             vectors.allSatisfy { $0.signals == 1 && $0.strayVectors.isEmpty }
                 && (masking.map { $0.signalsWhileMasked == 0 && $0.signalsAfterUnmask == 1 } ?? true)
         }
     }
 
+    /// The device, bound to vfio-pci and opened.
     public let device: VfioDevice
+    /// The IRQ index to check (`PCIIRQ.intx`, `.msi`, `.msix`).
     public let index: UInt32
+    /// Who raises the interrupts.
     public let source: Source
     /// How long to wait for each interrupt, and how long "nothing arrives" is watched for.
     public var timeoutMilliseconds: Int32 = 2000
+    /// How long a quiet eventfd is watched before it counts as "nothing arrived".
     public var quietMilliseconds: Int32 = 300
 
+    /// A check of `index` on `device`, its interrupts raised by `source`.
     public init(device: VfioDevice, index: UInt32, source: Source) {
         self.device = device
         self.index = index

@@ -44,19 +44,9 @@ struct VMSmokeCommand: ParsableCommand {
     var toggle = false
 
     func run() throws {
-        let probe = try ProbeVM.open(address.address, sysfsRoot: global.resolvedRoot.path)
-        let report: SmokeReport
-        do throws(PassthroughError) {
-            report = try Self.smoke(probe, toggle: toggle)
-        } catch {
-            throw CommandFailure("vm-smoke \(probe.address): \(error.description)")
+        try ProbeVM.check("vm-smoke", address.address, global: global, failure: "the guest read other values than the host") { (probe) throws(PassthroughError) in
+            try Self.smoke(probe, toggle: toggle)
         }
-        if global.json {
-            print(try JSONOutput.encode(report))
-        } else {
-            report.printText()
-        }
-        guard report.ok else { throw CommandFailure("vm-smoke \(probe.address): the guest read other values than the host (see above)") }
     }
 
     static func smoke(_ probe: ProbeVM, toggle: Bool) throws(PassthroughError) -> SmokeReport {
@@ -122,7 +112,7 @@ struct VMSmokeCommand: ParsableCommand {
 }
 
 /// `vm-smoke` output; JSON keys are snake_case, addresses and values hex strings.
-struct SmokeReport: Encodable {
+struct SmokeReport: ProbeReport {
     struct Area: Encodable {
         let offset: UInt64
         let size: UInt64
@@ -242,19 +232,9 @@ struct VMDMASmokeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let probe = try ProbeVM.open(address.address, sysfsRoot: global.resolvedRoot.path)
-        let report: DMASmokeReport
-        do throws(PassthroughError) {
-            report = try Self.smoke(probe, bytes: bytes)
-        } catch {
-            throw CommandFailure("vm-dma-smoke \(probe.address): \(error.description)")
+        try ProbeVM.check("vm-dma-smoke", address.address, global: global, failure: "the guest did not see the pattern") { (probe) throws(PassthroughError) in
+            try Self.smoke(probe, bytes: bytes)
         }
-        if global.json {
-            print(try JSONOutput.encode(report))
-        } else {
-            report.printText()
-        }
-        guard report.ok else { throw CommandFailure("vm-dma-smoke \(probe.address): the guest did not see the pattern (see above)") }
     }
 
     static func pattern(_ count: Int) -> [UInt32] {
@@ -314,7 +294,8 @@ struct VMDMASmokeCommand: ParsableCommand {
     }
 }
 
-struct DMASmokeReport: Encodable {
+/// `vm-dma-smoke` output.
+struct DMASmokeReport: ProbeReport {
     struct Transfer: Encodable {
         let direction: String
         let iova: String

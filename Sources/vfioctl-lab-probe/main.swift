@@ -59,6 +59,29 @@ struct ProbeVM {
     }
 }
 
+/// What a probe VM's check reports: JSON or text, and whether it passed.
+protocol ProbeReport: Encodable {
+    var ok: Bool { get }
+    func printText()
+}
+
+extension ProbeVM {
+    /// Runs `body` on a fresh probe VM with the device at `address`, prints its report (JSON
+    /// with --json) and fails the command with `failure` unless the report is ok.
+    static func check<R: ProbeReport>(_ name: String, _ address: PCIAddress, global: GlobalOptions, failure: String,
+                                      _ body: (ProbeVM) throws(PassthroughError) -> R) throws {
+        let probe = try ProbeVM.open(address, sysfsRoot: global.resolvedRoot.path)
+        let report: R
+        do throws(PassthroughError) {
+            report = try body(probe)
+        } catch {
+            throw CommandFailure("\(name) \(address): \(error.description)")
+        }
+        if global.json { print(try JSONOutput.encode(report)) } else { report.printText() }
+        guard report.ok else { throw CommandFailure("\(name) \(address): \(failure) (see above)") }
+    }
+}
+
 /// Refuses any device but QEMU's edu before anything is programmed.
 func requireEdu(_ device: VfioDevice) throws(PassthroughError) {
     let ids = try viaVFIO { () throws(VFIOError) in try device.readConfig(0, width: .dword) }
