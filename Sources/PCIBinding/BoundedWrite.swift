@@ -12,6 +12,7 @@ import PCIInventory
 /// shell text); after `timeout` seconds the caller goes on and the child finishes the write
 /// whenever the kernel lets it.
 public enum BoundedWrite {
+    /// How the write ended.
     public enum Result: Equatable, Sendable {
         case written
         case failed(String)
@@ -19,6 +20,7 @@ public enum BoundedWrite {
         case pending(helper: Int32)
     }
 
+    /// Writes `value` to `path` in a child process and waits at most `timeout` seconds for it.
     public static func write(_ value: String, to path: String, timeout: Double, shell: String = "/bin/sh") -> Result {
         var pipeEnds: [Int32] = [-1, -1]
         guard pipe(&pipeEnds) == 0 else { return .failed("pipe: \(String(cString: strerror(errno)))") }

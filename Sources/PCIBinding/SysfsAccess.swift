@@ -14,8 +14,10 @@ public protocol SysfsWriting: Sendable {
 
 /// Writes through the real file system.
 public struct KernelSysfsWriter: SysfsWriting {
+    /// The writer.
     public init() {}
 
+    /// Writes `value` to `path` in one write(2); throws `.sysfsWrite` with the kernel's reason.
     public func write(_ value: String, to path: String) throws(BindingError) {
         let descriptor: Int32
         do { descriptor = try AttributeFile.open(path, flags: O_WRONLY) } catch {
