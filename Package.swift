@@ -90,8 +90,8 @@ let package = Package(
         ),
         // `vfioctl vm config`: pure planner from sysfs facts to QEMU, libvirt and Cloud Hypervisor settings.
         .target(name: "VMMConfig", dependencies: ["Diagnostics", "PCIInventory"]),
-        // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and the
-        // CLI's smoke commands; no library product depends on it.
+        // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and
+        // vfioctl-lab-probe; no shipping product depends on it (Tests/check-shipping-targets).
         .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
         .target(name: "SysfsFixtures"),
@@ -107,11 +107,25 @@ let package = Package(
                 "HostKernel",
                 "Passthrough",
                 "VMMConfig",
-                "TestKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(name: "vfioctl", dependencies: ["VfioctlCommands"]),
+        // Checks that need a test device's registers or a probe guest (edu DMA, device-raised
+        // interrupts, vm-smoke): built for the lab, which carries it into the guest; not a product.
+        .executableTarget(
+            name: "vfioctl-lab-probe",
+            dependencies: [
+                "VfioctlCommands",
+                "TestKit",
+                "Passthrough",
+                "VFIO",
+                "KVM",
+                "HostKernel",
+                "PCIInventory",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .executableTarget(
             name: "inventory-benchmark",
             dependencies: ["PCIInventory", "SysfsFixtures"]

@@ -11,6 +11,7 @@ import SystemPackage
 /// mapping, or another process given the descriptor, sees the same pages, as with a device BAR).
 /// Unmapped when the last reference goes; a VM keeps a reference while a slot points into it.
 public final class GuestMemory {
+    /// What backs guest memory: anonymous memory, or a shared memfd that can be mapped again.
     public enum Backing: Sendable, Equatable {
         case anonymous
         /// A memfd (memfd_create(2)): shared memory named only by its descriptor, which can be
@@ -21,6 +22,7 @@ public final class GuestMemory {
     let mapping: MemoryMapping
     /// The file, for `.shared` backing: kept open so the memory can be mapped again.
     let file: FileDescriptor?
+    /// What backs this memory.
     public let backing: Backing
 
     /// Allocates `size` bytes (rounded up to whole pages), zero-filled. Pages are not touched here:
@@ -61,6 +63,7 @@ public final class GuestMemory {
         if let file { closeOwned(file) }
     }
 
+    /// Bytes of guest memory.
     public var size: Int { mapping.length }
     /// The host address, for kvm_userspace_memory_region.userspace_addr.
     public var hostAddress: UInt64 { UInt64(UInt(bitPattern: mapping.base)) }

@@ -23,6 +23,7 @@ public enum KVMError: Error, Equatable, CustomStringConvertible {
     /// An argument that is wrong on its face (a length that does not match the exit, say).
     case invalidArgument(String)
 
+    /// What failed, with what to do where known.
     public var description: String {
         switch self {
         case let .system(operation, errno):

@@ -8,29 +8,45 @@ import SystemPackage
 
 /// A KVM capability number (KVM_CAP_*), with a readable name for messages and `kvm info`.
 public struct KVMCapability: Hashable, Sendable, CustomStringConvertible {
+    /// The KVM_CAP_* number.
     public let rawValue: Int32
+    /// Its name, for messages.
     public let name: String
+    /// Capability `rawValue` called `name`.
     public init(_ rawValue: Int32, name: String) {
         self.rawValue = rawValue
         self.name = name
     }
+    /// The capability's name.
     public var description: String { name }
 
+    /// Recommended vCPUs per VM.
     public static let nrVCPUs = KVMCapability(KVM_CAP_NR_VCPUS, name: "KVM_CAP_NR_VCPUS")
+    /// Most vCPUs per VM.
     public static let maxVCPUs = KVMCapability(KVM_CAP_MAX_VCPUS, name: "KVM_CAP_MAX_VCPUS")
+    /// Highest vCPU id plus one.
     public static let maxVCPUID = KVMCapability(KVM_CAP_MAX_VCPU_ID, name: "KVM_CAP_MAX_VCPU_ID")
+    /// Memslots per address space.
     public static let nrMemslots = KVMCapability(KVM_CAP_NR_MEMSLOTS, name: "KVM_CAP_NR_MEMSLOTS")
+    /// Address spaces (2 on x86: normal and SMM).
     public static let multiAddressSpace = KVMCapability(KVM_CAP_MULTI_ADDRESS_SPACE, name: "KVM_CAP_MULTI_ADDRESS_SPACE")
+    /// Read-only memslots.
     public static let readonlyMemory = KVMCapability(KVM_CAP_READONLY_MEM, name: "KVM_CAP_READONLY_MEM")
+    /// KVM follows host page-table changes (required for device-memory slots).
     public static let syncMMU = KVMCapability(KVM_CAP_SYNC_MMU, name: "KVM_CAP_SYNC_MMU")
+    /// An in-kernel irqchip.
     public static let irqchip = KVMCapability(KVM_CAP_IRQCHIP, name: "KVM_CAP_IRQCHIP")
+    /// The per-vCPU dirty ring (its largest size in bytes).
     public static let dirtyLogRing = KVMCapability(KVM_CAP_DIRTY_LOG_RING, name: "KVM_CAP_DIRTY_LOG_RING")
+    /// The dirty ring with acquire/release ordering.
     public static let dirtyLogRingAcquireRelease = KVMCapability(KVM_CAP_DIRTY_LOG_RING_ACQ_REL, name: "KVM_CAP_DIRTY_LOG_RING_ACQ_REL")
+    /// KVM_CLEAR_DIRTY_LOG: dirty bits cleared explicitly, not on every read.
     public static let manualDirtyLogProtect2 = KVMCapability(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, name: "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2")
 }
 
 /// Whether /dev/kvm can be opened by this process: tests that need it are skipped otherwise.
 public enum KVMAvailability {
+    /// The KVM device node.
     public static let devicePath = "/dev/kvm"
     /// Checked once: opening and closing the node is the only reliable test (permissions, ACLs,
     /// a node without a loaded module all show up here).
@@ -45,12 +61,14 @@ public enum KVMAvailability {
 /// An open /dev/kvm: the system-wide KVM API. Creates VMs.
 public final class KVMSystem {
     let fd: FileDescriptor
+    /// The node opened (/dev/kvm).
     public let path: String
     /// KVM_GET_API_VERSION; always `KVM_API_VERSION` once `init` has returned.
     public let apiVersion: Int32
     /// KVM_GET_VCPU_MMAP_SIZE: the size of each vCPU's shared kvm_run area (and what follows it).
     public let vcpuMmapSize: Int
 
+    /// Opens `path` and checks the API version; throws with a hint when KVM is missing or not accessible.
     public init(path: String = KVMAvailability.devicePath) throws(KVMError) {
         let fd = try withErrno("open \(path)") {
             try FileDescriptor.open(FilePath(path), .readWrite, options: [.closeOnExec])

@@ -3,25 +3,33 @@ import PageAlignment
 
 /// A memslot's identity: KVM packs the address space into the top 16 bits of the slot number.
 public struct MemslotID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The address space (0 normally; 1 is x86's SMM).
     public var addressSpace: UInt16
+    /// The slot number within the address space.
     public var slot: UInt16
+    /// Slot `slot` of `addressSpace`.
     public init(slot: UInt16, addressSpace: UInt16 = 0) {
         self.slot = slot
         self.addressSpace = addressSpace
     }
     /// The `slot` field of kvm_userspace_memory_region / kvm_dirty_log / kvm_dirty_gfn.
     public var kernelValue: UInt32 { UInt32(addressSpace) << 16 | UInt32(slot) }
+    /// The id packed in a kernel `slot` field.
     public init(kernelValue: UInt32) {
         self.init(slot: UInt16(truncatingIfNeeded: kernelValue),
                   addressSpace: UInt16(truncatingIfNeeded: kernelValue >> 16))
     }
+    /// Ordered as the kernel's packed value.
     public static func < (a: Self, b: Self) -> Bool { a.kernelValue < b.kernelValue }
+    /// "slot N", or "slot AS:N" outside address space 0.
     public var description: String { addressSpace == 0 ? "slot \(slot)" : "slot \(addressSpace):\(slot)" }
 }
 
 /// kvm_userspace_memory_region flags this layer knows.
 public struct MemslotFlags: OptionSet, Hashable, Sendable {
+    /// The KVM_MEM_* bits.
     public let rawValue: UInt32
+    /// Flags from their KVM_MEM_* bits.
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// Track writes to the slot (dirty bitmap or dirty ring).
     public static let logDirtyPages = MemslotFlags(rawValue: UInt32(KVM_MEM_LOG_DIRTY_PAGES))
@@ -41,13 +49,20 @@ public enum MemslotKind: Sendable, Hashable {
 
 /// One guest-physical range backed by host memory.
 public struct Memslot: Hashable, Sendable {
+    /// Which slot.
     public var id: MemslotID
+    /// Where the guest sees it; page aligned.
     public var guestPhysicalAddress: UInt64
+    /// Bytes; a whole number of pages.
     public var size: UInt64
+    /// Where the backing is mapped in this process; page aligned.
     public var userspaceAddress: UInt64
+    /// KVM_MEM_* flags (dirty logging, read-only).
     public var flags: MemslotFlags
+    /// RAM or device memory (a BAR mapping), which decides what the slot may do.
     public var kind: MemslotKind
 
+    /// A slot description; nothing is checked until a table takes it.
     public init(id: MemslotID, guestPhysicalAddress: UInt64, size: UInt64, userspaceAddress: UInt64,
                 flags: MemslotFlags = [], kind: MemslotKind = .ram) {
         self.id = id
@@ -93,6 +108,7 @@ public enum MemslotError: Error, Hashable, Sendable, CustomStringConvertible {
     /// to fault in). `suggested` is the nearest congruent gpa at or above the one asked for.
     case hugePageIncongruent(MemslotID, pageSize: UInt64, guestPhysicalAddress: UInt64, hostAddress: UInt64, suggested: UInt64?)
 
+    /// What KVM would refuse, with the slots and numbers involved.
     public var description: String {
         func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
         switch self {
@@ -129,8 +145,11 @@ public enum MemslotError: Error, Hashable, Sendable, CustomStringConvertible {
 /// KVM's rules before the ioctl. Pure: no file descriptors, no memory. Slots are never merged:
 /// adjacent slots stay separate, each with its own id.
 public struct MemslotTable: Sendable, Equatable {
+    /// Slot numbers available in each address space (KVM_CAP_NR_MEMSLOTS).
     public let slotsPerAddressSpace: Int
+    /// Address spaces (KVM_CAP_MULTI_ADDRESS_SPACE).
     public let addressSpaces: Int
+    /// The host's base page size: slot addresses and sizes are multiples of it.
     public let pageSize: UInt64
     /// Flags the kernel accepts (READONLY only where KVM_CAP_READONLY_MEM says so).
     public let allowedFlags: MemslotFlags
@@ -141,6 +160,7 @@ public struct MemslotTable: Sendable, Equatable {
     /// table of 32764 slots costs little next to the ioctl.
     private var ranges: [UInt16: GuestRangeIndex] = [:]
 
+    /// An empty table with the host's limits.
     public init(slotsPerAddressSpace: Int, addressSpaces: Int = 1, pageSize: UInt64 = BasePage.size,
                 allowedFlags: MemslotFlags = [.logDirtyPages, .readOnly],
                 hugePageSizes: [UInt64] = HugePages.x86Sizes) {
@@ -151,8 +171,11 @@ public struct MemslotTable: Sendable, Equatable {
         self.hugePageSizes = hugePageSizes
     }
 
+    /// Slots in the table.
     public var count: Int { slots.count }
+    /// Whether the table has no slot.
     public var isEmpty: Bool { slots.isEmpty }
+    /// The slot with this id, if any.
     public subscript(id: MemslotID) -> Memslot? { slots[id] }
 
     /// All slots of one address space, by guest-physical address.
@@ -244,12 +267,14 @@ public struct MemslotTable: Sendable, Equatable {
 
     // MARK: Changes
 
+    /// Adds a new slot; throws (and changes nothing) when KVM would refuse it: a used id, an overlap, bad alignment, flags not allowed.
     public mutating func add(_ slot: Memslot) throws(MemslotError) {
         try validateAdd(slot)
         slots[slot.id] = slot
         ranges[slot.id.addressSpace, default: GuestRangeIndex()].insert(slot.guestRange, id: slot.id)
     }
 
+    /// Removes a slot and returns it; throws `.noSuchSlot` when it is absent.
     @discardableResult
     public mutating func remove(_ id: MemslotID) throws(MemslotError) -> Memslot {
         guard let old = slots.removeValue(forKey: id) else { throw .noSuchSlot(id) }
@@ -257,6 +282,7 @@ public struct MemslotTable: Sendable, Equatable {
         return old
     }
 
+    /// Moves a slot to another guest address, keeping its size and backing; throws when the new range overlaps or is misaligned.
     @discardableResult
     public mutating func move(_ id: MemslotID, to address: UInt64) throws(MemslotError) -> Memslot {
         let moved = try validateMove(id, to: address)
@@ -266,6 +292,7 @@ public struct MemslotTable: Sendable, Equatable {
         return moved
     }
 
+    /// Changes a slot's flags (dirty logging on or off); throws when KVM would refuse the change.
     @discardableResult
     public mutating func setFlags(_ id: MemslotID, _ flags: MemslotFlags) throws(MemslotError) -> Memslot {
         let changed = try validateSetFlags(id, flags)
@@ -339,6 +366,7 @@ public struct MemslotTable: Sendable, Equatable {
         }
     }
 
+    /// Equal when limits and slots are; the range index's internal chunking does not count.
     public static func == (a: Self, b: Self) -> Bool {
         // The range index is derived from `slots`; its chunking depends on history, not content.
         a.slotsPerAddressSpace == b.slotsPerAddressSpace && a.addressSpaces == b.addressSpaces && a.pageSize == b.pageSize

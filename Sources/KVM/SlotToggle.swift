@@ -9,10 +9,12 @@
 /// returned, every guest access sees the new state. Not thread-safe itself, like the VM whose
 /// table it changes: one thread at a time toggles and changes the VM's slots.
 public final class SlotToggle {
+    /// The VM the slot belongs to (held).
     public let vm: VirtualMachine
     /// The slot as it is added each time (same id, gpa, host address, flags, kind).
     public let slot: Memslot
     let backing: MemslotBacking
+    /// Whether the slot is in the VM now.
     public private(set) var isPresent: Bool
 
     /// Adds `slot` (backed by `backing`) when `present`; otherwise only remembers it.
@@ -35,6 +37,7 @@ public final class SlotToggle {
         isPresent = present
     }
 
+    /// Deletes the slot if present, adds it back if not.
     public func toggle() throws(KVMError) { try setPresent(!isPresent) }
 
     /// The offset into the slot's memory of an access of `length` bytes at `address`, or nil

@@ -38,6 +38,7 @@ public enum VMExit: Sendable, Equatable {
 /// Not thread-safe: run it from one thread at a time.
 public final class VirtualCPU {
     let fd: FileDescriptor
+    /// The vCPU id given to KVM_CREATE_VCPU.
     public let id: UInt32
     /// The VM stays alive while any vCPU does.
     public let vm: VirtualMachine
@@ -160,23 +161,27 @@ public final class VirtualCPU {
 
     // MARK: Registers
 
+    /// KVM_GET_REGS: the general-purpose registers.
     public func registers() throws(KVMError) -> kvm_regs {
         var regs = kvm_regs()
         try ioctlStruct(fd, CKVM_GET_REGS, &regs, "KVM_GET_REGS on vCPU \(id)")
         return regs
     }
 
+    /// KVM_SET_REGS.
     public func setRegisters(_ regs: kvm_regs) throws(KVMError) {
         var copy = regs
         try ioctlStruct(fd, CKVM_SET_REGS, &copy, "KVM_SET_REGS on vCPU \(id)")
     }
 
+    /// KVM_GET_SREGS: segment, control and descriptor-table registers.
     public func specialRegisters() throws(KVMError) -> kvm_sregs {
         var sregs = kvm_sregs()
         try ioctlStruct(fd, CKVM_GET_SREGS, &sregs, "KVM_GET_SREGS on vCPU \(id)")
         return sregs
     }
 
+    /// KVM_SET_SREGS.
     public func setSpecialRegisters(_ sregs: kvm_sregs) throws(KVMError) {
         var copy = sregs
         try ioctlStruct(fd, CKVM_SET_SREGS, &copy, "KVM_SET_SREGS on vCPU \(id)")

@@ -33,7 +33,9 @@ public struct VMCapabilities: Sendable, Equatable {
     public var manualDirtyLogProtect: Int
     /// KVM_CAP_NR_VCPUS (recommended), KVM_CAP_MAX_VCPUS, KVM_CAP_MAX_VCPU_ID.
     public var recommendedVCPUs: Int
+    /// Most vCPUs a VM may have.
     public var maxVCPUs: Int
+    /// Highest vCPU id plus one.
     public var maxVCPUID: Int
 }
 
@@ -55,11 +57,13 @@ public struct DirtyPages: Sendable, Equatable {
     /// What KVM_RESET_DIRTY_RINGS reported (ring mode only).
     public var ringEntriesReset: Int
 
+    /// Dirty pages as given (tests; `VirtualMachine.collectDirtyPages` makes them).
     public init(pages: [MemslotID: [UInt64]] = [:], ringEntries: Int = 0, ringEntriesReset: Int = 0) {
         self.pages = pages
         self.ringEntries = ringEntries
         self.ringEntriesReset = ringEntriesReset
     }
+    /// Dirty pages over every slot.
     public var pageCount: Int { pages.values.reduce(0) { $0 + $1.count } }
 }
 
@@ -68,9 +72,11 @@ public final class VirtualMachine {
     let fd: FileDescriptor
     /// Kept so /dev/kvm (and its vCPU mmap size) outlives the VM.
     public let system: KVMSystem
+    /// What this VM's KVM offers, read once at creation.
     public let capabilities: VMCapabilities
     /// The slots as KVM has them; every change is checked against it before the ioctl.
     public private(set) var memslots: MemslotTable
+    /// How dirty pages are tracked: the bitmap (with or without manual protect) or the dirty ring.
     public private(set) var dirtyTracking: DirtyTrackingMode = .bitmap(manualProtect: false)
     /// vCPUs created so far (KVM cannot destroy one before the VM).
     public private(set) var vcpuCount = 0

@@ -2,23 +2,32 @@ import PCIInventory
 
 /// What a bind or unbind will do to each device, decided before anything changes. Pure.
 public struct BindPlan: Sendable {
+    /// What happens to one device: bound to vfio-pci, given back, left as it is, or refused.
     public enum Action: String, Sendable {
         case bind, unbind, unchanged, refused
     }
 
+    /// One device's part of the plan.
     public struct Step: Sendable, Equatable {
+        /// The device.
         public let address: PCIAddress
+        /// Its driver now; nil when none is bound.
         public let fromDriver: String?
+        /// The driver it will have; nil for none.
         public let toDriver: String?
+        /// What happens to it.
         public let action: Action
+        /// Why (for a refusal, the safety checks' evidence).
         public let reasons: [String]
         /// The device's IDs, journalled by a bind so a later return can check the address still holds it.
         public var identity: DeviceIdentity? = nil
     }
 
+    /// One step per device, in address order.
     public let steps: [Step]
     /// For a bind: the group's members that will still block it afterwards (without --group).
     public let remainingBlockers: [PCIAddress]
+    /// The IOMMU group the plan is for; nil when the device has none.
     public let group: Int?
 
     /// True when any device is refused: then nothing at all is done.
@@ -135,5 +144,6 @@ public struct BindPlan: Sendable {
         return reasons
     }
 
+    /// The driver a bind hands devices to.
     public static let targetDriver = "vfio-pci"
 }

@@ -2,6 +2,7 @@ import PCIInventory
 
 /// Why a device must not be taken from its driver without `--force`, with the evidence.
 public struct Refusal: Sendable, Equatable, CustomStringConvertible {
+    /// What the device is busy with.
     public enum Kind: String, Sendable {
         case bridge
         case mountedFilesystem = "mounted-filesystem"
@@ -12,9 +13,12 @@ public struct Refusal: Sendable, Equatable, CustomStringConvertible {
         case held
     }
 
+    /// The kind of use found.
     public let kind: Kind
+    /// What was found, in words a user can check.
     public let evidence: String
 
+    /// The evidence.
     public var description: String { evidence }
 }
 

@@ -6,6 +6,7 @@ import PCIInventory
 
 /// What happened to one device, for the CLI's text and JSON.
 public struct BindOutcome: Sendable, Equatable {
+    /// What was done to the device (or, in a dry run, would be).
     public enum Action: String, Sendable {
         case bound, unbound, unchanged, refused
         case rolledBack = "rolled-back"
@@ -16,12 +17,18 @@ public struct BindOutcome: Sendable, Equatable {
         case wouldBind = "would-bind"
         case wouldUnbind = "would-unbind"
     }
+    /// The device's address.
     public let address: String
+    /// Its driver before; nil for none.
     public let fromDriver: String?
+    /// Its driver after; nil for none.
     public let toDriver: String?
+    /// What was done.
     public let action: Action
+    /// Why, where there is more to say (a refusal's evidence, a failure's cause).
     public let reason: String?
 
+    /// An outcome as given.
     public init(address: String, fromDriver: String?, toDriver: String?, action: Action, reason: String?) {
         self.address = address
         self.fromDriver = fromDriver
@@ -44,8 +51,11 @@ public struct BindOutcome: Sendable, Equatable {
 /// must resolve inside the sysfs root, driver links must lead to a driver directory of that
 /// root, and driver names must be single path components. Every sysfs write is bounded in time.
 public struct Binder {
+    /// The sysfs root every path is taken under.
     public let root: SysfsRoot
+    /// Where device nodes are (/dev), for the holder checks.
     public let devRoot: String
+    /// The journal every change is recorded in first.
     public let journal: BindingJournal
     /// Test hook: `VFIOCTL_FAULT_INJECT=STEP` kills the process with SIGKILL right after STEP
     /// (journaled, override-set, unbound, probed, verified) so crash recovery can be tested
@@ -64,8 +74,10 @@ public struct Binder {
     /// The root with its links resolved: everything read or written must stay below it.
     let resolvedRoot: String
 
+    /// A bind's steps in order, as the journal and a failed run name them.
     public static let steps = ["journaled", "override-set", "unbound", "probed", "verified"]
 
+    /// A binder over `root` that journals to `journal`; `environment` may inject faults or step delays (tests).
     public init(root: SysfsRoot, devRoot: String = "/dev", journal: BindingJournal,
                 environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.root = root
@@ -313,6 +325,7 @@ public struct Binder {
         }
     }
 
+    /// The outcome of a step that changes nothing.
     public static func unchangedOutcome(_ step: BindPlan.Step) -> BindOutcome { unchanged(step) }
 
     static func unchanged(_ step: BindPlan.Step) -> BindOutcome {

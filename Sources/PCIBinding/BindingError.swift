@@ -19,6 +19,7 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
     /// An SR-IOV request that cannot be carried out as asked (no SR-IOV, a count out of range).
     case sriov(String)
 
+    /// What failed, with what to do where known.
     public var description: String {
         switch self {
         case .notPermitted(let path):

@@ -8,6 +8,7 @@ import SystemPackage
 /// dies, so a killed run never leaves a stale lock.
 public final class BindingLock {
     private let descriptor: FileDescriptor
+    /// The lock file.
     public let path: String
 
     /// The longest wait a caller may ask for: a day.

@@ -6,11 +6,16 @@ import PCIInventory
 /// What a device is, as the journal records it: the IDs that tell whether an address still holds
 /// the device vfioctl took from its driver (a hot-swap or a re-enumeration can put another there).
 public struct DeviceIdentity: Sendable, Equatable, Codable, CustomStringConvertible {
+    /// The vendor ID.
     public var vendorID: UInt16
+    /// The device ID.
     public var deviceID: UInt16
+    /// The subsystem vendor ID, when sysfs gave it.
     public var subsystemVendorID: UInt16?
+    /// The subsystem device ID, when sysfs gave it.
     public var subsystemDeviceID: UInt16?
 
+    /// An identity from its IDs.
     public init(vendorID: UInt16, deviceID: UInt16, subsystemVendorID: UInt16?, subsystemDeviceID: UInt16?) {
         self.vendorID = vendorID
         self.deviceID = deviceID
@@ -25,6 +30,7 @@ public struct DeviceIdentity: Sendable, Equatable, Codable, CustomStringConverti
                   subsystemDeviceID: device.subsystemDeviceID)
     }
 
+    /// "vvvv:dddd", with the subsystem IDs when known.
     public var description: String {
         "[\(hex4(vendorID)):\(hex4(deviceID))] subsystem [\(subsystemVendorID.map(hex4) ?? "?"):\(subsystemDeviceID.map(hex4) ?? "?")]"
     }
@@ -35,6 +41,7 @@ public struct DeviceIdentity: Sendable, Equatable, Codable, CustomStringConverti
     }
 
     // Hex strings, as everywhere in vfioctl's JSON.
+    /// Decodes the journal's hex strings; throws on anything else.
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         func id(_ key: CodingKeys) throws -> UInt16? {
@@ -51,6 +58,7 @@ public struct DeviceIdentity: Sendable, Equatable, Codable, CustomStringConverti
                   subsystemDeviceID: try id(.subsystemDeviceID))
     }
 
+    /// Encodes the IDs as hex strings.
     public func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(hex4(vendorID), forKey: .vendorID)
@@ -62,7 +70,9 @@ public struct DeviceIdentity: Sendable, Equatable, Codable, CustomStringConverti
 
 /// What is wrong with a value, in words that follow the value ("is not a PCI address").
 public struct ValidationProblem: Error, Equatable, CustomStringConvertible {
+    /// The problem, in words that follow the value.
     public let description: String
+    /// A problem that says `description`.
     public init(_ description: String) { self.description = description }
 }
 

@@ -3,6 +3,7 @@ import PCIInventory
 
 /// What decides which driver takes a device at the next boot: plain data for `BootCheck`.
 public struct BootFacts: Sendable, Equatable {
+    /// The device.
     public var address: PCIAddress
     /// vendor:device, lower-case hex ("10de:2204").
     public var id: String
@@ -22,6 +23,7 @@ public struct BootFacts: Sendable, Equatable {
     /// Modules that modprobe.d says load vfio-pci first (`softdep MODULE pre: vfio-pci`).
     public var softdepBeforeVFIO: Set<String> = []
 
+    /// Facts for the device at `address` with IDs `id`, nothing else known yet.
     public init(address: PCIAddress, id: String) {
         self.address = address
         self.id = id
@@ -30,9 +32,13 @@ public struct BootFacts: Sendable, Equatable {
 
 /// One line of `persist check`: how the next boot will treat the device.
 public struct BootFinding: Sendable, Equatable, CustomStringConvertible {
+    /// How the next boot will treat the device: fine, worth a look, or not as wanted.
     public enum Status: String, Sendable { case ok, warning, problem }
+    /// The finding's weight.
     public let status: Status
+    /// What was found, in words a user can act on.
     public let text: String
+    /// "[status] text".
     public var description: String { "[\(status.rawValue)] \(text)" }
 }
 
@@ -74,15 +80,22 @@ public enum BootCheck {
 /// Reads `BootFacts` for one device from sysfs, modprobe.d, the kernel command line, the udev
 /// rules directory and the journal.
 public struct BootFactsReader {
+    /// The sysfs root.
     public var sysfs: SysfsRoot
+    /// The proc root (the kernel command line, loaded modules).
     public var procRoot = "/proc"
+    /// Where modprobe configuration is read, in modprobe's order.
     public var modprobeDirectories = ["/etc/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d", "/run/modprobe.d"]
+    /// Where vfioctl's udev rules are.
     public var rulesDirectory = UdevRules.defaultDirectory
+    /// The binding journal, if one is read.
     public var journal: BindingJournal?
     let reader = SysfsReader()
 
+    /// A reader with the host's default directories under `sysfs`.
     public init(sysfs: SysfsRoot) { self.sysfs = sysfs }
 
+    /// The facts about `device`; what cannot be read is left out, never fatal.
     public func read(_ device: PCIDevice, inventory: PCIInventory) -> BootFacts {
         let id = String(format: "%04x:%04x", device.vendorID ?? 0, device.deviceID ?? 0)
         var facts = BootFacts(address: device.address, id: id)

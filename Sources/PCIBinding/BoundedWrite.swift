@@ -14,6 +14,7 @@ import PCIInventory
 /// passed as arguments, never parsed as shell text); after `timeout` seconds the caller goes on
 /// and the child finishes whenever the kernel lets it.
 public enum BoundedWrite {
+    /// How the write ended.
     public enum Result: Equatable, Sendable {
         case written
         case failed(String)
@@ -21,6 +22,7 @@ public enum BoundedWrite {
         case pending(helper: Int32)
     }
 
+    /// Writes `value` to `path` in a child process and waits at most `timeout` seconds for it.
     public static func write(_ value: String, to path: String, timeout: Double, shell: String = "/bin/sh") -> Result {
         switch run(shell: shell, script: "printf '%s' \"$1\" > \"$2\"", arguments: [value, path], input: nil, timeout: timeout) {
         case .exited(let status, _, let errors):

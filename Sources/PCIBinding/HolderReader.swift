@@ -9,12 +9,15 @@ import SystemPackage
 /// and the device nodes and resource mappings of every process (from procfs), each under its
 /// own root so fixture trees and a fake proc root read the same way as the host.
 public struct HolderReader {
+    /// The sysfs root device nodes are found under.
     public let sysfs: SysfsRoot
+    /// The proc root processes are read from.
     public let procRoot: String
     /// Where the nvidia control node is looked up; nil skips it (a copied tree has no /dev).
     public let devRoot: String?
     let reader = SysfsReader()
 
+    /// A reader of these roots.
     public init(sysfs: SysfsRoot, procRoot: String = "/proc", devRoot: String? = "/dev") {
         self.sysfs = sysfs
         self.procRoot = procRoot

@@ -3,9 +3,12 @@ import PCIInventory
 /// A device number (dev_t) as the kernel splits it: what a `dev` file in sysfs says ("259:0")
 /// and what fstat(2) of an open device node gives as st_rdev.
 public struct DeviceNumber: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The major number.
     public let major: UInt32
+    /// The minor number.
     public let minor: UInt32
 
+    /// A device number from its parts.
     public init(major: UInt32, minor: UInt32) {
         self.major = major
         self.minor = minor
@@ -18,8 +21,10 @@ public struct DeviceNumber: Hashable, Comparable, Sendable, CustomStringConverti
         self.init(major: major, minor: minor)
     }
 
+    /// "MAJOR:MINOR".
     public var description: String { "\(major):\(minor)" }
 
+    /// Ordered by major, then minor.
     public static func < (lhs: DeviceNumber, rhs: DeviceNumber) -> Bool {
         (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
     }
@@ -29,34 +34,44 @@ public struct DeviceNumber: Hashable, Comparable, Sendable, CustomStringConverti
 /// (and the stacked devices built on them), a DRM or sound node, the driver's own char device,
 /// the nvidia nodes, the device's VFIO group.
 public struct OwnedNode: Hashable, Sendable, CustomStringConvertible {
+    /// Block or character device.
     public enum Kind: String, Sendable {
         case block, char
     }
 
+    /// Block or character.
     public let kind: Kind
+    /// Its device number.
     public let number: DeviceNumber
     /// Its /dev path (from the kernel's DEVNAME), or what it is when it has none.
     public let name: String
 
+    /// A node of `kind` with `number`, called `name`.
     public init(kind: Kind, number: DeviceNumber, name: String) {
         self.kind = kind
         self.number = number
         self.name = name
     }
 
+    /// "name (kind major:minor)".
     public var description: String { "\(name) (\(kind.rawValue) \(number))" }
 }
 
 /// What one process has open or mapped that could belong to a device: the device nodes among
 /// its open files (by number, as fstat reports them) and the sysfs resource files it maps.
 public struct ProcessUse: Sendable, Equatable {
+    /// A device node among the process's open files.
     public struct OpenNode: Sendable, Equatable {
+        /// The file descriptor number.
         public let fd: Int
         /// The path the fd link shows; evidence only, never matched on.
         public let path: String
+        /// Block or character, from fstat.
         public let kind: OwnedNode.Kind
+        /// Its device number, from fstat.
         public let number: DeviceNumber
 
+        /// An open node as given.
         public init(fd: Int, path: String, kind: OwnedNode.Kind, number: DeviceNumber) {
             self.fd = fd
             self.path = path
@@ -65,12 +80,16 @@ public struct ProcessUse: Sendable, Equatable {
         }
     }
 
+    /// The process ID.
     public let pid: Int32
+    /// Its command name (/proc/PID/comm).
     public let command: String
+    /// The device nodes it has open.
     public var openNodes: [OpenNode]
     /// Paths of mapped sysfs PCI resource files, from /proc/PID/maps.
     public var mappedResources: [String]
 
+    /// A process's use as given.
     public init(pid: Int32, command: String, openNodes: [OpenNode] = [], mappedResources: [String] = []) {
         self.pid = pid
         self.command = command
@@ -82,17 +101,21 @@ public struct ProcessUse: Sendable, Equatable {
 /// A process that holds a device: taking the device from its driver pulls it from under the
 /// process, or (vfio-pci, nvidia) the driver's remove waits until the process lets go.
 public struct Holder: Sendable, Equatable, CustomStringConvertible {
+    /// The process ID.
     public let pid: Int32
+    /// Its command name.
     public let command: String
     /// What it holds: "/dev/nvme0n1 (block 259:0) open as fd 3", "resource0 mapped".
     public let what: String
 
+    /// A holder as given.
     public init(pid: Int32, command: String, what: String) {
         self.pid = pid
         self.command = command
         self.what = what
     }
 
+    /// "pid N (command) has what".
     public var description: String { "pid \(pid) (\(command)) has \(what)" }
 }
 

@@ -6,15 +6,20 @@ import PCIInventory
 /// What on the host depends on PCI devices: the evidence the safety checks judge. Gathered once
 /// per run by `HostFactsReader`; plain data, so the judge that reads it is pure.
 public struct HostFacts: Sendable {
+    /// Mounted filesystems on PCI-attached block devices.
     public var mounts: [MountFact] = []
+    /// Active swap on PCI-attached block devices.
     public var swaps: [SwapFact] = []
+    /// Network interfaces and the devices behind them.
     public var interfaces: [NetworkInterfaceFact] = []
+    /// Framebuffers and the devices behind them.
     public var framebuffers: [FramebufferFact] = []
     /// Whether a framebuffer console (fbcon) is bound to a virtual terminal.
     public var framebufferConsoleActive = false
     /// Processes holding each device (open nodes, mapped resources); devices without are absent.
     public var holders: [PCIAddress: [Holder]] = [:]
 
+    /// No facts.
     public init() {}
 }
 
@@ -22,40 +27,61 @@ public struct HostFacts: Sendable {
 /// device-mapper, md and other stacked devices), the bridges on the way included: taking any of
 /// them from its driver takes the disk too.
 public struct MountFact: Sendable, Equatable {
+    /// Where it is mounted.
     public var mountPoint: String
+    /// The mount source as /proc/mounts says it.
     public var source: String
+    /// The block device it resolves to.
     public var blockDevice: String
+    /// The PCI devices under that block device, bridges included.
     public var pciDevices: [PCIAddress]
+    /// A mount as given.
     public init(mountPoint: String, source: String, blockDevice: String, pciDevices: [PCIAddress]) {
         self.mountPoint = mountPoint; self.source = source; self.blockDevice = blockDevice; self.pciDevices = pciDevices
     }
 }
 
+/// An active swap area and the PCI devices its block device sits on.
 public struct SwapFact: Sendable, Equatable {
+    /// The swap file or partition, as /proc/swaps says it.
     public var path: String
+    /// The block device it resolves to.
     public var blockDevice: String
+    /// The PCI devices under that block device, bridges included.
     public var pciDevices: [PCIAddress]
+    /// A swap area as given.
     public init(path: String, blockDevice: String, pciDevices: [PCIAddress]) {
         self.path = path; self.blockDevice = blockDevice; self.pciDevices = pciDevices
     }
 }
 
+/// A network interface and the PCI device behind it.
 public struct NetworkInterfaceFact: Sendable, Equatable {
+    /// The interface name.
     public var name: String
+    /// The PCI device behind it; nil for a virtual interface.
     public var pciDevice: PCIAddress?
+    /// Whether the interface is up.
     public var isUp: Bool
+    /// Its IP addresses.
     public var addresses: [String]
     /// Routes through this interface, as "destination/prefix" (or "default").
     public var routes: [String]
+    /// An interface as given.
     public init(name: String, pciDevice: PCIAddress?, isUp: Bool, addresses: [String], routes: [String]) {
         self.name = name; self.pciDevice = pciDevice; self.isUp = isUp; self.addresses = addresses; self.routes = routes
     }
 }
 
+/// A framebuffer and the PCI device behind it.
 public struct FramebufferFact: Sendable, Equatable {
+    /// The framebuffer's name (fb0).
     public var name: String
+    /// The framebuffer driver's name.
     public var driverName: String
+    /// The PCI device behind it; nil when it has none.
     public var pciDevice: PCIAddress?
+    /// A framebuffer as given.
     public init(name: String, driverName: String, pciDevice: PCIAddress?) {
         self.name = name; self.driverName = driverName; self.pciDevice = pciDevice
     }
@@ -66,10 +92,13 @@ public struct FramebufferFact: Sendable, Equatable {
 /// since a copied tree has no sockets; /proc/net/if_inet6 and the route tables are read from the
 /// proc root either way.
 public struct HostFactsReader {
+    /// The sysfs root.
     public let sysfs: SysfsRoot
+    /// The proc root.
     public let procRoot: String
     let reader = SysfsReader()
 
+    /// A reader of these roots.
     public init(sysfs: SysfsRoot, procRoot: String = "/proc") {
         self.sysfs = sysfs
         self.procRoot = procRoot
@@ -77,6 +106,7 @@ public struct HostFactsReader {
 
     var isLiveSystem: Bool { sysfs.isSystem && (procRoot == "/proc" || SysfsRoot.isSameDirectory(procRoot, "/proc")) }
 
+    /// Reads every fact, the holders of every device included; what cannot be read is left out, never fatal.
     public func read() -> HostFacts {
         var facts = HostFacts()
         facts.mounts = readMounts()

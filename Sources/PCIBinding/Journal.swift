@@ -15,6 +15,7 @@ import PCIInventory
 /// atomically) when dead lines dominate, and deleted when no entry is left. Appends happen under
 /// the `BindingLock`; reads may happen without it.
 public final class BindingJournal: @unchecked Sendable {
+    /// Where a device's binding change stands.
     public enum State: String, Codable, Sendable {
         /// A bind was started and may be anywhere between its first and last step.
         case binding
@@ -24,7 +25,9 @@ public final class BindingJournal: @unchecked Sendable {
         case unbinding
     }
 
+    /// One device's journal entry: what to give it back to.
     public struct Entry: Sendable, Equatable {
+        /// The device.
         public var address: PCIAddress
         /// The driver the device had before vfioctl touched it; nil when it had none.
         public var originalDriver: String?
@@ -32,9 +35,12 @@ public final class BindingJournal: @unchecked Sendable {
         public var originalOverride: String?
         /// The device at `address` when it was journalled; nil when sysfs did not say.
         public var identity: DeviceIdentity?
+        /// Where its change stands.
         public var state: State
+        /// When the entry was last written.
         public var updated: Date
 
+        /// An entry as given.
         public init(address: PCIAddress, originalDriver: String?, originalOverride: String?,
                     identity: DeviceIdentity?, state: State, updated: Date = Date()) {
             self.address = address
@@ -74,12 +80,16 @@ public final class BindingJournal: @unchecked Sendable {
         }
     }
 
+    /// Where the journal lives by default (tmpfs: a reboot starts afresh, as the bindings do).
     public static let defaultDirectory = "/run/vfioctl"
+    /// The state an appended line carries when it removes a device's entry.
     public static let removedState = "removed"
     /// Far more than any host's devices need; a bigger file is not vfioctl's.
     static let maximumSize = 64 << 20
 
+    /// The journal's directory.
     public let directory: String
+    /// The journal file (one JSON line per change, appended).
     public var path: String { directory + "/journal.jsonl" }
     /// The single-file journal of vfioctl before 0.2 (rewritten whole per step).
     public var legacyPath: String { directory + "/journal.json" }
@@ -91,6 +101,7 @@ public final class BindingJournal: @unchecked Sendable {
     /// The live entries and the file's line count, known from the first append on.
     private var cache: (live: [PCIAddress: Entry], lines: Int)?
 
+    /// A journal in `directory`.
     public init(directory: String = BindingJournal.defaultDirectory,
                 environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.directory = directory
@@ -115,6 +126,7 @@ public final class BindingJournal: @unchecked Sendable {
         try load().live.values.sorted { $0.address < $1.address }
     }
 
+    /// The live entry for `address`, if any; throws when the journal cannot be read or is damaged.
     public func entry(for address: PCIAddress) throws(BindingError) -> Entry? {
         try load().live[address]
     }
@@ -181,6 +193,7 @@ public final class BindingJournal: @unchecked Sendable {
         })
     }
 
+    /// Appends `entry`; throws when it cannot be written.
     public func record(_ entry: Entry) throws(BindingError) { try record([entry]) }
 
     /// Drops the entries of `addresses` (those it has), in one append.
@@ -191,6 +204,7 @@ public final class BindingJournal: @unchecked Sendable {
         try append(present.map { Line(address: $0.description, state: Self.removedState, updated: Date()) })
     }
 
+    /// Appends the removal of `address`'s entry; throws when it cannot be written.
     public func remove(_ address: PCIAddress) throws(BindingError) { try remove([address]) }
 
     private func current() throws(BindingError) -> (live: [PCIAddress: Entry], lines: Int) {

@@ -7,9 +7,13 @@ import SystemPackage
 
 /// Changing a physical function's VF count, decided before anything is written. Pure.
 public struct SRIOVPlan: Sendable, Equatable {
+    /// The physical function.
     public let physicalFunction: PCIAddress
+    /// VFs enabled now.
     public let current: Int
+    /// VFs asked for.
     public let requested: Int
+    /// The most VFs it can have (`sriov_totalvfs`).
     public let total: Int
     /// The VFs that exist now and go away (all of them when the count changes).
     public let removed: [PCIAddress]
@@ -17,6 +21,7 @@ public struct SRIOVPlan: Sendable, Equatable {
     /// True when sriov_numvfs must first go to 0: the kernel refuses a change between two
     /// non-zero counts (EBUSY).
     public var resetsFirst: Bool { current != 0 && requested != 0 && requested != current }
+    /// Nothing to do: the count is already the one asked for.
     public var isUnchanged: Bool { requested == current }
 
     /// Plans `requested` VFs for `address`. `groupsInUse`: IOMMU groups some process holds open
@@ -69,18 +74,25 @@ public func vfioGroupIsOpen(_ group: Int, devRoot: String = "/dev") -> Bool {
 /// `Binder`. All or nothing: if a VF cannot be bound, the bound ones are returned, the count goes
 /// back to 0 and autoprobe to what it was. The caller holds the `BindingLock`.
 public struct SRIOVConfigurator {
+    /// The binder whose journal and writes it uses.
     public let binder: Binder
+    /// A configurator writing through `binder`.
     public init(binder: Binder) { self.binder = binder }
 
     var root: SysfsRoot { binder.root }
     func path(_ address: PCIAddress, _ attribute: String) -> String { root.appending("bus/pci/devices/\(address)/\(attribute)") }
 
+    /// What applying a plan did.
     public struct Result: Sendable {
+        /// The VFs that exist afterwards.
         public var virtualFunctions: [PCIAddress] = []
+        /// What was done to each VF's binding.
         public var outcomes: [BindOutcome] = []
+        /// Where it stopped, if it did not finish.
         public var failed: String?
     }
 
+    /// Carries out `plan` with the PF's sriov_drivers_autoprobe off meanwhile (restored after); `rescan` re-reads the inventory once the count changed.
     public func apply(_ plan: SRIOVPlan, rescan: () throws(BindingError) -> PCIInventory) throws(BindingError) -> Result {
         var result = Result()
         if plan.isUnchanged { return result }

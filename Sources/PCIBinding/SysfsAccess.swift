@@ -15,8 +15,11 @@ public protocol SysfsWriting: Sendable {
 
 /// Writes through the real file system, each write bounded by `BoundedWrite`.
 public struct KernelSysfsWriter: SysfsWriting {
+    /// The writer.
     public init() {}
 
+    /// Writes `value` to `path` in one write(2), bounded by `timeout` seconds; throws `.sysfsWrite`
+    /// with the kernel's reason or `.sysfsTimeout` when the kernel has not returned.
     public func write(_ value: String, to path: String, timeout: Double) throws(BindingError) {
         let shown = value.trimmingCharacters(in: ["\n"])
         // An attribute is a regular file; anything planted in its place is refused before the

@@ -3,6 +3,7 @@ import PCIInventory
 
 /// Persistent vfio-pci bindings as udev rules, one file per device, keyed on the address.
 public struct UdevRules {
+    /// Where udev reads local rules.
     public static let defaultDirectory = "/etc/udev/rules.d"
     /// The template also shipped as udev/90-vfioctl-device.rules.in (a test keeps them equal).
     public static let template = """
@@ -14,14 +15,18 @@ public struct UdevRules {
         """
     static let marker = "# vfioctl persist: bind "
 
+    /// The rules directory.
     public let directory: String
 
+    /// Rules in `directory`.
     public init(directory: String = UdevRules.defaultDirectory) { self.directory = directory }
 
+    /// The rule file for `address`.
     public func path(for address: PCIAddress) -> String {
         directory + "/90-vfioctl-\(address).rules"
     }
 
+    /// The rule for `address`: the template with the address filled in.
     public func ruleText(for address: PCIAddress) -> String {
         Self.template.replacingOccurrences(of: "@ADDRESS@", with: address.description)
     }

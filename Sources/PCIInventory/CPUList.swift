@@ -1,6 +1,7 @@
 /// A kernel CPU list as sysfs prints it ("0-7,16-23"; "" for none): validated before it is shown
 /// or compared, since it comes from a file.
 public struct CPUList: Sendable, Equatable {
+    /// The CPU ranges, in the order written.
     public let ranges: [ClosedRange<Int>]
 
     /// nil unless `text` is comma-separated CPU numbers and ascending-bounds ranges (at most
@@ -19,6 +20,7 @@ public struct CPUList: Sendable, Equatable {
         self.ranges = ranges
     }
 
+    /// How many CPUs the list names.
     public var count: Int { ranges.reduce(0) { $0 + $1.count } }
 
     /// The kernel's own spelling.

@@ -1,32 +1,42 @@
 /// Read-only decoding of a PCI configuration space image (the device's sysfs `config` file).
 /// Pure: it takes bytes and never touches the device.
 public struct PCIConfigSpace: Sendable {
+    /// The image's bytes (64 for an unprivileged read of sysfs `config`, 256 or 4096 as root).
     public let bytes: [UInt8]
 
+    /// Decodes `bytes`.
     public init(bytes: [UInt8]) { self.bytes = bytes }
 
     /// The standard header is 64 bytes; anything shorter cannot be decoded.
     public var hasHeader: Bool { bytes.count >= 64 }
 
+    /// The byte at `offset`; nil past the image's end.
     public func u8(_ offset: Int) -> UInt8? {
         offset >= 0 && offset < bytes.count ? bytes[offset] : nil
     }
 
+    /// The little-endian 16-bit value at `offset`; nil past the image's end.
     public func u16(_ offset: Int) -> UInt16? {
         guard offset >= 0, offset + 2 <= bytes.count else { return nil }
         return UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8
     }
 
+    /// The little-endian 32-bit value at `offset`; nil past the image's end.
     public func u32(_ offset: Int) -> UInt32? {
         guard offset >= 0, offset + 4 <= bytes.count else { return nil }
         return UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8
             | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24
     }
 
+    /// Vendor ID (offset 0x00); nil without a header.
     public var vendorID: UInt16? { hasHeader ? u16(0x00) : nil }
+    /// Device ID (offset 0x02).
     public var deviceID: UInt16? { hasHeader ? u16(0x02) : nil }
+    /// Command register (offset 0x04).
     public var command: UInt16? { hasHeader ? u16(0x04) : nil }
+    /// Revision ID (offset 0x08).
     public var revision: UInt8? { hasHeader ? u8(0x08) : nil }
+    /// The 24-bit class code (offsets 0x09-0x0b).
     public var classCode: UInt32? {
         guard hasHeader, let low = u32(0x08) else { return nil }
         return low >> 8
@@ -106,6 +116,7 @@ public enum PCIExpressPortType: UInt8, Sendable {
     case rootComplexIntegratedEndpoint = 0x9
     case rootComplexEventCollector = 0xa
 
+    /// The port type in words, as `show` prints it.
     public var name: String {
         switch self {
         case .endpoint: "endpoint"
@@ -123,16 +134,26 @@ public enum PCIExpressPortType: UInt8, Sendable {
 
 /// ACS control bits (PCIe spec, ACS capability/control registers).
 public struct ACSControls: OptionSet, Sendable, Hashable {
+    /// The register bits.
     public let rawValue: UInt16
+    /// Controls from their register bits.
     public init(rawValue: UInt16) { self.rawValue = rawValue }
 
+    /// Source Validation.
     public static let sourceValidation = ACSControls(rawValue: 0x01)
+    /// Translation Blocking.
     public static let translationBlocking = ACSControls(rawValue: 0x02)
+    /// P2P Request Redirect.
     public static let requestRedirect = ACSControls(rawValue: 0x04)
+    /// P2P Completion Redirect.
     public static let completionRedirect = ACSControls(rawValue: 0x08)
+    /// Upstream Forwarding.
     public static let upstreamForwarding = ACSControls(rawValue: 0x10)
+    /// P2P Egress Control.
     public static let egressControl = ACSControls(rawValue: 0x20)
+    /// Direct Translated P2P.
     public static let directTranslatedP2P = ACSControls(rawValue: 0x40)
+    /// Every control the capability defines.
     public static let all = ACSControls(rawValue: 0x7f)
 
     /// The controls the kernel needs enabled on a port to keep devices below it in their own
@@ -155,8 +176,11 @@ public struct ACSControls: OptionSet, Sendable, Hashable {
     }
 }
 
+/// A port's ACS capability: what it implements and what is enabled.
 public struct ACSStatus: Sendable, Equatable {
+    /// Controls the port implements (capability register).
     public let supported: ACSControls
+    /// Controls enabled now (control register).
     public let enabled: ACSControls
 
     /// Whether the enabled controls isolate the devices below this port, as the kernel judges
@@ -171,14 +195,22 @@ public struct ACSStatus: Sendable, Equatable {
 /// parts of a device's BARs that a VMM must trap and emulate rather than map into a guest,
 /// because the host kernel owns the real ones.
 public struct MSIXLayout: Sendable, Equatable {
+    /// Vectors the device has (table entries).
     public let vectors: Int
+    /// The BAR that holds the table.
     public let tableBAR: Int
+    /// The table's offset in that BAR.
     public let tableOffset: UInt64
+    /// The table's size in bytes (16 per vector).
     public let tableSize: UInt64
+    /// The BAR that holds the pending-bit array.
     public let pbaBAR: Int
+    /// The PBA's offset in that BAR.
     public let pbaOffset: UInt64
+    /// The PBA's size in bytes (whole qwords).
     public let pbaSize: UInt64
 
+    /// A layout as given (tests; decoding makes it from the MSI-X capability).
     public init(vectors: Int, tableBAR: Int, tableOffset: UInt64, tableSize: UInt64, pbaBAR: Int, pbaOffset: UInt64, pbaSize: UInt64) {
         self.vectors = vectors
         self.tableBAR = tableBAR

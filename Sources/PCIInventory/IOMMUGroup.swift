@@ -1,6 +1,7 @@
 /// An IOMMU group: the smallest set of devices the IOMMU can isolate from each other. VFIO hands a
 /// whole group to one user, so every member must be released by host drivers first.
 public struct IOMMUGroup: Sendable {
+    /// The group number (/sys/kernel/iommu_groups/N, /dev/vfio/N).
     public let id: Int
     /// PCI members in address order.
     public let devices: [PCIAddress]
@@ -9,12 +10,17 @@ public struct IOMMUGroup: Sendable {
     /// The members that keep VFIO from using the group; empty when the group is viable.
     public let blockers: [GroupBlocker]
 
+    /// Whether VFIO can take the group now: no member blocks it.
     public var isViable: Bool { blockers.isEmpty }
 }
 
+/// A group member that keeps VFIO from using the group, and why.
 public struct GroupBlocker: Sendable, Equatable {
+    /// The member's PCI address (or sysfs name for a non-PCI member).
     public let address: String
+    /// Its driver; nil when none is bound or the binding could not be read.
     public let driver: String?
+    /// Why it blocks the group, with what to do.
     public let reason: String
 }
 
@@ -22,7 +28,9 @@ public struct GroupBlocker: Sendable, Equatable {
 /// that leaves DMA to its user (vfio-pci and its variant drivers, pci-stub); bridges may keep
 /// the port drivers, which do no DMA of their own.
 public enum GroupViability {
+    /// Drivers that leave DMA to their user.
     public static let userDrivers: Set<String> = ["vfio-pci", "pci-stub"]
+    /// Port drivers a bridge may keep (they do no DMA of their own).
     public static let bridgeDrivers: Set<String> = ["pcieport", "shpchp"]
 
     /// Variant drivers (mlx5_vfio_pci, nvgrace_gpu_vfio_pci, ...) are VFIO drivers too.

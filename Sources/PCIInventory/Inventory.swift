@@ -5,20 +5,24 @@ public struct PCIInventory: Sendable {
     /// subsystems.
     public enum Detail: Sendable { case summary, full }
 
+    /// The sysfs root it was read from.
     public let root: SysfsRoot
     /// Devices in address order.
     public let devices: [PCIDevice]
     /// Groups in numeric order.
     public let groups: [IOMMUGroup]
+    /// Whether the host has a usable IOMMU.
     public let iommu: IOMMUStatus
     /// Problems with the tree as a whole (an unreadable bus directory, a bad group entry).
     public let problems: [String]
 
+    /// The device at `address`, if the inventory has it.
     public func device(_ address: PCIAddress) -> PCIDevice? {
         guard let index = indexByAddress[address] else { return nil }
         return devices[index]
     }
 
+    /// IOMMU group `id`, if it exists.
     public func group(_ id: Int) -> IOMMUGroup? {
         groups.first { $0.id == id }
     }
@@ -46,9 +50,11 @@ public struct PCIInventory: Sendable {
     }
 }
 
+/// Why an inventory could not be read at all.
 public enum InventoryError: Error, Equatable, CustomStringConvertible {
     case busDirectoryUnreadable(path: String)
 
+    /// What failed and what to check.
     public var description: String {
         switch self {
         case .busDirectoryUnreadable(let path):
@@ -61,10 +67,12 @@ public enum InventoryError: Error, Equatable, CustomStringConvertible {
 public struct IOMMUStatus: Sendable, Equatable {
     /// Entries of class/iommu (dmar0, ivhd0, ...): the IOMMU units the kernel registered.
     public let units: [String]
+    /// IOMMU groups the kernel made.
     public let groupCount: Int
     /// The running kernel's command line, only when the sysfs root is the running system's.
     public let kernelCommandLine: String?
 
+    /// Whether VFIO can be used: the kernel made IOMMU groups.
     public var isAvailable: Bool { groupCount > 0 }
 
     /// Why the lack of groups matters and what to check, in order; empty when groups exist.

@@ -1,11 +1,14 @@
 /// A PCI expansion ROM, parsed image by image (PCI Firmware Specification, "PCI Expansion ROMs").
 /// Pure: takes the bytes, never a file, so every malformed ROM can be tested.
 public struct OptionROM: Sendable, Equatable {
+    /// Bytes in the ROM as read.
     public var size: Int
+    /// The images in order, each at its offset.
     public var images: [Image]
     /// Where parsing had to stop, or what is wrong outside any one image.
     public var problems: [String]
 
+    /// An image's code type (PCIR code type byte).
     public enum CodeType: Sendable, Equatable {
         case legacyX86
         case openFirmware
@@ -23,6 +26,7 @@ public struct OptionROM: Sendable, Equatable {
             }
         }
 
+        /// The code type in words.
         public var name: String {
             switch self {
             case .legacyX86: "legacy x86 (PC-AT BIOS)"
@@ -33,6 +37,7 @@ public struct OptionROM: Sendable, Equatable {
             }
         }
 
+        /// The code type as a JSON key.
         public var key: String {
             switch self {
             case .legacyX86: "legacy-x86"
@@ -46,16 +51,21 @@ public struct OptionROM: Sendable, Equatable {
 
     /// The EFI image header fields that say where and how the driver runs.
     public struct EFIHeader: Sendable, Equatable {
+        /// EFI subsystem (10: boot service driver, 11: runtime driver...).
         public var subsystem: UInt16
+        /// EFI machine type (0x8664 x64, 0x0ebc EFI Byte Code, 0xaa64 AArch64...).
         public var machineType: UInt16
+        /// Whether the EFI image is compressed.
         public var compressed: Bool
 
+        /// A header as given.
         public init(subsystem: UInt16, machineType: UInt16, compressed: Bool) {
             self.subsystem = subsystem
             self.machineType = machineType
             self.compressed = compressed
         }
 
+        /// The machine type in words.
         public var machineName: String {
             switch machineType {
             case 0x014c: "IA32"
@@ -71,6 +81,7 @@ public struct OptionROM: Sendable, Equatable {
             }
         }
 
+        /// The subsystem in words.
         public var subsystemName: String {
             switch subsystem {
             case 10: "application"
@@ -84,25 +95,35 @@ public struct OptionROM: Sendable, Equatable {
         public var runsOnX64: Bool { machineType == 0x8664 || machineType == 0x0ebc }
     }
 
+    /// One image of the ROM, from its header and PCI Data Structure (PCIR).
     public struct Image: Sendable, Equatable {
+        /// Where the image starts in the ROM.
         public var offset: Int
+        /// The vendor ID the image serves.
         public var vendorID: UInt16
+        /// The device ID the image serves.
         public var deviceID: UInt16
         /// Further device IDs the image serves (PCIR revision 3 device list).
         public var extraDeviceIDs: [UInt16]
+        /// The class code the image is for.
         public var classCode: UInt32
+        /// What code the image holds.
         public var codeType: CodeType
+        /// The PCIR's last-image indicator.
         public var isLast: Bool
         /// From the PCIR structure, in bytes (its field counts 512-byte units).
         public var length: Int
         /// nil for non-legacy images; true when the initialization area sums to zero mod 256.
         public var checksumValid: Bool?
+        /// The EFI header, for EFI images.
         public var efi: EFIHeader?
         /// Why this image cannot be used as it stands; empty when it can.
         public var problems: [String]
 
+        /// Whether the image is well formed.
         public var isValid: Bool { problems.isEmpty }
 
+        /// Whether the image serves this vendor:device (its device ID or the PCIR device list).
         public func serves(vendorID: UInt16, deviceID: UInt16) -> Bool {
             self.vendorID == vendorID && (self.deviceID == deviceID || extraDeviceIDs.contains(deviceID))
         }
@@ -234,6 +255,7 @@ public struct OptionROMVerdict: Sendable, Equatable {
     public var mismatched: [Int]
     /// True when the ROM is usable for this device (for a display device: it has a valid image).
     public var servesVM: Bool
+    /// What the check found, in words a user can act on.
     public var findings: [String]
 
     /// `vendorID`/`deviceID` nil: the device is unknown (a ROM file checked alone), so images are

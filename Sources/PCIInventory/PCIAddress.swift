@@ -3,11 +3,16 @@
 /// Parses `DDDD:BB:DD.F` and the short `BB:DD.F` (domain 0000), in any case; prints the
 /// canonical lower-case form the kernel uses in sysfs, `0000:01:00.0`.
 public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The PCI domain (segment).
     public let domain: UInt32
+    /// The bus number.
     public let bus: UInt8
+    /// The device (slot) number, 0-0x1f.
     public let device: UInt8
+    /// The function number, 0-7.
     public let function: UInt8
 
+    /// An address from its parts; throws when the device or function is out of range.
     public init(domain: UInt32 = 0, bus: UInt8, device: UInt8, function: UInt8) throws(PCIAddressError) {
         guard device <= 0x1f else {
             throw PCIAddressError(input: Self.format(domain, bus, device, function),
@@ -104,6 +109,7 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     /// The address of function 0 of the same slot; a multi-function device's functions share it.
     public var slot: (domain: UInt32, bus: UInt8, device: UInt8) { (domain, bus, device) }
 
+    /// Ordered by domain, bus, device, function (sysfs order).
     public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
         (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
     }
@@ -117,23 +123,29 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
 
 /// A PCI address that could not be parsed. Its description names the expected form.
 public struct PCIAddressError: Error, Equatable, CustomStringConvertible {
+    /// The text that failed to parse.
     public let input: String
+    /// What is wrong with it.
     public let problem: String
+    /// The problem and the expected form.
     public var description: String {
         "invalid PCI address \"\(input)\": \(problem); expected DDDD:BB:DD.F or BB:DD.F in hex, e.g. 0000:01:00.0"
     }
 }
 
+/// Two lower-case hex digits.
 public func hex2(_ value: UInt8) -> String {
     let digits = String(value, radix: 16)
     return digits.count == 1 ? "0" + digits : digits
 }
 
+/// Four lower-case hex digits.
 public func hex4(_ value: UInt16) -> String {
     let digits = String(value, radix: 16)
     return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
 }
 
+/// Six lower-case hex digits (at least).
 public func hex6(_ value: UInt32) -> String {
     let digits = String(value, radix: 16)
     return String(repeating: "0", count: max(0, 6 - digits.count)) + digits

@@ -1,20 +1,30 @@
 /// Everything vfioctl knows about one PCI function, read from sysfs.
 public struct PCIDevice: Sendable {
+    /// The device's address (its sysfs directory name).
     public let address: PCIAddress
+    /// `vendor`; nil when missing or malformed (see `problems`).
     public var vendorID: UInt16?
+    /// `device`.
     public var deviceID: UInt16?
+    /// `subsystem_vendor`.
     public var subsystemVendorID: UInt16?
+    /// `subsystem_device`.
     public var subsystemDeviceID: UInt16?
     /// The 24-bit class code: base class, sub-class, programming interface.
     public var classCode: UInt32?
+    /// `revision`.
     public var revision: UInt8?
+    /// Names from pci.ids, where a name database was given.
     public var names = PCIDeviceNames()
     /// The bound driver, from the `driver` link; nil when no driver is bound.
     public var driver: String?
     /// `driver_override`; nil when unset (the kernel prints "(null)").
     public var driverOverride: String?
+    /// The `iommu_group` link's group number; nil without an IOMMU.
     public var iommuGroup: Int?
+    /// The BARs in use, from `resource`.
     public var bars: [PCIBAR] = []
+    /// The expansion ROM, if the device has one.
     public var rom: PCIBAR?
     /// `reset_method`, in the kernel's order of preference; empty when the device has none.
     public var resetMethods: [String] = []
@@ -28,10 +38,13 @@ public struct PCIDevice: Sendable {
     public var parentBridges: [PCIAddress] = []
     /// The root complex the device hangs below, as sysfs names it ("pci0000:00").
     public var rootComplex: String?
+    /// Set for an SR-IOV physical function: its VFs.
     public var sriov: SRIOVPhysicalFunction?
     /// Set for an SR-IOV virtual function: its physical function.
     public var physicalFunction: PCIAddress?
+    /// The PCIe port type, from config space (full detail only).
     public var expressPortType: PCIExpressPortType?
+    /// The ACS capability, from config space (full detail only).
     public var accessControlServices: ACSStatus?
     /// Where the device's sysfs data was incomplete or malformed, in words a user can act on.
     public var problems: [String] = []
@@ -39,6 +52,7 @@ public struct PCIDevice: Sendable {
     /// unreadable); nil when it was read. A device in that state blocks its group.
     public var bindingUnknown: String?
 
+    /// A device with only its address known.
     public init(address: PCIAddress) { self.address = address }
 
     /// Base class 0x06, sub-class 0x04: PCI-to-PCI bridge (root ports and switch ports too).
@@ -49,18 +63,30 @@ public struct PCIDevice: Sendable {
     public var isDisplay: Bool { classCode.map { $0 >> 16 == 0x03 } ?? false }
 }
 
+/// A device's names from pci.ids; nil where the database has none.
 public struct PCIDeviceNames: Sendable, Equatable {
+    /// The vendor's name.
     public var vendor: String?
+    /// The device's name.
     public var device: String?
+    /// The subsystem's name.
     public var subsystem: String?
+    /// The subsystem vendor's name.
     public var subsystemVendor: String?
+    /// The class name lspci prints.
     public var className: String?
+    /// The programming interface's name.
     public var programmingInterface: String?
+    /// No names.
     public init() {}
 }
 
+/// An SR-IOV physical function's virtual functions.
 public struct SRIOVPhysicalFunction: Sendable, Equatable {
+    /// `sriov_totalvfs`: the most VFs it can have.
     public var totalVFs: Int?
+    /// `sriov_numvfs`: the VFs enabled now.
     public var enabledVFs: Int?
+    /// The enabled VFs' addresses, from the `virtfnN` links.
     public var virtualFunctions: [PCIAddress]
 }

@@ -21,14 +21,17 @@ public final class PCINameDatabase {
 
     deinit { vfioctl_pci_names_close(handle) }
 
+    /// The vendor's name, or nil when the database has none.
     public func vendorName(_ vendor: UInt16) -> String? {
         lookup { vfioctl_pci_vendor_name(handle, $0, $1, UInt32(vendor)) }
     }
 
+    /// The device's name, or nil.
     public func deviceName(vendor: UInt16, device: UInt16) -> String? {
         lookup { vfioctl_pci_device_name(handle, $0, $1, UInt32(vendor), UInt32(device)) }
     }
 
+    /// The subsystem's name, or nil.
     public func subsystemName(vendor: UInt16, device: UInt16, subsystemVendor: UInt16, subsystemDevice: UInt16) -> String? {
         lookup {
             vfioctl_pci_subsystem_name(handle, $0, $1, UInt32(vendor), UInt32(device),
@@ -45,6 +48,7 @@ public final class PCINameDatabase {
         return name.hasSuffix(suffix) ? String(name.dropLast(suffix.count)) : name
     }
 
+    /// The programming interface's name for a 24-bit class code, or nil.
     public func programmingInterfaceName(_ classCode: UInt32) -> String? {
         lookup { vfioctl_pci_progif_name(handle, $0, $1, classCode) }
     }

@@ -1,19 +1,27 @@
 /// One BAR (or the expansion ROM) as the kernel reports it in a device's `resource` file.
 public struct PCIBAR: Sendable, Equatable {
+    /// Memory or I/O port space.
     public enum Kind: String, Sendable { case memory = "mem", io = "io" }
 
     /// 0-5 for BARs; `PCIBAR.romIndex` for the expansion ROM.
     public let index: Int
+    /// The first bus address.
     public let start: UInt64
+    /// The last bus address (inclusive, as the kernel prints it).
     public let end: UInt64
+    /// Memory or I/O.
     public let kind: Kind
+    /// A 64-bit memory BAR (it takes two BAR slots).
     public let is64Bit: Bool
+    /// A prefetchable memory BAR.
     public let prefetchable: Bool
     /// The kernel could not place the BAR (IORESOURCE_UNSET): start is not a bus address.
     public let unassigned: Bool
 
+    /// The index `resource` gives the expansion ROM.
     public static let romIndex = 6
 
+    /// Bytes the BAR spans.
     public var size: UInt64 { end &- start &+ 1 }
 }
 
@@ -30,7 +38,9 @@ enum ResourceFlags {
 
 /// What parsing a `resource` file gives: the BARs and ROM in use, and any lines it could not read.
 public struct ParsedResources: Sendable, Equatable {
+    /// The BARs in use.
     public var bars: [PCIBAR] = []
+    /// The expansion ROM, if present.
     public var rom: PCIBAR?
     /// Human-readable descriptions of malformed lines (garbage is reported, never fatal).
     public var problems: [String] = []

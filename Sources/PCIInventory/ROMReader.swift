@@ -7,7 +7,9 @@ import SystemPackage
 
 /// A ROM could not be read; nothing was left enabled.
 public struct ROMReadError: Error, CustomStringConvertible, Equatable {
+    /// What failed, with the device and path.
     public let description: String
+    /// An error that says `description`.
     public init(_ description: String) { self.description = description }
 }
 
@@ -20,6 +22,7 @@ public protocol ROMAttribute {
     func readAll(limit: Int) throws(ROMReadError) -> [UInt8]
 }
 
+/// Reading a device's expansion ROM through its `rom` attribute.
 public enum ROMReader {
     /// The largest expansion ROM a ROM BAR can decode (its address field is 24 bits wide).
     public static let maximumSize = 16 << 20
@@ -42,14 +45,18 @@ public enum ROMReader {
 
 /// `bus/pci/devices/<address>/rom` on a sysfs tree.
 public struct SysfsROMAttribute: ROMAttribute {
+    /// The attribute's path.
     public let path: String
+    /// The device.
     public let address: PCIAddress
 
+    /// The `rom` attribute of `address` under `root`.
     public init(root: SysfsRoot, address: PCIAddress) {
         self.address = address
         self.path = root.appending("bus/pci/devices/\(address)/rom")
     }
 
+    /// Writes "1\n" or "0\n" to the attribute; throws with the path when it cannot.
     public func setEnabled(_ enabled: Bool) throws(ROMReadError) {
         do {
             let fd = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec])
@@ -62,6 +69,7 @@ public struct SysfsROMAttribute: ROMAttribute {
         }
     }
 
+    /// Reads the enabled ROM, at most `limit` bytes; throws with the path when it cannot.
     public func readAll(limit: Int) throws(ROMReadError) -> [UInt8] {
         do {
             let fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])

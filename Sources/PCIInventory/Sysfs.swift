@@ -8,11 +8,15 @@ import SystemPackage
 /// The directory that stands for `/sys`. Every path vfioctl reads is taken under it, so tests
 /// and users can point the tool at a copied or generated tree.
 public struct SysfsRoot: Sendable, Equatable, CustomStringConvertible {
+    /// The variable that names another root.
     public static let environmentVariable = "VFIOCTL_SYSFS_ROOT"
+    /// The running system's /sys.
     public static let system = SysfsRoot(path: "/sys")
 
+    /// The root directory, without a trailing slash.
     public let path: String
 
+    /// A root at `path` (trailing slashes dropped).
     public init(path: String) {
         // Keep "/" meaningful but drop trailing slashes so joined paths stay canonical.
         var trimmed = path
@@ -41,8 +45,10 @@ public struct SysfsRoot: Sendable, Equatable, CustomStringConvertible {
         return a.st_mode & S_IFMT == S_IFDIR && a.st_dev == b.st_dev && a.st_ino == b.st_ino
     }
 
+    /// `relative` under the root.
     public func appending(_ relative: String) -> String { path + "/" + relative }
 
+    /// The root's path.
     public var description: String { path }
 }
 

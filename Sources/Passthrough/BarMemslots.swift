@@ -95,6 +95,7 @@ public final class BarMemslots {
     let regions: RegionAccess
     /// MMIO exits answered by `serve`, since creation.
     public private(set) var servedReads = 0
+    /// MMIO write exits answered by `serve`, since creation.
     public private(set) var servedWrites = 0
 
     /// Places the BARs (see `GuestPlacement`) and adds one slot per area, numbered from

@@ -8,6 +8,7 @@ import PageAlignment
 /// whole aligned page inside the slot). The host side is 4 KiB where the host's THP rule refuses
 /// huge faults for the mapping (`HugeFaultHost`). Pure.
 public enum MemslotPageSize {
+    /// The base page size every mapping has at least.
     public static let basePage: UInt64 = BasePage.size
 
     /// The largest of `pageSizes` at which `a` and `b` are congruent and an aligned page of `a`'s

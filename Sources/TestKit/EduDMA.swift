@@ -29,6 +29,8 @@ public enum EduRegisters {
     public static let maxTransfer: UInt64 = bufferSize - 1
     /// edu's DMA mask.
     public static let dmaAddressBits = 28
+    /// edu's DMA mask as the highest IOVA it reaches (a `VfioContainer.mapDMA` limit).
+    public static let dmaLimit: UInt64 = (1 << UInt64(dmaAddressBits)) - 1
 }
 
 /// One edu DMA transfer: between guest RAM (an IOVA) and the device's buffer.
@@ -40,12 +42,15 @@ public struct EduDMATransfer: Sendable, Equatable {
     /// Where in the device's buffer, from its start.
     public var bufferOffset: UInt64
     public var count: UInt64
+    /// Whether edu raises its interrupt (MSI or INTx) when the transfer is done.
+    public var raiseInterrupt: Bool
 
-    public init(direction: Direction, iova: UInt64, bufferOffset: UInt64 = 0, count: UInt64) {
+    public init(direction: Direction, iova: UInt64, bufferOffset: UInt64 = 0, count: UInt64, raiseInterrupt: Bool = false) {
         self.direction = direction
         self.iova = iova
         self.bufferOffset = bufferOffset
         self.count = count
+        self.raiseInterrupt = raiseInterrupt
     }
 
     /// The register writes that start it, in order (the command last: it starts the engine,
@@ -62,6 +67,7 @@ public struct EduDMATransfer: Sendable, Equatable {
         let buffer = EduRegisters.bufferAddress + bufferOffset
         let (source, destination) = direction == .ramToDevice ? (iova, buffer) : (buffer, iova)
         let command = EduRegisters.commandStart | (direction == .deviceToRAM ? EduRegisters.commandToRAM : 0)
+            | (raiseInterrupt ? EduRegisters.commandInterrupt : 0)
         return [(EduRegisters.dmaSource, source), (EduRegisters.dmaDestination, destination), (EduRegisters.dmaCount, count), (EduRegisters.dmaCommand, command)]
     }
 }

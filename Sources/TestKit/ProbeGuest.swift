@@ -7,11 +7,13 @@ import Passthrough
 public enum ProbePrograms {
     /// 32-bit flat protected mode, paging off (gpa = address). Reads one dword from each
     /// address in a table and reports it with `out 0x90, eax`, then halts. Registers: esi = the
-    /// table (dwords, guest-physical addresses), ecx = how many.
+    /// table (dwords, guest-physical addresses), ecx = how many. It ends with `out 0x91, al`
+    /// before its `hlt`: with an in-kernel irqchip (`PassthroughVM`) KVM keeps a halted vCPU in
+    /// the kernel, so the halt alone would never come back to userspace.
     ///   next: test ecx, ecx ; jz done
     ///         mov ebx, [esi] ; mov eax, [ebx] ; out 0x90, eax
     ///         add esi, 4 ; dec ecx ; jmp next
-    ///   done: hlt
+    ///   done: out 0x91, al ; hlt
     public static let readTable32: [UInt8] = [
         0x85, 0xc9,        // 00 next: test %ecx,%ecx
         0x74, 0x0c,        // 02       je 10 <done>
@@ -21,9 +23,13 @@ public enum ProbePrograms {
         0x83, 0xc6, 0x04,  // 0a       add $0x4,%esi
         0x49,              // 0d       dec %ecx
         0xeb, 0xf0,        // 0e       jmp 0 <next>
-        0xf4,              // 10 done: hlt
+        0xe6, 0x91,        // 10 done: out %al,$0x91
+        0xf4,              // 12       hlt
     ]
+    /// The port each read's dword is reported on.
     public static let reportPort: UInt16 = 0x90
+    /// The port the guest writes once every read is reported.
+    public static let donePort: UInt16 = 0x91
 }
 
 /// What one run of the probe guest saw.
@@ -54,10 +60,20 @@ public final class ProbeGuest {
     public let vcpu: VirtualCPU
     public let ram: GuestMemory
 
-    public init(system: KVMSystem) throws(PassthroughError) {
-        (vm, vcpu, ram) = try viaKVM { () throws(KVMError) in
+    /// A new VM of `system` (no in-kernel irqchip), with RAM and the vCPU.
+    public convenience init(system: KVMSystem) throws(PassthroughError) {
+        let vm = try viaKVM { () throws(KVMError) in
             let vm = try system.createVM()
             try vm.setX86RealModeAreas()
+            return vm
+        }
+        try self.init(vm: vm)
+    }
+
+    /// RAM (slot 0) and the vCPU in `vm`, whose x86 real-mode areas are set. To pass devices
+    /// through, create the `PassthroughVM` first: its irqchip must precede the vCPU.
+    public init(vm: VirtualMachine) throws(PassthroughError) {
+        (self.vm, vcpu, ram) = try viaKVM { () throws(KVMError) in
             let ram = try GuestMemory(size: Self.ramSize)
             try ram.write(ProbePrograms.readTable32, at: Int(Self.codeAddress))
             try vm.addSlot(Self.ramSlot, guestPhysicalAddress: 0, memory: ram)
@@ -93,7 +109,7 @@ public final class ProbeGuest {
         for _ in 0..<(addresses.count * 2 + 8) {
             let exit = try viaKVM { () throws(KVMError) in try vcpu.run() }
             switch exit {
-            case .halt:
+            case .halt, .io(ProbePrograms.donePort, .out, 1, 1, _):
                 let elapsed = clock.now - start
                 run.nanoseconds = UInt64(elapsed.components.seconds) * 1_000_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000)
                 guard run.values.count == addresses.count else {

@@ -1,21 +1,6 @@
 import Passthrough
 import VFIO
 
-/// One register write into a BAR.
-public struct RegisterWrite: Sendable, Equatable {
-    public let bar: Int
-    public let offset: UInt64
-    public let value: UInt64
-    public let width: AccessWidth
-
-    public init(bar: Int, offset: UInt64, value: UInt64, width: AccessWidth = .dword) {
-        self.bar = bar
-        self.offset = offset
-        self.value = value
-        self.width = width
-    }
-}
-
 /// How to make a known test device raise an interrupt on demand, as register writes: for
 /// checking that a device's INTx, MSI or MSI-X vectors really arrive on their eventfds. Pure:
 /// the caller does the writes (through VFIO region writes).
@@ -26,7 +11,7 @@ public struct RegisterWrite: Sendable, Equatable {
 ///   interrupt causes (RX queue 0/1, TX queue 0/1, "other") to vectors, and writing a cause to
 ///   ICS raises it; writing it to ICR clears it. With INTx or MSI, any enabled cause raises
 ///   the one interrupt.
-public struct TestDeviceInterrupts: Sendable, Equatable {
+public struct TestDeviceInterrupts: InterruptRaiser, Equatable {
     public enum Device: String, Sendable { case edu, e1000e }
 
     public let device: Device

@@ -76,8 +76,10 @@ package struct InfoBuffer: Sendable {
 public struct SparseArea: Sendable, Equatable {
     /// From the region's start.
     public let offset: UInt64
+    /// Bytes in the area.
     public let size: UInt64
 
+    /// An area of `size` bytes at `offset` in the region.
     public init(offset: UInt64, size: UInt64) {
         self.offset = offset
         self.size = size
@@ -108,7 +110,9 @@ public struct SparseArea: Sendable, Equatable {
 
 /// A device-specific region's type (VFIO_REGION_INFO_CAP_TYPE).
 public struct RegionType: Sendable, Equatable {
+    /// The type (VFIO_REGION_TYPE_*; the top 16 bits a vendor ID for vendor types).
     public let type: UInt32
+    /// The subtype within the type.
     public let subtype: UInt32
 }
 
@@ -116,6 +120,7 @@ public struct RegionType: Sendable, Equatable {
 public struct RegionCapabilities: Sendable, Equatable {
     /// nil when the region has no sparse-mmap capability (the whole region maps, if it maps).
     public var sparseAreas: [SparseArea]?
+    /// The device-specific type; nil when the region has no type capability.
     public var type: RegionType?
     /// The MSI-X table lies in this region and may be mmapped anyway (VFIO_REGION_INFO_CAP_MSIX_MAPPABLE).
     public var msixMappable = false
@@ -147,7 +152,9 @@ public struct RegionCapabilities: Sendable, Equatable {
 
 /// An IOVA range the IOMMU can map (inclusive end, as the kernel reports it).
 public struct IOVARange: Sendable, Equatable {
+    /// The first IOVA of the range.
     public let start: UInt64
+    /// The last IOVA of the range (inclusive).
     public let end: UInt64
 }
 

@@ -14,6 +14,7 @@ import SystemPackage
 /// ordinary Swift pointers that assume no one else writes the memory. The container keeps the
 /// buffer alive until it has unmapped it from the IOMMU, so the device never reaches freed memory.
 public final class DMABuffer {
+    /// What backs the buffer: hugetlbfs pages of 1 GiB or 2 MiB, transparent huge pages, or 4 KiB pages.
     public enum Backing: String, Sendable {
         /// hugetlbfs pages (MAP_HUGETLB) of 1 GiB or 2 MiB: reserved, never split.
         case hugeTLB1G = "hugetlb-1g", hugeTLB2M = "hugetlb-2m"
@@ -22,8 +23,11 @@ public final class DMABuffer {
         case basePages = "4k"
     }
 
+    /// The buffer's first byte; page aligned. Accessed with volatile loads and stores only while DMA-mapped.
     public let base: UnsafeMutableRawPointer
+    /// Bytes in the buffer.
     public let size: Int
+    /// What backs it.
     public let backing: Backing
 
     /// Allocates `size` bytes (a 4 KiB multiple), trying 1 GiB then 2 MiB hugetlb pages when
@@ -61,12 +65,14 @@ public final class DMABuffer {
         _ = munmap(base, size)
     }
 
+    /// One volatile byte load at `offset`; throws `.outOfRange` past the buffer's end.
     public func load8(at offset: Int) throws(VFIOError) -> UInt8 {
         try check(offset, 1)
         // Safety: checked inside the buffer; volatile (see the type's contract).
         return cuapi_mmio_read8(base + offset)
     }
 
+    /// One volatile byte store at `offset`; throws `.outOfRange` past the buffer's end.
     public func store8(_ value: UInt8, at offset: Int) throws(VFIOError) {
         try check(offset, 1)
         // Safety: as in load8.
@@ -96,7 +102,9 @@ public final class DMABuffer {
 
 /// A live DMA mapping: the device sees `size` bytes at `iova`.
 public struct DMAMapping: Sendable, Equatable {
+    /// The address the device uses.
     public let iova: UInt64
+    /// Bytes mapped.
     public let size: UInt64
     /// Device memory (another device's BAR, for peer-to-peer) rather than RAM.
     public let isDeviceMemory: Bool
@@ -114,7 +122,9 @@ struct ActiveDMA {
 
 /// RLIMIT_MEMLOCK; nil for a value that is unlimited.
 public struct MemlockLimit: Sendable, Equatable {
+    /// The soft limit in bytes (nil: unlimited).
     public let current: UInt64?
+    /// The hard limit in bytes (nil: unlimited).
     public let maximum: UInt64?
     /// The process holds CAP_IPC_LOCK: vfio_iommu_type1 then pins without checking the limit
     /// (root normally has it; a service may not).
@@ -123,6 +133,7 @@ public struct MemlockLimit: Sendable, Equatable {
     /// which the kernel adds to a new pin before comparing with the limit.
     public var lockedBytes: UInt64? = nil
 
+    /// A limit as given (tests and planners; `read()` reads this process's).
     public init(current: UInt64?, maximum: UInt64?, exempt: Bool = false, lockedBytes: UInt64? = nil) {
         self.current = current
         self.maximum = maximum
@@ -130,6 +141,7 @@ public struct MemlockLimit: Sendable, Equatable {
         self.lockedBytes = lockedBytes
     }
 
+    /// This process's limit (getrlimit), CAP_IPC_LOCK and the bytes it has locked (VmLck).
     public static func read() -> MemlockLimit {
         var current: UInt64 = 0, maximum: UInt64 = 0
         let exempt = cuapi_has_effective_capability(CUAPI_CAP_IPC_LOCK) == 1
@@ -170,6 +182,7 @@ extension VfioContainer {
         activeMappings.values.filter { !$0.isDeviceMemory }.reduce(0) { $0 + $1.size }
     }
 
+    /// The mappings made through this container and not yet unmapped, in IOVA order.
     public var dmaMappings: [DMAMapping] {
         activeMappings.map { DMAMapping(iova: $0.key, size: $0.value.size, isDeviceMemory: $0.value.isDeviceMemory) }.sorted { $0.iova < $1.iova }
     }

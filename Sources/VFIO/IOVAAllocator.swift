@@ -12,6 +12,7 @@ public struct IOVAAllocator: Sendable, Equatable {
     /// Allocated [start, end) intervals, sorted by start.
     public private(set) var allocations: [Range<UInt64>] = []
 
+    /// An allocator over the IOMMU's usable `ranges` with the page sizes it supports (a bitmap, as VFIO reports it); throws when the ranges or page sizes are unusable.
     public init(ranges: [ClosedRange<UInt64>], pageSizes: UInt64) throws(IOVAError) {
         guard pageSizes != 0 else { throw .noPageSizes }
         self.pageSizes = pageSizes
@@ -81,6 +82,7 @@ public struct IOVAAllocator: Sendable, Equatable {
     }
 }
 
+/// Why the IOVA allocator refused a range or an allocation.
 public enum IOVAError: Error, Equatable, CustomStringConvertible {
     case noPageSizes
     case badSize(UInt64, page: UInt64)
@@ -90,6 +92,7 @@ public enum IOVAError: Error, Equatable, CustomStringConvertible {
     case outsideRanges(start: UInt64, size: UInt64)
     case overlaps(start: UInt64, size: UInt64, existing: Range<UInt64>)
 
+    /// What was refused, with the numbers.
     public var description: String {
         switch self {
         case .noPageSizes: "the IOMMU reports no page sizes"

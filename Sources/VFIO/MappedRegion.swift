@@ -17,8 +17,11 @@ import SystemPackage
 public struct MappedRegion: ~Copyable {
     /// Start of the mapping; page aligned.
     public let base: UnsafeMutableRawPointer
+    /// Bytes mapped.
     public let size: Int
+    /// The VFIO region mapped (`PCIRegion.bar(n)` for a BAR).
     public let regionIndex: UInt32
+    /// Whether stores are allowed (the mapping is PROT_WRITE).
     public let isWritable: Bool
     /// Where the mapping starts in the region (non-zero for a sparse area).
     public let regionOffset: UInt64
@@ -124,13 +127,21 @@ public struct MappedRegion: ~Copyable {
         }
     }
 
+    /// A 1-byte volatile load at `offset`; throws when the access falls outside the mapping.
     public func load8(at offset: Int) throws(VFIOError) -> UInt8 { UInt8(truncatingIfNeeded: try load(.byte, at: offset)) }
+    /// A 2-byte load (aligned).
     public func load16(at offset: Int) throws(VFIOError) -> UInt16 { UInt16(truncatingIfNeeded: try load(.word, at: offset)) }
+    /// A 4-byte load (aligned).
     public func load32(at offset: Int) throws(VFIOError) -> UInt32 { UInt32(truncatingIfNeeded: try load(.dword, at: offset)) }
+    /// An 8-byte load (aligned).
     public func load64(at offset: Int) throws(VFIOError) -> UInt64 { try load(.qword, at: offset) }
+    /// A 1-byte volatile store at `offset`; throws when the access falls outside the mapping or the mapping is read-only.
     public func store8(_ value: UInt8, at offset: Int) throws(VFIOError) { try store(UInt64(value), .byte, at: offset) }
+    /// A 2-byte store (aligned).
     public func store16(_ value: UInt16, at offset: Int) throws(VFIOError) { try store(UInt64(value), .word, at: offset) }
+    /// A 4-byte store (aligned).
     public func store32(_ value: UInt32, at offset: Int) throws(VFIOError) { try store(UInt64(value), .dword, at: offset) }
+    /// An 8-byte store (aligned).
     public func store64(_ value: UInt64, at offset: Int) throws(VFIOError) { try store(value, .qword, at: offset) }
 
     private func checked(_ offset: Int, _ width: AccessWidth) throws(VFIOError) -> UnsafeMutableRawPointer {

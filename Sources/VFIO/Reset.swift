@@ -40,9 +40,12 @@ public enum ResetMethod: String, CaseIterable, Sendable {
 
 /// A device a hot reset also resets, and its IOMMU group.
 public struct AffectedDevice: Sendable, Equatable {
+    /// The device's address.
     public let address: PCIAddress
+    /// Its IOMMU group number.
     public let group: Int
 
+    /// A device at `address` in IOMMU group `group`.
     public init(address: PCIAddress, group: Int) {
         self.address = address
         self.group = group

@@ -56,6 +56,7 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
     /// Memory still in use (DMA-mapped, say) was asked to go; it stays until the use ends.
     case inUse(String)
 
+    /// What failed, with what to do where known.
     public var description: String {
         switch self {
         case let .system(operation, errno):

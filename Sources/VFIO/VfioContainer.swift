@@ -9,9 +9,11 @@ import SystemPackage
 /// VFIO_SET_IOMMU on a container with no group). The descriptor is closed exactly once, in
 /// deinit; groups keep their container alive, so it outlives every group attached to it.
 public final class VfioContainer {
+    /// Where the container node is.
     public static let defaultPath = "/dev/vfio/vfio"
 
     let fd: FileDescriptor
+    /// The node this container was opened from.
     public let path: String
     /// Whether VFIO_SET_IOMMU has been done (after the first group was attached).
     public private(set) var iommuIsSet = false
@@ -59,6 +61,7 @@ public final class VfioContainer {
 
     /// What the IOMMU behind the container can map.
     public struct IOMMUInfo: Sendable, Equatable {
+        /// VFIO_IOMMU_INFO_* flags.
         public let flags: UInt32
         /// Bitmap of the page sizes the IOMMU supports (bit n: 2^n bytes).
         public let iovaPageSizes: UInt64

@@ -8,10 +8,15 @@ import SystemPackage
 
 /// Bits of the PCI command register (config offset 0x04) the library sets.
 public enum PCICommand {
+    /// The command register's offset in config space.
     public static let offset: UInt64 = 0x04
+    /// I/O space decoding.
     public static let ioSpace: UInt16 = 1 << 0
+    /// Memory space decoding: BAR accesses reach the device only with it set.
     public static let memorySpace: UInt16 = 1 << 1
+    /// Bus mastering: the device may do DMA and send MSIs only with it set.
     public static let busMaster: UInt16 = 1 << 2
+    /// INTx disable: set, the device does not assert its INTx line.
     public static let intxDisable: UInt16 = 1 << 10
 }
 
@@ -22,10 +27,12 @@ extension VfioDevice {
         try regionInfo(PCIRegion.config)
     }
 
+    /// Reads `width` bytes of config space at `offset` (VFIO's config region, which vfio-pci virtualizes in part).
     public func readConfig(_ offset: UInt64, width: AccessWidth) throws(VFIOError) -> UInt64 {
         try read(configRegion(), offset: offset, width: width)
     }
 
+    /// Writes the low `width` bytes of `value` to config space at `offset`.
     public func writeConfig(_ value: UInt64, at offset: UInt64, width: AccessWidth) throws(VFIOError) {
         try write(value, to: configRegion(), offset: offset, width: width)
     }
@@ -44,6 +51,7 @@ extension VfioDevice {
         return bytes
     }
 
+    /// The command register's current value.
     public func commandRegister() throws(VFIOError) -> UInt16 {
         UInt16(truncatingIfNeeded: try readConfig(PCICommand.offset, width: .word))
     }
@@ -72,27 +80,39 @@ extension VfioDevice {
         decode.memoryEnabled = try commandRegister() & PCICommand.memorySpace != 0
     }
 
+    /// Whether the device decodes memory accesses now (its command register's memory space bit).
     public var memoryDecodingEnabled: Bool { decode.memoryEnabled }
 }
 
 /// What VFIO_DEVICE_GET_IRQ_INFO says about one interrupt index.
 public struct IRQInfo: Sendable, Equatable {
+    /// The IRQ index (`PCIIRQ`).
     public let index: UInt32
+    /// VFIO_IRQ_INFO_* flags.
     public let flags: UInt32
     /// Vectors available at this index (0: the device has none of this kind).
     public let count: UInt32
+    /// The index's interrupts can signal an eventfd.
     public var supportsEventFD: Bool { flags & UInt32(VFIO_IRQ_INFO_EVENTFD) != 0 }
+    /// The index's vectors can be masked through VFIO.
     public var isMaskable: Bool { flags & UInt32(VFIO_IRQ_INFO_MASKABLE) != 0 }
+    /// The kernel masks the line when it fires (INTx); the user unmasks it.
     public var isAutomasked: Bool { flags & UInt32(VFIO_IRQ_INFO_AUTOMASKED) != 0 }
 }
 
 /// IRQ indices of a vfio-pci device.
 public enum PCIIRQ {
+    /// Legacy INTx (one vector, level-triggered, automasked).
     public static let intx = UInt32(VFIO_PCI_INTX_IRQ_INDEX)
+    /// MSI.
     public static let msi = UInt32(VFIO_PCI_MSI_IRQ_INDEX)
+    /// MSI-X.
     public static let msix = UInt32(VFIO_PCI_MSIX_IRQ_INDEX)
+    /// AER error notification.
     public static let err = UInt32(VFIO_PCI_ERR_IRQ_INDEX)
+    /// Device release request (the host wants the device back).
     public static let req = UInt32(VFIO_PCI_REQ_IRQ_INDEX)
+    /// A short name for an index, for messages ("msix").
     public static func name(_ index: UInt32) -> String {
         switch index {
         case intx: "INTx"
@@ -107,8 +127,10 @@ public enum PCIIRQ {
 
 /// An eventfd the kernel signals when an interrupt fires. Closed exactly once, in deinit.
 public final class EventFD {
+    /// The eventfd's descriptor (owned: closed in deinit).
     public let fd: FileDescriptor
 
+    /// A new close-on-exec eventfd with count 0.
     public init() throws(VFIOError) {
         let raw = cuapi_eventfd(0, CUAPI_EFD_CLOEXEC)
         guard raw >= 0 else { throw .system(operation: "eventfd", errno: Errno(rawValue: errno)) }

@@ -18,11 +18,13 @@ public struct PlacementOptions: Sendable {
     /// long as it is mapped, so no other mapping's page tables share those slots and the fault
     /// planner's prediction (which assumes empty tables) holds exactly. Costs address space only.
     public var guardPageTableSlots = false
+    /// Map with PROT_WRITE (stores allowed).
     public var writable = true
     /// What to tell the kernel about huge pages before the first touch. MADV_HUGEPAGE by default:
     /// under THP mode `madvise` the kernel (6.12 to 7.1) tries huge faults only for mappings
     /// that carry it, and it costs nothing elsewhere. `.none` maps as QEMU does.
     public var hugePageAdvice: MappingHugePageAdvice = .hugePage
+    /// Options for `mapPlaced`; the defaults place for huge pages with MADV_HUGEPAGE.
     public init(skew: UInt64 = 0, guardPageTableSlots: Bool = false, writable: Bool = true,
                 hugePageAdvice: MappingHugePageAdvice = .hugePage) {
         self.skew = skew

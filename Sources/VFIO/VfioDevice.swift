@@ -12,6 +12,7 @@ import SystemPackage
 public enum AccessWidth: Int, Sendable, CaseIterable {
     case byte = 1, word = 2, dword = 4, qword = 8
 
+    /// The width for 1, 2, 4 or 8 bytes; throws `.invalidWidth` otherwise.
     public init(bytes: Int) throws(VFIOError) {
         guard let width = AccessWidth(rawValue: bytes) else { throw .invalidWidth(bytes) }
         self = width
@@ -23,22 +24,33 @@ public enum AccessWidth: Int, Sendable, CaseIterable {
 
 /// What VFIO_DEVICE_GET_INFO says about a device.
 public struct DeviceInfo: Sendable, Equatable {
+    /// VFIO_DEVICE_FLAGS_*.
     public let flags: UInt32
+    /// Regions the device has.
     public let regionCount: UInt32
+    /// IRQ indices the device has.
     public let irqCount: UInt32
+    /// The device is a PCI device (vfio-pci).
     public var isPCI: Bool { flags & UInt32(VFIO_DEVICE_FLAGS_PCI) != 0 }
+    /// VFIO_DEVICE_RESET works on it.
     public var supportsReset: Bool { flags & UInt32(VFIO_DEVICE_FLAGS_RESET) != 0 }
 }
 
 /// What VFIO_DEVICE_GET_REGION_INFO says about one region (for PCI: BAR0-5, ROM, config, VGA).
 public struct RegionInfo: Sendable, Equatable {
+    /// The region index (`PCIRegion`).
     public let index: UInt32
+    /// VFIO_REGION_INFO_FLAG_*.
     public let flags: UInt32
+    /// Bytes in the region (0: the device does not implement it).
     public let size: UInt64
     /// Where the region starts in the device file, for pread/pwrite and mmap.
     public let offset: UInt64
+    /// The region can be read with pread.
     public var isReadable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_READ) != 0 }
+    /// The region can be written with pwrite.
     public var isWritable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_WRITE) != 0 }
+    /// The region (or its sparse areas) can be mmapped.
     public var isMappable: Bool { flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0 }
     /// Sparse mmap areas, region type, MSI-X mappability (from the capability chain).
     public var capabilities = RegionCapabilities()
@@ -56,10 +68,15 @@ public struct RegionInfo: Sendable, Equatable {
 
 /// Region indices of a vfio-pci device, from the uapi.
 public enum PCIRegion {
+    /// BAR `n` (0-5).
     public static func bar(_ n: Int) -> UInt32 { UInt32(VFIO_PCI_BAR0_REGION_INDEX) + UInt32(n) }
+    /// The expansion ROM.
     public static let rom = UInt32(VFIO_PCI_ROM_REGION_INDEX)
+    /// Config space.
     public static let config = UInt32(VFIO_PCI_CONFIG_REGION_INDEX)
+    /// The legacy VGA ranges (VGA devices only).
     public static let vga = UInt32(VFIO_PCI_VGA_REGION_INDEX)
+    /// How many BARs a PCI function has (6).
     public static let barCount = Int(VFIO_PCI_ROM_REGION_INDEX - VFIO_PCI_BAR0_REGION_INDEX)
 }
 
@@ -68,8 +85,11 @@ public enum PCIRegion {
 /// region. The descriptor is closed exactly once, in deinit; the device keeps its group (and so
 /// the container) alive.
 public final class VfioDevice {
+    /// The device's PCI address.
     public let address: PCIAddress
+    /// Its group (held: the group and its container live as long as the device).
     public let group: VfioGroup
+    /// What VFIO_DEVICE_GET_INFO said when it was opened.
     public let info: DeviceInfo
     let fd: FileDescriptor
     /// Memory decoding as last read or set through this device; mappings share it.

@@ -12,7 +12,9 @@ import SystemPackage
 /// driver); devices can be opened once the group is attached to a container. The descriptor is
 /// closed exactly once, in deinit, which also detaches the group from its container.
 public final class VfioGroup {
+    /// The IOMMU group number.
     public let number: Int
+    /// The group's node (/dev/vfio/N).
     public let path: String
     let fd: FileDescriptor
     /// The container the group is attached to; held so the container outlives the group.

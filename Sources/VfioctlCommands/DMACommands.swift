@@ -2,9 +2,7 @@ import ArgumentParser
 import BARPlacement
 import Diagnostics
 import Foundation
-import Passthrough
 import PCIInventory
-import TestKit
 import VFIO
 
 /// `vfioctl dma`: the container's IOMMU and DMA mappings.
@@ -19,7 +17,7 @@ public struct DMA: ParsableCommand {
               vfioctl dma check 0000:00:02.0
               vfioctl dma check 00:02.0 --size 64M --chunks 16 --json
             """,
-        subcommands: [Check.self, EduTest.self, PeerToPeer.self, Bench.self, BenchBAR.self]
+        subcommands: [Check.self, Bench.self, BenchBAR.self]
     )
     public init() {}
 
@@ -214,180 +212,7 @@ func milliseconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
 }
 
-/// Opens devices (of one or more IOMMU groups) into one new container, each group once.
-func openDevicesInOneContainer(_ addresses: [PCIAddress], sysfsRoot: String) throws(VFIOError) -> (VfioContainer, [VfioDevice]) {
-    let container = try VfioContainer()
-    var groups: [Int: VfioGroup] = [:]
-    var devices: [VfioDevice] = []
-    for address in addresses {
-        let number = try VfioGroup.groupNumber(of: address, sysfsRoot: sysfsRoot)
-        let group: VfioGroup
-        if let open = groups[number] {
-            group = open
-        } else {
-            group = try VfioGroup(device: address, sysfsRoot: sysfsRoot)
-            try group.attach(to: container)
-            groups[number] = group
-        }
-        devices.append(try group.openDevice(address))
-    }
-    return (container, devices)
-}
-
-/// QEMU's edu test device (1234:11e8), driven through a BAR0 mapping; its registers are
-/// Passthrough's `EduRegisters`.
-enum Edu {
-    /// edu's DMA mask as the highest IOVA it reaches.
-    static let dmaLimit: UInt64 = (1 << UInt64(EduRegisters.dmaAddressBits)) - 1
-
-    /// Starts a transfer and waits (polling the command register) until the device is done.
-    static func transfer(_ bar: borrowing MappedRegion, from source: UInt64, to destination: UInt64, count: UInt64, toRAM: Bool, raiseIRQ: Bool) throws(VFIOError) {
-        try bar.store64(source, at: EduRegisters.dmaSource)
-        try bar.store64(destination, at: EduRegisters.dmaDestination)
-        try bar.store64(count, at: EduRegisters.dmaCount)
-        try bar.store64(EduRegisters.commandStart | (toRAM ? EduRegisters.commandToRAM : 0) | (raiseIRQ ? EduRegisters.commandInterrupt : 0),
-                        at: EduRegisters.dmaCommand)
-        // About 100 ms of virtual time per transfer; allow 10 s of wall time under TCG.
-        for _ in 0..<10_000 {
-            if try bar.load64(at: EduRegisters.dmaCommand) & EduRegisters.commandStart == 0 { return }
-            usleep(1000)
-        }
-        throw .timedOut("edu DMA did not finish within 10 s")
-    }
-}
-
 extension DMA {
-    /// `dma edu-test`: a DMA round trip through the IOMMU with QEMU's edu device, and its MSI.
-    struct EduTest: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            commandName: "edu-test",
-            abstract: "Round-trip bytes RAM -> device -> RAM through the IOMMU with QEMU's edu test device, and take its MSI on an eventfd.",
-            discussion: """
-                Example:
-                  vfioctl dma edu-test 0000:00:03.0 --json
-                """
-        )
-        @OptionGroup var global: GlobalOptions
-        @Argument(help: ArgumentHelp("An edu device (1234:11e8) bound to vfio-pci.", valueName: "address"))
-        var address: String
-
-        func run() throws {
-            let target = try parseDeviceAddress(address)
-            let pattern = (0..<256).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
-            let result: EduJSON
-            do throws(VFIOError) {
-                let (container, devices) = try openDevicesInOneContainer([target], sysfsRoot: global.resolvedRoot.path)
-                guard let device = devices.first else { throw VFIOError.groupNotAttached(group: -1) }
-                let bar = try device.mapPlaced(try device.regionInfo(PCIRegion.bar(0)))
-                let identification = try bar.load32(at: EduRegisters.identification)
-                try device.setBusMaster(true)
-                let msi = try device.irqInfo(PCIIRQ.msi)
-                let eventFD = try EventFD()
-                try device.setIRQTriggers(PCIIRQ.msi, eventFDs: [eventFD])
-                let buffer = try DMABuffer(size: 8192, preferHugePages: false)
-                try buffer.write(pattern, at: 0)
-                let mapping = try container.mapDMA(buffer, limit: Edu.dmaLimit)
-                try Edu.transfer(bar, from: mapping.iova, to: EduRegisters.bufferAddress, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
-                let interruptsBefore = try eventFD.take() ?? 0
-                try Edu.transfer(bar, from: EduRegisters.bufferAddress, to: mapping.iova + 4096, count: UInt64(pattern.count), toRAM: true, raiseIRQ: true)
-                let interrupts = try eventFD.wait(milliseconds: 5000)
-                let status = try bar.load32(at: Int(EduRegisters.interruptStatus))
-                try bar.store32(status, at: Int(EduRegisters.interruptAcknowledge))
-                let back = try buffer.bytes(at: 4096, count: pattern.count)
-                try container.unmapDMA(mapping)
-                try device.disableIRQs(PCIIRQ.msi)
-                try bar.unmap()
-                result = EduJSON(address: target.description, identification: String(format: "0x%08x", identification),
-                                 iova: mapping.iova, bytes: pattern.count, roundTripMatches: back == pattern,
-                                 msiVectors: msi.count, msiSignals: interrupts, signalsBeforeIRQRequest: interruptsBefore,
-                                 interruptStatus: String(format: "0x%x", status), leftMapped: container.dmaMappings.count)
-            } catch {
-                throw CommandFailure("dma edu-test \(target): \(error.description)")
-            }
-            if global.json {
-                print(try JSONOutput.encode(result))
-            } else {
-                print("edu \(result.address): id \(result.identification); \(result.bytes) bytes RAM -> device -> RAM via IOVA 0x\(String(result.iova, radix: 16)): \(result.roundTripMatches ? "match" : "MISMATCH")")
-                print("MSI: \(result.msiSignals) signal(s) on the eventfd (interrupt status \(result.interruptStatus)); before requesting one: \(result.signalsBeforeIRQRequest)")
-            }
-            if !result.roundTripMatches { throw CommandFailure("the bytes that came back differ from those sent") }
-        }
-    }
-
-    /// `dma p2p`: another device's BAR mapped into the same container; edu reads it by DMA.
-    struct PeerToPeer: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            commandName: "p2p",
-            abstract: "Map a peer's BAR into the same container as an edu device; edu reads it by DMA (peer-to-peer).",
-            discussion: """
-                Example:
-                  vfioctl dma p2p 0000:00:03.0 --peer 0000:00:04.0 --bar 2 --offset 0x1000
-                """
-        )
-        @OptionGroup var global: GlobalOptions
-        @Argument(help: ArgumentHelp("The edu device that does the DMA.", valueName: "address"))
-        var address: String
-        @Option(name: .long, help: ArgumentHelp("The peer device whose BAR is mapped.", valueName: "address"))
-        var peer: String
-        @Option(name: .long, help: ArgumentHelp("The peer's BAR.", valueName: "n"))
-        var bar: Int
-        @Option(name: .long, help: ArgumentHelp("Byte offset in the BAR that edu reads from.", valueName: "bytes"))
-        var offset: String = "0x1000"
-
-        func validate() throws {
-            guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
-            guard let value = parseByteCount(offset) else { throw ValidationError("--offset \"\(offset)\" is not a byte count") }
-            if let error = byteCountTooLarge("--offset", value) { throw error }
-        }
-
-        func run() throws {
-            let target = try parseDeviceAddress(address)
-            let peerAddress = try parseDeviceAddress(peer)
-            guard let readOffset = parseByteCount(offset), let offsetIndex = Int(exactly: readOffset) else { throw CommandFailure("--offset \(offset) is not a byte count") }
-            let pattern = (0..<256).map { UInt8(truncatingIfNeeded: 0xa5 &+ $0 &* 13) }
-            let result: PeerJSON
-            do throws(VFIOError) {
-                let (container, devices) = try openDevicesInOneContainer([target, peerAddress], sysfsRoot: global.resolvedRoot.path)
-                guard devices.count == 2 else { throw VFIOError.groupNotAttached(group: -1) }
-                let edu = devices[0], peerDevice = devices[1]
-                let eduBar = try edu.mapPlaced(try edu.regionInfo(PCIRegion.bar(0)))
-                try edu.setBusMaster(true)
-                let resource = try peerDevice.barResource(bar)
-                let peerBar = try peerDevice.mapPlaced(try peerDevice.regionInfo(PCIRegion.bar(bar)))
-                for (index, byte) in pattern.enumerated() { try peerBar.store8(byte, at: offsetIndex + index) }
-                let translated = try peerBar.physicalAddress(atOffset: offsetIndex)
-                // 2 MiB alignment keeps the IOVA low enough for edu's 28-bit DMA mask.
-                let peerMapping = try container.mapDMA(peerBar, alignment: 2 << 20)
-                let buffer = try DMABuffer(size: 4096, preferHugePages: false)
-                let ramMapping = try container.mapDMA(buffer, limit: Edu.dmaLimit)
-                // readOffset lies inside the BAR (the stores above checked it), so inside the mapping.
-                let (source, overflow) = peerMapping.iova.addingReportingOverflow(readOffset)
-                guard !overflow else { throw VFIOError.placement("IOVA 0x\(String(peerMapping.iova, radix: 16)) + 0x\(String(readOffset, radix: 16)) overflows") }
-                try Edu.transfer(eduBar, from: source, to: EduRegisters.bufferAddress, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
-                try Edu.transfer(eduBar, from: EduRegisters.bufferAddress, to: ramMapping.iova, count: UInt64(pattern.count), toRAM: true, raiseIRQ: false)
-                let back = try buffer.bytes(at: 0, count: pattern.count)
-                // IOMMU mappings go before the memory behind them.
-                try container.unmapAllDMA()
-                result = PeerJSON(address: target.description, peer: peerAddress.description, bar: bar,
-                                  barStart: resource.start, barSize: resource.size, mappedVirtual: peerBar.virtualStart,
-                                  peerIOVA: peerMapping.iova, peerMappingSize: peerMapping.size, offset: readOffset,
-                                  translatedPhysical: translated, barStartTranslated: try peerBar.physicalAddress(atOffset: 0),
-                                  matches: back == pattern, leftMapped: container.dmaMappings.count)
-                try peerBar.unmap()
-                try eduBar.unmap()
-            } catch {
-                throw CommandFailure("dma p2p \(target) <- \(peerAddress) BAR \(bar): \(error.description)")
-            }
-            if global.json {
-                print(try JSONOutput.encode(result))
-            } else {
-                print("peer \(result.peer) BAR \(result.bar): bus 0x\(String(result.barStart, radix: 16)) (\(byteCount(result.barSize))), mapped at 0x\(String(result.mappedVirtual, radix: 16)), IOVA 0x\(String(result.peerIOVA, radix: 16))")
-                print("offset 0x\(String(result.offset, radix: 16)) is bus address 0x\(String(result.translatedPhysical, radix: 16)); edu DMA read through the IOMMU: \(result.matches ? "match" : "MISMATCH")")
-            }
-            if !result.matches { throw CommandFailure("edu read different bytes from the peer's BAR than were written through the mmap") }
-        }
-    }
-
     /// `dma bench`: time VFIO_IOMMU_MAP_DMA and UNMAP_DMA of a buffer.
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -453,45 +278,5 @@ extension DMA {
             print(String(format: "vfioctl map_ms=%.3f unmap_ms=%.3f map_ms_per_gib=%.3f unmap_ms_per_gib=%.3f bytes=%llu backing=%@",
                          bestMap, bestUnmap, bestMap / gib, bestUnmap / gib, bytes, backing))
         }
-    }
-}
-
-struct EduJSON: Encodable {
-    let address: String
-    let identification: String
-    let iova: UInt64
-    let bytes: Int
-    let roundTripMatches: Bool
-    let msiVectors: UInt32
-    let msiSignals: UInt64
-    let signalsBeforeIRQRequest: UInt64
-    let interruptStatus: String
-    let leftMapped: Int
-    enum CodingKeys: String, CodingKey {
-        case address, identification, iova, bytes
-        case roundTripMatches = "round_trip_matches", msiVectors = "msi_vectors", msiSignals = "msi_signals"
-        case signalsBeforeIRQRequest = "signals_before_irq_request", interruptStatus = "interrupt_status", leftMapped = "left_mapped"
-    }
-}
-
-struct PeerJSON: Encodable {
-    let address: String
-    let peer: String
-    let bar: Int
-    let barStart: UInt64
-    let barSize: UInt64
-    let mappedVirtual: UInt64
-    let peerIOVA: UInt64
-    let peerMappingSize: UInt64
-    let offset: UInt64
-    let translatedPhysical: UInt64
-    let barStartTranslated: UInt64
-    let matches: Bool
-    let leftMapped: Int
-    enum CodingKeys: String, CodingKey {
-        case address, peer, bar, offset, matches
-        case barStart = "bar_start", barSize = "bar_size", mappedVirtual = "mapped_virtual", peerIOVA = "peer_iova"
-        case peerMappingSize = "peer_mapping_size", translatedPhysical = "translated_physical"
-        case barStartTranslated = "bar_start_translated", leftMapped = "left_mapped"
     }
 }

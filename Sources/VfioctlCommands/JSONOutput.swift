@@ -3,8 +3,8 @@ import PCIInventory
 
 /// JSON output. Keys are snake_case and sorted, absent values are written as null rather than
 /// left out, so the schema documented in the README is the same for every device.
-enum JSONOutput {
-    static func encode<T: Encodable>(_ value: T) throws -> String {
+package enum JSONOutput {
+    package static func encode<T: Encodable>(_ value: T) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(value)

@@ -75,14 +75,12 @@ struct ResetCommand: ParsableCommand {
             try refuseUnlessFree(affected, inventory: inventory, root: root)
             do throws(VFIOError) {
                 // One container holds every affected group, as the kernel requires of its caller.
-                let (container, devices) = try openDevicesInOneContainer(affected.map(\.address), sysfsRoot: root.path)
-                defer { withExtendedLifetime(container) {} }
+                let container = try VfioContainer()
+                let devices = try affected.map { (member) throws(VFIOError) in try container.openDevice(member.address, sysfsRoot: root.path) }
                 guard let own = devices.first(where: { $0.address == target }) else {
                     throw VFIOError.unsupported("\(target) is not in its own hot reset set")
                 }
-                var groups: [Int: VfioGroup] = [:]
-                for member in devices { groups[member.group.number] = member.group }
-                try own.hotReset(groups: groups.keys.sorted().compactMap { groups[$0] })
+                try own.hotReset(groups: container.attachedGroups)
                 for member in devices { answers.append(try answer(member)) }
             } catch {
                 throw CommandFailure("hot reset \(target): \(error.description)")

@@ -39,8 +39,7 @@ struct BadValueExitStatusTests {
         ["dma", "check", "01:00.0", "--chunks", "3"],
         ["dma", "bench", "01:00.0", "--size", "3M"],
         ["dma", "bench", "01:00.0", "--repeat", "0"],
-        ["dma", "p2p", "01:00.0", "--peer", "02:00.0", "--bar", "7"],
-        ["dma", "p2p", "01:00.0", "--peer", "02:00.0", "--bar", "2", "--offset", "0xfffffffffffff000"],
+        ["vm", "smoke", "01:00.0"],
         ["doctor", "--vm-memory", "lots"],
         ["doctor", "--vm-memory", "99999999999T"],
         ["irq", "test", "01:00.0", "--index", "nmi"],
@@ -54,6 +53,24 @@ struct BadValueExitStatusTests {
         ["bar", "plan", "01:00.0", "--bar", "5"],
         ["bar", "plan", "01:00.0", "--bar", "0", "--offset", "1G", "--length", "1G"],
     ]
+
+    /// The lab's probe tool (built beside vfioctl) refuses bad values the same way.
+    static let probeUsage: [[String]] = [
+        ["p2p", "01:00.0", "--peer", "02:00.0", "--bar", "7"],
+        ["p2p", "01:00.0", "--peer", "02:00.0", "--bar", "2", "--offset", "0xfffffffffffff000"],
+        ["irq-test", "01:00.0", "--index", "nmi"],
+        ["vm-dma-smoke", "01:00.0", "--bytes", "4096"],
+        ["vm-smoke", "zz:00.0"],
+    ]
+
+    @Test(arguments: probeUsage)
+    func probeUsageErrorsExit64(_ arguments: [String]) throws {
+        let vfioctl = try #require(VfioctlBinary.url, "run `swift build --build-tests` first")
+        let probe = vfioctl.deletingLastPathComponent().appendingPathComponent("vfioctl-lab-probe")
+        let result = try VfioctlBinary.runProgram(URL(fileURLWithPath: "/usr/bin/timeout"), ["20", probe.path] + arguments, removing: [])
+        #expect(result.status == 64, "\(arguments): \(result.status) \(result.stderr)")
+        #expect(!result.stderr.isEmpty)
+    }
 
     @Test(arguments: usage)
     func usageErrorsExit64(_ arguments: [String]) throws {

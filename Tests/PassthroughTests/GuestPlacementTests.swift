@@ -251,6 +251,9 @@ struct EduDMATests {
         #expect(toDevice.map(\.value) == [0x18_0000, 0x40000, 256, 1])
         let toRAM = try EduDMATransfer(direction: .deviceToRAM, iova: 0x10_0000, bufferOffset: 0x100, count: 16).registerWrites()
         #expect(toRAM.map(\.value) == [0x40100, 0x10_0000, 16, 3])
+        // Asking for the completion interrupt sets the command's IRQ bit (4) and nothing else.
+        let withIRQ = try EduDMATransfer(direction: .deviceToRAM, iova: 0x10_0000, count: 16, raiseInterrupt: true).registerWrites()
+        #expect(withIRQ.last?.offset == 0x98 && withIRQ.last?.value == 7)
         #expect(throws: PassthroughError.self) { try EduDMATransfer(direction: .deviceToRAM, iova: 0, count: 4097).registerWrites() }
         // A transfer that ends at the buffer's last byte aborts QEMU's edu: refused here first.
         #expect(throws: PassthroughError.self) { try EduDMATransfer(direction: .deviceToRAM, iova: 0, count: 4096).registerWrites() }

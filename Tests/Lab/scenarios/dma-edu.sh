@@ -1,6 +1,6 @@
 # dma-edu: DMA through the emulated IOMMU with vfioctl's VFIO library, on QEMU's edu device.
 # `dma check` reports the container (IOMMU page sizes 4K/2M/1G, IOVA ranges, dma_avail, the
-# memlock limit) and maps and unmaps a test buffer; `dma edu-test` round-trips bytes
+# memlock limit) and maps and unmaps a test buffer; `vfioctl-lab-probe edu-test` round-trips bytes
 # RAM -> device -> RAM through a mapped IOVA and takes edu's MSI on an eventfd; config space read
 # through VFIO matches sysfs `config`; `bar toggle` shows a mapping refusing access while
 # memory decoding is off, and unmap/remap.
@@ -21,7 +21,7 @@ check_eq "IOVA ranges start at 0" 0 "$(json_get /tmp/check.flat '.iova_ranges[0]
 check_eq "test buffer at the first 2 MiB-aligned IOVA" 2097152 "$(json_get /tmp/check.flat '.test_mappings[0].iova')"
 check_eq "nothing left mapped" 0 "$(json_get /tmp/check.flat .left_mapped)"
 
-vfioctl dma edu-test $EDU --json >/tmp/edu.json || fail "dma edu-test exited $?"
+vfioctl-lab-probe edu-test $EDU --json >/tmp/edu.json || fail "vfioctl-lab-probe edu-test exited $?"
 cat /tmp/edu.json
 json_flat </tmp/edu.json >/tmp/edu.flat
 check_eq "edu identification through the placed BAR0 mapping" 0x010000ed "$(json_get /tmp/edu.flat .identification)"

@@ -8,7 +8,7 @@ EDU=0000:00:02.0 IVSHMEM=0000:00:03.0
 lab_bind $EDU vfio-pci || fail "could not bind $EDU to vfio-pci"
 lab_bind $IVSHMEM vfio-pci || fail "could not bind $IVSHMEM to vfio-pci"
 
-vfioctl dma p2p $EDU --peer $IVSHMEM --bar 2 --offset 0x1000 --json >/tmp/p2p.json || fail "dma p2p exited $?"
+vfioctl-lab-probe p2p $EDU --peer $IVSHMEM --bar 2 --offset 0x1000 --json >/tmp/p2p.json || fail "vfioctl-lab-probe p2p exited $?"
 cat /tmp/p2p.json
 json_flat </tmp/p2p.json >/tmp/p2p.flat
 start=$(printf '%d' "$(sed -n 3p /sys/bus/pci/devices/$IVSHMEM/resource | cut -d' ' -f1)")

@@ -1,4 +1,5 @@
-# vm-smoke: passthrough composition under nested KVM. `vfioctl vm smoke` boots a tiny 32-bit
+# vm-smoke: passthrough composition under nested KVM. `vfioctl-lab-probe vm-smoke` builds its VM
+# as a VMM does (one PassthroughVM: container, irqchip, KVM-VFIO device) and boots a tiny 32-bit
 # guest whose BARs are KVM memslots over edu's (and ivshmem's) VFIO mmaps: the guest reads
 # edu's 0x010000ed with no MMIO exit; with --toggle the slots are deleted and the same read
 # exits and is served by a VFIO region read (same value), then the slots come back. Also: a
@@ -12,19 +13,19 @@ trap 'vfioctl unbind $EDU >/dev/null 2>&1; vfioctl unbind $IVSHMEM >/dev/null 2>
 [ -c /dev/kvm ] && ok "/dev/kvm present in the lab guest (nested KVM)" || fail "no /dev/kvm in the lab guest"
 
 # Not bound yet: refused with the command to run.
-if out=$(vfioctl vm smoke $EDU 2>&1); then
-    fail "vm smoke succeeded on a device not bound to vfio-pci: $out"
+if out=$(vfioctl-lab-probe vm-smoke $EDU 2>&1); then
+    fail "vm-smoke succeeded on a device not bound to vfio-pci: $out"
 else
-    echo "$out" | grep -q "bind it first: vfioctl bind $EDU" && ok "unbound device refused: $out" || fail "unbound device: unhelpful error: $out"
+    echo "$out" | grep -q "bind $EDU to vfio-pci" && ok "unbound device refused: $out" || fail "unbound device: unhelpful error: $out"
 fi
 
 vfioctl bind $EDU >/dev/null || fail "vfioctl bind $EDU exited $?"
 check_eq "driver of $EDU after bind" vfio-pci "$(dev_driver $EDU)"
 
 # Text output, for the log.
-vfioctl vm smoke $EDU --toggle || fail "vm smoke --toggle (text) exited $?"
+vfioctl-lab-probe vm-smoke $EDU --toggle || fail "vm-smoke --toggle (text) exited $?"
 
-vfioctl vm smoke $EDU --toggle --json >/tmp/smoke.json 2>/tmp/smoke.err || fail "vm smoke --toggle --json exited $?: $(cat /tmp/smoke.err)"
+vfioctl-lab-probe vm-smoke $EDU --toggle --json >/tmp/smoke.json 2>/tmp/smoke.err || fail "vm-smoke --toggle --json exited $?: $(cat /tmp/smoke.err)"
 json_flat </tmp/smoke.json >/tmp/smoke.flat
 check_eq "BAR passed through" 0 "$(json_get /tmp/smoke.flat '.bars[0].bar')"
 check_eq "BAR 0 region size" 1048576 "$(json_get /tmp/smoke.flat '.bars[0].region_size')"
@@ -49,7 +50,7 @@ echo "times (ns): memslot $(json_get /tmp/smoke.flat '.phases[0].nanoseconds'), 
 # `bar write` is what the guest reads, both ways.
 vfioctl bind $IVSHMEM >/dev/null || fail "vfioctl bind $IVSHMEM exited $?"
 vfioctl bar write $IVSHMEM --bar 2 --offset 0 --width 4 0x5eed1234 || fail "bar write on ivshmem exited $?"
-if vfioctl vm smoke $IVSHMEM --toggle --json >/tmp/iv.json 2>/tmp/iv.err; then
+if vfioctl-lab-probe vm-smoke $IVSHMEM --toggle --json >/tmp/iv.json 2>/tmp/iv.err; then
     json_flat </tmp/iv.json >/tmp/iv.flat
     grep -E '^\.(bars|skipped|phases)' /tmp/iv.flat | grep -vE 'host_address' | sed 's/^/  ivshmem: /'
     check_eq "ivshmem BAR passed through" 2 "$(json_get /tmp/iv.flat '.bars[0].bar')"
@@ -60,13 +61,13 @@ if vfioctl vm smoke $IVSHMEM --toggle --json >/tmp/iv.json 2>/tmp/iv.err; then
     check_eq "ivshmem: guest read through an MMIO exit" 0x5eed1234 "$(json_get /tmp/iv.flat '.phases[1].values[0]')"
     check_eq "ivshmem: MMIO exits without the slot" 1 "$(json_get /tmp/iv.flat '.phases[1].mmio_exits')"
 else
-    fail "vm smoke on ivshmem exited $?: $(cat /tmp/iv.err)"
+    fail "vm-smoke on ivshmem exited $?: $(cat /tmp/iv.err)"
 fi
 
 # No /dev/kvm: a clear error that says what to load.
 mv /dev/kvm /tmp/kvm.hidden
-out=$(vfioctl vm smoke $EDU 2>&1) && fail "vm smoke without /dev/kvm succeeded: $out" \
-    || { echo "$out" | grep -q "/dev/kvm is missing" && ok "missing /dev/kvm refused: $out" || fail "missing /dev/kvm: unhelpful error: $out"; }
+out=$(vfioctl-lab-probe vm-smoke $EDU 2>&1) && fail "vm-smoke without /dev/kvm succeeded: $out" \
+    || { echo "$out" | grep -q "load kvm_intel or kvm_amd" && ok "missing /dev/kvm refused: $out" || fail "missing /dev/kvm: unhelpful error: $out"; }
 mv /tmp/kvm.hidden /dev/kvm
 
 vfioctl unbind $EDU >/dev/null || fail "vfioctl unbind $EDU exited $?"

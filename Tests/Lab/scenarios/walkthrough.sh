@@ -1,7 +1,7 @@
 # walkthrough: the README's first-time journey, run for real: is the host ready (doctor), which
 # groups can be assigned (groups), what is this device (show), what would binding do (bind
 # --dry-run), the boot display refused, bind, the group is now viable, the device works through
-# VFIO (irq test, vm smoke), and unbind gives it back. The output between the "walk:" markers is
+# VFIO (irq test; vm-smoke from the lab's probe tool), and unbind gives it back. The output between the "walk:" markers is
 # what the README quotes; the checks make sure the story stays true.
 . /lab/bin/lab-lib.sh
 
@@ -22,8 +22,8 @@ vfioctl groups --json | json_flat >/tmp/g.flat
 i=$(grep "^\[[0-9]*\]\.group=$(dev_group $NIC)\$" /tmp/g.flat | sed 's/^\[\([0-9]*\)\].*/\1/')
 check_eq "its group is viable now" true "$(json_get /tmp/g.flat "[$i].viable")"
 step vfioctl irq test $NIC --index msix
-step vfioctl vm smoke $NIC --toggle
-vfioctl vm smoke $NIC --toggle >/dev/null 2>&1; check_eq "vm smoke --toggle passes" 0 "$?"
+step vfioctl-lab-probe vm-smoke $NIC --toggle
+vfioctl-lab-probe vm-smoke $NIC --toggle >/dev/null 2>&1; check_eq "vm-smoke --toggle passes" 0 "$?"
 step vfioctl unbind $NIC
 check_eq "the NIC is back on e1000e" e1000e "$(dev_driver $NIC)"
 echo "walk: ---"

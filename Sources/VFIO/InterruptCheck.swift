@@ -1,23 +1,62 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Passthrough
-import VFIO
+
+/// One register write into a BAR.
+public struct RegisterWrite: Sendable, Equatable {
+    /// The BAR written (its VFIO region is `PCIRegion.bar(bar)`).
+    public let bar: Int
+    /// Byte offset in the BAR.
+    public let offset: UInt64
+    /// The value; its low `width` bytes are written.
+    public let value: UInt64
+    /// The access width.
+    public let width: AccessWidth
+
+    /// A write of `value` at `offset` in BAR `bar`.
+    public init(bar: Int, offset: UInt64, value: UInt64, width: AccessWidth = .dword) {
+        self.bar = bar
+        self.offset = offset
+        self.value = value
+        self.width = width
+    }
+}
+
+/// How to make one kind of device raise its interrupts on demand, as register writes (pure:
+/// `InterruptCheck` does the writes). Device-specific recipes live outside the library
+/// products (the test devices' registers are not shipped).
+public protocol InterruptRaiser: Sendable {
+    /// How many distinct vectors the device can be made to raise.
+    var vectors: Int { get }
+    /// How long to wait after the last interrupt before the IRQ index may be disabled.
+    var settleMicroseconds: UInt32 { get }
+    /// Writes that make the device ready to raise interrupts (after the eventfds are set).
+    func setup() -> [RegisterWrite]
+    /// Writes that raise `vector`.
+    func raise(vector: Int) -> [RegisterWrite]
+    /// Writes that clear `vector`'s interrupt at the device.
+    func acknowledge(vector: Int) -> [RegisterWrite]
+    /// Writes that leave the device quiet again.
+    func teardown() -> [RegisterWrite]
+}
 
 /// Checks that a device's interrupts reach userspace: every vector of an IRQ index gets its own
 /// eventfd (VFIO_DEVICE_SET_IRQS), then each vector is raised -- by the device itself through
-/// `TestDeviceInterrupts`, or from the kernel side as a loopback -- and must arrive on its own
+/// an `InterruptRaiser`, or from the kernel side as a loopback -- and must arrive on its own
 /// eventfd and no other. For INTx it also checks the kernel's automasking: a second interrupt
 /// raised while the line is masked must wait, and arrive only when it is unmasked.
 public struct InterruptCheck {
-    public enum Source: Sendable, Equatable {
-        /// The device raises the interrupt (a register write from `TestDeviceInterrupts`).
-        case device(TestDeviceInterrupts)
+    /// Who raises the interrupts.
+    public enum Source: Sendable {
+        /// The device raises the interrupt (register writes from the raiser).
+        case device(any InterruptRaiser)
         /// The kernel signals the eventfd (DATA_NONE | ACTION_TRIGGER): works on any device.
         case loopback
     }
 
+    /// How one vector fared.
     public struct VectorResult: Sendable, Equatable {
+        /// The vector number within the IRQ index.
         public let vector: Int
         /// The eventfd's count when it was read (1 = exactly one interrupt).
         public let signals: UInt64
@@ -35,24 +74,35 @@ public struct InterruptCheck {
         public let signalsAfterUnmask: UInt64
     }
 
+    /// The whole check's outcome.
     public struct Report: Sendable, Equatable {
+        /// The IRQ index checked (`PCIIRQ`).
         public let index: UInt32
+        /// Vectors the device has at that index.
         public let vectorCount: UInt32
+        /// One result per vector checked, in order.
         public let vectors: [VectorResult]
+        /// INTx's automasking (nil for MSI, MSI-X and loopback runs).
         public let masking: MaskingResult?
+        /// Every vector arrived exactly once on its own eventfd, and INTx masking behaved.
         public var ok: Bool {
             vectors.allSatisfy { $0.signals == 1 && $0.strayVectors.isEmpty }
                 && (masking.map { $0.signalsWhileMasked == 0 && $0.signalsAfterUnmask == 1 } ?? true)
         }
     }
 
+    /// The device, bound to vfio-pci and opened.
     public let device: VfioDevice
+    /// The IRQ index to check (`PCIIRQ.intx`, `.msi`, `.msix`).
     public let index: UInt32
+    /// Who raises the interrupts.
     public let source: Source
     /// How long to wait for each interrupt, and how long "nothing arrives" is watched for.
     public var timeoutMilliseconds: Int32 = 2000
+    /// How long a quiet eventfd is watched before it counts as "nothing arrived".
     public var quietMilliseconds: Int32 = 300
 
+    /// A check of `index` on `device`, its interrupts raised by `source`.
     public init(device: VfioDevice, index: UInt32, source: Source) {
         self.device = device
         self.index = index
