@@ -27,10 +27,13 @@ let package = Package(
         ),
         // pci_lookup_name is variadic; Swift cannot call it, so a C shim does.
         .target(name: "CPCINames", dependencies: ["CLibPCI"]),
+        // Hex and byte-count text for people: one set of helpers, no dependencies.
+        .target(name: "TextFormat"),
         .target(
             name: "PCIInventory",
             dependencies: [
                 "CPCINames",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -40,6 +43,7 @@ let package = Package(
             dependencies: [
                 "PCIInventory",
                 "CLinuxUAPI",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -47,7 +51,7 @@ let package = Package(
         // host's THP settings (pure), with a thin reader of those facts.
         .target(name: "HostKernel", dependencies: ["CLinuxUAPI", "PCIInventory"]),
         // Pure placement and huge-fault planning for BAR mappings: no fds, unit-tested exhaustively.
-        .target(name: "BARPlacement", dependencies: ["HostKernel"]),
+        .target(name: "BARPlacement", dependencies: ["HostKernel", "TextFormat"]),
         .target(
             name: "VFIO",
             dependencies: [
@@ -55,6 +59,7 @@ let package = Package(
                 "PCIInventory",
                 "BARPlacement",
                 "HostKernel",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -62,13 +67,14 @@ let package = Package(
             name: "KVM",
             dependencies: [
                 "CLinuxUAPI",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // `vfioctl doctor`: host readiness facts and the pure rules that judge them.
         .target(
             name: "Diagnostics",
-            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel"]
+            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel", "TextFormat"]
         ),
         // Passthrough composition: a bound device's BARs as KVM memslots (toggled to MMIO exits
         // served by VFIO region access), guest RAM DMA-mapped at IOVA = gpa, probe guests.
@@ -80,16 +86,17 @@ let package = Package(
                 "HostKernel",
                 "PCIInventory",
                 "CLinuxUAPI",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // `vfioctl vm config`: pure planner from sysfs facts to QEMU, libvirt and Cloud Hypervisor settings.
-        .target(name: "VMMConfig", dependencies: ["Diagnostics", "PCIInventory"]),
+        .target(name: "VMMConfig", dependencies: ["Diagnostics", "PCIInventory", "TextFormat"]),
         // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and the
         // CLI's smoke commands; no library product depends on it.
-        .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI"]),
+        .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI", "TextFormat"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
-        .target(name: "SysfsFixtures"),
+        .target(name: "SysfsFixtures", dependencies: ["TextFormat"]),
         .target(
             name: "VfioctlCommands",
             dependencies: [
@@ -103,6 +110,7 @@ let package = Package(
                 "Passthrough",
                 "VMMConfig",
                 "TestKit",
+                "TextFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -142,7 +150,10 @@ let package = Package(
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI", "TestKit"]),
-        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
+        .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
+        // The CLI end to end (the built binary on fixture trees) and its conventions.
+        .testTarget(name: "VfioctlCommandsTests", dependencies: ["VfioctlCommands", "PCIInventory", "SysfsFixtures", "BARPlacement", "HostKernel", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "TextFormatTests", dependencies: ["TextFormat"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
     ]
 )

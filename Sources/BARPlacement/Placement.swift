@@ -1,3 +1,4 @@
+import TextFormat
 /// Where to put a mapping of device memory so the kernel can use huge pages for it.
 ///
 /// A huge mapping of order k needs the virtual and the physical address of its block both
@@ -78,7 +79,7 @@ public enum Placement {
             }
             guard let first = roundUp(mapping.physicalStart, to: size), first <= UInt64.max - size, first + size <= mapping.physicalStart + mapping.length else {
                 return HugeOrderVerdict(order: order, possible: false,
-                                        reason: "no \(name)-aligned \(name) block lies inside the physical range 0x\(String(mapping.physicalStart, radix: 16))+\(byteCount(mapping.length))")
+                                        reason: "no \(name)-aligned \(name) block lies inside the physical range \(mapping.physicalStart.hex())+\(byteCount(mapping.length))")
             }
             return HugeOrderVerdict(order: order, possible: true, reason: nil)
         }
@@ -136,11 +137,4 @@ public func pageSizeName(_ size: UInt64) -> String {
     case 4096: "4 KiB"
     default: byteCount(size)
     }
-}
-
-/// Bytes in the largest binary unit that divides them: "2 GiB", "1020 KiB", "4097 B".
-public func byteCount(_ bytes: UInt64) -> String {
-    let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
-    for (unit, name) in units where bytes >= unit && bytes % unit == 0 { return "\(bytes / unit) \(name)" }
-    return "\(bytes) B"
 }

@@ -5,6 +5,7 @@ import Foundation
 import Passthrough
 import PCIInventory
 import TestKit
+import TextFormat
 import VFIO
 
 /// `vfioctl dma`: the container's IOMMU and DMA mappings.
@@ -35,26 +36,24 @@ public struct DMA: ParsableCommand {
                 """
         )
         @OptionGroup var global: GlobalOptions
-        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-        var address: String
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+        var address: PCIAddress
         @Option(name: .long, help: ArgumentHelp("Bytes to map (4 KiB multiple; 0x hex or K/M/G).", valueName: "bytes"))
-        var size: String = "2M"
+        var size: PageLength = PageLength(2 << 20)
         @Option(name: .long, help: ArgumentHelp("Map the buffer as this many equal mappings.", valueName: "n"))
         var chunks: UInt64 = 1
         @Option(name: .long, help: ArgumentHelp("Also judge a whole VM with this much RAM (e.g. 16G): memlock, mappings, address width.", valueName: "size"))
-        var vmMemory: String?
+        var vmMemory: MemorySize?
         @OptionGroup var vm: VMShapeOptions
 
         func validate() throws {
-            guard let bytes = parseByteCount(size), bytes > 0, bytes % 4096 == 0 else { throw ValidationError("--size must be a positive multiple of 4096 bytes, not \"\(size)\"") }
-            if let error = byteCountTooLarge("--size", bytes) { throw error }
+            let bytes = size.value
             guard chunks > 0, bytes % chunks == 0, (bytes / chunks) % 4096 == 0 else { throw ValidationError("--chunks must split --size into 4 KiB multiples") }
-            if let vmMemory, parseSize(vmMemory).map({ $0 > 0 }) != true { throw ValidationError("--vm-memory must be a size such as 16G, not \"\(vmMemory)\"") }
         }
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
-            let bytes = parseByteCount(size) ?? 0
+            let target = address
+            let bytes = size.value
             let report: DMACheckJSON
             do throws(VFIOError) {
                 let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
@@ -62,7 +61,7 @@ public struct DMA: ParsableCommand {
                 let before = try container.iommuInfo()
                 let limit = MemlockLimit.read()
                 var budget: VMDMABudget?
-                if let vmMemory, let ram = parseSize(vmMemory) {
+                if let ram = vmMemory?.bytes {
                     // This device's mappable BARs, once per device the VM gets, placed after RAM.
                     var bars: [UInt64] = []
                     for index in 0..<PCIRegion.barCount {
@@ -114,19 +113,19 @@ public struct DMA: ParsableCommand {
                 print(try JSONOutput.encode(report))
             } else {
                 print("\(report.address) (IOMMU group \(report.group))")
-                print("  IOMMU page sizes: \(report.pageSizes.map(byteCount).joined(separator: ", ")) (0x\(String(report.iovaPageSizes, radix: 16)))")
-                print("  IOVA ranges: " + report.iovaRanges.map { "0x\(String($0.start, radix: 16))-0x\(String($0.end, radix: 16))" }.joined(separator: ", "))
+                print("  IOMMU page sizes: \(report.pageSizes.map { byteCount($0) }.joined(separator: ", ")) (\(report.iovaPageSizes.hex()))")
+                print("  IOVA ranges: " + report.iovaRanges.map { "\($0.start.hex())-\($0.end.hex())" }.joined(separator: ", "))
                 print("  dma_avail: \(report.dmaAvailable.map(String.init) ?? "not reported")")
                 print("  RLIMIT_MEMLOCK: \(report.memlockCurrent.map { byteCount($0) } ?? "unlimited") (max \(report.memlockMaximum.map { byteCount($0) } ?? "unlimited"))\(report.memlockExempt ? "; not applied: this process has CAP_IPC_LOCK" : "")")
                 print("  test: mapped \(byteCount(report.testBytes)) as \(report.testMappings.count) mapping(s) (\(report.backing)) at IOVA " +
-                      report.testMappings.map { "0x\(String($0.iova, radix: 16))" }.joined(separator: ", ") +
+                      report.testMappings.map { "\($0.iova.hex())" }.joined(separator: ", ") +
                       " in \(String(format: "%.2f", report.mapMilliseconds)) ms; dma_avail while mapped \(report.dmaAvailableWhileMapped.map(String.init) ?? "?"), after unmap \(report.dmaAvailableAfter.map(String.init) ?? "?")")
                 if let budget = report.vmBudget.budget {
                     let verdict: (Bool?) -> String = { $0.map { $0 ? "fits" : "EXCEEDS" } ?? "unknown" }
                     print("  VM with \(byteCount(budget.input.guestMemory)) of RAM, \(budget.input.devices) such device(s)\(budget.input.vIOMMU ? ", vIOMMU" : ""):")
                     print("    memlock: needs \(budget.memlockNeeded.map { byteCount($0) } ?? "more than 16 EiB"): \(verdict(budget.memlockFits))")
                     print("    DMA mappings per container: up to \(budget.mappingsPerContainer) against dma_avail \(budget.input.dmaEntryLimit.map(String.init) ?? "?"): \(verdict(budget.mappingsFit))")
-                    print("    guest addresses up to \(budget.highestAddress.map { "0x" + String($0, radix: 16) } ?? "beyond 64 bits") against \(budget.input.addressWidth.map { "\($0)-bit" } ?? "unknown") IOVA: \(verdict(budget.addressFits))")
+                    print("    guest addresses up to \(budget.highestAddress.map { $0.hex() } ?? "beyond 64 bits") against \(budget.input.addressWidth.map { "\($0)-bit" } ?? "unknown") IOVA: \(verdict(budget.addressFits))")
                 }
             }
         }
@@ -269,10 +268,10 @@ extension DMA {
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("An edu device (1234:11e8) bound to vfio-pci.", valueName: "address"))
-        var address: String
+        var address: PCIAddress
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
+            let target = address
             let pattern = (0..<256).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
             let result: EduJSON
             do throws(VFIOError) {
@@ -307,7 +306,7 @@ extension DMA {
             if global.json {
                 print(try JSONOutput.encode(result))
             } else {
-                print("edu \(result.address): id \(result.identification); \(result.bytes) bytes RAM -> device -> RAM via IOVA 0x\(String(result.iova, radix: 16)): \(result.roundTripMatches ? "match" : "MISMATCH")")
+                print("edu \(result.address): id \(result.identification); \(result.bytes) bytes RAM -> device -> RAM via IOVA \(result.iova.hex()): \(result.roundTripMatches ? "match" : "MISMATCH")")
                 print("MSI: \(result.msiSignals) signal(s) on the eventfd (interrupt status \(result.interruptStatus)); before requesting one: \(result.signalsBeforeIRQRequest)")
             }
             if !result.roundTripMatches { throw CommandFailure("the bytes that came back differ from those sent") }
@@ -326,24 +325,19 @@ extension DMA {
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The edu device that does the DMA.", valueName: "address"))
-        var address: String
+        var address: PCIAddress
         @Option(name: .long, help: ArgumentHelp("The peer device whose BAR is mapped.", valueName: "address"))
-        var peer: String
+        var peer: PCIAddress
         @Option(name: .long, help: ArgumentHelp("The peer's BAR.", valueName: "n"))
-        var bar: Int
-        @Option(name: .long, help: ArgumentHelp("Byte offset in the BAR that edu reads from.", valueName: "bytes"))
-        var offset: String = "0x1000"
-
-        func validate() throws {
-            guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
-            guard let value = parseByteCount(offset) else { throw ValidationError("--offset \"\(offset)\" is not a byte count") }
-            if let error = byteCountTooLarge("--offset", value) { throw error }
-        }
+        var bar: BARIndex
+        @Option(name: .long, help: ArgumentHelp("Byte offset in the BAR that edu reads from (0x hex or K/M/G).", valueName: "bytes"))
+        var offset: ByteCount = ByteCount(0x1000)
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
-            let peerAddress = try parseDeviceAddress(peer)
-            guard let readOffset = parseByteCount(offset), let offsetIndex = Int(exactly: readOffset) else { throw CommandFailure("--offset \(offset) is not a byte count") }
+            let target = address
+            let peerAddress = peer
+            // Below 128 TiB, so it fits an Int.
+            let readOffset = offset.value, offsetIndex = Int(offset.value)
             let pattern = (0..<256).map { UInt8(truncatingIfNeeded: 0xa5 &+ $0 &* 13) }
             let result: PeerJSON
             do throws(VFIOError) {
@@ -352,8 +346,8 @@ extension DMA {
                 let edu = devices[0], peerDevice = devices[1]
                 let eduBar = try edu.mapPlaced(try edu.regionInfo(PCIRegion.bar(0)))
                 try edu.setBusMaster(true)
-                let resource = try peerDevice.barResource(bar)
-                let peerBar = try peerDevice.mapPlaced(try peerDevice.regionInfo(PCIRegion.bar(bar)))
+                let resource = try peerDevice.barResource(bar.value)
+                let peerBar = try peerDevice.mapPlaced(try peerDevice.regionInfo(bar.region))
                 for (index, byte) in pattern.enumerated() { try peerBar.store8(byte, at: offsetIndex + index) }
                 let translated = try peerBar.physicalAddress(atOffset: offsetIndex)
                 // 2 MiB alignment keeps the IOVA low enough for edu's 28-bit DMA mask.
@@ -362,13 +356,13 @@ extension DMA {
                 let ramMapping = try container.mapDMA(buffer, limit: Edu.dmaLimit)
                 // readOffset lies inside the BAR (the stores above checked it), so inside the mapping.
                 let (source, overflow) = peerMapping.iova.addingReportingOverflow(readOffset)
-                guard !overflow else { throw VFIOError.placement("IOVA 0x\(String(peerMapping.iova, radix: 16)) + 0x\(String(readOffset, radix: 16)) overflows") }
+                guard !overflow else { throw VFIOError.placement("IOVA \(peerMapping.iova.hex()) + \(readOffset.hex()) overflows") }
                 try Edu.transfer(eduBar, from: source, to: EduRegisters.bufferAddress, count: UInt64(pattern.count), toRAM: false, raiseIRQ: false)
                 try Edu.transfer(eduBar, from: EduRegisters.bufferAddress, to: ramMapping.iova, count: UInt64(pattern.count), toRAM: true, raiseIRQ: false)
                 let back = try buffer.bytes(at: 0, count: pattern.count)
                 // IOMMU mappings go before the memory behind them.
                 try container.unmapAllDMA()
-                result = PeerJSON(address: target.description, peer: peerAddress.description, bar: bar,
+                result = PeerJSON(address: target.description, peer: peerAddress.description, bar: bar.value,
                                   barStart: resource.start, barSize: resource.size, mappedVirtual: peerBar.virtualStart,
                                   peerIOVA: peerMapping.iova, peerMappingSize: peerMapping.size, offset: readOffset,
                                   translatedPhysical: translated, barStartTranslated: try peerBar.physicalAddress(atOffset: 0),
@@ -381,8 +375,8 @@ extension DMA {
             if global.json {
                 print(try JSONOutput.encode(result))
             } else {
-                print("peer \(result.peer) BAR \(result.bar): bus 0x\(String(result.barStart, radix: 16)) (\(byteCount(result.barSize))), mapped at 0x\(String(result.mappedVirtual, radix: 16)), IOVA 0x\(String(result.peerIOVA, radix: 16))")
-                print("offset 0x\(String(result.offset, radix: 16)) is bus address 0x\(String(result.translatedPhysical, radix: 16)); edu DMA read through the IOMMU: \(result.matches ? "match" : "MISMATCH")")
+                print("peer \(result.peer) BAR \(result.bar): bus \(result.barStart.hex()) (\(byteCount(result.barSize))), mapped at \(result.mappedVirtual.hex()), IOVA \(result.peerIOVA.hex())")
+                print("offset \(result.offset.hex()) is bus address \(result.translatedPhysical.hex()); edu DMA read through the IOMMU: \(result.matches ? "match" : "MISMATCH")")
             }
             if !result.matches { throw CommandFailure("edu read different bytes from the peer's BAR than were written through the mmap") }
         }
@@ -402,25 +396,16 @@ extension DMA {
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("A device bound to vfio-pci (its container is used).", valueName: "address"))
-        var address: String
+        var address: PCIAddress
         @Option(name: .long, help: ArgumentHelp("Buffer bytes (0x hex or K/M/G).", valueName: "bytes"))
-        var size: String = "256M"
+        var size: HugePageMultiple = HugePageMultiple(256 << 20)
         @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions; the best is reported.", valueName: "n"))
-        var repetitions: Int = 3
-
-        func validate() throws {
-            guard let bytes = parseByteCount(size), bytes > 0, bytes % (2 << 20) == 0 else {
-                throw ValidationError("--size must be a positive multiple of 2 MiB, not \"\(size)\"")
-            }
-            if let error = byteCountTooLarge("--size", bytes) { throw error }
-            guard repetitions > 0 else { throw ValidationError("--repeat must be at least 1, not \(repetitions)") }
-        }
+        var repetitions: PositiveCount = PositiveCount(3)
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
-            guard let bytes = parseByteCount(size), let count = Int(exactly: bytes) else {
-                throw CommandFailure("--size must be a positive multiple of 2 MiB")
-            }
+            let target = address
+            // At most 128 TiB, so it fits an Int.
+            let bytes = size.value, count = Int(size.value), repetitions = repetitions.value
             var mapTimes: [Double] = [], unmapTimes: [Double] = []
             let backing: String
             do throws(VFIOError) {

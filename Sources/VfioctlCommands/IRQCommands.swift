@@ -45,28 +45,24 @@ public struct IRQCommand: ParsableCommand {
                 """
         )
         @OptionGroup var global: GlobalOptions
-        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-        var address: String
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+        var address: PCIAddress
         @Option(name: .long, help: ArgumentHelp("The IRQ index: intx, msi or msix.", valueName: "index"))
-        var index: String
+        var index: IRQIndexName
         @Option(name: .long, help: ArgumentHelp("How many vectors (default: all the source can raise).", valueName: "n"))
-        var vectors: Int?
+        var vectors: PositiveCount?
         @Flag(name: .long, help: "Signal the eventfds from the kernel instead of making the device interrupt.")
         var loopback = false
         @Option(name: .long, help: ArgumentHelp("Milliseconds to wait for each interrupt.", valueName: "ms"))
         var timeout: Int32 = 2000
 
-        static let indices: [String: UInt32] = ["intx": PCIIRQ.intx, "msi": PCIIRQ.msi, "msix": PCIIRQ.msix]
-
         func validate() throws {
-            guard Self.indices[index] != nil else { throw ValidationError("--index must be intx, msi or msix, not \"\(index)\"") }
-            if let vectors, vectors < 1 { throw ValidationError("--vectors must be at least 1") }
             guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
         }
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
-            let irqIndex = Self.indices[index] ?? PCIIRQ.intx
+            let target = address
+            let irqIndex = index.index
             let report: IRQTestJSON
             do throws(VFIOError) {
                 let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
@@ -82,8 +78,8 @@ public struct IRQCommand: ParsableCommand {
                 }
                 var check = InterruptCheck(device: device, index: irqIndex, source: source)
                 check.timeoutMilliseconds = timeout
-                let result = try check.run(vectors: vectors)
-                report = IRQTestJSON(address: target.description, index: index, source: loopback ? "loopback" : "device",
+                let result = try check.run(vectors: vectors?.value)
+                report = IRQTestJSON(address: target.description, index: index.rawValue, source: loopback ? "loopback" : "device",
                                      recipe: { if case .device(let recipe) = source { return recipe.device.rawValue } else { return nil } }(),
                                      report: result)
             } catch {
@@ -94,7 +90,7 @@ public struct IRQCommand: ParsableCommand {
             } else {
                 report.printText()
             }
-            guard report.ok else { throw CommandFailure("irq test \(target): not every \(index) vector arrived exactly once on its own eventfd (see above)") }
+            guard report.ok else { throw CommandFailure("irq test \(target): not every \(index.rawValue) vector arrived exactly once on its own eventfd (see above)") }
         }
     }
 }
@@ -129,19 +125,6 @@ struct IRQTestJSON: Encodable {
         self.vectors = report.vectors.map { Vector(vector: $0.vector, signals: $0.signals, microseconds: $0.microseconds, stray_vectors: $0.strayVectors) }
         self.masking = report.masking.map { Masking(signals_while_masked: $0.signalsWhileMasked, signals_after_unmask: $0.signalsAfterUnmask) }
         self.ok = report.ok
-    }
-
-    enum CodingKeys: String, CodingKey { case address, index, source, recipe, vector_count, vectors, masking, ok }
-    func encode(to encoder: Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(address, forKey: .address)
-        try container.encode(index, forKey: .index)
-        try container.encode(source, forKey: .source)
-        try container.encode(recipe, forKey: .recipe)
-        try container.encode(vector_count, forKey: .vector_count)
-        try container.encode(vectors, forKey: .vectors)
-        try container.encode(masking, forKey: .masking)
-        try container.encode(ok, forKey: .ok)
     }
 
     func printText() {

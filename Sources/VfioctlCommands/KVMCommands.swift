@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KVM
+import TextFormat
 
 /// `vfioctl kvm ...`: the host's KVM.
 public struct KVMCommand: ParsableCommand {
@@ -94,7 +95,7 @@ struct KVMInfo: Encodable {
         func yesNo(_ value: Bool) -> String { value ? "yes" : "no" }
         func protect(_ flags: Int) -> String {
             guard flags != 0 else { return "no" }
-            return "yes (flags 0x\(String(flags, radix: 16)))"
+            return "yes (flags \(flags.hex()))"
         }
         return [
             ("Device", device),

@@ -24,7 +24,7 @@ struct SRIOVCommand: ParsableCommand {
     )
     @OptionGroup var global: GlobalOptions
     @OptionGroup var options: BindingOptions
-    @Argument(help: ArgumentHelp("The physical function, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
+    @Argument(help: ArgumentHelp("The physical function, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address")) var address: PCIAddress
     @Option(name: .long, help: ArgumentHelp("How many VFs to have (0 removes them).", valueName: "n")) var vfs: Int
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
@@ -33,7 +33,7 @@ struct SRIOVCommand: ParsableCommand {
     }
 
     func run() throws {
-        let target = try parseDeviceAddress(address)
+        let target = address
         let inventory = try InventoryLoader.load(global, detail: .full)
         let plan: SRIOVPlan
         do {

@@ -5,6 +5,7 @@ import KVM
 import Passthrough
 import PCIInventory
 import TestKit
+import TextFormat
 import VFIO
 
 /// `vfioctl vm ...`: tiny KVM guests with a passed-through device, to show the composition
@@ -53,8 +54,8 @@ struct VMSmokeCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-    var address: String
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+    var address: PCIAddress
     @Flag(name: .long, help: "Also run with the BAR slots deleted (reads served as MMIO exits), then re-added.")
     var toggle = false
 
@@ -91,15 +92,15 @@ struct VMSmokeCommand: ParsableCommand {
         for bar in memslots.bars {
             guard let area = bar.areas.first, let gpa = UInt32(exactly: area.guestPhysicalAddress) else { continue }
             let value = try regions.read(bar.regionIndex, area.offset, .dword)
-            reads.append(SmokeReport.Read(bar: bar.bar, offset: area.offset, guest_physical_address: hexString(UInt64(gpa)),
-                                          host_value: hexString(value, digits: 8)))
+            reads.append(SmokeReport.Read(bar: bar.bar, offset: area.offset, guest_physical_address: UInt64(gpa).hex(),
+                                          host_value: value.hex(digits: 8)))
             addresses.append(gpa)
         }
         var phases: [SmokeReport.Phase] = []
         func phase(_ name: String) throws(PassthroughError) {
             let run = try guest.readDwords(at: addresses, memslots: memslots)
             phases.append(SmokeReport.Phase(name: name, slots_present: memslots.isPresent,
-                                            values: run.values.map { hexString(UInt64($0), digits: 8) },
+                                            values: run.values.map { UInt64($0).hex(digits: 8) },
                                             mmio_exits: run.mmioExits, io_exits: run.ioExits, nanoseconds: run.nanoseconds))
         }
         try phase("memslot")
@@ -126,11 +127,11 @@ struct VMSmokeCommand: ParsableCommand {
         return SmokeReport(
             address: session.address.description,
             bars: memslots.bars.map { bar in
-                SmokeReport.Bar(bar: bar.bar, region_size: bar.regionSize, guest_physical_address: hexString(bar.guestPhysicalAddress),
+                SmokeReport.Bar(bar: bar.bar, region_size: bar.regionSize, guest_physical_address: bar.guestPhysicalAddress.hex(),
                                 areas: bar.areas.map { area in
                                     let sizes = pages(bar: bar.bar, area: area)
-                                    return SmokeReport.Area(offset: area.offset, size: area.size, host_address: hexString(area.hostAddress),
-                                                            guest_physical_address: hexString(area.guestPhysicalAddress),
+                                    return SmokeReport.Area(offset: area.offset, size: area.size, host_address: area.hostAddress.hex(),
+                                                            guest_physical_address: area.guestPhysicalAddress.hex(),
                                                             huge_page_congruence: area.hugePageCongruence,
                                                             host_page_size: sizes.host, kvm_page_size: sizes.kvm, huge_fault_rule: sizes.rule)
                                 })
@@ -158,20 +159,6 @@ struct SmokeReport: Encodable {
         /// The host's huge-fault rule for the mapping (null when the host facts are unreadable).
         let huge_fault_rule: String?
 
-        func encode(to encoder: Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(offset, forKey: .offset)
-            try container.encode(size, forKey: .size)
-            try container.encode(host_address, forKey: .host_address)
-            try container.encode(guest_physical_address, forKey: .guest_physical_address)
-            try container.encode(huge_page_congruence, forKey: .huge_page_congruence)
-            try container.encode(host_page_size, forKey: .host_page_size)
-            try container.encode(kvm_page_size, forKey: .kvm_page_size)
-            try container.encode(huge_fault_rule, forKey: .huge_fault_rule)
-        }
-        enum CodingKeys: String, CodingKey {
-            case offset, size, host_address, guest_physical_address, huge_page_congruence, host_page_size, kvm_page_size, huge_fault_rule
-        }
     }
     struct Bar: Encodable {
         let bar: Int
@@ -216,14 +203,14 @@ struct SmokeReport: Encodable {
         print("vm smoke \(address): \(bars.count) BAR\(bars.count == 1 ? "" : "s") as memslots of a 32-bit guest")
         for bar in bars {
             for area in bar.areas {
-                let huge = area.huge_page_congruence.map { "congruent mod \(byteCountText($0))" } ?? "no huge page fits"
+                let huge = area.huge_page_congruence.map { "congruent mod \(byteCount($0, bytesUnit: "bytes"))" } ?? "no huge page fits"
                 let rule = area.huge_fault_rule.map { " [\($0)]" } ?? ""
-                print("  BAR \(bar.bar) +\(hexString(area.offset)): \(byteCountText(area.size)) at gpa \(area.guest_physical_address), host \(area.host_address) (\(huge)); host pages up to \(byteCountText(area.host_page_size))\(rule), KVM maps \(byteCountText(area.kvm_page_size))")
+                print("  BAR \(bar.bar) +\(area.offset.hex()): \(byteCount(area.size, bytesUnit: "bytes")) at gpa \(area.guest_physical_address), host \(area.host_address) (\(huge)); host pages up to \(byteCount(area.host_page_size, bytesUnit: "bytes"))\(rule), KVM maps \(byteCount(area.kvm_page_size, bytesUnit: "bytes"))")
             }
         }
         for skip in skipped { print("  BAR \(skip.bar) skipped: \(skip.reason)") }
-        for trap in trapped { print("  BAR \(trap.bar) +\(hexString(trap.offset)): \(byteCountText(trap.size)) trapped (MSI-X table or PBA: accesses exit, never mapped)") }
-        for read in reads { print("  read BAR \(read.bar) +\(hexString(read.offset)) at gpa \(read.guest_physical_address); host pread: \(read.host_value)") }
+        for trap in trapped { print("  BAR \(trap.bar) +\(trap.offset.hex()): \(byteCount(trap.size, bytesUnit: "bytes")) trapped (MSI-X table or PBA: accesses exit, never mapped)") }
+        for read in reads { print("  read BAR \(read.bar) +\(read.offset.hex()) at gpa \(read.guest_physical_address); host pread: \(read.host_value)") }
         print(pad("phase", 15) + pad("slots", 9) + pad("MMIO exits", 12) + pad("I/O exits", 11) + pad("time", 12) + "values")
         for phase in phases {
             print(pad(phase.name, 15) + pad(phase.slots_present ? "present" : "deleted", 9) + pad("\(phase.mmio_exits)", 12)
@@ -251,8 +238,8 @@ struct VMDMASmokeCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("An edu device (1234:11e8), DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-    var address: String
+    @Argument(help: ArgumentHelp("An edu device (1234:11e8), DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+    var address: PCIAddress
     @Option(name: .long, help: ArgumentHelp("Bytes to transfer: a multiple of 4, at most 4092.", valueName: "n"))
     var bytes: Int = 256
 
@@ -327,16 +314,16 @@ struct VMDMASmokeCommand: ParsableCommand {
             let elapsed = clock.now - start
             transfers.append(DMASmokeReport.Transfer(
                 direction: transfer.direction == .ramToDevice ? "ram-to-device" : "device-to-ram",
-                iova: hexString(transfer.iova), bytes: bytes, polls: polls,
+                iova: transfer.iova.hex(), bytes: bytes, polls: polls,
                 milliseconds: Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15))
         }
         let afterRun = try guest.readDwords(at: addresses)
         let hostView = try kvmCall { () throws(KVMError) in try guest.ram.read(at: Int(destinationAddress), count: bytes) }
         return DMASmokeReport(
-            address: session.address.description, identification: hexString(identification, digits: 8),
-            iova: hexString(dma.iova), iova_size: dma.size, source: hexString(sourceAddress), destination: hexString(destinationAddress),
+            address: session.address.description, identification: identification.hex(digits: 8),
+            iova: dma.iova.hex(), iova_size: dma.size, source: sourceAddress.hex(), destination: destinationAddress.hex(),
             bytes: bytes, before_all_zero: beforeRun.values.allSatisfy { $0 == 0 }, transfers: transfers,
-            guest_first_words: afterRun.values.prefix(4).map { hexString(UInt64($0), digits: 8) },
+            guest_first_words: afterRun.values.prefix(4).map { UInt64($0).hex(digits: 8) },
             guest_words_matching: zip(afterRun.values, words).filter { $0 == $1 }.count, words: words.count,
             host_view_matches: hostView == patternBytes, io_exits: beforeRun.ioExits + afterRun.ioExits,
             mmio_exits: beforeRun.mmioExits + afterRun.mmioExits)
@@ -393,7 +380,7 @@ struct DMASmokeReport: Encodable {
     }
 
     func printText() {
-        print("vm dma-smoke \(address) (edu, id \(identification)): guest RAM DMA-mapped at IOVA \(iova) (\(byteCountText(iova_size)))")
+        print("vm dma-smoke \(address) (edu, id \(identification)): guest RAM DMA-mapped at IOVA \(iova) (\(byteCount(iova_size, bytesUnit: "bytes")))")
         print("  guest read \(words) dwords at gpa \(destination) before DMA: \(before_all_zero ? "all zero" : "NOT zero")")
         for transfer in transfers {
             print("  \(transfer.direction): \(transfer.bytes) bytes, IOVA \(transfer.iova), \(transfer.polls) polls, \(String(format: "%.1f", transfer.milliseconds)) ms")
@@ -413,8 +400,7 @@ struct PassthroughSession {
     let kvm: KVMSystem
     var sysfsRoot: String { device.group.sysfsRoot }
 
-    static func open(_ text: String, sysfsRoot: String) throws -> PassthroughSession {
-        let address = try parseDeviceAddress(text)
+    static func open(_ address: PCIAddress, sysfsRoot: String) throws -> PassthroughSession {
         let deviceDirectory = "\(sysfsRoot)/bus/pci/devices/\(address)"
         guard FileManager.default.fileExists(atPath: deviceDirectory) else {
             throw CommandFailure("no PCI device \(address) (\(deviceDirectory) is missing)")
@@ -436,18 +422,6 @@ struct PassthroughSession {
         }
         return PassthroughSession(address: address, device: device, kvm: kvm)
     }
-}
-
-private func hexString(_ value: UInt64, digits: Int = 0) -> String {
-    let text = String(value, radix: 16)
-    return "0x" + String(repeating: "0", count: max(0, digits - text.count)) + text
-}
-
-private func byteCountText(_ bytes: UInt64) -> String {
-    if bytes >= 1 << 30, bytes % (1 << 30) == 0 { return "\(bytes >> 30) GiB" }
-    if bytes >= 1 << 20, bytes % (1 << 20) == 0 { return "\(bytes >> 20) MiB" }
-    if bytes >= 1 << 10, bytes % (1 << 10) == 0 { return "\(bytes >> 10) KiB" }
-    return "\(bytes) bytes"
 }
 
 private func vfioCall<T>(_ body: () throws(VFIOError) -> T) throws(PassthroughError) -> T {
