@@ -198,3 +198,34 @@ enum IRQIndexName: String, ExpressibleByArgument, CaseIterable {
         }
     }
 }
+
+/// A count of 0 or more.
+struct NonNegativeCount: ExpressibleByArgument, Equatable {
+    let value: Int
+    init?(argument: String) {
+        guard let value = Int(argument), value >= 0 else { return nil }
+        self.value = value
+    }
+}
+
+/// Devices passed to one VM: 1 to 4096.
+struct VMDeviceCount: ExpressibleByArgument, Equatable {
+    let value: Int
+    init?(argument: String) {
+        guard let value = Int(argument), (1...4096).contains(value) else { return nil }
+        self.value = value
+    }
+    init(_ value: Int) { self.value = value }
+    var defaultValueDescription: String { String(value) }
+}
+
+/// A timeout in milliseconds, above 0 (poll(2) takes an Int32).
+struct Milliseconds: ExpressibleByArgument, Equatable {
+    let value: Int32
+    init?(argument: String) {
+        guard let value = Int32(argument), value > 0 else { return nil }
+        self.value = value
+    }
+    init(_ value: Int32) { self.value = value }
+    var defaultValueDescription: String { String(value) }
+}

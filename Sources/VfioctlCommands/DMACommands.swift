@@ -70,8 +70,8 @@ public struct DMA: ParsableCommand {
                     // The top IOVA range's end is 2^width - 1.
                     let top = (before.iovaRanges ?? []).map(\.end).max()
                     budget = VMDMABudget(.init(
-                        guestMemory: ram, devices: vm.vmDevices, vIOMMU: vm.viommu, pageSize: vm.vmPageSize.bytes,
-                        barSizes: Array(repeating: bars, count: vm.vmDevices).flatMap { $0 },
+                        guestMemory: ram, devices: vm.vmDevices.value, vIOMMU: vm.viommu, pageSize: vm.vmPageSize.bytes,
+                        barSizes: Array(repeating: bars, count: vm.vmDevices.value).flatMap { $0 },
                         memlockLimit: limit.exempt ? nil : limit.current,
                         dmaEntryLimit: before.dmaAvailable.map(UInt64.init),
                         addressWidth: top.map { 64 - $0.leadingZeroBitCount }))

@@ -42,7 +42,7 @@ struct DoctorCommand: ParsableCommand {
         reader.devRoot = devRoot
         reader.modulesRoot = modulesRoot
         reader.plannedGuestMemory = planned
-        reader.plannedDevices = vm.vmDevices
+        reader.plannedDevices = vm.vmDevices.value
         reader.plannedVIOMMU = vm.viommu
         reader.plannedPageSize = vm.vmPageSize.bytes
         let host: HostReadiness
@@ -78,15 +78,11 @@ extension DoctorCommand {
 /// The VM whose DMA budget `doctor` and `dma check` judge, beside its RAM.
 struct VMShapeOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Devices the VM is given, for its DMA budget (memlock, mappings).", valueName: "n"))
-    var vmDevices: Int = 1
+    var vmDevices = VMDeviceCount(1)
     @Flag(name: .long, help: "The VM has a vIOMMU (each device pins all guest RAM; the guest maps pages one by one).")
     var viommu = false
     @Option(name: .long, help: ArgumentHelp("Page the guest maps for DMA with a vIOMMU.", valueName: "4K|2M|1G"))
     var vmPageSize: DMAPageSize = .small
-
-    func validate() throws {
-        guard (1...4096).contains(vmDevices) else { throw ValidationError("--vm-devices must be from 1 to 4096") }
-    }
 }
 
 enum DMAPageSize: String, ExpressibleByArgument, CaseIterable {

@@ -54,11 +54,7 @@ public struct IRQCommand: ParsableCommand {
         @Flag(name: .long, help: "Signal the eventfds from the kernel instead of making the device interrupt.")
         var loopback = false
         @Option(name: .long, help: ArgumentHelp("Milliseconds to wait for each interrupt.", valueName: "ms"))
-        var timeout: Int32 = 2000
-
-        func validate() throws {
-            guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
-        }
+        var timeout = Milliseconds(2000)
 
         func run() throws {
             let target = address
@@ -77,7 +73,7 @@ public struct IRQCommand: ParsableCommand {
                     throw VFIOError.unsupported("vfioctl cannot make \(String(format: "%04x:%04x", vendor, deviceID)) raise \(PCIIRQ.name(irqIndex)) itself (it knows edu 1234:11e8: intx, msi; e1000e 8086:10d3: intx, msi, msix); use --loopback to check the eventfd wiring from the kernel side")
                 }
                 var check = InterruptCheck(device: device, index: irqIndex, source: source)
-                check.timeoutMilliseconds = timeout
+                check.timeoutMilliseconds = timeout.value
                 let result = try check.run(vectors: vectors?.value)
                 report = IRQTestJSON(address: target.description, index: index.rawValue, source: loopback ? "loopback" : "device",
                                      recipe: { if case .device(let recipe) = source { return recipe.device.rawValue } else { return nil } }(),
