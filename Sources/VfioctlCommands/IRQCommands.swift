@@ -3,6 +3,7 @@ import Foundation
 import Passthrough
 import PCIInventory
 import TestKit
+import TextFormat
 import VFIO
 
 /// `vfioctl irq`: a device's interrupts delivered to eventfds.
@@ -70,7 +71,7 @@ public struct IRQCommand: ParsableCommand {
                 } else if let recipe = TestDeviceInterrupts.forDevice(vendor: vendor, device: deviceID, index: irqIndex) {
                     source = .device(recipe)
                 } else {
-                    throw VFIOError.unsupported("vfioctl cannot make \(String(format: "%04x:%04x", vendor, deviceID)) raise \(PCIIRQ.name(irqIndex)) itself (it knows edu 1234:11e8: intx, msi; e1000e 8086:10d3: intx, msi, msix); use --loopback to check the eventfd wiring from the kernel side")
+                    throw VFIOError.unsupported("vfioctl cannot make \(hex4(vendor)):\(hex4(deviceID)) raise \(PCIIRQ.name(irqIndex)) itself (it knows edu 1234:11e8: intx, msi; e1000e 8086:10d3: intx, msi, msix); use --loopback to check the eventfd wiring from the kernel side")
                 }
                 var check = InterruptCheck(device: device, index: irqIndex, source: source)
                 check.timeoutMilliseconds = timeout.value

@@ -277,7 +277,7 @@ struct VMDMASmokeCommand: ParsableCommand {
         let ids = try viaVFIO { () throws(VFIOError) in try device.readConfig(0, width: .dword) }
         let vendor = UInt16(truncatingIfNeeded: ids), deviceID = UInt16(truncatingIfNeeded: ids >> 16)
         guard vendor == EduRegisters.vendorID, deviceID == EduRegisters.deviceID else {
-            throw .dma("dma-smoke drives QEMU's edu DMA engine (1234:11e8); \(session.address) is \(String(format: "%04x:%04x", vendor, deviceID))")
+            throw .dma("dma-smoke drives QEMU's edu DMA engine (1234:11e8); \(session.address) is \(hex4(vendor)):\(hex4(deviceID))")
         }
         guard let container = device.group.container else { throw .vfio(.groupNotAttached(group: device.group.number)) }
         let guest = try ProbeGuest(system: session.kvm)

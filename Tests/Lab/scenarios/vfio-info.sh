@@ -14,7 +14,9 @@ vfioctl device info $E1000E
 json_flat </tmp/info.json >/tmp/info.flat
 vfioctl device info $E1000E --json | json_flat >/tmp/device.flat || fail "device info exited $?"
 # The same report under the new name (reset is null without --reset).
-check_eq "device info = bar info, less the reset" "$(grep -v '^\.reset=' /tmp/info.flat)" "$(grep -v '^\.reset=' /tmp/device.flat)"
+grep -v '^\.reset=' /tmp/info.flat >/tmp/info.noreset; grep -v '^\.reset=' /tmp/device.flat >/tmp/device.noreset
+if cmp -s /tmp/info.noreset /tmp/device.noreset; then ok "device info = bar info, less the reset ($(wc -l </tmp/device.noreset) values)"
+else fail "device info differs from bar info: $(diff /tmp/info.noreset /tmp/device.noreset | head -n 5)"; fi
 check_eq "device info without --reset: reset is null" null "$(json_get /tmp/device.flat .reset)"
 check_eq "e1000e: reset supported" true "$(json_get /tmp/info.flat .supports_reset)"
 check_eq "e1000e: VFIO_DEVICE_RESET" done "$(json_get /tmp/info.flat .reset)"
