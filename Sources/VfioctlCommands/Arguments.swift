@@ -14,6 +14,12 @@ extension PCIAddress: ExpressibleByArgument {
     }
 }
 
+/// The device argument of the commands that open one device.
+struct DeviceArgument: ParsableArguments {
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+    var address: PCIAddress
+}
+
 extension AccessWidth: ExpressibleByArgument {
     public init?(argument: String) {
         guard let bytes = Int(argument) else { return nil }

@@ -1,7 +1,5 @@
 import ArgumentParser
 import Foundation
-import PCIInventory
-import VFIO
 
 /// `vfioctl bar`: register access to a device's BARs through VFIO, the way a VMM would do it:
 /// container, group, device fd, region info, then an mmap of the region (pread/pwrite where the
@@ -31,10 +29,4 @@ public struct Bar: ParsableCommand {
 /// A note on stderr, which keeps stdout clean for --json.
 func note(_ message: String) {
     FileHandle.standardError.write(Data("note: \(message)\n".utf8))
-}
-
-/// The device argument of every command that opens one device.
-struct DeviceArgument: ParsableArguments {
-    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
-    var address: PCIAddress
 }
