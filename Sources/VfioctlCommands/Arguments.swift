@@ -149,28 +149,6 @@ struct HugePageMultiple: ExpressibleByArgument, Equatable {
     var defaultValueDescription: String { byteCountSuffixed(value) }
 }
 
-/// A count of at least 1.
-struct PositiveCount: ExpressibleByArgument, Equatable {
-    let value: Int
-    init?(argument: String) {
-        guard let value = Int(argument), value >= 1 else { return nil }
-        self.value = value
-    }
-    init(_ value: Int) { self.value = value }
-    var defaultValueDescription: String { String(value) }
-}
-
-/// Repetitions of a timed run: 1 to 1000.
-struct Repetitions: ExpressibleByArgument, Equatable {
-    let value: Int
-    init?(argument: String) {
-        guard let value = Int(argument), (1...1000).contains(value) else { return nil }
-        self.value = value
-    }
-    init(_ value: Int) { self.value = value }
-    var defaultValueDescription: String { String(value) }
-}
-
 /// A memory size with a K, M, G or T suffix (a trailing B or iB allowed): 8G, 512MiB; above 0.
 struct MemorySize: ExpressibleByArgument, Equatable {
     let bytes: UInt64
@@ -205,26 +183,6 @@ enum IRQIndexName: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
-/// A count of 0 or more.
-struct NonNegativeCount: ExpressibleByArgument, Equatable {
-    let value: Int
-    init?(argument: String) {
-        guard let value = Int(argument), value >= 0 else { return nil }
-        self.value = value
-    }
-}
-
-/// Devices passed to one VM: 1 to 4096.
-struct VMDeviceCount: ExpressibleByArgument, Equatable {
-    let value: Int
-    init?(argument: String) {
-        guard let value = Int(argument), (1...4096).contains(value) else { return nil }
-        self.value = value
-    }
-    init(_ value: Int) { self.value = value }
-    var defaultValueDescription: String { String(value) }
-}
-
 /// A timeout in milliseconds, above 0 (poll(2) takes an Int32).
 struct Milliseconds: ExpressibleByArgument, Equatable {
     let value: Int32
@@ -234,4 +192,48 @@ struct Milliseconds: ExpressibleByArgument, Equatable {
     }
     init(_ value: Int32) { self.value = value }
     var defaultValueDescription: String { String(value) }
+}
+
+/// An integer option within a range its type names: parsed once, refused outside the range.
+protocol BoundedInteger: ExpressibleByArgument {
+    static var range: ClosedRange<Int> { get }
+    var value: Int { get }
+    /// A value the code chose (a default), inside `range`.
+    init(_ value: Int)
+}
+
+extension BoundedInteger {
+    init?(argument: String) {
+        guard let value = Int(argument), Self.range.contains(value) else { return nil }
+        self.init(value)
+    }
+    var defaultValueDescription: String { String(value) }
+}
+
+/// A count of at least 1.
+struct PositiveCount: BoundedInteger {
+    static let range = 1...Int.max
+    let value: Int
+    init(_ value: Int) { self.value = value }
+}
+
+/// Repetitions of a timed run: 1 to 1000.
+struct Repetitions: BoundedInteger {
+    static let range = 1...1000
+    let value: Int
+    init(_ value: Int) { self.value = value }
+}
+
+/// A count of 0 or more.
+struct NonNegativeCount: BoundedInteger {
+    static let range = 0...Int.max
+    let value: Int
+    init(_ value: Int) { self.value = value }
+}
+
+/// Devices passed to one VM: 1 to 4096.
+struct VMDeviceCount: BoundedInteger {
+    static let range = 1...4096
+    let value: Int
+    init(_ value: Int) { self.value = value }
 }
