@@ -1,5 +1,4 @@
 import ArgumentParser
-import TextFormat
 import VFIO
 
 extension Bar {
@@ -17,28 +16,7 @@ extension Bar {
         @OptionGroup var register: Register
 
         func run() throws {
-            let address = register.address, offset = register.offset.value, width = register.width
-            let access: BarAccess
-            let value: UInt64
-            do throws(VFIOError) {
-                let device = try openVFIODevice(address, sysfsRoot: global.resolvedRoot.path)
-                let region = try device.regionInfo(register.bar.region)
-                if region.isMappable {
-                    let mapping = try device.map(region, writable: false)
-                    guard let index = Int(exactly: offset) else {
-                        throw VFIOError.outOfRange(offset: offset, width: width.rawValue, size: region.size)
-                    }
-                    value = try mapping.load(width, at: index)
-                    try mapping.unmap()
-                    access = .mmap
-                } else {
-                    note("BAR \(register.bar) of \(address) cannot be mmapped (region flags \(region.flags.hex())); reading with pread instead")
-                    value = try device.read(region, offset: offset, width: width)
-                    access = .pread
-                }
-            } catch {
-                throw CommandFailure("bar read \(address) BAR \(register.bar): \(error.description)")
-            }
+            let (value, access) = try register.access(sysfsRoot: global.resolvedRoot.path, command: "bar read")
             try BarAccessJSON(register, value: value, access: access).print(json: global.json)
         }
     }

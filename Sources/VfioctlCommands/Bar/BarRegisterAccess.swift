@@ -18,6 +18,41 @@ extension Bar {
         var width: AccessWidth = .dword
 
         var address: PCIAddress { device.address }
+
+        /// One access, the way a VMM makes it: through an mmap of the BAR, or pread/pwrite
+        /// where the region cannot be mapped (an I/O-port BAR). Writes `writing` when given,
+        /// reads otherwise; returns the value read or written and how.
+        func access(sysfsRoot: String, command: String, writing: UInt64? = nil) throws -> (UInt64, BarAccess) {
+            let offset = self.offset.value
+            do throws(VFIOError) {
+                let device = try openVFIODevice(address, sysfsRoot: sysfsRoot)
+                let region = try device.regionInfo(bar.region)
+                if region.isMappable {
+                    let mapping = try device.map(region, writable: writing != nil)
+                    guard let index = Int(exactly: offset) else {
+                        throw VFIOError.outOfRange(offset: offset, width: width.rawValue, size: region.size)
+                    }
+                    let value: UInt64
+                    if let writing {
+                        try mapping.store(writing, width, at: index)
+                        value = writing
+                    } else {
+                        value = try mapping.load(width, at: index)
+                    }
+                    try mapping.unmap()
+                    return (value, .mmap)
+                }
+                let verb = writing == nil ? "reading with pread" : "writing with pwrite"
+                note("BAR \(bar) of \(address) cannot be mmapped (region flags \(region.flags.hex())); \(verb) instead")
+                if let writing {
+                    try device.write(writing, to: region, offset: offset, width: width)
+                    return (writing, .pwrite)
+                }
+                return (try device.read(region, offset: offset, width: width), .pread)
+            } catch {
+                throw CommandFailure("\(command) \(address) BAR \(bar): \(error.description)")
+            }
+        }
     }
 }
 

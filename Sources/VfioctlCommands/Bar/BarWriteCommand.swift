@@ -27,27 +27,7 @@ extension Bar {
         }
 
         func run() throws {
-            let address = register.address, offset = register.offset.value, width = register.width, number = value.value
-            let access: BarAccess
-            do throws(VFIOError) {
-                let device = try openVFIODevice(address, sysfsRoot: global.resolvedRoot.path)
-                let region = try device.regionInfo(register.bar.region)
-                if region.isMappable {
-                    let mapping = try device.map(region, writable: true)
-                    guard let index = Int(exactly: offset) else {
-                        throw VFIOError.outOfRange(offset: offset, width: width.rawValue, size: region.size)
-                    }
-                    try mapping.store(number, width, at: index)
-                    try mapping.unmap()
-                    access = .mmap
-                } else {
-                    note("BAR \(register.bar) of \(address) cannot be mmapped (region flags \(region.flags.hex())); writing with pwrite instead")
-                    try device.write(number, to: region, offset: offset, width: width)
-                    access = .pwrite
-                }
-            } catch {
-                throw CommandFailure("bar write \(address) BAR \(register.bar): \(error.description)")
-            }
+            let (number, access) = try register.access(sysfsRoot: global.resolvedRoot.path, command: "bar write", writing: value.value)
             if global.json {
                 try BarAccessJSON(register, value: number, access: access).print(json: true)
             }
