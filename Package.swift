@@ -27,10 +27,13 @@ let package = Package(
         ),
         // pci_lookup_name is variadic; Swift cannot call it, so a C shim does.
         .target(name: "CPCINames", dependencies: ["CLibPCI"]),
+        // Hex and byte-count text for people: one set of helpers, no dependencies.
+        .target(name: "TextFormat"),
         .target(
             name: "PCIInventory",
             dependencies: [
                 "CPCINames",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -40,6 +43,7 @@ let package = Package(
             dependencies: [
                 "PCIInventory",
                 "CLinuxUAPI",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -50,7 +54,7 @@ let package = Package(
         // congruence and the huge page a range holds. Pure, a leaf.
         .target(name: "PageAlignment"),
         // Pure placement and huge-fault planning for BAR mappings: no fds, unit-tested exhaustively.
-        .target(name: "BARPlacement", dependencies: ["HostKernel", "PageAlignment"]),
+        .target(name: "BARPlacement", dependencies: ["HostKernel", "PageAlignment", "TextFormat"]),
         .target(
             name: "VFIO",
             dependencies: [
@@ -59,6 +63,7 @@ let package = Package(
                 "BARPlacement",
                 "HostKernel",
                 "PageAlignment",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -67,13 +72,14 @@ let package = Package(
             dependencies: [
                 "CLinuxUAPI",
                 "PageAlignment",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // `vfioctl doctor`: host readiness facts and the pure rules that judge them.
         .target(
             name: "Diagnostics",
-            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel"]
+            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel", "TextFormat"]
         ),
         // Passthrough composition: a bound device's BARs as KVM memslots (toggled to MMIO exits
         // served by VFIO region access), guest RAM DMA-mapped at IOVA = gpa, probe guests.
@@ -85,16 +91,17 @@ let package = Package(
                 "HostKernel",
                 "PCIInventory",
                 "PageAlignment",
+                "TextFormat",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // `vfioctl vm config`: pure planner from sysfs facts to QEMU, libvirt and Cloud Hypervisor settings.
-        .target(name: "VMMConfig", dependencies: ["Diagnostics", "PCIInventory"]),
+        .target(name: "VMMConfig", dependencies: ["Diagnostics", "PCIInventory", "TextFormat"]),
         // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and
         // vfioctl-lab-probe; no shipping product depends on it (Tests/check-shipping-targets).
-        .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI"]),
+        .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI", "TextFormat"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
-        .target(name: "SysfsFixtures"),
+        .target(name: "SysfsFixtures", dependencies: ["TextFormat"]),
         .target(
             name: "VfioctlCommands",
             dependencies: [
@@ -107,6 +114,7 @@ let package = Package(
                 "HostKernel",
                 "Passthrough",
                 "VMMConfig",
+                "TextFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -123,6 +131,7 @@ let package = Package(
                 "KVM",
                 "HostKernel",
                 "PCIInventory",
+                "TextFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -163,6 +172,9 @@ let package = Package(
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "TestKit", "PageAlignment"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "PageAlignmentTests", dependencies: ["PageAlignment"]),
+        // The CLI end to end (the built binary on fixture trees) and its conventions.
+        .testTarget(name: "VfioctlCommandsTests", dependencies: ["VfioctlCommands", "PCIInventory", "SysfsFixtures", "BARPlacement", "HostKernel", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "TextFormatTests", dependencies: ["TextFormat"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
     ]
 )

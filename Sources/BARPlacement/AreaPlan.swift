@@ -1,3 +1,4 @@
+import TextFormat
 /// Everything `vfioctl bar plan` says about one mappable area (a whole BAR or a sparse area):
 /// vfioctl's placement against the naive ones, each with its predicted faults under the fixed
 /// and the older kernel rule, and the fewest mappings any placement can get.
@@ -29,7 +30,7 @@ public struct AreaPlan: Sendable, Equatable {
         if let skew {
             guard skew % PageGeometry.pageSize == 0 else { throw .notPageAligned(what: "skew", value: skew) }
             let (start, overflow) = PlacementStrategy.vfioctl.virtualStart(physicalStart: physicalStart, length: length).addingReportingOverflow(skew)
-            guard !overflow else { throw .addressOverflow(what: "vfioctl's placement moved by the skew 0x\(String(skew, radix: 16))") }
+            guard !overflow else { throw .addressOverflow(what: "vfioctl's placement moved by the skew \(skew.hex())") }
             placements.append(try PlacementPrediction.make(label: "vfioctl+skew", strategy: .vfioctl, skew: skew, virtualStart: start,
                                                            physicalStart: physicalStart, length: length, pattern: pattern,
                                                            geometry: tried, minimum: minimum))

@@ -1,5 +1,6 @@
 import HostKernel
 import PageAlignment
+import TextFormat
 
 /// The page sizes a mapping can use, as page orders: order k maps 2^k base pages in one entry.
 /// On x86-64: 0 (4 KiB PTE), 9 (2 MiB PMD), 18 (1 GiB PUD), the orders vfio-pci's huge_fault
@@ -62,7 +63,7 @@ public enum PlacementError: Error, Equatable, CustomStringConvertible {
         case let .invalidOrders(orders, reason):
             return "page orders \(orders) are not usable: \(reason)"
         case let .notPageAligned(what, value):
-            return "\(what) 0x\(String(value, radix: 16)) is not a multiple of the \(pageSizeName(PageGeometry.pageSize)) page"
+            return "\(what) \(value.hex()) is not a multiple of the \(pageSizeName(PageGeometry.pageSize)) page"
         case .emptyArea:
             return "the area to map is empty"
         case let .addressOverflow(what):

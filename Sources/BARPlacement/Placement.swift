@@ -1,4 +1,5 @@
 import PageAlignment
+import TextFormat
 
 /// Where to put a mapping of device memory so the kernel can use huge pages for it.
 ///
@@ -70,7 +71,7 @@ public enum Placement {
             }
             guard HugePages.requiredCongruence(hostAddress: mapping.physicalStart, size: mapping.length, pageSizes: [size]) == size else {
                 return HugeOrderVerdict(order: order, possible: false,
-                                        reason: "no \(name)-aligned \(name) block lies inside the physical range 0x\(String(mapping.physicalStart, radix: 16))+\(byteCount(mapping.length))")
+                                        reason: "no \(name)-aligned \(name) block lies inside the physical range \(mapping.physicalStart.hex())+\(byteCount(mapping.length))")
             }
             return HugeOrderVerdict(order: order, possible: true, reason: nil)
         }
@@ -123,11 +124,4 @@ public func pageSizeName(_ size: UInt64) -> String {
     case 4096: "4 KiB"
     default: byteCount(size)
     }
-}
-
-/// Bytes in the largest binary unit that divides them: "2 GiB", "1020 KiB", "4097 B".
-public func byteCount(_ bytes: UInt64) -> String {
-    let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
-    for (unit, name) in units where bytes >= unit && bytes % unit == 0 { return "\(bytes / unit) \(name)" }
-    return "\(bytes) B"
 }

@@ -1,6 +1,7 @@
 import HostKernel
 import PCIBinding
 import PCIInventory
+import TextFormat
 
 /// One thing `vfioctl doctor` found: what, the evidence, and the exact remedy.
 public struct Finding: Sendable, Equatable {
@@ -283,7 +284,7 @@ public enum Doctor {
         } else {
             evidence.append(mappings + ", dma_entry_limit unknown (vfio_iommu_type1 not loaded)")
         }
-        let top = budget.highestAddress.map { "0x" + String($0, radix: 16) } ?? "beyond 64 bits"
+        let top = budget.highestAddress.map { $0.hex() } ?? "beyond 64 bits"
         if let width = host.iommuAddressWidth {
             evidence.append("guest RAM ends at \(top); the IOMMU translates \(width)-bit addresses")
             if budget.addressFits == false {
@@ -456,9 +457,5 @@ public enum Doctor {
         inventory.companions(of: device.address).contains { $0.iommuGroup != device.iommuGroup && $0.driver != "vfio-pci" }
     }
 
-    public static func bytes(_ value: UInt64) -> String {
-        let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
-        for (unit, suffix) in units where value >= unit && value % unit == 0 { return "\(value / unit) \(suffix)" }
-        return "\(value) bytes"
-    }
+    public static func bytes(_ value: UInt64) -> String { byteCount(value, bytesUnit: "bytes") }
 }

@@ -1,5 +1,6 @@
 import CLinuxUAPI
 import PageAlignment
+import TextFormat
 
 /// A memslot's identity: KVM packs the address space into the top 16 bits of the slot number.
 public struct MemslotID: Hashable, Comparable, Sendable, CustomStringConvertible {
@@ -110,10 +111,9 @@ public enum MemslotError: Error, Hashable, Sendable, CustomStringConvertible {
 
     /// What KVM would refuse, with the slots and numbers involved.
     public var description: String {
-        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
         switch self {
         case let .misaligned(id, field, value, pageSize):
-            return "memslot \(id.description): \(field) \(hex(value)) is not a multiple of the page size \(hex(pageSize))"
+            return "memslot \(id.description): \(field) \(value.hex()) is not a multiple of the page size \(pageSize.hex())"
         case let .emptySlot(id):
             return "memslot \(id.description) has size 0 (KVM reads size 0 as delete)"
         case let .addressOverflow(id):
@@ -125,9 +125,9 @@ public enum MemslotError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .noSuchSlot(id):
             return "memslot \(id.description) does not exist"
         case let .overlap(id, other, range):
-            return "memslot \(id.description) at \(hex(range.lowerBound))..<\(hex(range.upperBound)) overlaps \(other.description)"
+            return "memslot \(id.description) at \(range.lowerBound.hex())..<\(range.upperBound.hex()) overlaps \(other.description)"
         case let .unsupportedFlags(id, flags):
-            return "memslot \(id.description): flags \(hex(UInt64(flags))) are not supported here"
+            return "memslot \(id.description): flags \(UInt64(flags).hex()) are not supported here"
         case let .readOnlyChange(id):
             return "memslot \(id.description): READONLY cannot change on a live slot; delete and add it again"
         case let .immutableChange(id, field):
@@ -135,8 +135,8 @@ public enum MemslotError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .dirtyLoggingOnDeviceMemory(id):
             return "memslot \(id.description) is device memory: dirty logging is refused, as KVM cannot see the device's own writes"
         case let .hugePageIncongruent(id, pageSize, gpa, host, suggested):
-            let hint = suggested.map { "; use gpa \(hex($0))" } ?? ""
-            return "memslot \(id.description): gpa \(hex(gpa)) and host address \(hex(host)) differ modulo \(hex(pageSize)), so huge pages cannot map it\(hint)"
+            let hint = suggested.map { "; use gpa \($0.hex())" } ?? ""
+            return "memslot \(id.description): gpa \(gpa.hex()) and host address \(host.hex()) differ modulo \(pageSize.hex()), so huge pages cannot map it\(hint)"
         }
     }
 }

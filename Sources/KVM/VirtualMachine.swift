@@ -5,6 +5,7 @@ import Musl
 #endif
 import CLinuxUAPI
 import SystemPackage
+import TextFormat
 
 /// Host memory a memslot may point into. The VM keeps a reference to it while a slot uses it,
 /// so the memory cannot be unmapped under the guest.
@@ -123,8 +124,8 @@ public final class VirtualMachine {
     public func setX86RealModeAreas(tss: UInt64 = 0xfffb_d000, identityMap: UInt64 = 0xfffb_c000) throws(KVMError) {
         guard vcpuCount == 0 else { throw .invalidState("KVM_SET_IDENTITY_MAP_ADDR must come before the first vCPU") }
         var address = identityMap
-        try ioctlStruct(fd, CKVM_SET_IDENTITY_MAP_ADDR, &address, "KVM_SET_IDENTITY_MAP_ADDR 0x\(String(identityMap, radix: 16))")
-        try ioctlValue(fd, CKVM_SET_TSS_ADDR, UInt(tss), "KVM_SET_TSS_ADDR 0x\(String(tss, radix: 16))")
+        try ioctlStruct(fd, CKVM_SET_IDENTITY_MAP_ADDR, &address, "KVM_SET_IDENTITY_MAP_ADDR \(identityMap.hex())")
+        try ioctlValue(fd, CKVM_SET_TSS_ADDR, UInt(tss), "KVM_SET_TSS_ADDR \(tss.hex())")
     }
 
     // MARK: vCPUs
@@ -215,7 +216,7 @@ public final class VirtualMachine {
             slot: slot.id.kernelValue, flags: slot.flags.rawValue, guest_phys_addr: slot.guestPhysicalAddress,
             memory_size: slot.size, userspace_addr: slot.userspaceAddress)
         try ioctlStruct(fd, CKVM_SET_USER_MEMORY_REGION, &region,
-                        "KVM_SET_USER_MEMORY_REGION \(slot.id) gpa 0x\(String(slot.guestPhysicalAddress, radix: 16)) size 0x\(String(slot.size, radix: 16))")
+                        "KVM_SET_USER_MEMORY_REGION \(slot.id) gpa \(slot.guestPhysicalAddress.hex()) size \(slot.size.hex())")
     }
 
     // MARK: Dirty tracking
@@ -239,7 +240,7 @@ public final class VirtualMachine {
         if initiallySet { flags |= UInt64(KVM_DIRTY_LOG_INITIALLY_SET) }
         guard UInt64(capabilities.manualDirtyLogProtect) & flags == flags else {
             throw .missingCapability(name: KVMCapability.manualDirtyLogProtect2.name,
-                                     detail: "it accepts flags 0x\(String(capabilities.manualDirtyLogProtect, radix: 16)), 0x\(String(flags, radix: 16)) needed")
+                                     detail: "it accepts flags \(capabilities.manualDirtyLogProtect.hex()), \(flags.hex()) needed")
         }
         try enableCapability(.manualDirtyLogProtect2, flags)
         dirtyTracking = .bitmap(manualProtect: true)

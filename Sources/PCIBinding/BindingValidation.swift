@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import PCIInventory
+import TextFormat
 
 /// What a device is, as the journal records it: the IDs that tell whether an address still holds
 /// the device vfioctl took from its driver (a hot-swap or a re-enumeration can put another there).

@@ -1,5 +1,6 @@
 import Foundation
 import PCIInventory
+import TextFormat
 
 /// What decides which driver takes a device at the next boot: plain data for `BootCheck`.
 public struct BootFacts: Sendable, Equatable {
@@ -97,7 +98,7 @@ public struct BootFactsReader {
 
     /// The facts about `device`; what cannot be read is left out, never fatal.
     public func read(_ device: PCIDevice, inventory: PCIInventory) -> BootFacts {
-        let id = String(format: "%04x:%04x", device.vendorID ?? 0, device.deviceID ?? 0)
+        let id = hex4(device.vendorID ?? 0) + ":" + hex4(device.deviceID ?? 0)
         var facts = BootFacts(address: device.address, id: id)
         facts.sameModel = inventory.devices.filter { $0.address != device.address && $0.vendorID == device.vendorID && $0.deviceID == device.deviceID }.map(\.address)
         let recorded = (try? journal?.entry(for: device.address)) ?? nil

@@ -1,3 +1,4 @@
+import TextFormat
 /// A PCI expansion ROM, parsed image by image (PCI Firmware Specification, "PCI Expansion ROMs").
 /// Pure: takes the bytes, never a file, so every malformed ROM can be tested.
 public struct OptionROM: Sendable, Equatable {
@@ -144,12 +145,12 @@ public struct OptionROM: Sendable, Equatable {
             rom.images.append(image)
             if image.isLast { break }
             guard image.length > 0 else {
-                rom.problems.append("image at 0x\(String(offset, radix: 16)) has length 0 and is not marked last: cannot find the next image")
+                rom.problems.append("image at \(offset.hex()) has length 0 and is not marked last: cannot find the next image")
                 break
             }
             let (next, overflow) = offset.addingReportingOverflow(image.length)
             guard !overflow, next < bytes.count else {
-                rom.problems.append("image at 0x\(String(offset, radix: 16)) is not marked last, but the ROM ends after it (truncated?)")
+                rom.problems.append("image at \(offset.hex()) is not marked last, but the ROM ends after it (truncated?)")
                 break
             }
             offset = next
@@ -158,7 +159,7 @@ public struct OptionROM: Sendable, Equatable {
     }
 
     private static func parseImage(_ bytes: [UInt8], at offset: Int, rom: inout OptionROM) -> Image? {
-        let at = "image at 0x" + String(offset, radix: 16)
+        let at = "image at " + offset.hex()
         guard let b0 = byte(bytes, offset), let b1 = byte(bytes, offset + 1), b0 == 0x55, b1 == 0xaa else {
             let found = [byte(bytes, offset), byte(bytes, offset + 1)].map { $0.map { "0x" + hex2($0) } ?? "end" }
             rom.problems.append("\(at): no 0x55AA signature (found \(found.joined(separator: " ")))")
@@ -170,7 +171,7 @@ public struct OptionROM: Sendable, Equatable {
         }
         let pcir = offset + Int(pcirPointer)
         guard byte(bytes, pcir) == 0x50, byte(bytes, pcir + 1) == 0x43, byte(bytes, pcir + 2) == 0x49, byte(bytes, pcir + 3) == 0x52 else {
-            rom.problems.append("\(at): no PCIR structure at +0x\(String(pcirPointer, radix: 16))")
+            rom.problems.append("\(at): no PCIR structure at +\(pcirPointer.hex())")
             return nil
         }
         guard let vendorID = le16(bytes, pcir + 4), let deviceID = le16(bytes, pcir + 6),
@@ -227,7 +228,7 @@ public struct OptionROM: Sendable, Equatable {
             }
             image.efi = EFIHeader(subsystem: subsystem, machineType: machine, compressed: compression != 0)
             if UInt32(signatureHigh) << 16 | UInt32(signature) != 0x0ef1 {
-                image.problems.append("EFI signature is 0x\(String(UInt32(signatureHigh) << 16 | UInt32(signature), radix: 16)), not 0xef1")
+                image.problems.append("EFI signature is \((UInt32(signatureHigh) << 16 | UInt32(signature)).hex()), not 0xef1")
             }
         default:
             break

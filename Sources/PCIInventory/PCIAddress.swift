@@ -1,3 +1,4 @@
+import TextFormat
 /// A PCI function's address: domain, bus, device, function.
 ///
 /// Parses `DDDD:BB:DD.F` and the short `BB:DD.F` (domain 0000), in any case; prints the
@@ -115,9 +116,7 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     }
 
     static func format(_ domain: UInt32, _ bus: UInt8, _ device: UInt8, _ function: UInt8) -> String {
-        var domainText = String(domain, radix: 16)
-        if domainText.count < 4 { domainText = String(repeating: "0", count: 4 - domainText.count) + domainText }
-        return "\(domainText):\(hex2(bus)):\(hex2(device)).\(function)"
+        "\(domain.hexDigits(4)):\(hex2(bus)):\(hex2(device)).\(function)"
     }
 }
 
@@ -131,24 +130,6 @@ public struct PCIAddressError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         "invalid PCI address \"\(input)\": \(problem); expected DDDD:BB:DD.F or BB:DD.F in hex, e.g. 0000:01:00.0"
     }
-}
-
-/// Two lower-case hex digits.
-public func hex2(_ value: UInt8) -> String {
-    let digits = String(value, radix: 16)
-    return digits.count == 1 ? "0" + digits : digits
-}
-
-/// Four lower-case hex digits.
-public func hex4(_ value: UInt16) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
-}
-
-/// Six lower-case hex digits (at least).
-public func hex6(_ value: UInt32) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: max(0, 6 - digits.count)) + digits
 }
 
 /// Parses 1...maxDigits hex digits, nothing else (no sign, no 0x).

@@ -1,4 +1,5 @@
 import CPCINames
+import TextFormat
 
 /// Vendor, device, subsystem and class names from libpci (pci.ids, and udev's hwdb where libpci
 /// was built with it). With no database every name is nil and callers show IDs only.

@@ -1,3 +1,4 @@
+import TextFormat
 /// One BAR (or the expansion ROM) as the kernel reports it in a device's `resource` file.
 public struct PCIBAR: Sendable, Equatable {
     /// Memory or I/O port space.
@@ -102,7 +103,7 @@ func appendResource(start: UInt64, end: UInt64, flags: UInt64, lineIndex: Int, t
     // No type flag, or an empty range, is an unimplemented BAR.
     guard isIO || isMemory, !(start == 0 && end == 0) else { return }
     guard end >= start else {
-        result.problems.append("resource line \(lineIndex + 1) ends (0x\(String(end, radix: 16))) before it starts (0x\(String(start, radix: 16)))")
+        result.problems.append("resource line \(lineIndex + 1) ends (\(end.hex())) before it starts (\(start.hex()))")
         return
     }
     let bar = PCIBAR(

@@ -1,5 +1,6 @@
 import KVM
 import PageAlignment
+import TextFormat
 
 /// One mmap-able area of a BAR as the host mapped it: where it starts in the BAR, its length,
 /// and the host address of its mapping (the memslot's userspace address).
@@ -142,25 +143,25 @@ public enum GuestPlacement {
         }
         guard request.regionSize > 0 else { throw .invalidBar(bar: bar, reason: "the region is empty") }
         guard AddressAlignment.roundUp(request.regionSize, to: basePageSize) != nil else {
-            throw .invalidBar(bar: bar, reason: "the region size \(hex(request.regionSize)) is too large")
+            throw .invalidBar(bar: bar, reason: "the region size \(request.regionSize.hex()) is too large")
         }
         let pageMask = basePageSize - 1
         var wants: [(modulus: UInt64, residue: UInt64)] = []
         let sorted = request.areas.sorted { $0.offset < $1.offset }
         for (index, area) in sorted.enumerated() {
             guard area.size > 0, area.offset & pageMask == 0, area.size & pageMask == 0, area.hostAddress & pageMask == 0 else {
-                throw .invalidBar(bar: bar, reason: "area at \(hex(area.offset)) of \(hex(area.size)) bytes (host \(hex(area.hostAddress))) is not whole pages")
+                throw .invalidBar(bar: bar, reason: "area at \(area.offset.hex()) of \(area.size.hex()) bytes (host \(area.hostAddress.hex())) is not whole pages")
             }
             guard area.offset <= request.regionSize, area.size <= request.regionSize - area.offset else {
-                throw .invalidBar(bar: bar, reason: "area at \(hex(area.offset)) of \(hex(area.size)) bytes lies outside the region of \(hex(request.regionSize)) bytes")
+                throw .invalidBar(bar: bar, reason: "area at \(area.offset.hex()) of \(area.size.hex()) bytes lies outside the region of \(request.regionSize.hex()) bytes")
             }
             guard !area.hostAddress.addingReportingOverflow(area.size).overflow else {
-                throw .invalidBar(bar: bar, reason: "area at \(hex(area.offset)) wraps the host address space")
+                throw .invalidBar(bar: bar, reason: "area at \(area.offset.hex()) wraps the host address space")
             }
             if index > 0 {
                 let previous = sorted[index - 1]
                 guard previous.offset + previous.size <= area.offset else {
-                    throw .invalidBar(bar: bar, reason: "areas at \(hex(previous.offset)) and \(hex(area.offset)) overlap")
+                    throw .invalidBar(bar: bar, reason: "areas at \(previous.offset.hex()) and \(area.offset.hex()) overlap")
                 }
             }
             let page = HugePages.requiredCongruence(hostAddress: area.hostAddress, size: area.size, pageSizes: pageSizes) ?? basePageSize

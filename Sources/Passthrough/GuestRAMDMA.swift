@@ -1,4 +1,5 @@
 import KVM
+import TextFormat
 import VFIO
 
 /// Guest RAM mapped for device DMA at IOVA = guest-physical address, so an address the guest
@@ -57,9 +58,9 @@ public enum DMAReach {
     public static func check(iova: UInt64, size: UInt64, addressBits: Int) throws(PassthroughError) {
         guard addressBits > 0, addressBits <= 64 else { throw .dma("a DMA mask of \(addressBits) bits is not one") }
         let (end, overflow) = iova.addingReportingOverflow(size)
-        guard !overflow else { throw .dma("IOVA range \(hex(iova)) + \(hex(size)) wraps") }
+        guard !overflow else { throw .dma("IOVA range \(iova.hex()) + \(size.hex()) wraps") }
         guard addressBits == 64 || end <= UInt64(1) << UInt64(addressBits) else {
-            throw .dma("IOVA range \(hex(iova))-\(hex(end)) is beyond the device's \(addressBits)-bit DMA mask (it reaches below \(hex(UInt64(1) << UInt64(addressBits))))")
+            throw .dma("IOVA range \(iova.hex())-\(end.hex()) is beyond the device's \(addressBits)-bit DMA mask (it reaches below \((UInt64(1) << UInt64(addressBits)).hex()))")
         }
     }
 }

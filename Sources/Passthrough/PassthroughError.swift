@@ -1,4 +1,5 @@
 import KVM
+import TextFormat
 import VFIO
 
 /// Everything passthrough composition can fail with. The VFIO and KVM layers' errors are kept
@@ -31,9 +32,9 @@ public enum PassthroughError: Error, Equatable, CustomStringConvertible {
         case let .incongruentAreas(bar):
             return "BAR \(bar): its mmap areas are not congruent with each other modulo the huge pages they need, so no guest address maps them all huge; map them with vfioctl's placement (VfioDevice.mapPlaced)"
         case let .noRoom(bar, size, window):
-            return "BAR \(bar) (0x\(String(size, radix: 16)) bytes) does not fit in the guest's device window 0x\(String(window.lowerBound, radix: 16))-0x\(String(window.upperBound, radix: 16)) next to the other BARs"
+            return "BAR \(bar) (\(size.hex()) bytes) does not fit in the guest's device window \(window.lowerBound.hex())-\(window.upperBound.hex()) next to the other BARs"
         case let .unroutedMMIO(address, length, isWrite):
-            return "guest MMIO \(isWrite ? "write" : "read") of \(length) bytes at 0x\(String(address, radix: 16)) hits no BAR"
+            return "guest MMIO \(isWrite ? "write" : "read") of \(length) bytes at \(address.hex()) hits no BAR"
         case let .unexpectedGuestExit(message), let .dma(message), let .timedOut(message):
             return message
         }
@@ -52,4 +53,3 @@ package func viaVFIO<T: ~Copyable>(_ body: () throws(VFIOError) -> T) throws(Pas
     do { return try body() } catch { throw .vfio(error) }
 }
 
-package func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

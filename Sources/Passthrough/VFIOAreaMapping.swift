@@ -2,6 +2,7 @@ import HostKernel
 import KVM
 import PCIInventory
 import PageAlignment
+import TextFormat
 import VFIO
 
 /// One mmap-able area of a BAR, mapped from the VFIO device file: the memory a `.deviceMemory`
@@ -97,7 +98,7 @@ extension VfioDevice {
             if !trapped.isEmpty { result.trapped.append(TrappedRange(bar: bar, ranges: trapped)) }
             for area in region.mappableAreas.flatMap({ $0.excluding(trapped) }) {
                 guard area.size % pageSize == 0, area.offset % pageSize == 0 else {
-                    result.skipped.append(SkippedBar(bar: bar, reason: "area at \(hex(area.offset)) of \(hex(area.size)) bytes is not whole pages, which a memslot needs"))
+                    result.skipped.append(SkippedBar(bar: bar, reason: "area at \(area.offset.hex()) of \(area.size.hex()) bytes is not whole pages, which a memslot needs"))
                     continue
                 }
                 let mapped = try viaVFIO { () throws(VFIOError) in try mapForPassthrough(region, area: area) }

@@ -1,3 +1,4 @@
+import TextFormat
 /// Little-endian configuration space image, as the `config` attribute returns it.
 struct ConfigSpace {
     private(set) var bytes: [UInt8]
@@ -136,7 +137,7 @@ struct DeviceEncoder {
         var text = ""
         text.reserveCapacity(lines.count * 57)
         for line in lines {
-            text += "0x" + hex(line.start, width: 16) + " 0x" + hex(line.end, width: 16) + " 0x" + hex(line.flags, width: 16) + "\n"
+            text += line.start.hex(digits: 16) + " 0x" + line.end.hexDigits(16) + " 0x" + line.flags.hexDigits(16) + "\n"
         }
         return text
     }

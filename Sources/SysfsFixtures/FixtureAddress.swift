@@ -1,3 +1,4 @@
+import TextFormat
 /// A PCI function address as the kernel names it in sysfs: `DDDD:BB:DD.F`.
 /// (Named apart from `PCIInventory.PCIAddress` so tests can import both modules; convert via `description`.)
 public struct FixtureAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
@@ -46,24 +47,18 @@ public struct FixtureAddress: Hashable, Comparable, Sendable, CustomStringConver
     }
 
     public var description: String {
-        hex(domain, width: 4) + ":" + hex(bus, width: 2) + ":" + hex(device, width: 2) + "." + String(function)
+        domain.hexDigits(4) + ":" + bus.hexDigits(2) + ":" + device.hexDigits(2) + "." + String(function)
     }
 
     /// The name of the bus this address sits on, as in `pci_bus/0000:01`.
-    public var busName: String { hex(domain, width: 4) + ":" + hex(bus, width: 2) }
+    public var busName: String { domain.hexDigits(4) + ":" + bus.hexDigits(2) }
 
     public static func < (lhs: FixtureAddress, rhs: FixtureAddress) -> Bool {
         (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
     }
 }
 
-/// Lower-case, zero-padded hex without a prefix.
-func hex<T: BinaryInteger>(_ value: T, width: Int) -> String {
-    let digits = String(value, radix: 16)
-    return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
-}
-
 /// Upper-case, zero-padded hex without a prefix (the kernel's `%0NX`).
 func upperHex<T: BinaryInteger>(_ value: T, width: Int) -> String {
-    hex(value, width: width).uppercased()
+    value.hexDigits(width).uppercased()
 }

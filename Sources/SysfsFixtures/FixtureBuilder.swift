@@ -1,4 +1,5 @@
 import Foundation
+import TextFormat
 
 /// Writes a `FixtureHost` as a sysfs tree laid out like the kernel's:
 ///
@@ -162,7 +163,7 @@ private struct TreeBuild {
             try writer.makeDirectory(directory)
             try writer.relativeSymlink(Self.busPCI + ["devices", device.address.description], to: directory)
             if let secondary = device.secondaryBus {
-                try writePCIBus(named: hex(device.address.domain, width: 4) + ":" + hex(secondary, width: 2), under: directory)
+                try writePCIBus(named: device.address.domain.hexDigits(4) + ":" + secondary.hexDigits(2), under: directory)
             }
         }
         for device in ordered {
@@ -178,12 +179,12 @@ private struct TreeBuild {
             try handle.write(name, text, mode: mode)
         }
 
-        try attribute("vendor", "0x" + hex(device.vendorID, width: 4) + "\n")
-        try attribute("device", "0x" + hex(device.deviceID, width: 4) + "\n")
-        try attribute("subsystem_vendor", "0x" + hex(device.subsystemVendorID, width: 4) + "\n")
-        try attribute("subsystem_device", "0x" + hex(device.subsystemDeviceID, width: 4) + "\n")
-        try attribute("class", "0x" + hex(device.classCode, width: 6) + "\n")
-        try attribute("revision", "0x" + hex(device.revision, width: 2) + "\n")
+        try attribute("vendor", device.vendorID.hex(digits: 4) + "\n")
+        try attribute("device", device.deviceID.hex(digits: 4) + "\n")
+        try attribute("subsystem_vendor", device.subsystemVendorID.hex(digits: 4) + "\n")
+        try attribute("subsystem_device", device.subsystemDeviceID.hex(digits: 4) + "\n")
+        try attribute("class", device.classCode.hex(digits: 6) + "\n")
+        try attribute("revision", device.revision.hex(digits: 2) + "\n")
         try handle.write("config", bytes: encoder.configSpace(), mode: 0o644)
         try attribute("resource", encoder.resourceFile())
         try attribute("driver_override", (device.driverOverride ?? "(null)") + "\n", mode: 0o644)
@@ -240,7 +241,7 @@ private struct TreeBuild {
             try attribute("sriov_numvfs", String(sriov.numVFs) + "\n", mode: 0o664)
             try attribute("sriov_offset", String(sriov.firstVFOffset) + "\n")
             try attribute("sriov_stride", String(sriov.vfStride) + "\n")
-            try attribute("sriov_vf_device", hex(sriov.vfDeviceID, width: 1) + "\n")
+            try attribute("sriov_vf_device", sriov.vfDeviceID.hexDigits(1) + "\n")
             try attribute("sriov_drivers_autoprobe", sriov.driversAutoprobe ? "1\n" : "0\n", mode: 0o644)
             for (index, vfAddress) in sriov.virtualFunctionAddresses(physicalFunction: device.address).enumerated() {
                 guard let vfDirectory = topology.deviceDirectories[vfAddress] else { continue }
@@ -326,7 +327,7 @@ private struct TreeBuild {
                   device.pcie?.portType.isDownstreamFacing == true else { continue }
             let slotDirectory = Self.busPCI + ["slots", String(slot)]
             try writer.makeDirectory(slotDirectory)
-            try writer.write(slotDirectory + ["address"], hex(device.address.domain, width: 4) + ":" + hex(secondary, width: 2) + ":00\n")
+            try writer.write(slotDirectory + ["address"], device.address.domain.hexDigits(4) + ":" + secondary.hexDigits(2) + ":00\n")
         }
     }
 
@@ -376,7 +377,7 @@ private struct TreeBuild {
             var word: UInt32 = 0
             for bit in 0..<32 where range.contains(chunk * 32 + bit) { word |= 1 << UInt32(bit) }
             let bitsInChunk = min(32, host.cpuCount - chunk * 32)
-            chunks.append(hex(word, width: (bitsInChunk + 3) / 4))
+            chunks.append(word.hexDigits((bitsInChunk + 3) / 4))
         }
         return chunks.joined(separator: ",")
     }

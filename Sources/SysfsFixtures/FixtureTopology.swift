@@ -1,3 +1,4 @@
+import TextFormat
 /// Why a host description cannot be built.
 public enum FixtureError: Error, CustomStringConvertible, Sendable, Equatable {
     case duplicateAddress(FixtureAddress)
@@ -132,7 +133,7 @@ struct FixtureTopology {
             }
             let key = UInt64(device.address.domain) << 8 | UInt64(secondary)
             if let other = bridgeForBus.updateValue(device.address, forKey: key) {
-                throw FixtureError.invalidDescription("\(other) and \(device.address) both lead to bus \(hex(secondary, width: 2))")
+                throw FixtureError.invalidDescription("\(other) and \(device.address) both lead to bus \(secondary.hexDigits(2))")
             }
         }
 

@@ -1,4 +1,5 @@
 import Passthrough
+import TextFormat
 import VFIO
 
 /// QEMU's `edu` teaching device (1234:11e8): the registers of its BAR0 the DMA probe uses.
@@ -61,7 +62,7 @@ public struct EduDMATransfer: Sendable, Equatable {
         // buffer: one that ends at the buffer's last byte is a "hardware error" that aborts the
         // whole VM (seen in the lab), so the usable span is one byte short of the buffer.
         guard count > 0, bufferOffset < EduRegisters.bufferSize, count < EduRegisters.bufferSize - bufferOffset else {
-            throw .dma("edu DMA of \(count) bytes at buffer offset \(hex(bufferOffset)) does not fit its \(EduRegisters.bufferSize)-byte buffer (edu needs the end strictly inside it: at most \(EduRegisters.maxTransfer) bytes from its start)")
+            throw .dma("edu DMA of \(count) bytes at buffer offset \(bufferOffset.hex()) does not fit its \(EduRegisters.bufferSize)-byte buffer (edu needs the end strictly inside it: at most \(EduRegisters.maxTransfer) bytes from its start)")
         }
         try DMAReach.check(iova: iova, size: count, addressBits: EduRegisters.dmaAddressBits)
         let buffer = EduRegisters.bufferAddress + bufferOffset
@@ -108,6 +109,6 @@ public struct EduDMAEngine {
             if try load(EduRegisters.dmaCommand) & EduRegisters.commandStart == 0 { return poll }
             pause()
         }
-        throw .timedOut("edu DMA (\(transfer.direction), \(transfer.count) bytes, IOVA \(hex(transfer.iova))) did not finish after \(maxPolls) polls")
+        throw .timedOut("edu DMA (\(transfer.direction), \(transfer.count) bytes, IOVA \(transfer.iova.hex())) did not finish after \(maxPolls) polls")
     }
 }

@@ -5,6 +5,7 @@ import Musl
 #endif
 import CLinuxUAPI
 import SystemPackage
+import TextFormat
 
 /// Anonymous memory for DMA, backed by huge pages where the system has them.
 ///
@@ -274,7 +275,7 @@ extension VfioContainer {
 
     /// Unmaps one mapping made with `mapDMA(_:)` and gives its IOVA back.
     public func unmapDMA(_ mapping: DMAMapping) throws(VFIOError) {
-        guard let active = activeMappings[mapping.iova] else { throw .dmaLimit("IOVA 0x\(String(mapping.iova, radix: 16)) is not mapped by this container") }
+        guard let active = activeMappings[mapping.iova] else { throw .dmaLimit("IOVA \(mapping.iova.hex()) is not mapped by this container") }
         try ioctlUnmapDMA(iova: mapping.iova, size: mapping.size)
         activeMappings[mapping.iova] = nil
         active.lease?.dmaMappings -= 1

@@ -1,4 +1,5 @@
 import PageAlignment
+import TextFormat
 
 /// Hands out I/O virtual addresses for DMA mappings from the ranges the IOMMU allows
 /// (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE), aligned to the largest IOMMU page size that fits
@@ -96,15 +97,15 @@ public enum IOVAError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .noPageSizes: "the IOMMU reports no page sizes"
-        case let .badSize(size, page): "DMA size 0x\(String(size, radix: 16)) is not a non-zero multiple of the IOMMU page (0x\(String(page, radix: 16)))"
-        case let .badAlignment(alignment): "IOVA alignment 0x\(String(alignment, radix: 16)) is not a power of two"
+        case let .badSize(size, page): "DMA size \(size.hex()) is not a non-zero multiple of the IOMMU page (\(page.hex()))"
+        case let .badAlignment(alignment): "IOVA alignment \(alignment.hex()) is not a power of two"
         case let .exhausted(size, alignment, limit):
-            "no free IOVA range for 0x\(String(size, radix: 16)) bytes aligned to 0x\(String(alignment, radix: 16))" + (limit == .max ? "" : " below 0x\(String(limit, radix: 16))")
-        case let .notAllocated(start): "IOVA 0x\(String(start, radix: 16)) was not allocated"
+            "no free IOVA range for \(size.hex()) bytes aligned to \(alignment.hex())" + (limit == .max ? "" : " below \(limit.hex())")
+        case let .notAllocated(start): "IOVA \(start.hex()) was not allocated"
         case let .outsideRanges(start, size):
-            "IOVA 0x\(String(start, radix: 16)) + 0x\(String(size, radix: 16)) is not inside one IOVA range the IOMMU allows (VFIO_IOMMU_GET_INFO lists them)"
+            "IOVA \(start.hex()) + \(size.hex()) is not inside one IOVA range the IOMMU allows (VFIO_IOMMU_GET_INFO lists them)"
         case let .overlaps(start, size, existing):
-            "IOVA 0x\(String(start, radix: 16)) + 0x\(String(size, radix: 16)) overlaps the mapping at 0x\(String(existing.lowerBound, radix: 16))-0x\(String(existing.upperBound, radix: 16))"
+            "IOVA \(start.hex()) + \(size.hex()) overlaps the mapping at \(existing.lowerBound.hex())-\(existing.upperBound.hex())"
         }
     }
 }

@@ -1,4 +1,5 @@
 import SystemPackage
+import TextFormat
 
 /// Everything the VFIO layer can fail with. Each case says what was being done, so a message
 /// printed as-is tells the user where it went wrong and, where it can, what to do about it.
@@ -81,9 +82,9 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
         case let .regionAccessDenied(index, access):
             return "region \(index) does not allow \(access)"
         case let .outOfRange(offset, width, size):
-            return "an access of \(width) bytes at offset 0x\(String(offset, radix: 16)) is outside the region of 0x\(String(size, radix: 16)) bytes"
+            return "an access of \(width) bytes at offset \(offset.hex()) is outside the region of \(size.hex()) bytes"
         case let .misaligned(offset, width):
-            return "offset 0x\(String(offset, radix: 16)) is not aligned to the access width of \(width) bytes"
+            return "offset \(offset.hex()) is not aligned to the access width of \(width) bytes"
         case let .invalidWidth(width):
             return "access width \(width) is not one of 1, 2, 4, 8"
         case let .shortTransfer(operation, expected, actual):

@@ -1,6 +1,7 @@
 import CLinuxUAPI
 import PCIInventory
 import SystemPackage
+import TextFormat
 
 /// A VFIO container (/dev/vfio/vfio): one IOMMU context that groups are attached to, and through
 /// which DMA mappings are made for every device in it. Modelled on rust-vmm's `VfioContainer`.
@@ -124,7 +125,7 @@ public final class VfioContainer {
         map.iova = iova
         map.size = size
         try ioctlStruct(fd, CVFIO_IOMMU_MAP_DMA, &map,
-                        "VFIO_IOMMU_MAP_DMA of 0x\(String(size, radix: 16)) bytes at IOVA 0x\(String(iova, radix: 16))")
+                        "VFIO_IOMMU_MAP_DMA of \(size.hex()) bytes at IOVA \(iova.hex())")
     }
 
     /// VFIO_IOMMU_UNMAP_DMA as given; returns how many bytes the kernel unmapped.
@@ -135,7 +136,7 @@ public final class VfioContainer {
         unmap.iova = iova
         unmap.size = size
         try ioctlStruct(fd, CVFIO_IOMMU_UNMAP_DMA, &unmap,
-                        "VFIO_IOMMU_UNMAP_DMA of 0x\(String(size, radix: 16)) bytes at IOVA 0x\(String(iova, radix: 16))")
+                        "VFIO_IOMMU_UNMAP_DMA of \(size.hex()) bytes at IOVA \(iova.hex())")
         return unmap.size
     }
 }

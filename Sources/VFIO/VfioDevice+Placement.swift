@@ -8,6 +8,7 @@ import CLinuxUAPI
 import HostKernel
 import PCIInventory
 import SystemPackage
+import TextFormat
 
 /// How `VfioDevice.mapPlaced` places a mapping.
 public struct PlacementOptions: Sendable {
@@ -76,19 +77,19 @@ extension VfioDevice {
         // One of the kernel's mmap areas, or a window inside one (vfio-pci maps any page range
         // of a mappable area; the huge-fault rule is the same at any offset).
         guard chosen.size > 0, region.mappableAreas.contains(where: { $0.contains(chosen) }) else {
-            let areas = region.mappableAreas.map { "0x\(String($0.offset, radix: 16))+0x\(String($0.size, radix: 16))" }.joined(separator: ", ")
-            throw .regionAccessDenied(index: region.index, access: "mmap of 0x\(String(chosen.size, radix: 16)) bytes at 0x\(String(chosen.offset, radix: 16)) (not inside one of its mmap areas: \(areas.isEmpty ? "none" : areas))")
+            let areas = region.mappableAreas.map { "\($0.offset.hex())+\($0.size.hex())" }.joined(separator: ", ")
+            throw .regionAccessDenied(index: region.index, access: "mmap of \(chosen.size.hex()) bytes at \(chosen.offset.hex()) (not inside one of its mmap areas: \(areas.isEmpty ? "none" : areas))")
         }
         guard let physicalBase = physicalStart(ofRegion: region.index) else { throw .physicalAddressUnknown(region: region.index) }
         // Both come from the kernel (sysfs resource, region info): checked, not trusted.
         let (physical, physicalOverflow) = physicalBase.addingReportingOverflow(chosen.offset)
         guard !physicalOverflow, physical <= UInt64.max - chosen.size else {
-            throw .placement("the area at offset 0x\(String(chosen.offset, radix: 16)) of the BAR at 0x\(String(physicalBase, radix: 16)) runs past the 64-bit bus address space")
+            throw .placement("the area at offset \(chosen.offset.hex()) of the BAR at \(physicalBase.hex()) runs past the 64-bit bus address space")
         }
         let page = PageGeometry.pageSize
-        guard options.skew % page == 0 else { throw .placement("skew 0x\(String(options.skew, radix: 16)) is not a multiple of 4 KiB") }
+        guard options.skew % page == 0 else { throw .placement("skew \(options.skew.hex()) is not a multiple of 4 KiB") }
         guard chosen.size % page == 0, physical % page == 0 else {
-            throw .placement("the area at 0x\(String(physical, radix: 16)) of 0x\(String(chosen.size, radix: 16)) bytes is not page aligned")
+            throw .placement("the area at \(physical.hex()) of \(chosen.size.hex()) bytes is not page aligned")
         }
         let gib = PageGeometry.bytes(order: 18)
         let alignment = options.guardPageTableSlots ? gib : Placement.alignment(physicalStart: physical, length: chosen.size)
@@ -98,7 +99,7 @@ extension VfioDevice {
         let (sized, sizeOverflow) = chosen.size.addingReportingOverflow(options.skew)
         let (total, totalOverflow) = sized.addingReportingOverflow(extra)
         guard !sizeOverflow, !totalOverflow, let reservationLength = Int(exactly: total) else {
-            throw .placement("the area of 0x\(String(chosen.size, radix: 16)) bytes with a skew of 0x\(String(options.skew, radix: 16)) does not fit the address space")
+            throw .placement("the area of \(chosen.size.hex()) bytes with a skew of \(options.skew.hex()) does not fit the address space")
         }
         let reservation = try reserveAddressSpace(reservationLength)
         let reservationStart = UInt64(UInt(bitPattern: reservation))
@@ -115,7 +116,7 @@ extension VfioDevice {
               case let (offset, overflow) = region.offset.addingReportingOverflow(chosen.offset), !overflow,
               let fileOffset = off_t(exactly: offset) else {
             _ = munmap(reservation, reservationLength)
-            throw .placement("address 0x\(String(start, radix: 16)) is not usable")
+            throw .placement("address \(start.hex()) is not usable")
         }
         // Safety: [start, start + length) lies inside our own reservation (floor + alignment +
         // skew + length <= reservation end), so MAP_FIXED replaces only memory we own.
@@ -123,7 +124,7 @@ extension VfioDevice {
         guard let mapped, mapped != MAP_FAILED, mapped == target else {
             let code = Errno(rawValue: errno)
             _ = munmap(reservation, reservationLength)
-            throw .system(operation: "mmap of 0x\(String(chosen.size, radix: 16)) bytes at offset 0x\(String(chosen.offset, radix: 16)) of region \(region.index) of \(address)", errno: code)
+            throw .system(operation: "mmap of \(chosen.size.hex()) bytes at offset \(chosen.offset.hex()) of region \(region.index) of \(address)", errno: code)
         }
         let advice = adviseHugePages(target, length: length, options.hugePageAdvice)
         // The reservation's parts before and after the mapping: released, or kept as guards.
@@ -150,7 +151,7 @@ func reserveAddressSpace(_ length: Int) throws(VFIOError) -> UnsafeMutableRawPoi
     // Safety: a fresh private mapping the kernel chooses; nothing existing is replaced.
     let reservation = mmap(nil, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
     guard let reservation, reservation != MAP_FAILED else {
-        throw .system(operation: "reserving 0x\(String(length, radix: 16)) bytes of address space", errno: Errno(rawValue: errno))
+        throw .system(operation: "reserving \(length.hex()) bytes of address space", errno: Errno(rawValue: errno))
     }
     return reservation
 }

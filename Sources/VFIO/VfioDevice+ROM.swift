@@ -1,4 +1,5 @@
 import SystemPackage
+import TextFormat
 
 extension VfioDevice {
     /// The expansion ROM through VFIO's ROM region (vfio-pci enables the ROM BAR, or reads the
@@ -16,7 +17,7 @@ extension VfioDevice {
             // region.offset + bytes.count cannot overflow: both are below the region's end, which
             // the kernel placed inside the device file's 64-bit offset space.
             let position = Int64(region.offset) + Int64(bytes.count)
-            let count = try withErrno("pread of the ROM region of \(address) at 0x\(String(bytes.count, radix: 16))") {
+            let count = try withErrno("pread of the ROM region of \(address) at \(bytes.count.hex())") {
                 try chunk.withUnsafeMutableBytes { buffer in
                     // Safety: reads into `chunk`'s own storage, at most `want` <= its size bytes.
                     try fd.read(fromAbsoluteOffset: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]))

@@ -7,6 +7,7 @@ import CLinuxUAPI
 import HostKernel
 import PCIInventory
 import SystemPackage
+import TextFormat
 
 /// The width of one register access.
 public enum AccessWidth: Int, Sendable, CaseIterable {
@@ -156,7 +157,7 @@ public final class VfioDevice {
     public func read(_ region: RegionInfo, offset: UInt64, width: AccessWidth) throws(VFIOError) -> UInt64 {
         let fileOffset = try checkAccess(region, offset: offset, width: width, access: "read", allowed: region.isReadable)
         var value: UInt64 = 0
-        let count = try withErrno("pread of \(width.rawValue) bytes at 0x\(String(offset, radix: 16)) in region \(region.index) of \(address)") {
+        let count = try withErrno("pread of \(width.rawValue) bytes at \(offset.hex()) in region \(region.index) of \(address)") {
             try withUnsafeMutableBytes(of: &value) { bytes in
                 // Safety: the buffer is the 8 bytes of `value`; only the first `width` are read into.
                 try fd.read(fromAbsoluteOffset: fileOffset,
@@ -172,7 +173,7 @@ public final class VfioDevice {
         let fileOffset = try checkAccess(region, offset: offset, width: width, access: "write", allowed: region.isWritable)
         guard value & ~width.mask == 0 else { throw .outOfRange(offset: value, width: width.rawValue, size: width.mask) }
         var little = value.littleEndian
-        let count = try withErrno("pwrite of \(width.rawValue) bytes at 0x\(String(offset, radix: 16)) in region \(region.index) of \(address)") {
+        let count = try withErrno("pwrite of \(width.rawValue) bytes at \(offset.hex()) in region \(region.index) of \(address)") {
             try withUnsafeBytes(of: &little) { bytes in
                 // Safety: the buffer is the 8 bytes of `little`; only the first `width` are written.
                 try fd.write(toAbsoluteOffset: fileOffset,
@@ -195,7 +196,7 @@ public final class VfioDevice {
         // Safety: a fresh shared mapping chosen by the kernel; nothing else is overwritten.
         let base = mmap(nil, length, protection, MAP_SHARED, fd.rawValue, offset)
         guard let base, base != MAP_FAILED else {
-            throw .system(operation: "mmap of region \(region.index) (0x\(String(region.size, radix: 16)) bytes) of \(address)",
+            throw .system(operation: "mmap of region \(region.index) (\(region.size.hex()) bytes) of \(address)",
                           errno: Errno(rawValue: errno))
         }
         let advice = adviseHugePages(base, length: length, hugePageAdvice)

@@ -1,5 +1,6 @@
 import Diagnostics
 import PCIInventory
+import TextFormat
 
 /// What `vfioctl vm config` is asked for: which devices go to the VM and how much RAM it has.
 public struct VMMConfigRequest: Sendable, Equatable {
@@ -188,7 +189,7 @@ public enum VMMConfigPlanner {
             // Guest slots are 0x00-0x1f; the count of host slots is small but comes from sysfs.
             let (slot, overflow) = Int(request.firstGuestSlot).addingReportingOverflow(index)
             guard !overflow, slot <= 0x1f, functions.count <= 8 else {
-                throw VMMConfigRefusal(reason: "\(slots.count) slots do not fit in guest slots from 0x\(String(request.firstGuestSlot, radix: 16)) to 0x1f; choose a lower --guest-slot", bindFirst: [])
+                throw VMMConfigRefusal(reason: "\(slots.count) slots do not fit in guest slots from \(request.firstGuestSlot.hex()) to 0x1f; choose a lower --guest-slot", bindFirst: [])
             }
             for (function, device) in functions.enumerated() {
                 placed.append((device, UInt8(slot), UInt8(function), function == 0 && functions.count > 1))

@@ -1,4 +1,5 @@
 import PCIInventory
+import TextFormat
 
 /// The plan in each VMM's own words. Pure text; every value comes from the plan, whose ROM path
 /// the CLI has checked to need no quoting (`VMMConfigPlan.isSafeROMPath`).
@@ -11,7 +12,7 @@ extension VMMConfigPlan {
         for device in devices {
             var options = ["vfio-pci", "host=\(device.address)"]
             if let slot = device.guestSlot {
-                options.append("addr=0x\(String(slot, radix: 16)).\(device.guestFunction)")
+                options.append("addr=\(slot.hex()).\(device.guestFunction)")
                 if device.multifunction { options.append("multifunction=on") }
             }
             if device.primaryDisplay { options.append("x-vga=on") }
@@ -87,20 +88,11 @@ extension VMMConfigPlan {
 
     /// A size with the largest binary suffix that divides it (QEMU and Cloud Hypervisor read
     /// K, M, G, T as powers of 1024; QEMU reads a bare number as MiB, so bytes get a B).
-    static func sizeText(_ bytes: UInt64) -> String {
-        for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return "\(bytes >> shift)\(suffix)"
-        }
-        return "\(bytes)B"
-    }
+    static func sizeText(_ bytes: UInt64) -> String { byteCountSuffixed(bytes) }
 
     static func libvirtAddress(_ address: PCIAddress, type: String?, multifunction: Bool) -> String {
-        func hex(_ value: UInt32, _ digits: Int) -> String {
-            let text = String(value, radix: 16)
-            return "0x" + String(repeating: "0", count: max(0, digits - text.count)) + text
-        }
         return "<address" + (type.map { " type='\($0)'" } ?? "")
-            + " domain='\(hex(address.domain, 4))' bus='\(hex(UInt32(address.bus), 2))' slot='\(hex(UInt32(address.device), 2))' function='\(hex(UInt32(address.function), 1))'"
+            + " domain='\(address.domain.hex(digits: 4))' bus='\(address.bus.hex(digits: 2))' slot='\(address.device.hex(digits: 2))' function='\(address.function.hex(digits: 1))'"
             + (multifunction ? " multifunction='on'" : "") + "/>"
     }
 

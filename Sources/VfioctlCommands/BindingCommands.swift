@@ -114,14 +114,14 @@ struct BindCommand: ParsableCommand {
     )
     @OptionGroup var global: GlobalOptions
     @OptionGroup var options: BindingOptions
-    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address")) var address: PCIAddress
     @Flag(help: "Bind every endpoint in the device's IOMMU group, so the group becomes viable.") var group = false
     @Flag(help: "Bind every function of the device's slot (a GPU with its audio or USB functions), across groups, all or nothing.") var slot = false
     @Flag(help: "Bind even a device the safety checks refuse.") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
     func run() throws {
-        let target = try parseDeviceAddress(address)
+        let target = address
         let root = global.resolvedRoot
         let inventory = try InventoryLoader.load(global, detail: .full)
         let facts = HostFactsReader(sysfs: root, procRoot: options.procRoot).read()
@@ -189,13 +189,13 @@ struct UnbindCommand: ParsableCommand {
     )
     @OptionGroup var global: GlobalOptions
     @OptionGroup var options: BindingOptions
-    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address")) var address: PCIAddress
     @Flag(help: "Return every vfio-pci member of the device's IOMMU group.") var group = false
     @Flag(help: "Return a device even if the safety or identity checks refuse it, or a process holds it (a running VM).") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
     func run() throws {
-        let target = try parseDeviceAddress(address)
+        let target = address
         let inventory = try InventoryLoader.load(global, detail: .full)
         let facts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
         let journal = options.journal
@@ -334,9 +334,9 @@ struct PersistCommand: ParsableCommand {
                                                         discussion: "Example:\n  vfioctl persist add 01:00.0")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var rules: RulesOptions
-        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: String
+        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: PCIAddress
         func run() throws {
-            let target = try parseDeviceAddress(address)
+            let target = address
             let inventory = try InventoryLoader.load(global, detail: .summary)
             guard inventory.device(target) != nil else {
                 throw CommandFailure("no PCI device \(target); run `vfioctl list` to see the devices")
@@ -354,9 +354,9 @@ struct PersistCommand: ParsableCommand {
                                                         discussion: "Example:\n  vfioctl persist remove 01:00.0")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var rules: RulesOptions
-        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: String
+        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: PCIAddress
         func run() throws {
-            let target = try parseDeviceAddress(address)
+            let target = address
             let udev = UdevRules(directory: rules.rulesDir)
             let removed: Bool
             do { removed = try udev.remove(target) } catch { throw bindingFailure(error) }

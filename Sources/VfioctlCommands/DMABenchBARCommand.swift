@@ -27,45 +27,24 @@ extension DMA {
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("A device bound to vfio-pci; its BAR is mapped into its own container.", valueName: "address"))
-        var address: String
-        @Option(name: .long, help: ArgumentHelp("The BAR, 0-5.", valueName: "n"))
-        var bar: Int
-        @Option(name: .long, help: ArgumentHelp("Bytes to move the mapping off vfioctl's placement (4 KiB multiple; 0x hex or K/M/G).", valueName: "bytes"))
-        var skew: String = "0"
+        var address: PCIAddress
+        @OptionGroup var mapping: BarMappingOptions
         @Flag(name: .long, help: "Read one byte of every page before each DMA map.")
         var touch = false
-        @Flag(name: .customLong("no-madvise"), help: "Map without MADV_HUGEPAGE, as QEMU maps BARs.")
-        var noMadvise = false
         @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions (1-1000); the median is reported.", valueName: "n"))
-        var repetitions: Int = 5
-        @OptionGroup var window: BarWindowOptions
-
-        func validate() throws {
-            guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
-            guard (1...1000).contains(repetitions) else { throw ValidationError("--repeat must be 1-1000, not \(repetitions)") }
-            try window.validate(bar: bar)
-            guard let value = parseByteCount(skew), value % PageGeometry.pageSize == 0, value < 1 << 40 else {
-                throw ValidationError("--skew must be a multiple of 4096 bytes below 1 TiB (decimal, 0x hex, or K/M/G), not \"\(skew)\"")
-            }
-        }
+        var repetitions: Repetitions = Repetitions(5)
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
-            let skewBytes = parseByteCount(skew) ?? 0
+            let target = address, bar = mapping.bar, repetitions = repetitions.value
+            let skewBytes = mapping.skew.value
             var mapTimes: [Double] = [], unmapTimes: [Double] = []
             var report: BARDMABenchJSON?
             do throws(VFIOError) {
                 let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
                 guard let container = device.group.container else { throw VFIOError.groupNotAttached(group: device.group.number) }
-                let region = try device.regionInfo(PCIRegion.bar(bar))
-                var area: SparseArea?
-                if window.isSet {
-                    do {
-                        let (offset, length) = try window.resolve(barSize: region.size)
-                        area = SparseArea(offset: offset, size: length)
-                    } catch { throw VFIOError.placement(error.message) }
-                }
-                let options = PlacementOptions(skew: skewBytes, hugePageAdvice: noMadvise ? .none : .hugePage)
+                let region = try device.regionInfo(bar.region)
+                let area = try mapping.window.area(barSize: region.size)
+                let options = PlacementOptions(skew: skewBytes, hugePageAdvice: mapping.advice)
                 let clock = ContinuousClock()
                 for _ in 0..<repetitions {
                     let mapping = try device.mapPlaced(region, area: area, options: options)
@@ -81,7 +60,7 @@ extension DMA {
                     mapTimes.append(milliseconds(t1 - t0))
                     unmapTimes.append(milliseconds(t2 - t1))
                     if report == nil {
-                        report = BARDMABenchJSON(address: target.description, bar: bar, bytes: UInt64(mapping.size), skew: skewBytes,
+                        report = BARDMABenchJSON(address: target.description, bar: bar.value, bytes: UInt64(mapping.size), skew: skewBytes,
                                                  virtualOffsetIn1GiB: mapping.virtualStart % PageGeometry.bytes(order: 18),
                                                  iova: dma.iova, touched: touch, advice: mapping.hugePageAdvice.rawValue,
                                                  repetitions: repetitions, mapMilliseconds: 0, unmapMilliseconds: 0)

@@ -3,6 +3,8 @@ import BARPlacement
 import Diagnostics
 import Foundation
 import PCIInventory
+import TestKit
+import TextFormat
 import VFIO
 
 /// `vfioctl dma`: the container's IOMMU and DMA mappings.
@@ -33,26 +35,24 @@ public struct DMA: ParsableCommand {
                 """
         )
         @OptionGroup var global: GlobalOptions
-        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-        var address: String
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+        var address: PCIAddress
         @Option(name: .long, help: ArgumentHelp("Bytes to map (4 KiB multiple; 0x hex or K/M/G).", valueName: "bytes"))
-        var size: String = "2M"
+        var size: PageLength = PageLength(2 << 20)
         @Option(name: .long, help: ArgumentHelp("Map the buffer as this many equal mappings.", valueName: "n"))
         var chunks: UInt64 = 1
         @Option(name: .long, help: ArgumentHelp("Also judge a whole VM with this much RAM (e.g. 16G): memlock, mappings, address width.", valueName: "size"))
-        var vmMemory: String?
+        var vmMemory: MemorySize?
         @OptionGroup var vm: VMShapeOptions
 
         func validate() throws {
-            guard let bytes = parseByteCount(size), bytes > 0, bytes % 4096 == 0 else { throw ValidationError("--size must be a positive multiple of 4096 bytes, not \"\(size)\"") }
-            if let error = byteCountTooLarge("--size", bytes) { throw error }
+            let bytes = size.value
             guard chunks > 0, bytes % chunks == 0, (bytes / chunks) % 4096 == 0 else { throw ValidationError("--chunks must split --size into 4 KiB multiples") }
-            if let vmMemory, parseSize(vmMemory).map({ $0 > 0 }) != true { throw ValidationError("--vm-memory must be a size such as 16G, not \"\(vmMemory)\"") }
         }
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
-            let bytes = parseByteCount(size) ?? 0
+            let target = address
+            let bytes = size.value
             let report: DMACheckJSON
             do throws(VFIOError) {
                 let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
@@ -60,7 +60,7 @@ public struct DMA: ParsableCommand {
                 let before = try container.iommuInfo()
                 let limit = MemlockLimit.read()
                 var budget: VMDMABudget?
-                if let vmMemory, let ram = parseSize(vmMemory) {
+                if let ram = vmMemory?.bytes {
                     // This device's mappable BARs, once per device the VM gets, placed after RAM.
                     var bars: [UInt64] = []
                     for index in 0..<PCIRegion.barCount {
@@ -69,8 +69,8 @@ public struct DMA: ParsableCommand {
                     // The top IOVA range's end is 2^width - 1.
                     let top = (before.iovaRanges ?? []).map(\.end).max()
                     budget = VMDMABudget(.init(
-                        guestMemory: ram, devices: vm.vmDevices, vIOMMU: vm.viommu, pageSize: vm.vmPageSize.bytes,
-                        barSizes: Array(repeating: bars, count: vm.vmDevices).flatMap { $0 },
+                        guestMemory: ram, devices: vm.vmDevices.value, vIOMMU: vm.viommu, pageSize: vm.vmPageSize.bytes,
+                        barSizes: Array(repeating: bars, count: vm.vmDevices.value).flatMap { $0 },
                         memlockLimit: limit.exempt ? nil : limit.current,
                         dmaEntryLimit: before.dmaAvailable.map(UInt64.init),
                         addressWidth: top.map { 64 - $0.leadingZeroBitCount }))
@@ -112,19 +112,19 @@ public struct DMA: ParsableCommand {
                 print(try JSONOutput.encode(report))
             } else {
                 print("\(report.address) (IOMMU group \(report.group))")
-                print("  IOMMU page sizes: \(report.pageSizes.map(byteCount).joined(separator: ", ")) (0x\(String(report.iovaPageSizes, radix: 16)))")
-                print("  IOVA ranges: " + report.iovaRanges.map { "0x\(String($0.start, radix: 16))-0x\(String($0.end, radix: 16))" }.joined(separator: ", "))
+                print("  IOMMU page sizes: \(report.pageSizes.map { byteCount($0) }.joined(separator: ", ")) (\(report.iovaPageSizes.hex()))")
+                print("  IOVA ranges: " + report.iovaRanges.map { "\($0.start.hex())-\($0.end.hex())" }.joined(separator: ", "))
                 print("  dma_avail: \(report.dmaAvailable.map(String.init) ?? "not reported")")
                 print("  RLIMIT_MEMLOCK: \(report.memlockCurrent.map { byteCount($0) } ?? "unlimited") (max \(report.memlockMaximum.map { byteCount($0) } ?? "unlimited"))\(report.memlockExempt ? "; not applied: this process has CAP_IPC_LOCK" : "")")
                 print("  test: mapped \(byteCount(report.testBytes)) as \(report.testMappings.count) mapping(s) (\(report.backing)) at IOVA " +
-                      report.testMappings.map { "0x\(String($0.iova, radix: 16))" }.joined(separator: ", ") +
+                      report.testMappings.map { "\($0.iova.hex())" }.joined(separator: ", ") +
                       " in \(String(format: "%.2f", report.mapMilliseconds)) ms; dma_avail while mapped \(report.dmaAvailableWhileMapped.map(String.init) ?? "?"), after unmap \(report.dmaAvailableAfter.map(String.init) ?? "?")")
                 if let budget = report.vmBudget.budget {
                     let verdict: (Bool?) -> String = { $0.map { $0 ? "fits" : "EXCEEDS" } ?? "unknown" }
                     print("  VM with \(byteCount(budget.input.guestMemory)) of RAM, \(budget.input.devices) such device(s)\(budget.input.vIOMMU ? ", vIOMMU" : ""):")
                     print("    memlock: needs \(budget.memlockNeeded.map { byteCount($0) } ?? "more than 16 EiB"): \(verdict(budget.memlockFits))")
                     print("    DMA mappings per container: up to \(budget.mappingsPerContainer) against dma_avail \(budget.input.dmaEntryLimit.map(String.init) ?? "?"): \(verdict(budget.mappingsFit))")
-                    print("    guest addresses up to \(budget.highestAddress.map { "0x" + String($0, radix: 16) } ?? "beyond 64 bits") against \(budget.input.addressWidth.map { "\($0)-bit" } ?? "unknown") IOVA: \(verdict(budget.addressFits))")
+                    print("    guest addresses up to \(budget.highestAddress.map { $0.hex() } ?? "beyond 64 bits") against \(budget.input.addressWidth.map { "\($0)-bit" } ?? "unknown") IOVA: \(verdict(budget.addressFits))")
                 }
             }
         }
@@ -227,25 +227,16 @@ extension DMA {
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("A device bound to vfio-pci (its container is used).", valueName: "address"))
-        var address: String
+        var address: PCIAddress
         @Option(name: .long, help: ArgumentHelp("Buffer bytes (0x hex or K/M/G).", valueName: "bytes"))
-        var size: String = "256M"
+        var size: HugePageMultiple = HugePageMultiple(256 << 20)
         @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions; the best is reported.", valueName: "n"))
-        var repetitions: Int = 3
-
-        func validate() throws {
-            guard let bytes = parseByteCount(size), bytes > 0, bytes % (2 << 20) == 0 else {
-                throw ValidationError("--size must be a positive multiple of 2 MiB, not \"\(size)\"")
-            }
-            if let error = byteCountTooLarge("--size", bytes) { throw error }
-            guard repetitions > 0 else { throw ValidationError("--repeat must be at least 1, not \(repetitions)") }
-        }
+        var repetitions: PositiveCount = PositiveCount(3)
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
-            guard let bytes = parseByteCount(size), let count = Int(exactly: bytes) else {
-                throw CommandFailure("--size must be a positive multiple of 2 MiB")
-            }
+            let target = address
+            // At most 128 TiB, so it fits an Int.
+            let bytes = size.value, count = Int(size.value), repetitions = repetitions.value
             var mapTimes: [Double] = [], unmapTimes: [Double] = []
             let backing: String
             do throws(VFIOError) {

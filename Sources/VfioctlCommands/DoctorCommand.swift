@@ -24,7 +24,7 @@ struct DoctorCommand: ParsableCommand {
     )
     @OptionGroup var global: GlobalOptions
     @Option(help: ArgumentHelp("Guest RAM a VM would pin, for the memlock check (e.g. 8G, 512M).", valueName: "size"))
-    var vmMemory: String = "8G"
+    var vmMemory = MemorySize(8 << 30)
     @OptionGroup var vm: VMShapeOptions
     // With --sysfs-root these let the doctor judge a copied or generated host (KVM is probed
     // only on the live one).
@@ -35,22 +35,14 @@ struct DoctorCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Read RELEASE/modules.dep and modules.builtin here instead of /lib/modules.", valueName: "dir"))
     var modulesRoot: String = "/lib/modules"
 
-    func validate() throws {
-        guard parseSize(vmMemory) != nil else {
-            throw ValidationError("--vm-memory \"\(vmMemory)\" is not a size: write a number with K, M, G or T, e.g. 8G")
-        }
-    }
-
     func run() throws {
-        guard let planned = parseSize(vmMemory) else {
-            throw CommandFailure("--vm-memory \"\(vmMemory)\" is not a size: write a number with K, M, G or T, e.g. 8G")
-        }
+        let planned = vmMemory.bytes
         var reader = HostReadinessReader(sysfs: global.resolvedRoot)
         reader.procRoot = procRoot
         reader.devRoot = devRoot
         reader.modulesRoot = modulesRoot
         reader.plannedGuestMemory = planned
-        reader.plannedDevices = vm.vmDevices
+        reader.plannedDevices = vm.vmDevices.value
         reader.plannedVIOMMU = vm.viommu
         reader.plannedPageSize = vm.vmPageSize.bytes
         let host: HostReadiness
@@ -86,15 +78,11 @@ extension DoctorCommand {
 /// The VM whose DMA budget `doctor` and `dma check` judge, beside its RAM.
 struct VMShapeOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Devices the VM is given, for its DMA budget (memlock, mappings).", valueName: "n"))
-    var vmDevices: Int = 1
+    var vmDevices = VMDeviceCount(1)
     @Flag(name: .long, help: "The VM has a vIOMMU (each device pins all guest RAM; the guest maps pages one by one).")
     var viommu = false
     @Option(name: .long, help: ArgumentHelp("Page the guest maps for DMA with a vIOMMU.", valueName: "4K|2M|1G"))
     var vmPageSize: DMAPageSize = .small
-
-    func validate() throws {
-        guard (1...4096).contains(vmDevices) else { throw ValidationError("--vm-devices must be from 1 to 4096") }
-    }
 }
 
 enum DMAPageSize: String, ExpressibleByArgument, CaseIterable {
@@ -108,16 +96,6 @@ enum DMAPageSize: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
-func parseSize(_ text: String) -> UInt64? {
-    let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
-    var digits = text.uppercased()
-    if digits.hasSuffix("IB") { digits.removeLast(2) } else if digits.hasSuffix("B") { digits.removeLast() }
-    var multiplier: UInt64 = 1
-    if let last = digits.last, let unit = units[last] { multiplier = unit; digits.removeLast() }
-    guard let value = UInt64(digits), value > 0 else { return nil }
-    let (product, overflow) = value.multipliedReportingOverflow(by: multiplier)
-    return overflow ? nil : product
-}
 
 struct DoctorJSON: Encodable {
     let verdict: Finding.Status

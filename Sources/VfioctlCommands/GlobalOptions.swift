@@ -25,10 +25,6 @@ public struct GlobalOptions: ParsableArguments {
     }
 }
 
-/// Parses a device address argument; a bad one ends the command with the parser's one-line error.
-func parseDeviceAddress(_ text: String) throws -> PCIAddress {
-    do { return try PCIAddress(parsing: text) } catch { throw CommandFailure(error.description) }
-}
 
 /// An error that ends a command with one line on stderr and a non-zero status.
 public struct CommandFailure: Error, CustomStringConvertible {

@@ -64,17 +64,6 @@ struct HugeFaultRuleJSON: Encodable, Equatable {
         reason = host.explanation(for: advice)
     }
 
-    func encode(to encoder: Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(kernel, forKey: .kernel)
-        try container.encode(thpMode, forKey: .thpMode)
-        try container.encode(processTHP, forKey: .processTHP)
-        try container.encode(advice, forKey: .advice)
-        try container.encode(rule, forKey: .rule)
-        try container.encode(hugeFaults, forKey: .hugeFaults)
-        try container.encode(reason, forKey: .reason)
-    }
-
     /// "huge faults: tried (thp-madvise-advised): kernel ... " for text output.
     var textLine: String {
         "huge faults \(hugeFaults ? "tried" : "refused") [\(rule)], \(advice == MappingHugePageAdvice.none.rawValue ? "no madvise" : advice): \(reason)"

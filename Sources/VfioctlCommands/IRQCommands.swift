@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PCIInventory
+import TextFormat
 import VFIO
 
 /// `vfioctl irq`: a device's interrupts delivered to eventfds.
@@ -38,36 +39,28 @@ public struct IRQCommand: ParsableCommand {
                 """
         )
         @OptionGroup var global: GlobalOptions
-        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-        var address: String
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+        var address: PCIAddress
         @Option(name: .long, help: ArgumentHelp("The IRQ index: intx, msi or msix.", valueName: "index"))
-        var index: String
+        var index: IRQIndexName
         @Option(name: .long, help: ArgumentHelp("How many vectors (default: every vector the device has).", valueName: "n"))
-        var vectors: Int?
+        var vectors: PositiveCount?
         /// The kernel-side loopback is the only source now; the flag is accepted for scripts.
         @Flag(name: .long, help: .hidden)
         var loopback = false
         @Option(name: .long, help: ArgumentHelp("Milliseconds to wait for each interrupt.", valueName: "ms"))
-        var timeout: Int32 = 2000
-
-        static let indices: [String: UInt32] = ["intx": PCIIRQ.intx, "msi": PCIIRQ.msi, "msix": PCIIRQ.msix]
-
-        func validate() throws {
-            guard Self.indices[index] != nil else { throw ValidationError("--index must be intx, msi or msix, not \"\(index)\"") }
-            if let vectors, vectors < 1 { throw ValidationError("--vectors must be at least 1") }
-            guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
-        }
+        var timeout = Milliseconds(2000)
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
-            let irqIndex = Self.indices[index] ?? PCIIRQ.intx
+            let target = address
+            let irqIndex = index.index
             let report: IRQTestJSON
             do throws(VFIOError) {
                 let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
                 var check = InterruptCheck(device: device, index: irqIndex, source: .loopback)
-                check.timeoutMilliseconds = timeout
-                report = IRQTestJSON(address: target.description, index: index, source: "loopback", recipe: nil,
-                                     report: try check.run(vectors: vectors))
+                check.timeoutMilliseconds = timeout.value
+                report = IRQTestJSON(address: target.description, index: index.rawValue, source: "loopback", recipe: nil,
+                                     report: try check.run(vectors: vectors?.value))
             } catch {
                 throw CommandFailure("irq test \(target): \(error.description)")
             }
@@ -107,19 +100,6 @@ package struct IRQTestJSON: Encodable {
         self.vectors = report.vectors.map { Vector(vector: $0.vector, signals: $0.signals, microseconds: $0.microseconds, stray_vectors: $0.strayVectors) }
         self.masking = report.masking.map { Masking(signals_while_masked: $0.signalsWhileMasked, signals_after_unmask: $0.signalsAfterUnmask) }
         self.ok = report.ok
-    }
-
-    enum CodingKeys: String, CodingKey { case address, index, source, recipe, vector_count, vectors, masking, ok }
-    package func encode(to encoder: Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(address, forKey: .address)
-        try container.encode(index, forKey: .index)
-        try container.encode(source, forKey: .source)
-        try container.encode(recipe, forKey: .recipe)
-        try container.encode(vector_count, forKey: .vector_count)
-        try container.encode(vectors, forKey: .vectors)
-        try container.encode(masking, forKey: .masking)
-        try container.encode(ok, forKey: .ok)
     }
 
     /// Prints the report (JSON or text) and fails the command unless every vector arrived once.

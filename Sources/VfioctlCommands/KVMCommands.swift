@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KVM
+import TextFormat
 
 /// `vfioctl kvm ...`: the host's KVM.
 public struct KVMCommand: ParsableCommand {
@@ -36,28 +37,16 @@ struct KVMInfoCommand: ParsableCommand {
 
     func run() throws {
         let info: KVMInfo
-        do {
+        // KVMError's description says what to do when /dev/kvm is missing or not accessible.
+        do throws(KVMError) {
             info = try KVMInfo.probe()
         } catch {
-            throw CommandFailure(Self.explain(error))
+            throw CommandFailure(error.description)
         }
         if global.json {
             print(try JSONOutput.encode(info))
         } else {
             for (label, value) in info.lines { print(label.padding(toLength: 26, withPad: " ", startingAt: 0) + value) }
-        }
-    }
-
-    /// One line that says what to do, for the ways /dev/kvm is usually unusable.
-    static func explain(_ error: KVMError) -> String {
-        guard case let .system(operation, errno) = error, operation.hasPrefix("open ") else { return error.description }
-        switch errno {
-        case .noSuchFileOrDirectory, .noSuchAddressOrDevice, .init(rawValue: ENODEV):
-            return "\(KVMAvailability.devicePath) is missing (\(errno)): load kvm_intel or kvm_amd (modprobe kvm_intel / modprobe kvm_amd) and enable virtualization in the firmware"
-        case .permissionDenied, .notPermitted:
-            return "\(KVMAvailability.devicePath) is not accessible (\(errno)): run as root or add the user to group kvm"
-        default:
-            return error.description
         }
     }
 }
@@ -94,7 +83,7 @@ struct KVMInfo: Encodable {
         func yesNo(_ value: Bool) -> String { value ? "yes" : "no" }
         func protect(_ flags: Int) -> String {
             guard flags != 0 else { return "no" }
-            return "yes (flags 0x\(String(flags, radix: 16)))"
+            return "yes (flags \(flags.hex()))"
         }
         return [
             ("Device", device),

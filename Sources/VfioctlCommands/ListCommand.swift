@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PCIInventory
+import TextFormat
 
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

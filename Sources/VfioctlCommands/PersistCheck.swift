@@ -22,10 +22,10 @@ extension PersistCommand {
         @OptionGroup var options: BindingOptions
         @Option(name: .long, help: ArgumentHelp("A modprobe.d directory to read (repeatable; default: the system's).", valueName: "dir"))
         var modprobeDir: [String] = []
-        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: String
+        @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: PCIAddress
 
         func run() throws {
-            let target = try parseDeviceAddress(address)
+            let target = address
             let inventory = try InventoryLoader.load(global, detail: .summary)
             let device = try InventoryLoader.device(target, in: inventory)
             var reader = BootFactsReader(sysfs: global.resolvedRoot)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PCIInventory
+import TextFormat
 import VFIO
 
 /// `vfioctl rom`: a device's expansion ROM, read and judged for use by a VM.
@@ -32,12 +33,12 @@ struct ROMCommand: ParsableCommand {
                 """
         )
         @OptionGroup var global: GlobalOptions
-        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F (its ROM is read unless --file is given).", valueName: "address"))
-        var address: String?
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7 (its ROM is read unless --file is given).", valueName: "address"))
+        var address: PCIAddress?
         @Option(name: .long, help: ArgumentHelp("Check this ROM file instead of reading a device's ROM.", valueName: "path"))
         var file: String?
         @Option(name: .long, help: ArgumentHelp("With --file: match the images against this device.", valueName: "address"))
-        var device: String?
+        var device: PCIAddress?
 
         func validate() throws {
             if file == nil, address == nil { throw ValidationError("give a device address, or --file PATH") }
@@ -49,10 +50,11 @@ struct ROMCommand: ParsableCommand {
             let source: ROMSource
             let target: PCIDevice?
             if let file {
-                target = try device.map { try ROMSource.lookUp(try parseDeviceAddress($0), global) }
+                target = try device.map { try ROMSource.lookUp($0, global) }
                 source = try ROMSource.file(file)
             } else {
-                let found = try ROMSource.lookUp(try parseDeviceAddress(address ?? ""), global)
+                guard let address else { throw ValidationError("give a device address, or --file PATH") }
+                let found = try ROMSource.lookUp(address, global)
                 target = found
                 source = try ROMSource.read(found, global)
             }
@@ -80,13 +82,13 @@ struct ROMCommand: ParsableCommand {
                 """
         )
         @OptionGroup var global: GlobalOptions
-        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-        var address: String
+        @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+        var address: PCIAddress
         @Option(name: .long, help: ArgumentHelp("Write the ROM here (created or replaced).", valueName: "path"))
         var output: String?
 
         func run() throws {
-            let found = try ROMSource.lookUp(try parseDeviceAddress(address), global)
+            let found = try ROMSource.lookUp(address, global)
             if output == nil, isatty(STDOUT_FILENO) != 0 {
                 throw CommandFailure("rom dump: stdout is a terminal; redirect it to a file or pass --output PATH")
             }
@@ -153,7 +155,7 @@ enum ROMText {
     static func describe(_ rom: OptionROM, verdict: OptionROMVerdict, address: PCIAddress?, source: String) -> [String] {
         var lines = ["ROM" + (address.map { " of \($0)" } ?? "") + ": \(rom.size) bytes, from \(source), \(rom.images.count) image\(rom.images.count == 1 ? "" : "s")"]
         for (index, image) in rom.images.enumerated() {
-            var text = "  image \(index) at 0x\(String(image.offset, radix: 16)): \(image.codeType.name)"
+            var text = "  image \(index) at \(image.offset.hex()): \(image.codeType.name)"
             if let efi = image.efi { text += " \(efi.machineName) \(efi.subsystemName)" + (efi.compressed ? ", compressed" : "") }
             text += ", \(hex4(image.vendorID)):\(hex4(image.deviceID)), class \(hex6(image.classCode)), \(image.length) bytes"
             if let checksum = image.checksumValid { text += checksum ? ", checksum ok" : ", checksum BAD" }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import PCIBinding
 import PCIInventory
+import TextFormat
 import VFIO
 
 extension ResetMethod: ExpressibleByArgument {}
@@ -26,7 +27,7 @@ struct ResetCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address")) var address: PCIAddress
     @Option(help: ArgumentHelp("flr, af_flr, pm, bus, acpi, device_specific, cxl_bus or hot.", valueName: "method"))
     var method: ResetMethod?
 
@@ -45,7 +46,7 @@ struct ResetCommand: ParsableCommand {
     }
 
     func run() throws {
-        let target = try parseDeviceAddress(address)
+        let target = address
         let root = global.resolvedRoot
         let inventory = try InventoryLoader.load(global, detail: .full)
         let device = try InventoryLoader.device(target, in: inventory)
@@ -102,7 +103,7 @@ struct ResetCommand: ParsableCommand {
     func answer(_ device: VfioDevice) throws(VFIOError) -> Answer {
         let vendor = try device.vendorAfterReset()
         return Answer(address: device.address.description, group: device.group.number,
-                      vendor: "0x" + String(vendor, radix: 16), answers: vendor != 0xffff && vendor != 0)
+                      vendor: vendor.hex(), answers: vendor != 0xffff && vendor != 0)
     }
 
     /// A reset (a hot reset: every affected device) must not hit a device under a host driver or
@@ -120,7 +121,7 @@ struct ResetCommand: ParsableCommand {
         guard !reasons.isEmpty else { return }
         let affectedList = affected.map { "\($0.address) (group \($0.group))" }.joined(separator: ", ")
         if global.json {
-            print(try JSONOutput.encode(["address": address, "action": "refused", "reason": reasons.joined(separator: "; ")]))
+            print(try JSONOutput.encode(["address": address.description, "action": "refused", "reason": reasons.joined(separator: "; ")]))
         } else {
             print("\(address): reset refused, nothing was reset; it would reset \(affectedList)")
             for reason in reasons { print("  \(reason)") }

@@ -24,16 +24,12 @@ struct SRIOVCommand: ParsableCommand {
     )
     @OptionGroup var global: GlobalOptions
     @OptionGroup var options: BindingOptions
-    @Argument(help: ArgumentHelp("The physical function, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
-    @Option(name: .long, help: ArgumentHelp("How many VFs to have (0 removes them).", valueName: "n")) var vfs: Int
+    @Argument(help: ArgumentHelp("The physical function, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address")) var address: PCIAddress
+    @Option(name: .long, help: ArgumentHelp("How many VFs to have (0 removes them).", valueName: "n")) var vfs: NonNegativeCount
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
 
-    func validate() throws {
-        guard vfs >= 0 else { throw ValidationError("--vfs must be 0 or more") }
-    }
-
     func run() throws {
-        let target = try parseDeviceAddress(address)
+        let target = address
         let inventory = try InventoryLoader.load(global, detail: .full)
         let plan: SRIOVPlan
         do {
@@ -41,7 +37,7 @@ struct SRIOVCommand: ParsableCommand {
                 guard device.physicalFunction == target, let group = device.iommuGroup else { return nil }
                 return vfioGroupIsOpen(group, devRoot: options.devRoot) ? group : nil
             })
-            plan = try SRIOVPlan.plan(target, requested: vfs, inventory: inventory, groupsInUse: groups)
+            plan = try SRIOVPlan.plan(target, requested: vfs.value, inventory: inventory, groupsInUse: groups)
         } catch .refused(let evidence) {
             warn("Error: " + BindingError.refused(evidence).description)
             throw ExitCode(BindingExit.refused)

@@ -14,13 +14,13 @@ struct ShowCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-    var address: String
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+    var address: PCIAddress
     // The root of /proc, for tests on copied trees; not for everyday use.
     @Option(name: .long, help: .hidden) var procRoot: String = "/proc"
 
     func run() throws {
-        let target = try parseDeviceAddress(address)
+        let target = address
         let inventory = try InventoryLoader.load(global, detail: .full)
         let device = try InventoryLoader.device(target, in: inventory)
         let root = global.resolvedRoot

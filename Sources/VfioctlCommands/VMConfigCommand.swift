@@ -2,6 +2,7 @@ import ArgumentParser
 import Diagnostics
 import Foundation
 import PCIInventory
+import TextFormat
 import VMMConfig
 
 /// `vfioctl vm config BDF [--device|--slot|--group] [--vmm ...] [--memory SIZE]`: what a real
@@ -32,8 +33,8 @@ struct VMConfigCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
-    var address: String
+    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+    var address: PCIAddress
     @Flag(help: "Which devices go to the VM: the device, every function of its slot, or every endpoint of its IOMMU group.")
     var scope: ConfigScope = .device
     @Option(help: ArgumentHelp("Which VMM's settings to print: qemu, libvirt, cloud-hypervisor or all.", valueName: "vmm"))
@@ -46,7 +47,7 @@ struct VMConfigCommand: ParsableCommand {
     var guestSlot = GuestSlotArgument(VMMConfigRequest.defaultFirstGuestSlot)
 
     func run() throws {
-        let target = try parseDeviceAddress(address)
+        let target = address
         var reader = HostReadinessReader(sysfs: global.resolvedRoot)
         reader.plannedGuestMemory = memory.bytes
         let host: HostReadiness
@@ -175,13 +176,13 @@ enum VMMChoice: String, ExpressibleByArgument, CaseIterable {
     case qemu, libvirt, cloudHypervisor = "cloud-hypervisor", all
 }
 
-/// Guest RAM: a size (`parseSize`, as doctor's --vm-memory) that is a whole number of MiB, as
+/// Guest RAM: a size (`MemorySize`, as doctor's --vm-memory) that is a whole number of MiB, as
 /// VMMs want it.
 struct GuestMemorySize: ExpressibleByArgument {
     let bytes: UInt64
     init(bytes: UInt64) { self.bytes = bytes }
     init?(argument: String) {
-        guard let bytes = parseSize(argument), bytes % (1 << 20) == 0 else { return nil }
+        guard let bytes = MemorySize.parse(argument), bytes % (1 << 20) == 0 else { return nil }
         self.bytes = bytes
     }
     var defaultValueDescription: String { Doctor.bytes(bytes) }
@@ -204,5 +205,5 @@ struct GuestSlotArgument: ExpressibleByArgument {
         guard let parsed, (0x01...0x1f).contains(parsed) else { return nil }
         value = parsed
     }
-    var defaultValueDescription: String { "0x" + String(value, radix: 16) }
+    var defaultValueDescription: String { value.hex() }
 }

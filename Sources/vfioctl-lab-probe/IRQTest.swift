@@ -1,6 +1,7 @@
 import ArgumentParser
 import PCIInventory
 import TestKit
+import TextFormat
 import VFIO
 import VfioctlCommands
 

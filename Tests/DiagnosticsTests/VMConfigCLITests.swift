@@ -67,8 +67,9 @@ struct VMConfigCLITests {
             #expect(result.status == 64, "\(arguments): \(result.stderr)")
             #expect(result.stdout.isEmpty)
         }
+        // A malformed address is a usage error too; the help says what a function may be.
         let address = try run(["01:00.9"])
-        #expect(address.status == 1)
-        #expect(address.stderr.contains("function"))
+        #expect(address.status == 64)
+        #expect(address.stderr.contains("function 0-7"))
     }
 }

@@ -3,8 +3,8 @@ import SysfsFixtures
 import Testing
 
 /// The README's exit-code table, command by command, with bad values: 64 for a value the
-/// command line gets wrong (before anything is read), 1 for a failure (a bad address, an
-/// unknown device, an unreadable tree). Run on a fixture tree, so no command reaches VFIO.
+/// command line gets wrong (before anything is read; a malformed address too), 1 for a failure
+/// (an unknown device, an unreadable tree). Run on a fixture tree, so no command reaches VFIO.
 @Suite("Exit statuses for bad values")
 struct BadValueExitStatusTests {
     /// Runs vfioctl under `timeout`, so a hang is a failure (status 124) instead of a stuck suite.
@@ -15,6 +15,7 @@ struct BadValueExitStatusTests {
 
     static let usage: [[String]] = [
         ["no-such-command"],
+        ["show", "zz:00.0"],
         ["list", "--no-such-option"],
         ["show"],
         ["bar", "plan", "01:00.0", "--bar", "9"],
@@ -47,7 +48,6 @@ struct BadValueExitStatusTests {
     ]
 
     static let failures: [[String]] = [
-        ["show", "zz:00.0"],
         ["show", "42:00.0"],
         ["bar", "plan", "01:00.0", "--bar", "2"],
         ["bar", "plan", "01:00.0", "--bar", "5"],

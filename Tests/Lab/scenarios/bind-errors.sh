@@ -43,8 +43,9 @@ check_eq "bridge driver_override after rollback" "(null)" "$(cat "$(sysfs_dev "$
 no_journal_entry "$BRIDGE" && ok "no journal entry after rollback" || fail "journal keeps $BRIDGE"
 
 # Bad addresses and unknown devices.
-vfioctl bind 0000:00:1f.8 2>/tmp/bad.err; check_eq "bad address status" 1 "$?"
-grep -q "expected DDDD:BB:DD.F" /tmp/bad.err && ok "bad address names the form" || fail "bad address message"
+# A malformed address is a usage error: ArgumentParser's message and the argument's help.
+vfioctl bind 0000:00:1f.8 2>/tmp/bad.err; check_eq "bad address status" 64 "$?"
+grep -q "DDDD:BB:DD.F or BB:DD.F in hex, function 0-7" /tmp/bad.err && ok "bad address names the form" || fail "bad address message"
 vfioctl bind 0000:09:00.0 2>/tmp/unknown.err; check_eq "unknown device status" 1 "$?"
 grep -q "no PCI device 0000:09:00.0" /tmp/unknown.err && ok "unknown device named" || fail "unknown device message"
 lab_finish

@@ -1,4 +1,5 @@
-# vfio-info: what VFIO says about devices, through `vfioctl bar info`: regions with their
+# vfio-info: what VFIO says about devices, through `vfioctl device info` (and its old name
+# `bar info`, which must keep working for scripts): regions with their
 # capability chains (mmap areas, MSI-X mappable), IRQ indexes, and VFIO_DEVICE_RESET where the
 # device has a reset method (e1000e: PM reset) and a clear refusal where it has none (edu).
 . /lab/bin/lab-lib.sh
@@ -7,9 +8,16 @@ E1000E=0000:00:04.0 EDU=0000:00:02.0
 lab_bind $E1000E vfio-pci || fail "could not bind $E1000E to vfio-pci"
 lab_bind $EDU vfio-pci || fail "could not bind $EDU to vfio-pci"
 
-vfioctl bar info $E1000E --reset --json >/tmp/info.json || fail "bar info exited $?"
-vfioctl bar info $E1000E
+vfioctl bar info $E1000E --reset --json >/tmp/info.json 2>/tmp/alias.err || fail "bar info exited $?"
+grep -q 'moved to `vfioctl device info`' /tmp/alias.err && ok "bar info still works and says where it moved" || fail "bar info: $(cat /tmp/alias.err)"
+vfioctl device info $E1000E
 json_flat </tmp/info.json >/tmp/info.flat
+vfioctl device info $E1000E --json | json_flat >/tmp/device.flat || fail "device info exited $?"
+# The same report under the new name (reset is null without --reset).
+grep -v '^\.reset=' /tmp/info.flat >/tmp/info.noreset; grep -v '^\.reset=' /tmp/device.flat >/tmp/device.noreset
+if cmp -s /tmp/info.noreset /tmp/device.noreset; then ok "device info = bar info, less the reset ($(wc -l </tmp/device.noreset) values)"
+else fail "device info differs from bar info: $(diff /tmp/info.noreset /tmp/device.noreset | head -n 5)"; fi
+check_eq "device info without --reset: reset is null" null "$(json_get /tmp/device.flat .reset)"
 check_eq "e1000e: reset supported" true "$(json_get /tmp/info.flat .supports_reset)"
 check_eq "e1000e: VFIO_DEVICE_RESET" done "$(json_get /tmp/info.flat .reset)"
 # lspci names the BAR holding the MSI-X table; VFIO must either let it be mmapped whole
@@ -28,7 +36,7 @@ check_eq "MSI-X vectors (IRQ index 2) = lspci's count" "$vectors" "$(json_get /t
 check_eq "INTx: one vector, maskable" "1 true" "$(json_get /tmp/info.flat '.irqs[0].count') $(json_get /tmp/info.flat '.irqs[0].maskable')"
 check_eq "config region is index 7 and not mmappable" "7 false" "$(json_get /tmp/info.flat '.regions[7].index') $(json_get /tmp/info.flat '.regions[7].mappable')"
 
-vfioctl bar info $EDU --reset --json | json_flat >/tmp/edu.flat || fail "bar info edu exited $?"
+vfioctl device info $EDU --reset --json | json_flat >/tmp/edu.flat || fail "device info edu exited $?"
 check_eq "edu: no reset method" false "$(json_get /tmp/edu.flat .supports_reset)"
 case "$(json_get /tmp/edu.flat .reset)" in
     "refused: "*"has no reset method"*) ok "edu reset refused clearly: $(json_get /tmp/edu.flat .reset)" ;;

@@ -49,7 +49,7 @@ import Testing
         let paths = Set(Self.commandPaths)
         for expected in ["", "list", "groups", "show", "bind", "unbind", "restore", "persist", "persist add",
                          "persist remove", "persist list", "doctor", "bar", "bar read", "bar write", "bar plan",
-                         "bar touch", "bar config", "bar toggle", "bar info", "dma", "dma check",
+                         "bar touch", "bar config", "bar toggle", "bar info", "device", "device info", "dma", "dma check",
                          "dma bench", "kvm", "kvm info", "irq", "irq test", "vm", "vm config"] {
             #expect(paths.contains(expected), "the walk of VfioctlCLI's subcommands missed `\(expected)`")
         }
@@ -117,7 +117,8 @@ import Testing
             ExitCode.validationFailure.rawValue: "ExitCode.validationFailure (usage, ValidationError)",
         ]
         let directory = repositoryRoot.appendingPathComponent("Sources/VfioctlCommands")
-        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".swift") }.sorted()
+        // Commands live in subfolders too (Bar/, Device/).
+        let files = (FileManager.default.subpaths(atPath: directory.path) ?? []).filter { $0.hasSuffix(".swift") }.sorted()
         let sources = try files.map { try String(contentsOf: directory.appendingPathComponent($0), encoding: .utf8) }
         let everything = sources.joined(separator: "\n")
         let thrown = try Regex(#"ExitCode\(\s*([A-Za-z0-9_.]+)\s*\)"#)

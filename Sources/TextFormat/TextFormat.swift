@@ -1,0 +1,39 @@
+// How vfioctl writes numbers for people: hex and byte counts, one set of helpers for every
+// target (a leaf module with no dependencies, so the lowest layers can use it too).
+
+extension BinaryInteger {
+    /// Lower-case hex with a 0x prefix, zero-padded to at least `digits` digits: 0x1f, 0x0000001f.
+    public func hex(digits: Int = 0) -> String {
+        "0x" + hexDigits(digits)
+    }
+
+    /// Lower-case hex without a prefix, zero-padded to at least `width` digits: 1f, 001f.
+    public func hexDigits(_ width: Int = 0) -> String {
+        let digits = String(self, radix: 16)
+        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+    }
+}
+
+/// Fixed-width hex without a prefix, as sysfs and lspci write IDs: 8086, 030000, 0a.
+public func hex2(_ value: UInt8) -> String { value.hexDigits(2) }
+public func hex4(_ value: UInt16) -> String { value.hexDigits(4) }
+public func hex6(_ value: UInt32) -> String { value.hexDigits(6) }
+
+/// Bytes in the largest binary unit that divides them: "2 GiB", "1020 KiB", "4097 B" (the last
+/// unit's name is `bytesUnit`, for text that says "4097 bytes").
+public func byteCount(_ bytes: UInt64, bytesUnit: String = "B") -> String {
+    for (shift, name) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        let unit: UInt64 = 1 << UInt64(shift)
+        if bytes >= unit, bytes % unit == 0 { return "\(bytes >> UInt64(shift)) \(name)" }
+    }
+    return "\(bytes) \(bytesUnit)"
+}
+
+/// The same choice of unit written the way QEMU and Cloud Hypervisor take sizes: 2G, 512M, 4097B.
+public func byteCountSuffixed(_ bytes: UInt64) -> String {
+    for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        let unit: UInt64 = 1 << UInt64(shift)
+        if bytes >= unit, bytes % unit == 0 { return "\(bytes >> UInt64(shift))\(suffix)" }
+    }
+    return "\(bytes)B"
+}
