@@ -65,6 +65,49 @@ public struct UdevRules {
         }.sorted()
     }
 
+    // MARK: SR-IOV: the VF count a PF gets back at boot
+
+    public func sriovPath(for address: PCIAddress) -> String {
+        directory + "/90-vfioctl-sriov-\(address).rules"
+    }
+
+    /// Sets the VF count when the PF's driver binds (the count can be written only then), with
+    /// autoprobe off so no host driver takes the VFs before their own address-keyed rules.
+    public func sriovRuleText(for address: PCIAddress, count: Int) -> String {
+        """
+        # vfioctl persist: restore \(count) VFs of \(address) when its driver binds (its VFs have rules of their own).
+        # Remove with `vfioctl sriov \(address) --vfs 0 --persist` or `vfioctl persist remove \(address)`.
+        ACTION=="bind", SUBSYSTEM=="pci", KERNEL=="\(address)", ATTR{sriov_drivers_autoprobe}="0", ATTR{sriov_numvfs}="\(count)"
+
+        """
+    }
+
+    /// Writes the PF's VF-count rule; returns false when an identical one was there.
+    @discardableResult
+    public func addSRIOV(_ address: PCIAddress, count: Int) throws(BindingError) -> Bool {
+        let path = sriovPath(for: address)
+        let text = sriovRuleText(for: address, count: count)
+        if (try? String(contentsOfFile: path, encoding: .utf8)) == text { return false }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw .sysfsWrite(path: path, value: "udev rule", reason: "\(error)")
+        }
+        return true
+    }
+
+    /// Deletes the PF's VF-count rule; returns false when there was none.
+    @discardableResult
+    public func removeSRIOV(_ address: PCIAddress) throws(BindingError) -> Bool {
+        let path = sriovPath(for: address)
+        guard FileManager.default.fileExists(atPath: path) else { return false }
+        do { try FileManager.default.removeItem(atPath: path) } catch {
+            throw .sysfsWrite(path: path, value: "(delete)", reason: "\(error)")
+        }
+        return true
+    }
+
     /// Asks a running udevd to reread its rules; harmless when there is none.
     public static func reload() {
         guard let udevadm = findProgram(["/usr/bin/udevadm", "/bin/udevadm", "/sbin/udevadm"]) else { return }

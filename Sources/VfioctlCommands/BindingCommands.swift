@@ -434,9 +434,14 @@ struct PersistCommand: ParsableCommand {
             } catch { throw bindingFailure(error) }
             let udev = UdevRules(directory: rules.rulesDir)
             let removed: Bool
-            do { removed = try udev.remove(target) } catch { throw bindingFailure(error) }
+            var sriovRemoved = false
+            do {
+                removed = try udev.remove(target)
+                sriovRemoved = try udev.removeSRIOV(target)
+            } catch { throw bindingFailure(error) }
             if rules.rulesDir == UdevRules.defaultDirectory { UdevRules.reload() }
-            try report(target, path: udev.path(for: target), action: removed || early != nil ? "removed" : "absent", json: global.json, early: early)
+            if sriovRemoved && !global.json { print("\(target): VF count rule removed (\(udev.sriovPath(for: target)))") }
+            try report(target, path: udev.path(for: target), action: removed || early != nil || sriovRemoved ? "removed" : "absent", json: global.json, early: early)
             if let early, early.regenerated == false { throw CommandFailure("`\(early.command)` failed; the files are removed, run it again") }
         }
     }

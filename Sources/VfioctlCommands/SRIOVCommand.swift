@@ -32,6 +32,10 @@ struct SRIOVCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("The physical function, DDDD:BB:DD.F or BB:DD.F.", valueName: "address")) var address: String
     @Option(name: .long, help: ArgumentHelp("How many VFs to have (0 removes them).", valueName: "n")) var vfs: Int
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
+    @Flag(help: "Keep the VF count across reboots: a udev rule sets it when the PF's driver binds, and each VF gets its address-keyed vfio-pci rule (--vfs 0 removes them).")
+    var persist = false
+    @Option(name: .long, help: ArgumentHelp("Where udev rules go (with --persist).", valueName: "dir"))
+    var rulesDir: String = UdevRules.defaultDirectory
     @Option(name: .long, help: ArgumentHelp("For a PF on vfio-pci: the VF token (a UUID) VMMs must present to open its VFs (default: a random one).", valueName: "uuid"))
     var vfToken: VFToken?
 
@@ -68,6 +72,9 @@ struct SRIOVCommand: ParsableCommand {
                 : plan.requested == 0 ? "would remove every VF"
                 : "would set" + (plan.resetsFirst ? " (through 0)" : "") + " and bind every VF to vfio-pci"
             report(change + ": " + what + (token != nil ? "; the PF on vfio-pci would get a VF token" : ""), vfs: [], outcomes: [], failed: nil)
+            if plan.isUnchanged && !dryRun && persist {
+                try persistCount(plan, vfs: inventory.device(target)?.sriov?.virtualFunctions ?? [])
+            }
             return
         }
         if let token {
@@ -96,9 +103,29 @@ struct SRIOVCommand: ParsableCommand {
         }
         report(change, vfs: result.virtualFunctions, outcomes: result.outcomes, failed: result.failed, token: token, check: check)
         if result.failed != nil { throw ExitCode(BindingExit.rolledBack) }
+        if persist { try persistCount(plan, vfs: result.virtualFunctions) }
         if let check, !check.opensWithToken || check.refusedWithout == nil {
             throw CommandFailure("the VF token does not guard \(check.vf) as it should (see above)")
         }
+    }
+
+    /// The udev rules that bring the count and the VFs' binding back at boot: the PF's count
+    /// rule and one address rule per VF; the rules of VFs that went away are removed.
+    func persistCount(_ plan: SRIOVPlan, vfs: [PCIAddress]) throws {
+        let udev = UdevRules(directory: rulesDir)
+        do {
+            for vf in plan.removed where !vfs.contains(vf) { try udev.remove(vf) }
+            if plan.requested == 0 {
+                try udev.removeSRIOV(plan.physicalFunction)
+            } else {
+                for vf in vfs { try udev.add(vf) }
+                try udev.addSRIOV(plan.physicalFunction, count: plan.requested)
+            }
+        } catch { throw bindingFailure(error) }
+        if rulesDir == UdevRules.defaultDirectory { UdevRules.reload() }
+        let what = plan.requested == 0 ? "removed" : "written"
+        if global.json { warn("note: VF count rule \(what): \(udev.sriovPath(for: plan.physicalFunction))") }
+        else { print("VF count rule \(what): \(udev.sriovPath(for: plan.physicalFunction))") }
     }
 
     /// A VF opened through VFIO with the token and without it: the first must work, the second

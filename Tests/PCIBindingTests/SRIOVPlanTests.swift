@@ -161,4 +161,23 @@ import Testing
             #expect(notVFIO.status == 1 && notVFIO.stderr.contains("not vfio-pci: a VF token is vfio-pci's"), "\(notVFIO.stderr)")
         }
     }
+
+    /// `--persist` on an unchanged count writes the PF's count rule (set on bind, autoprobe off)
+    /// and one address rule per VF; `persist remove PF` takes the count rule away.
+    @Test func persistKeepsTheVFCount() throws {
+        try withTemporarySysfsTree(Self.idleHost) { tree in
+            let rules = tree.rootPath + "-rules"
+            defer { try? FileManager.default.removeItem(atPath: rules) }
+            let result = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "sriov", SRIOVPlanTests.pf, "--vfs", "4", "--persist", "--rules-dir", rules])
+            #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+            let pf = try PCIAddress(parsing: SRIOVPlanTests.pf)
+            let udev = UdevRules(directory: rules)
+            let text = try String(contentsOfFile: udev.sriovPath(for: pf), encoding: .utf8)
+            #expect(text.contains("ACTION==\"bind\", SUBSYSTEM==\"pci\", KERNEL==\"\(pf)\", ATTR{sriov_drivers_autoprobe}=\"0\", ATTR{sriov_numvfs}=\"4\""))
+            #expect(udev.list().map(\.description) == GPUWorkstation.sriovVirtualFunctions.map(\.description))
+            let removed = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "persist", "remove", SRIOVPlanTests.pf, "--rules-dir", rules])
+            #expect(removed.status == 0 && removed.stdout.contains("VF count rule removed"), "\(removed.stdout)")
+            #expect(!FileManager.default.fileExists(atPath: udev.sriovPath(for: pf)))
+        }
+    }
 }
