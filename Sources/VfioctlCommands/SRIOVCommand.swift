@@ -141,7 +141,14 @@ struct SRIOVCommand: ParsableCommand {
             var withTokenError: String?
             do { _ = try openVFIODevice(vf, sysfsRoot: sysfsRoot, vfToken: token) } catch { withTokenError = "\(error)" }
             var refused: String?
-            do { _ = try openVFIODevice(vf, sysfsRoot: sysfsRoot) } catch { refused = "\(error)" }
+            do { _ = try openVFIODevice(vf, sysfsRoot: sysfsRoot) } catch {
+                // EACCES here is the kernel asking for the token, not a permission problem.
+                if case .system(_, let code) = error, code == .permissionDenied {
+                    refused = "EACCES: the kernel requires the VF token"
+                } else {
+                    refused = "\(error)"
+                }
+            }
             return TokenCheck(vf: vf, opensWithToken: withTokenError == nil, withTokenError: withTokenError, refusedWithout: refused)
         }
 

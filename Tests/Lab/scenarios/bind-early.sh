@@ -14,7 +14,7 @@ DIRS="--config-root $R --rules-dir $R/rules"
 cleanup() {
     vfioctl persist remove $NET $DIRS >/dev/null 2>&1
     echo >"$dev/driver_override"
-    [ -e /sys/module/vfio_pci ] || insmod /lib/modules/vfio-pci.ko
+    [ -e /sys/module/vfio_pci ] || insmod /lib/modules/vfio_pci.ko
     [ -e /sys/module/e1000e ] || insmod /lib/modules/e1000e.ko
     if [ "$(dev_driver $NET)" != e1000e ]; then
         [ -e "$dev/driver" ] && echo $NET >"$dev/driver/unbind"
@@ -57,7 +57,7 @@ check_eq "still no driver" "" "$(dev_driver $NET)"
 insmod /lib/modules/e1000e.ko || fail "insmod e1000e"
 [ -e /sys/module/e1000e ] && ok "e1000e loaded" || fail "e1000e not loaded"
 check_eq "e1000e loaded, device not taken" "" "$(dev_driver $NET)"
-insmod /lib/modules/vfio-pci.ko || fail "insmod vfio-pci"
+insmod /lib/modules/vfio_pci.ko || fail "insmod vfio-pci"
 check_eq "vfio-pci takes it when it loads" vfio-pci "$(dev_driver $NET)"
 [ -c "/dev/vfio/$(dev_group $NET)" ] && ok "/dev/vfio/$(dev_group $NET)" || fail "no /dev/vfio node"
 
@@ -65,7 +65,7 @@ check_eq "vfio-pci takes it when it loads" vfio-pci "$(dev_driver $NET)"
 rmmod e1000e; rmmod vfio_pci
 check_eq "free again" "" "$(dev_driver $NET)"
 for pre in $(awk '$1 == "softdep" && $2 == "e1000e" && $3 == "pre:" { for (i = 4; i <= NF; i++) print $i }' $R/etc/modprobe.d/vfioctl-early.conf); do
-    insmod "/lib/modules/$pre.ko" || fail "insmod $pre"
+    insmod "/lib/modules/$(echo "$pre" | tr - _).ko" || fail "insmod $pre"
 done
 insmod /lib/modules/e1000e.ko || fail "insmod e1000e"
 check_eq "softdep order: on vfio-pci with e1000e loaded" "vfio-pci yes" "$(dev_driver $NET) $([ -e /sys/module/e1000e ] && echo yes)"

@@ -10,7 +10,7 @@ pfdir=$(sysfs_dev $PF)
 TOKEN=2ab74924-c335-45f4-9b16-8569e5b08258
 # reload_vfio_pci [PARAM]: vfio-pci with nothing bound to it, loaded again with PARAM.
 reload_vfio_pci() {
-    rmmod vfio_pci && insmod /lib/modules/vfio-pci.ko "$@"
+    rmmod vfio_pci && insmod /lib/modules/vfio_pci.ko "$@"
 }
 cleanup() {
     [ "$(cat $pfdir/sriov_numvfs 2>/dev/null)" = 0 ] || vfioctl sriov $PF --vfs 0 >/dev/null 2>&1
