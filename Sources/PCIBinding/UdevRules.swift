@@ -29,8 +29,11 @@ public struct UdevRules {
     /// Writes the rule; returns false when an identical rule was already there.
     @discardableResult
     public func add(_ address: PCIAddress) throws(BindingError) -> Bool {
-        let path = path(for: address)
-        let text = ruleText(for: address)
+        try write(ruleText(for: address), to: path(for: address))
+    }
+
+    /// Writes one rule file; false when it already says `text`.
+    func write(_ text: String, to path: String) throws(BindingError) -> Bool {
         if (try? String(contentsOfFile: path, encoding: .utf8)) == text { return false }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -41,10 +44,8 @@ public struct UdevRules {
         return true
     }
 
-    /// Deletes the rule; returns false when there was none.
-    @discardableResult
-    public func remove(_ address: PCIAddress) throws(BindingError) -> Bool {
-        let path = path(for: address)
+    /// Deletes one rule file; false when there was none.
+    func delete(_ path: String) throws(BindingError) -> Bool {
         guard FileManager.default.fileExists(atPath: path) else { return false }
         do {
             try FileManager.default.removeItem(atPath: path)
@@ -52,6 +53,12 @@ public struct UdevRules {
             throw .sysfsWrite(path: path, value: "(delete)", reason: "\(error)")
         }
         return true
+    }
+
+    /// Deletes the rule; returns false when there was none.
+    @discardableResult
+    public func remove(_ address: PCIAddress) throws(BindingError) -> Bool {
+        try delete(path(for: address))
     }
 
     /// Addresses with a vfioctl rule in the directory (files without the marker are not ours).
@@ -85,27 +92,13 @@ public struct UdevRules {
     /// Writes the PF's VF-count rule; returns false when an identical one was there.
     @discardableResult
     public func addSRIOV(_ address: PCIAddress, count: Int) throws(BindingError) -> Bool {
-        let path = sriovPath(for: address)
-        let text = sriovRuleText(for: address, count: count)
-        if (try? String(contentsOfFile: path, encoding: .utf8)) == text { return false }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-        } catch {
-            throw .sysfsWrite(path: path, value: "udev rule", reason: "\(error)")
-        }
-        return true
+        try write(sriovRuleText(for: address, count: count), to: sriovPath(for: address))
     }
 
     /// Deletes the PF's VF-count rule; returns false when there was none.
     @discardableResult
     public func removeSRIOV(_ address: PCIAddress) throws(BindingError) -> Bool {
-        let path = sriovPath(for: address)
-        guard FileManager.default.fileExists(atPath: path) else { return false }
-        do { try FileManager.default.removeItem(atPath: path) } catch {
-            throw .sysfsWrite(path: path, value: "(delete)", reason: "\(error)")
-        }
-        return true
+        try delete(sriovPath(for: address))
     }
 
     /// Asks a running udevd to reread its rules; harmless when there is none.
