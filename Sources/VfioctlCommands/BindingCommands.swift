@@ -349,6 +349,8 @@ struct PersistCommand: ParsableCommand {
 
         func validate() throws {
             if !early && (initramfs != nil || updateInitramfs) { throw ValidationError("--initramfs and --update-initramfs go with --early") }
+            // The tool rebuilds this host's initramfs, not one under another root.
+            if updateInitramfs && rules.configRoot != "/" { throw ValidationError("--update-initramfs rebuilds this host's initramfs: use it without --config-root") }
         }
 
         func run() throws {
@@ -454,12 +456,20 @@ struct PersistCommand: ParsableCommand {
         func run() throws {
             let udev = UdevRules(directory: rules.rulesDir)
             let addresses = udev.list()
+            let record: EarlyBindingRecord?
+            do { record = try EarlyBindingStore(configRoot: rules.configRoot).record() } catch { throw bindingFailure(error) }
+            let early = Set(record?.devices.map(\.address) ?? [])
             if global.json {
-                print(try JSONOutput.encode(addresses.map { ["address": $0.description, "rule": udev.path(for: $0)] }))
+                JSONValue.array(addresses.map { address in
+                    .object([("address", .string(address.description)), ("rule", .string(udev.path(for: address))),
+                             ("early", .optional(early.contains(address) ? record?.tool.rawValue : nil))])
+                }).printToStandardOutput()
             } else if addresses.isEmpty {
                 print("no vfioctl udev rules in \(rules.rulesDir)")
             } else {
-                for address in addresses { print("\(address)  \(udev.path(for: address))") }
+                for address in addresses {
+                    print("\(address)  \(udev.path(for: address))" + (early.contains(address) ? "  early (\(record?.tool.rawValue ?? ""))" : ""))
+                }
             }
         }
     }

@@ -196,6 +196,10 @@ import Testing
         #expect(added.status == 0, "\(added.stderr)")
         #expect(added.stdout.contains("\"initramfs\" : \"initramfs-tools\"") || added.stdout.contains("\"initramfs\": \"initramfs-tools\""), "\(added.stdout)")
         #expect(added.stdout.contains("update-initramfs -u -k all"))
+        let listed = try VfioctlBinary.run(common + ["persist", "list"] + dirs)
+        #expect(listed.stdout.contains("\(gpu)  ") && listed.stdout.contains("early (initramfs-tools)"), "\(listed.stdout)")
+        // Rebuilding goes to this host's initramfs, never with another root.
+        #expect(try VfioctlBinary.run(common + ["persist", "add", gpu, "--early", "--update-initramfs"] + dirs).status == 64)
         let softdeps = try String(contentsOfFile: root + "/" + EarlyBindingPlan.modprobeFile, encoding: .utf8)
         #expect(softdeps.contains("softdep nouveau pre: vfio-pci"))
 
