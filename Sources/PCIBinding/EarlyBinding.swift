@@ -266,8 +266,11 @@ public struct EarlyBindingStore {
                 throw .sysfsWrite(path: full, value: "(early binding)", reason: "\(error)")
             }
         }
-        for path in stale {
-            try? FileManager.default.removeItem(atPath: absolute(path))
+        // Before the record changes: a file that cannot go stays listed, so `remove` tries again.
+        for path in stale where FileManager.default.fileExists(atPath: absolute(path)) {
+            do { try FileManager.default.removeItem(atPath: absolute(path)) } catch {
+                throw .sysfsWrite(path: absolute(path), value: "(delete)", reason: "\(error)")
+            }
         }
         let recordPath = absolute(EarlyBindingRecord.path)
         do {
