@@ -1,8 +1,9 @@
 /// What a VM with N assigned devices asks of the host's DMA limits, before it starts. Pure.
 ///
-/// - memlock: libvirt's rule: guest RAM pinned once for all VFIO devices, or once per device
-///   when the guest has a vIOMMU (each device then sits in its own container, each pinning all
-///   RAM), plus 1 GiB for MMIO.
+/// - memlock: libvirt's rule (qemuDomainGetMemLockLimitBytes, x86, no `<hard_limit>` and no
+///   `<locked/>` memory backing, which replace it): guest RAM pinned once for all VFIO devices,
+///   or once per device when the guest has a vIOMMU (each device then sits in its own address
+///   space, each pinning all RAM), plus 1 GiB for MMIO; nothing at all without a VFIO device.
 /// - DMA mappings: vfio_iommu_type1 allows `dma_entry_limit` mappings per container (65535 by
 ///   default). Without a vIOMMU the VMM maps guest RAM in a few large pieces; with one, the guest
 ///   maps pages one by one, so at worst RAM / page size mappings per device.
@@ -52,9 +53,9 @@ public struct VMDMABudget: Sendable, Equatable {
     public init(_ input: Input) {
         self.input = input
         let devices = UInt64(max(input.devices, 0))
-        let factor: UInt64 = input.vIOMMU ? max(devices, 1) : 1
+        let factor: UInt64 = devices == 0 ? 0 : input.vIOMMU ? devices : 1
         let (pinned, overflow) = factor.multipliedReportingOverflow(by: input.guestMemory)
-        let (withMMIO, overflow2) = pinned.addingReportingOverflow(1 << 30)
+        let (withMMIO, overflow2) = pinned.addingReportingOverflow(factor == 0 ? 0 : 1 << 30)
         let needed = overflow || overflow2 ? nil : withMMIO
         memlockNeeded = needed
         let page = max(input.pageSize, 4096)

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import PCIInventory
 import TextFormat
 
@@ -23,6 +26,14 @@ public struct BootFacts: Sendable, Equatable {
     public var vfioIDs: Set<String> = []
     /// Modules that modprobe.d says load vfio-pci first (`softdep MODULE pre: vfio-pci`).
     public var softdepBeforeVFIO: Set<String> = []
+    /// `persist add --early` recorded the device: the initramfs sets its driver_override.
+    public var earlyRecorded = false
+    /// The initramfs tool the early files are for.
+    public var earlyTool: InitramfsTool?
+    /// The early files on disk are what vfioctl writes for the record.
+    public var earlyFilesCurrent = false
+    /// The running kernel's initramfs is newer than the early files (nil: no image found).
+    public var initramfsRebuilt: Bool?
 
     /// Facts for the device at `address` with IDs `id`, nothing else known yet.
     public init(address: PCIAddress, id: String) {
@@ -45,9 +56,26 @@ public struct BootFinding: Sendable, Equatable, CustomStringConvertible {
 
 /// Judges `BootFacts`. Pure.
 public enum BootCheck {
+    /// Whether the initramfs of the next boot sets the device's driver_override, before udev
+    /// loads any native driver.
+    public static func bindsEarly(_ facts: BootFacts) -> Bool {
+        facts.earlyRecorded && facts.earlyFilesCurrent && facts.initramfsRebuilt == true
+    }
+
     /// The findings, and whether the device will come up on vfio-pci.
     public static func judge(_ facts: BootFacts) -> (willBind: Bool, findings: [BootFinding]) {
         var findings: [BootFinding] = []
+        if facts.earlyRecorded {
+            let regenerate = (facts.earlyTool ?? .initramfsTools).regenerateCommand.joined(separator: " ")
+            if !facts.earlyFilesCurrent {
+                findings.append(BootFinding(status: .warning, text: "the early-binding files for \(facts.address) were changed or removed since vfioctl wrote them: run `vfioctl persist add --early \(facts.address)` again, then `\(regenerate)`"))
+            } else if facts.initramfsRebuilt == true {
+                findings.append(BootFinding(status: .ok, text: "the initramfs sets driver_override=vfio-pci for \(facts.address) before udev loads any driver (bound early)"))
+            } else {
+                let why = facts.initramfsRebuilt == nil ? "no initramfs of the running kernel was found to compare" : "the initramfs is older than the early-binding files"
+                findings.append(BootFinding(status: .warning, text: "\(why): run `\(regenerate)` so the next boot binds \(facts.address) early"))
+            }
+        }
         let byIDs = facts.vfioIDs.contains(facts.id)
         if byIDs {
             let others = facts.sameModel.map(\.description).joined(separator: " ")
@@ -58,7 +86,7 @@ public enum BootCheck {
         if facts.udevRule {
             findings.append(BootFinding(status: .ok, text: "udev rule for \(facts.address): driver_override=vfio-pci when the device is added, and a reprobe"))
         }
-        guard facts.udevRule || byIDs else {
+        guard facts.udevRule || byIDs || facts.earlyRecorded else {
             findings.append(BootFinding(status: .problem, text: "nothing binds \(facts.address) to vfio-pci at boot: run `vfioctl persist add \(facts.address)`"))
             return (false, findings)
         }
@@ -71,7 +99,7 @@ public enum BootCheck {
             } else if facts.softdepBeforeVFIO.contains(module) {
                 findings.append(BootFinding(status: .ok, text: "softdep \(module) pre: vfio-pci: vfio-pci loads first"))
             } else {
-                findings.append(BootFinding(status: .warning, text: "\(native) can load before vfio-pci and take the device first (then the rule takes it away): add `softdep \(module) pre: vfio-pci` to /etc/modprobe.d and rebuild the initramfs"))
+                findings.append(BootFinding(status: .warning, text: "\(native) can load before vfio-pci and take the device first (then the rule takes it away): `vfioctl persist add --early \(facts.address)` sets the override from the initramfs and adds `softdep \(module) pre: vfio-pci` to /etc/modprobe.d"))
             }
         }
         return (true, findings)
@@ -91,6 +119,8 @@ public struct BootFactsReader {
     public var rulesDirectory = UdevRules.defaultDirectory
     /// The binding journal, if one is read.
     public var journal: BindingJournal?
+    /// Where the early-binding record, its files and /boot are.
+    public var configRoot = "/"
     let reader = SysfsReader()
 
     /// A reader with the host's default directories under `sysfs`.
@@ -131,6 +161,7 @@ public struct BootFactsReader {
             default: break
             }
         }
+        readEarly(into: &facts)
         let commandLine = reader.readString(procRoot + "/cmdline") ?? ""
         for word in commandLine.split(separator: " ").map(String.init) {
             if word.hasPrefix("vfio-pci.ids=") || word.hasPrefix("vfio_pci.ids=") {
@@ -142,6 +173,26 @@ public struct BootFactsReader {
             }
         }
         return facts
+    }
+
+    /// The early-binding record, its files, and whether the running kernel's initramfs was
+    /// built after them (by modification time: the image is not unpacked).
+    func readEarly(into facts: inout BootFacts) {
+        let store = EarlyBindingStore(configRoot: configRoot)
+        guard let record = (try? store.record()) ?? nil, record.devices.contains(where: { $0.address == facts.address }) else { return }
+        facts.earlyRecorded = true
+        facts.earlyTool = record.tool
+        facts.earlyFilesCurrent = store.filesAreCurrent(record)
+        guard let release = reader.readString(procRoot + "/sys/kernel/osrelease"), BindingValidation.driverNameProblem(release) == nil else { return }
+        let images = ["boot/initrd.img-\(release)", "boot/initramfs-\(release).img"].map(store.absolute)
+        let modified = { (path: String) -> Double? in
+            var status = stat()
+            guard stat(path, &status) == 0 else { return nil }
+            return Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9
+        }
+        guard let image = images.compactMap(modified).max() else { return }
+        let written = record.files.compactMap { modified(store.absolute($0)) }.max() ?? 0
+        facts.initramfsRebuilt = image >= written
     }
 
     /// "ids=10de:2204,10de:1aef" (or "=..."): the vendor:device pairs, lower-case; subvendor

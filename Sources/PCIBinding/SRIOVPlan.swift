@@ -58,6 +58,19 @@ public struct SRIOVPlan: Sendable, Equatable {
     }
 }
 
+extension SRIOVPlan {
+    /// A PF on vfio-pci creates VFs only when vfio-pci was loaded with enable_sriov=1 (its
+    /// sriov_configure refuses otherwise), and its VFs then open only with the PF's VF token.
+    /// `enableSRIOV`: the module parameter as sysfs says it ("Y"/"N"; nil: not readable).
+    /// Throws, before anything changes, when VFs are asked of a vfio-pci PF without it.
+    public static func checkVFIOPhysicalFunction(_ plan: SRIOVPlan, driver: String?, enableSRIOV: String?) throws(BindingError) {
+        guard driver == BindPlan.targetDriver, plan.requested > 0, !plan.isUnchanged else { return }
+        guard enableSRIOV == "Y" else {
+            throw .sriov("\(plan.physicalFunction) is on vfio-pci, which was loaded without enable_sriov=1 (parameter \(enableSRIOV ?? "unreadable")), so it creates no VFs: reload it with `modprobe -r vfio-pci && modprobe vfio-pci enable_sriov=1` (or `options vfio-pci enable_sriov=1` in /etc/modprobe.d), then run this again")
+        }
+    }
+}
+
 /// Whether some process holds a VFIO group open: the kernel lets one opener at a time have it
 /// and answers a second open with EBUSY. The probe's own descriptor is closed at once.
 public func vfioGroupIsOpen(_ group: Int, devRoot: String = "/dev") -> Bool {

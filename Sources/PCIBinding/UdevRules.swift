@@ -34,8 +34,11 @@ public struct UdevRules {
     /// Writes the rule; returns false when an identical rule was already there.
     @discardableResult
     public func add(_ address: PCIAddress) throws(BindingError) -> Bool {
-        let path = path(for: address)
-        let text = ruleText(for: address)
+        try write(ruleText(for: address), to: path(for: address))
+    }
+
+    /// Writes one rule file; false when it already says `text`.
+    func write(_ text: String, to path: String) throws(BindingError) -> Bool {
         if (try? String(contentsOfFile: path, encoding: .utf8)) == text { return false }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -46,10 +49,8 @@ public struct UdevRules {
         return true
     }
 
-    /// Deletes the rule; returns false when there was none.
-    @discardableResult
-    public func remove(_ address: PCIAddress) throws(BindingError) -> Bool {
-        let path = path(for: address)
+    /// Deletes one rule file; false when there was none.
+    func delete(_ path: String) throws(BindingError) -> Bool {
         guard FileManager.default.fileExists(atPath: path) else { return false }
         do {
             try FileManager.default.removeItem(atPath: path)
@@ -57,6 +58,12 @@ public struct UdevRules {
             throw .sysfsWrite(path: path, value: "(delete)", reason: "\(error)")
         }
         return true
+    }
+
+    /// Deletes the rule; returns false when there was none.
+    @discardableResult
+    public func remove(_ address: PCIAddress) throws(BindingError) -> Bool {
+        try delete(path(for: address))
     }
 
     /// Addresses with a vfioctl rule in the directory (files without the marker are not ours).
@@ -68,6 +75,35 @@ public struct UdevRules {
             let address = name.dropFirst("90-vfioctl-".count).dropLast(".rules".count)
             return try? PCIAddress(parsing: String(address))
         }.sorted()
+    }
+
+    // MARK: SR-IOV: the VF count a PF gets back at boot
+
+    public func sriovPath(for address: PCIAddress) -> String {
+        directory + "/90-vfioctl-sriov-\(address).rules"
+    }
+
+    /// Sets the VF count when the PF's driver binds (the count can be written only then), with
+    /// autoprobe off so no host driver takes the VFs before their own address-keyed rules.
+    public func sriovRuleText(for address: PCIAddress, count: Int) -> String {
+        """
+        # vfioctl persist: restore \(count) VFs of \(address) when its driver binds (its VFs have rules of their own).
+        # Remove with `vfioctl sriov \(address) --vfs 0 --persist` or `vfioctl persist remove \(address)`.
+        ACTION=="bind", SUBSYSTEM=="pci", KERNEL=="\(address)", ATTR{sriov_drivers_autoprobe}="0", ATTR{sriov_numvfs}="\(count)"
+
+        """
+    }
+
+    /// Writes the PF's VF-count rule; returns false when an identical one was there.
+    @discardableResult
+    public func addSRIOV(_ address: PCIAddress, count: Int) throws(BindingError) -> Bool {
+        try write(sriovRuleText(for: address, count: count), to: sriovPath(for: address))
+    }
+
+    /// Deletes the PF's VF-count rule; returns false when there was none.
+    @discardableResult
+    public func removeSRIOV(_ address: PCIAddress) throws(BindingError) -> Bool {
+        try delete(sriovPath(for: address))
     }
 
     /// Asks a running udevd to reread its rules; harmless when there is none.

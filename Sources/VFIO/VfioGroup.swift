@@ -128,10 +128,11 @@ public final class VfioGroup {
         self.container = container
     }
 
-    /// VFIO_GROUP_GET_DEVICE_FD for a member of the group, by its PCI address.
-    public func openDevice(_ address: PCIAddress) throws(VFIOError) -> VfioDevice {
+    /// VFIO_GROUP_GET_DEVICE_FD for a member of the group, by its PCI address. `vfToken`: the
+    /// VF token its PF (on vfio-pci) was given (`VfioDevice.setVFToken`), required for a VF.
+    public func openDevice(_ address: PCIAddress, vfToken: VFToken? = nil) throws(VFIOError) -> VfioDevice {
         guard container != nil else { throw .groupNotAttached(group: number) }
-        let name = address.description
+        let name = address.description + (vfToken.map { " vf_token=\($0)" } ?? "")
         let result = name.withCString { cName in
             // Safety: the kernel reads a NUL-terminated device name, valid for the call.
             cuapi_ioctl_ptr(fd.rawValue, CVFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: cName))
@@ -145,9 +146,9 @@ public final class VfioGroup {
 
 /// Opens everything needed to use one PCI device through VFIO: a new container, the device's
 /// group (which must be viable), attached to the container, and the device itself.
-public func openVFIODevice(_ address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(VFIOError) -> VfioDevice {
+public func openVFIODevice(_ address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio", vfToken: VFToken? = nil) throws(VFIOError) -> VfioDevice {
     let group = try VfioGroup(device: address, sysfsRoot: sysfsRoot, devVFIO: devVFIO)
     let container = try VfioContainer(path: "\(devVFIO)/vfio")
     try group.attach(to: container)
-    return try group.openDevice(address)
+    return try group.openDevice(address, vfToken: vfToken)
 }

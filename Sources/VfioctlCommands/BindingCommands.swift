@@ -314,10 +314,12 @@ struct PersistCommand: ParsableCommand {
         abstract: "Make a vfio-pci binding survive reboot and hot-plug with a udev rule keyed on the address.",
         discussion: """
             Rules go to /etc/udev/rules.d/90-vfioctl-<address>.rules (--rules-dir moves
-            them).
+            them). `add --early` also binds the device from the initramfs, before its native
+            driver can load (initramfs-tools or dracut); `remove` undoes that too.
 
             Examples:
               vfioctl persist add 0000:01:00.0
+              vfioctl persist add 0000:01:00.0 --early --update-initramfs
               vfioctl persist list --json
               vfioctl persist remove 01:00.0 --rules-dir /tmp/rules
             """,
@@ -327,6 +329,8 @@ struct PersistCommand: ParsableCommand {
     struct RulesOptions: ParsableArguments {
         @Option(name: .long, help: ArgumentHelp("Where udev rules go.", valueName: "dir"))
         var rulesDir: String = UdevRules.defaultDirectory
+        @Option(name: .long, help: ArgumentHelp("Root of the early-binding files: modprobe.d, the initramfs hooks, /boot (default /).", valueName: "dir"))
+        var configRoot: String = "/"
     }
 
     struct Add: ParsableCommand {
@@ -335,18 +339,77 @@ struct PersistCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @OptionGroup var rules: RulesOptions
         @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: PCIAddress
+        @Flag(help: "Also bind it from the initramfs, before its native driver loads: driver_override set there, a softdep that loads vfio-pci first, vfio-pci in the initramfs.")
+        var early = false
+        @Option(name: .long, help: ArgumentHelp("With --early: the host's initramfs tool (default: detected).", valueName: "tool"))
+        var initramfs: InitramfsTool?
+        @Flag(help: "With --early: regenerate the initramfs now (otherwise the command to run is printed).")
+        var updateInitramfs = false
+        @OptionGroup var options: BindingOptions
+
+        func validate() throws {
+            if !early && (initramfs != nil || updateInitramfs) { throw ValidationError("--initramfs and --update-initramfs go with --early") }
+            // The tool rebuilds this host's initramfs, not one under another root.
+            if updateInitramfs && rules.configRoot != "/" { throw ValidationError("--update-initramfs rebuilds this host's initramfs: use it without --config-root") }
+        }
+
         func run() throws {
             let target = address
             let inventory = try InventoryLoader.load(global, detail: .summary)
-            guard inventory.device(target) != nil else {
+            guard let device = inventory.device(target) else {
                 throw CommandFailure("no PCI device \(target); run `vfioctl list` to see the devices")
+            }
+            var early: EarlyReport?
+            if self.early {
+                early = try addEarly(device)
             }
             let udev = UdevRules(directory: rules.rulesDir)
             let written: Bool
             do { written = try udev.add(target) } catch { throw bindingFailure(error) }
             if rules.rulesDir == UdevRules.defaultDirectory { UdevRules.reload() }
-            try report(target, path: udev.path(for: target), action: written ? "added" : "unchanged", json: global.json)
+            try report(target, path: udev.path(for: target), action: written ? "added" : "unchanged", json: global.json, early: early)
+            if let early, early.regenerated == false { throw CommandFailure("`\(early.command)` failed; the files are written, run it again") }
         }
+
+        /// Writes the early-binding files with this device added to the record.
+        func addEarly(_ device: PCIDevice) throws -> EarlyReport {
+            let store = EarlyBindingStore(configRoot: rules.configRoot)
+            let record: EarlyBindingRecord?
+            do { record = try store.record() } catch { throw bindingFailure(error) }
+            guard let tool = initramfs ?? record?.tool ?? store.detectTool() else {
+                throw CommandFailure("cannot tell which initramfs tool this host uses (update-initramfs and dracut both, or neither, found under \(rules.configRoot)); name it with --initramfs initramfs-tools|dracut")
+            }
+            let module = nativeModule(of: device)
+            var devices = (record?.devices ?? []).filter { $0.address != device.address }
+            devices.append(EarlyDevice(address: device.address, nativeModule: module))
+            let paths: [String]
+            do { paths = try store.apply(devices, tool: tool) } catch { throw bindingFailure(error) }
+            let command = tool.regenerateCommand.joined(separator: " ")
+            var regenerated: Bool?
+            if updateInitramfs { regenerated = store.regenerate(tool) == 0 }
+            return EarlyReport(tool: tool, nativeModule: module, files: paths, command: command, regenerated: regenerated)
+        }
+
+        /// The module of the driver that takes the device when vfio-pci does not: its driver now,
+        /// or the one the journal recorded; nil for none or a built-in driver (no module link).
+        func nativeModule(of device: PCIDevice) -> String? {
+            let recorded = (try? options.journal.entry(for: device.address)) ?? nil
+            guard let driver = device.driver == BindPlan.targetDriver ? recorded?.originalDriver : device.driver,
+                  BindingValidation.driverNameProblem(driver) == nil else { return nil }
+            let link = global.resolvedRoot.appending("bus/pci/drivers/\(driver)/module")
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: link) else { return nil }
+            let name = (target as NSString).lastPathComponent
+            return EarlyBindingPlan.isValidModuleName(name) ? name : nil
+        }
+    }
+
+    struct EarlyReport {
+        let tool: InitramfsTool
+        let nativeModule: String?
+        let files: [String]
+        let command: String
+        /// nil: not run (--update-initramfs not given).
+        let regenerated: Bool?
     }
 
     struct Remove: ParsableCommand {
@@ -355,13 +418,33 @@ struct PersistCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @OptionGroup var rules: RulesOptions
         @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: PCIAddress
+        @Flag(help: "Regenerate the initramfs now when the device was bound early (otherwise the command to run is printed).")
+        var updateInitramfs = false
         func run() throws {
             let target = address
+            // The early-binding files first: they are the part a failure must not leave behind.
+            let store = EarlyBindingStore(configRoot: rules.configRoot)
+            var early: EarlyReport?
+            do {
+                if let record = try store.record(), record.devices.contains(where: { $0.address == target }) {
+                    let module = record.devices.first { $0.address == target }?.nativeModule
+                    let paths = try store.apply(record.devices.filter { $0.address != target }, tool: record.tool)
+                    let regenerated = updateInitramfs ? store.regenerate(record.tool) == 0 : nil
+                    early = EarlyReport(tool: record.tool, nativeModule: module, files: paths,
+                                        command: record.tool.regenerateCommand.joined(separator: " "), regenerated: regenerated)
+                }
+            } catch { throw bindingFailure(error) }
             let udev = UdevRules(directory: rules.rulesDir)
             let removed: Bool
-            do { removed = try udev.remove(target) } catch { throw bindingFailure(error) }
+            var sriovRemoved = false
+            do {
+                removed = try udev.remove(target)
+                sriovRemoved = try udev.removeSRIOV(target)
+            } catch { throw bindingFailure(error) }
             if rules.rulesDir == UdevRules.defaultDirectory { UdevRules.reload() }
-            try report(target, path: udev.path(for: target), action: removed ? "removed" : "absent", json: global.json)
+            if sriovRemoved && !global.json { print("\(target): VF count rule removed (\(udev.sriovPath(for: target)))") }
+            try report(target, path: udev.path(for: target), action: removed || early != nil || sriovRemoved ? "removed" : "absent", json: global.json, early: early)
+            if let early, early.regenerated == false { throw CommandFailure("`\(early.command)` failed; the files are removed, run it again") }
         }
     }
 
@@ -373,22 +456,52 @@ struct PersistCommand: ParsableCommand {
         func run() throws {
             let udev = UdevRules(directory: rules.rulesDir)
             let addresses = udev.list()
+            let record: EarlyBindingRecord?
+            do { record = try EarlyBindingStore(configRoot: rules.configRoot).record() } catch { throw bindingFailure(error) }
+            let early = Set(record?.devices.map(\.address) ?? [])
             if global.json {
-                print(try JSONOutput.encode(addresses.map { ["address": $0.description, "rule": udev.path(for: $0)] }))
+                JSONValue.array(addresses.map { address in
+                    .object([("address", .string(address.description)), ("rule", .string(udev.path(for: address))),
+                             ("early", .optional(early.contains(address) ? record?.tool.rawValue : nil))])
+                }).printToStandardOutput()
             } else if addresses.isEmpty {
                 print("no vfioctl udev rules in \(rules.rulesDir)")
             } else {
-                for address in addresses { print("\(address)  \(udev.path(for: address))") }
+                for address in addresses {
+                    print("\(address)  \(udev.path(for: address))" + (early.contains(address) ? "  early (\(record?.tool.rawValue ?? ""))" : ""))
+                }
             }
         }
     }
 
-    static func report(_ address: PCIAddress, path: String, action: String, json: Bool) throws {
+    static func report(_ address: PCIAddress, path: String, action: String, json: Bool, early: EarlyReport? = nil) throws {
         if json {
-            print(try JSONOutput.encode(["address": address.description, "rule": path, "action": action]))
+            var fields: [(String, JSONValue)] = [("address", .string(address.description)), ("rule", .string(path)), ("action", .string(action))]
+            if let early {
+                fields.append(("early", .object([
+                    ("initramfs", .string(early.tool.rawValue)), ("native_module", .optional(early.nativeModule)),
+                    ("files", .array(early.files.map { .string($0) })), ("regenerate", .string(early.command)),
+                    ("regenerated", .optional(early.regenerated)),
+                ])))
+            }
+            JSONValue.object(fields).printToStandardOutput()
         } else {
             print("\(address): rule \(action) (\(path))")
+            if let early {
+                let softdep = early.nativeModule.map { "softdep \($0) pre: vfio-pci" } ?? "no softdep (no modular native driver known)"
+                print("  early binding (\(early.tool.rawValue)): driver_override from the initramfs, \(softdep)")
+                for file in early.files { print("  wrote \(file)") }
+                if early.files.isEmpty { print("  no device is bound early any more: every early-binding file removed") }
+                switch early.regenerated {
+                case nil: print("  rebuild the initramfs for it to take effect: \(early.command)")
+                case true?: print("  initramfs rebuilt (\(early.command))")
+                case false?: break
+                }
+            }
         }
     }
 }
 
+
+/// `--initramfs initramfs-tools|dracut`.
+extension InitramfsTool: ExpressibleByArgument {}

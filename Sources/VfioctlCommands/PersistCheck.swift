@@ -9,7 +9,8 @@ extension PersistCommand {
             discussion: """
                 Looks at the vfioctl udev rule, vfio-pci ids= (modprobe.d and the kernel command
                 line, which take every device of the same model), the native driver (built in or a
-                module, blacklisted, ordered after vfio-pci by a softdep).
+                module, blacklisted, ordered after vfio-pci by a softdep), and the early binding
+                (`persist add --early`): its files intact and the initramfs rebuilt after them.
 
                 Exit status: 0 it will be bound, 2 it will not.
 
@@ -31,13 +32,18 @@ extension PersistCommand {
             var reader = BootFactsReader(sysfs: global.resolvedRoot)
             reader.procRoot = options.procRoot
             reader.rulesDirectory = rules.rulesDir
+            reader.configRoot = rules.configRoot
             reader.journal = options.journal
             if !modprobeDir.isEmpty { reader.modprobeDirectories = modprobeDir }
-            let (willBind, findings) = BootCheck.judge(reader.read(device, inventory: inventory))
+            let facts = reader.read(device, inventory: inventory)
+            let (willBind, findings) = BootCheck.judge(facts)
+            let early = willBind && BootCheck.bindsEarly(facts)
             if global.json {
-                print(try JSONOutput.encode(CheckJSON(address: target.description, willBind: willBind, findings: findings)))
+                print(try JSONOutput.encode(CheckJSON(address: target.description, willBind: willBind, early: early, findings: findings)))
             } else {
-                print("\(target): " + (willBind ? "the next boot binds it to vfio-pci" : "the next boot does not bind it to vfio-pci"))
+                print("\(target): " + (!willBind ? "the next boot does not bind it to vfio-pci"
+                    : early ? "the next boot binds it to vfio-pci from the initramfs, before its native driver"
+                    : "the next boot binds it to vfio-pci"))
                 for finding in findings { print("  \(finding)") }
             }
             if !willBind { throw ExitCode(2) }
@@ -47,13 +53,15 @@ extension PersistCommand {
     struct CheckJSON: Encodable {
         let address: String
         let willBind: Bool
+        let early: Bool
         let findings: [BootFinding]
-        enum Keys: String, CodingKey { case address, will_bind, findings }
+        enum Keys: String, CodingKey { case address, will_bind, early, findings }
         enum FindingKeys: String, CodingKey { case status, text }
         func encode(to encoder: Encoder) throws {
             var container = encoder.container(keyedBy: Keys.self)
             try container.encode(address, forKey: .address)
             try container.encode(willBind, forKey: .will_bind)
+            try container.encode(early, forKey: .early)
             var list = container.nestedUnkeyedContainer(forKey: .findings)
             for finding in findings {
                 var item = list.nestedContainer(keyedBy: FindingKeys.self)

@@ -13,6 +13,11 @@ import Testing
         #expect(viommu.memlockFits == false && !viommu.fits)
         let unlimited = VMDMABudget(.init(guestMemory: 16 * Self.gib, devices: 4, vIOMMU: true, memlockLimit: nil, dmaEntryLimit: nil, addressWidth: nil))
         #expect(unlimited.memlockFits == true)
+        // One device with a vIOMMU is the same as without; no VFIO device pins nothing.
+        let one = VMDMABudget(.init(guestMemory: 16 * Self.gib, devices: 1, vIOMMU: true, memlockLimit: nil, dmaEntryLimit: nil, addressWidth: nil))
+        #expect(one.memlockNeeded == 17 * Self.gib)
+        let none = VMDMABudget(.init(guestMemory: 16 * Self.gib, devices: 0, vIOMMU: true, memlockLimit: 1, dmaEntryLimit: nil, addressWidth: nil))
+        #expect(none.memlockNeeded == 0 && none.memlockFits == true)
     }
 
     @Test func mappingsAgainstDMAEntryLimitAtThePageSize() {

@@ -121,3 +121,63 @@ import Testing
         }
     }
 }
+
+@Suite struct SRIOVVFIOPhysicalFunctionTests {
+    /// The workstation with none of the X710's VFs on a host driver.
+    static var idleHost: FixtureHost {
+        var host = FixtureHost.gpuWorkstation
+        for index in host.devices.indices where GPUWorkstation.sriovVirtualFunctions.contains(host.devices[index].address) {
+            host.devices[index].driver = nil
+        }
+        return host
+    }
+
+    @Test func aVFIOPFNeedsEnableSRIOV() throws {
+        try withTemporarySysfsTree(Self.idleHost) { tree in
+            let inventory = try PCIInventory.scan(root: SysfsRoot(path: tree.rootPath), detail: .full, names: PCINameDatabase())
+            let pf = try PCIAddress(parsing: SRIOVPlanTests.pf)
+            let plan = try SRIOVPlan.plan(pf, requested: 2, inventory: inventory, groupsInUse: [])
+            #expect(throws: BindingError.self) { try SRIOVPlan.checkVFIOPhysicalFunction(plan, driver: "vfio-pci", enableSRIOV: "N") }
+            #expect(throws: BindingError.self) { try SRIOVPlan.checkVFIOPhysicalFunction(plan, driver: "vfio-pci", enableSRIOV: nil) }
+            do {
+                try SRIOVPlan.checkVFIOPhysicalFunction(plan, driver: "vfio-pci", enableSRIOV: "N")
+            } catch {
+                #expect("\(error)".contains("enable_sriov=1"))
+            }
+            try SRIOVPlan.checkVFIOPhysicalFunction(plan, driver: "vfio-pci", enableSRIOV: "Y")
+            // Another driver, or removing VFs, needs no parameter.
+            try SRIOVPlan.checkVFIOPhysicalFunction(plan, driver: "i40e", enableSRIOV: "N")
+            let none = try SRIOVPlan.plan(pf, requested: 0, inventory: inventory, groupsInUse: [])
+            try SRIOVPlan.checkVFIOPhysicalFunction(none, driver: "vfio-pci", enableSRIOV: "N")
+        }
+    }
+
+    @Test func aVFTokenForAPFNotOnVFIOIsAClearError() throws {
+        try withTemporarySysfsTree(Self.idleHost) { tree in
+            let bad = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "sriov", SRIOVPlanTests.pf, "--vfs", "2", "--vf-token", "not-a-uuid"])
+            #expect(bad.status == 64)
+            let notVFIO = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "sriov", SRIOVPlanTests.pf, "--vfs", "2", "--dry-run",
+                                                  "--vf-token", "2ab74924-c335-45f4-9b16-8569e5b08258"])
+            #expect(notVFIO.status == 1 && notVFIO.stderr.contains("not vfio-pci: a VF token is vfio-pci's"), "\(notVFIO.stderr)")
+        }
+    }
+
+    /// `--persist` on an unchanged count writes the PF's count rule (set on bind, autoprobe off)
+    /// and one address rule per VF; `persist remove PF` takes the count rule away.
+    @Test func persistKeepsTheVFCount() throws {
+        try withTemporarySysfsTree(Self.idleHost) { tree in
+            let rules = tree.rootPath + "-rules"
+            defer { try? FileManager.default.removeItem(atPath: rules) }
+            let result = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "sriov", SRIOVPlanTests.pf, "--vfs", "4", "--persist", "--rules-dir", rules])
+            #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+            let pf = try PCIAddress(parsing: SRIOVPlanTests.pf)
+            let udev = UdevRules(directory: rules)
+            let text = try String(contentsOfFile: udev.sriovPath(for: pf), encoding: .utf8)
+            #expect(text.contains("ACTION==\"bind\", SUBSYSTEM==\"pci\", KERNEL==\"\(pf)\", ATTR{sriov_drivers_autoprobe}=\"0\", ATTR{sriov_numvfs}=\"4\""))
+            #expect(udev.list().map(\.description) == GPUWorkstation.sriovVirtualFunctions.map(\.description))
+            let removed = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "persist", "remove", SRIOVPlanTests.pf, "--rules-dir", rules])
+            #expect(removed.status == 0 && removed.stdout.contains("VF count rule removed"), "\(removed.stdout)")
+            #expect(!FileManager.default.fileExists(atPath: udev.sriovPath(for: pf)))
+        }
+    }
+}

@@ -52,6 +52,9 @@ static const unsigned long CVFIO_DEVICE_SET_IRQS = VFIO_DEVICE_SET_IRQS;
 static const unsigned long CVFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
 static const unsigned long CVFIO_DEVICE_GET_PCI_HOT_RESET_INFO = VFIO_DEVICE_GET_PCI_HOT_RESET_INFO;
 static const unsigned long CVFIO_DEVICE_PCI_HOT_RESET = VFIO_DEVICE_PCI_HOT_RESET;
+static const unsigned long CVFIO_DEVICE_FEATURE = VFIO_DEVICE_FEATURE;
+static const unsigned int CVFIO_DEVICE_FEATURE_SET = VFIO_DEVICE_FEATURE_SET;
+static const unsigned int CVFIO_DEVICE_FEATURE_PCI_VF_TOKEN = VFIO_DEVICE_FEATURE_PCI_VF_TOKEN;
 
 // MARK: KVM system and VM
 static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;

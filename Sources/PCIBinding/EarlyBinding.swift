@@ -1,0 +1,303 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import PCIInventory
+
+/// The tool that builds the host's initramfs: the generated files differ.
+public enum InitramfsTool: String, Sendable, CaseIterable, Codable {
+    case initramfsTools = "initramfs-tools"
+    case dracut
+
+    /// Which one the host uses, from the programs it has; nil when neither or both (then the
+    /// user names it).
+    public static func detect(hasUpdateInitramfs: Bool, hasDracut: Bool) -> InitramfsTool? {
+        switch (hasUpdateInitramfs, hasDracut) {
+        case (true, false): .initramfsTools
+        case (false, true): .dracut
+        default: nil
+        }
+    }
+
+    /// The command that rebuilds every installed kernel's initramfs with the files in it.
+    public var regenerateCommand: [String] {
+        switch self {
+        case .initramfsTools: ["update-initramfs", "-u", "-k", "all"]
+        case .dracut: ["dracut", "--force", "--regenerate-all"]
+        }
+    }
+}
+
+/// One device bound from the initramfs, and the native driver's module ordered after vfio-pci.
+public struct EarlyDevice: Sendable, Equatable, Comparable {
+    public let address: PCIAddress
+    /// nil when the device has no modular native driver (none known, or built into the kernel).
+    public let nativeModule: String?
+
+    public init(address: PCIAddress, nativeModule: String?) {
+        self.address = address
+        self.nativeModule = nativeModule
+    }
+
+    public static func < (a: EarlyDevice, b: EarlyDevice) -> Bool { a.address < b.address }
+}
+
+/// The files that bind devices to vfio-pci from the initramfs, before udev's coldplug loads any
+/// native driver. Pure: contents from the device list, paths relative to the configuration root.
+///
+/// - an address-keyed `driver_override` written from the initramfs (initramfs-tools: an init-top
+///   script, named to sort before udev's; dracut: a pre-udev hook in a module of its own) that
+///   also hands over a device a built-in driver took before the script ran;
+/// - `softdep MODULE pre: vfio-pci` in modprobe.d, so loading the native module loads vfio-pci
+///   first (and vfio-pci binds the overridden device the moment it registers);
+/// - vfio-pci and vfio_iommu_type1 in the initramfs (the hook, or the dracut module).
+public enum EarlyBindingPlan {
+    public struct File: Sendable, Equatable {
+        /// Relative to the configuration root ("etc/modprobe.d/vfioctl-early.conf").
+        public let path: String
+        public let contents: String
+        public let executable: Bool
+    }
+
+    /// Every file of ours has a line starting with this, so a file of the same name that is
+    /// someone else's is never overwritten or deleted.
+    public static let marker = "# vfioctl persist --early:"
+    public static let modprobeFile = "etc/modprobe.d/vfioctl-early.conf"
+    public static let initramfsToolsHook = "etc/initramfs-tools/hooks/vfioctl-early"
+    /// "00-": initramfs-tools orders init-top scripts without prerequisites by name, so this runs
+    /// before `udev` (whose coldplug loads the native modules).
+    public static let initramfsToolsScript = "etc/initramfs-tools/scripts/init-top/00-vfioctl-early"
+    public static let dracutModuleDirectory = "usr/lib/dracut/modules.d/90vfioctl-early"
+    public static let dracutSetup = dracutModuleDirectory + "/module-setup.sh"
+    public static let dracutHook = dracutModuleDirectory + "/vfioctl-early.sh"
+    public static let dracutConf = "etc/dracut.conf.d/vfioctl-early.conf"
+
+    /// Every path a plan may write, for either tool: the only paths a record may name.
+    public static let knownPaths: Set<String> = [modprobeFile, initramfsToolsHook, initramfsToolsScript, dracutSetup, dracutHook, dracutConf]
+
+    /// A module name as modprobe.d and the shell scripts may carry it.
+    public static func isValidModuleName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64 && name.utf8.allSatisfy { byte in
+            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+        }
+    }
+
+    /// The files for `devices` (none for an empty list: everything is removed).
+    public static func files(for devices: [EarlyDevice], tool: InitramfsTool) -> [File] {
+        let devices = devices.sorted()
+        guard !devices.isEmpty else { return [] }
+        let modules = Set(devices.compactMap(\.nativeModule).filter(isValidModuleName)).sorted()
+        let addresses = devices.map(\.address.description).joined(separator: " ")
+        var modprobe = "# Written by vfioctl; `vfioctl persist remove ADDRESS` removes it.\n\(marker) load vfio-pci before these drivers, so it takes\n# the devices whose driver_override the initramfs set (\(addresses)) first.\n"
+        for module in modules { modprobe += "softdep \(module) pre: vfio-pci\n" }
+        let modprobeFile = File(path: Self.modprobeFile, contents: modprobe, executable: false)
+        switch tool {
+        case .initramfsTools:
+            let hook = """
+                #!/bin/sh
+                \(marker) put vfio-pci (and its IOMMU backend) and the softdeps into the initramfs.
+                PREREQ=""
+                prereqs() { echo "$PREREQ"; }
+                case "$1" in prereqs) prereqs; exit 0 ;; esac
+                . /usr/share/initramfs-tools/hook-functions
+                manual_add_modules vfio_iommu_type1 vfio_pci
+                mkdir -p "${DESTDIR}/etc/modprobe.d"
+                cp /\(Self.modprobeFile) "${DESTDIR}/etc/modprobe.d/"
+
+                """
+            let script = """
+                #!/bin/sh
+                \(marker) bind \(addresses) to vfio-pci before udev loads their drivers.
+                PREREQ=""
+                prereqs() { echo "$PREREQ"; }
+                case "$1" in prereqs) prereqs; exit 0 ;; esac
+                \(overrideBody(devices))
+                """
+            return [modprobeFile, File(path: initramfsToolsHook, contents: hook, executable: true),
+                    File(path: initramfsToolsScript, contents: script, executable: true)]
+        case .dracut:
+            let setup = """
+                #!/bin/bash
+                \(marker) dracut module: bind \(addresses) to vfio-pci before udev.
+                check() { return 0; }
+                depends() { return 0; }
+                installkernel() { hostonly='' instmods vfio vfio_iommu_type1 vfio_pci; }
+                install() {
+                    inst_hook pre-udev 00 "$moddir/vfioctl-early.sh"
+                    inst_simple /\(Self.modprobeFile)
+                }
+
+                """
+            // dracut sources its hooks: no exit, and names of our own.
+            let hook = "#!/bin/sh\n\(marker) bind \(addresses) to vfio-pci before udev loads their drivers.\n" + overrideBody(devices)
+            let conf = "# Written by vfioctl.\n\(marker) always include the module that binds devices to vfio-pci early.\nadd_dracutmodules+=\" vfioctl-early \"\n"
+            return [modprobeFile, File(path: dracutSetup, contents: setup, executable: true),
+                    File(path: dracutHook, contents: hook, executable: true),
+                    File(path: dracutConf, contents: conf, executable: false)]
+        }
+    }
+
+    /// The shell that sets the overrides, for both tools: keyed on the address (never
+    /// vendor:device); a device a built-in driver already took is unbound, then everything
+    /// overridden and driverless is offered to vfio-pci.
+    static func overrideBody(_ devices: [EarlyDevice]) -> String {
+        let addresses = devices.map(\.address.description).joined(separator: " ")
+        return """
+            for vfioctl_addr in \(addresses); do
+                vfioctl_dev=/sys/bus/pci/devices/$vfioctl_addr
+                [ -e "$vfioctl_dev/driver_override" ] || continue
+                echo vfio-pci > "$vfioctl_dev/driver_override"
+                if [ -e "$vfioctl_dev/driver" ] && [ "$(basename "$(readlink "$vfioctl_dev/driver")")" != vfio-pci ]; then
+                    echo "$vfioctl_addr" > "$vfioctl_dev/driver/unbind"
+                fi
+            done
+            modprobe -q vfio-pci 2>/dev/null
+            for vfioctl_addr in \(addresses); do
+                [ -e "/sys/bus/pci/devices/$vfioctl_addr/driver" ] || echo "$vfioctl_addr" > /sys/bus/pci/drivers_probe 2>/dev/null
+            done
+            unset vfioctl_addr vfioctl_dev
+
+            """
+    }
+}
+
+/// What `persist add --early` wrote, kept beside the files so `persist remove` can undo it and
+/// `persist check` can tell what the next boot does. Read back, nothing is trusted: addresses
+/// must be canonical, modules valid names, and the files only the ones a plan writes.
+public struct EarlyBindingRecord: Sendable, Equatable {
+    public var tool: InitramfsTool
+    public var devices: [EarlyDevice]
+    /// Paths (relative to the configuration root) written for the current device list.
+    public var files: [String]
+
+    public static let path = "etc/vfioctl/early-binding.json"
+
+    public init(tool: InitramfsTool, devices: [EarlyDevice], files: [String]) {
+        self.tool = tool
+        self.devices = devices
+        self.files = files
+    }
+
+    public func encoded() -> String {
+        let items = devices.sorted().map { device -> String in
+            let module = device.nativeModule.map { "\"\($0)\"" } ?? "null"
+            return "{\"address\": \"\(device.address)\", \"native_module\": \(module)}"
+        }
+        let files = files.sorted().map { "\"\($0)\"" }
+        return "{\"tool\": \"\(tool.rawValue)\", \"devices\": [\(items.joined(separator: ", "))], \"files\": [\(files.joined(separator: ", "))]}\n"
+    }
+
+    public static func decode(_ text: String) -> Result<EarlyBindingRecord, BindingError> {
+        struct Raw: Decodable {
+            struct Device: Decodable { let address: String; let native_module: String? }
+            let tool: String
+            let devices: [Device]
+            let files: [String]
+        }
+        let bad = { (reason: String) in Result<EarlyBindingRecord, BindingError>.failure(.untrustedSysfs(path: Self.path, reason: reason)) }
+        guard let raw = try? JSONDecoder().decode(Raw.self, from: Data(text.utf8)) else { return bad("it is not the JSON vfioctl writes") }
+        guard let tool = InitramfsTool(rawValue: raw.tool) else { return bad("unknown initramfs tool \"\(raw.tool)\"") }
+        var devices: [EarlyDevice] = []
+        for item in raw.devices {
+            guard case .success(let address) = BindingValidation.canonicalAddress(item.address) else { return bad("\"\(item.address)\" is not a canonical PCI address") }
+            if let module = item.native_module, !EarlyBindingPlan.isValidModuleName(module) { return bad("\"\(module)\" is not a module name") }
+            devices.append(EarlyDevice(address: address, nativeModule: item.native_module))
+        }
+        for file in raw.files where !EarlyBindingPlan.knownPaths.contains(file) { return bad("it names \(file), which vfioctl never writes") }
+        return .success(EarlyBindingRecord(tool: tool, devices: devices, files: raw.files))
+    }
+}
+
+/// Writes and removes the early-binding files under a configuration root ("/" on the host) and
+/// keeps the record. Thin: the contents come from `EarlyBindingPlan`.
+public struct EarlyBindingStore {
+    public let configRoot: String
+
+    public init(configRoot: String = "/") { self.configRoot = configRoot }
+
+    public func absolute(_ relative: String) -> String {
+        (configRoot.hasSuffix("/") ? configRoot : configRoot + "/") + relative
+    }
+
+    /// The record, nil when there is none.
+    public func record() throws(BindingError) -> EarlyBindingRecord? {
+        let path = absolute(EarlyBindingRecord.path)
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let bytes = SysfsReader().readBytes(path, limit: 1 << 20) else {
+            throw .untrustedSysfs(path: path, reason: "it cannot be read as a regular file")
+        }
+        switch EarlyBindingRecord.decode(String(decoding: bytes, as: UTF8.self)) {
+        case .success(let record): return record
+        case .failure(let error): throw error
+        }
+    }
+
+    /// The host's initramfs tool: `update-initramfs` or `dracut` under the root.
+    public func detectTool() -> InitramfsTool? {
+        let has = { (names: [String]) in names.contains { access(absolute($0), X_OK) == 0 } }
+        return InitramfsTool.detect(hasUpdateInitramfs: has(["usr/sbin/update-initramfs", "sbin/update-initramfs"]),
+                                    hasDracut: has(["usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut"]))
+    }
+
+    /// Makes the files say `devices` (none: removes them all and the record). Every file is
+    /// checked before any is written: a file of the same name without our marker is someone
+    /// else's and stops the change, nothing written.
+    public func apply(_ devices: [EarlyDevice], tool: InitramfsTool) throws(BindingError) -> [String] {
+        let previous = try record()
+        let files = EarlyBindingPlan.files(for: devices, tool: tool)
+        let wanted = Set(files.map(\.path))
+        let stale = Set(previous?.files ?? []).subtracting(wanted)
+        for path in wanted.union(stale) {
+            let full = absolute(path)
+            guard FileManager.default.fileExists(atPath: full) else { continue }
+            let text = SysfsReader().readBytes(full, limit: 1 << 20).map { String(decoding: $0, as: UTF8.self) }
+            guard let text, text.hasPrefix(EarlyBindingPlan.marker) || text.contains("\n" + EarlyBindingPlan.marker) else {
+                throw .sysfsWrite(path: full, value: "(early binding)", reason: "the file exists and is not vfioctl's; move it away or merge it by hand")
+            }
+        }
+        for file in files {
+            let full = absolute(file.path)
+            do {
+                try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try Data(file.contents.utf8).write(to: URL(fileURLWithPath: full), options: .atomic)
+                try FileManager.default.setAttributes([.posixPermissions: file.executable ? 0o755 : 0o644], ofItemAtPath: full)
+            } catch {
+                throw .sysfsWrite(path: full, value: "(early binding)", reason: "\(error)")
+            }
+        }
+        // Before the record changes: a file that cannot go stays listed, so `remove` tries again.
+        for path in stale where FileManager.default.fileExists(atPath: absolute(path)) {
+            do { try FileManager.default.removeItem(atPath: absolute(path)) } catch {
+                throw .sysfsWrite(path: absolute(path), value: "(delete)", reason: "\(error)")
+            }
+        }
+        let recordPath = absolute(EarlyBindingRecord.path)
+        do {
+            if devices.isEmpty {
+                if FileManager.default.fileExists(atPath: recordPath) { try FileManager.default.removeItem(atPath: recordPath) }
+            } else {
+                try FileManager.default.createDirectory(atPath: (recordPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                let record = EarlyBindingRecord(tool: tool, devices: devices, files: files.map(\.path))
+                try Data(record.encoded().utf8).write(to: URL(fileURLWithPath: recordPath), options: .atomic)
+            }
+        } catch {
+            throw .sysfsWrite(path: recordPath, value: "(early binding record)", reason: "\(error)")
+        }
+        return files.map { absolute($0.path) }
+    }
+
+    /// Whether the files on disk are exactly what the plan writes for the record.
+    public func filesAreCurrent(_ record: EarlyBindingRecord) -> Bool {
+        EarlyBindingPlan.files(for: record.devices, tool: record.tool).allSatisfy { file in
+            SysfsReader().readBytes(absolute(file.path), limit: 1 << 20).map { String(decoding: $0, as: UTF8.self) } == file.contents
+        }
+    }
+
+    /// Runs the tool's regenerate command; its exit status (-1: not started).
+    public func regenerate(_ tool: InitramfsTool) -> Int32 {
+        let command = tool.regenerateCommand
+        guard let program = findProgram(["/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"].map { $0 + command[0] }) else { return -1 }
+        return runProgram(program, Array(command.dropFirst()), quiet: false)
+    }
+}
