@@ -19,6 +19,12 @@ let package = Package(
     targets: [
         // Kernel uapi: structs and ioctl numbers from <linux/vfio.h> and <linux/kvm.h>.
         .target(name: "CLinuxUAPI"),
+        // The one syscall layer: EINTR retry and errno-to-typed-error for any error type, ioctl
+        // helpers, and an owning ~Copyable file descriptor (closed exactly once).
+        .target(
+            name: "SystemCalls",
+            dependencies: ["CLinuxUAPI", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // libpci (Debian libpci-dev) for names from pci.ids / hwdb.
         .systemLibrary(
             name: "CLibPCI",
@@ -31,6 +37,7 @@ let package = Package(
             name: "PCIInventory",
             dependencies: [
                 "CPCINames",
+                "CLinuxUAPI",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -52,6 +59,7 @@ let package = Package(
             name: "VFIO",
             dependencies: [
                 "CLinuxUAPI",
+                "SystemCalls",
                 "PCIInventory",
                 "BARPlacement",
                 "HostKernel",
@@ -62,6 +70,7 @@ let package = Package(
             name: "KVM",
             dependencies: [
                 "CLinuxUAPI",
+                "SystemCalls",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -144,5 +153,6 @@ let package = Package(
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "CLinuxUAPI", "TestKit"]),
         .testTarget(name: "BARPlacementTests", dependencies: ["BARPlacement", "HostKernel", "CLinuxUAPI", "PCIInventory", "SysfsFixtures", "VfioctlCommands"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
     ]
 )
