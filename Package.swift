@@ -38,6 +38,7 @@ let package = Package(
             dependencies: [
                 "CPCINames",
                 "CLinuxUAPI",
+                "SystemCalls",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -47,6 +48,7 @@ let package = Package(
             dependencies: [
                 "PCIInventory",
                 "CLinuxUAPI",
+                "SystemCalls",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -98,7 +100,7 @@ let package = Package(
         // CLI's smoke commands; no library product depends on it.
         .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
-        .target(name: "SysfsFixtures"),
+        .target(name: "SysfsFixtures", dependencies: ["CLinuxUAPI"]),
         .target(
             name: "VfioctlCommands",
             dependencies: [
