@@ -100,7 +100,7 @@ let package = Package(
         // CLI's smoke commands; no library product depends on it.
         .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
-        .target(name: "SysfsFixtures", dependencies: ["CLinuxUAPI"]),
+        .target(name: "SysfsFixtures", dependencies: ["CLinuxUAPI", "SystemCalls"]),
         .target(
             name: "VfioctlCommands",
             dependencies: [
