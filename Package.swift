@@ -19,6 +19,12 @@ let package = Package(
     targets: [
         // Kernel uapi: structs and ioctl numbers from <linux/vfio.h> and <linux/kvm.h>.
         .target(name: "CLinuxUAPI"),
+        // The one syscall layer: EINTR retry and errno-to-typed-error for any error type, ioctl
+        // helpers, and an owning ~Copyable file descriptor (closed exactly once).
+        .target(
+            name: "SystemCalls",
+            dependencies: ["CLinuxUAPI", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // libpci (Debian libpci-dev) for names from pci.ids / hwdb.
         .systemLibrary(
             name: "CLibPCI",
@@ -34,6 +40,8 @@ let package = Package(
             dependencies: [
                 "CPCINames",
                 "TextFormat",
+                "CLinuxUAPI",
+                "SystemCalls",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -44,6 +52,7 @@ let package = Package(
                 "PCIInventory",
                 "CLinuxUAPI",
                 "TextFormat",
+                "SystemCalls",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -59,6 +68,7 @@ let package = Package(
             name: "VFIO",
             dependencies: [
                 "CLinuxUAPI",
+                "SystemCalls",
                 "PCIInventory",
                 "BARPlacement",
                 "HostKernel",
@@ -73,6 +83,7 @@ let package = Package(
                 "CLinuxUAPI",
                 "PageAlignment",
                 "TextFormat",
+                "SystemCalls",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -101,7 +112,7 @@ let package = Package(
         // vfioctl-lab-probe; no shipping product depends on it (Tests/check-shipping-targets).
         .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI", "TextFormat"]),
         // Builds fake sysfs trees from descriptions: for tests and benchmarks.
-        .target(name: "SysfsFixtures", dependencies: ["TextFormat"]),
+        .target(name: "SysfsFixtures", dependencies: ["CLinuxUAPI", "SystemCalls", "TextFormat"]),
         .target(
             name: "VfioctlCommands",
             dependencies: [
@@ -176,5 +187,6 @@ let package = Package(
         .testTarget(name: "VfioctlCommandsTests", dependencies: ["VfioctlCommands", "PCIInventory", "SysfsFixtures", "BARPlacement", "HostKernel", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "TextFormatTests", dependencies: ["TextFormat"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
     ]
 )

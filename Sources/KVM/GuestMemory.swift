@@ -5,6 +5,7 @@ import Musl
 #endif
 import CLinuxUAPI
 import PageAlignment
+import SystemCalls
 import SystemPackage
 
 /// Host memory to back memslots: anonymous, or a shared tmpfs file (like a memfd: a second
@@ -21,7 +22,7 @@ public final class GuestMemory {
 
     let mapping: MemoryMapping
     /// The file, for `.shared` backing: kept open so the memory can be mapped again.
-    let file: FileDescriptor?
+    let file: OwnedFileDescriptor?
     /// What backs this memory.
     public let backing: Backing
 
@@ -37,30 +38,22 @@ public final class GuestMemory {
             self.file = nil
             self.mapping = try MemoryMapping(length: rounded, fd: nil, what: "mmap \(rounded) bytes of guest memory")
         case let .shared(name):
-            let fd = try Self.createSharedFile(name: name)
-            do throws(KVMError) {
-                guard ftruncate(fd.rawValue, off_t(rounded)) == 0 else {
-                    throw .system(operation: "ftruncate shared memory \(name) to \(rounded)", errno: Errno(rawValue: errno))
-                }
-                self.mapping = try MemoryMapping(length: rounded, fd: fd, what: "mmap shared memory \(name)")
-            } catch {
-                closeOwned(fd)
-                throw error
+            // Owned: a failure below drops it, which closes it once.
+            let file = try Self.createSharedFile(name: name)
+            guard ftruncate(file.rawValue, off_t(rounded)) == 0 else {
+                throw .system(operation: "ftruncate shared memory \(name) to \(rounded)", errno: Errno(rawValue: errno))
             }
-            self.file = fd
+            self.mapping = try MemoryMapping(length: rounded, fd: file.borrowed, what: "mmap shared memory \(name)")
+            self.file = consume file
         }
         self.backing = backing
     }
 
     /// A memfd, close-on-exec: it lives only as long as its descriptor and mappings.
-    private static func createSharedFile(name: String) throws(KVMError) -> FileDescriptor {
+    private static func createSharedFile(name: String) throws(KVMError) -> OwnedFileDescriptor {
         let raw = cuapi_memfd_create("vfioctl-\(name)", CUAPI_MFD_CLOEXEC)
         guard raw >= 0 else { throw .system(operation: "memfd_create \(name)", errno: Errno(rawValue: errno)) }
-        return FileDescriptor(rawValue: raw)
-    }
-
-    deinit {
-        if let file { closeOwned(file) }
+        return OwnedFileDescriptor(rawValue: raw)
     }
 
     /// Bytes of guest memory.

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import SystemCalls
 import SystemPackage
 
 /// An MSI message as a device sends it: a write of `data` to `address`. On x86 the address
@@ -197,7 +198,7 @@ public final class InterruptController {
         defer { buffer.deallocate() }
         buffer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
         // Safety: the buffer holds the header and `entries.count` entries, as the kernel reads it.
-        buffer.storeBytes(of: UInt32(entries.count), toByteOffset: MemoryLayout<kvm_irq_routing>.offset(of: \kvm_irq_routing.nr) ?? 0,
+        buffer.storeBytes(of: UInt32(entries.count), toByteOffset: Int(CKVM_IRQ_ROUTING_NR_OFFSET),
                           as: UInt32.self)
         for (index, item) in entries.enumerated() {
             var entry = kvm_irq_routing_entry()
@@ -218,13 +219,9 @@ public final class InterruptController {
                 (buffer + Int(CKVM_IRQ_ROUTING_ENTRIES_OFFSET) + index * entrySize).copyMemory(from: source, byteCount: bytes.count)
             }
         }
-        while true {
-            // Safety: `buffer` is the kvm_irq_routing with its entries, valid for the call.
-            let result = cuapi_ioctl_ptr(vm.fd.rawValue, CKVM_SET_GSI_ROUTING, buffer)
-            if result >= 0 { break }
-            let code = Errno(rawValue: errno)
-            if code == .interrupted { continue }
-            throw .system(operation: "KVM_SET_GSI_ROUTING (\(entries.count) routes)", errno: code)
+        // Safety: `buffer` is the kvm_irq_routing with its entries, valid for the call.
+        try SystemCall.value({ cuapi_ioctl_ptr(vm.fd.rawValue, CKVM_SET_GSI_ROUTING, buffer) }) {
+            KVMError.system(operation: "KVM_SET_GSI_ROUTING (\(entries.count) routes)", errno: $0)
         }
         routing = table
     }
@@ -238,7 +235,8 @@ public final class InterruptController {
 public final class KVMVFIODevice {
     /// The VM the device belongs to (held).
     public let vm: VirtualMachine
-    let fd: FileDescriptor
+    let owned: OwnedFileDescriptor
+    var fd: FileDescriptor { owned.borrowed }
     /// The files registered, by descriptor number.
     public private(set) var files: [Int32] = []
 
@@ -248,10 +246,8 @@ public final class KVMVFIODevice {
         request.type = CKVM_DEV_TYPE_VFIO
         try ioctlStruct(vm.fd, CKVM_CREATE_DEVICE, &request, "KVM_CREATE_DEVICE (KVM_DEV_TYPE_VFIO)")
         self.vm = vm
-        self.fd = FileDescriptor(rawValue: Int32(bitPattern: request.fd))
+        self.owned = OwnedFileDescriptor(rawValue: Int32(bitPattern: request.fd))
     }
-
-    deinit { closeOwned(fd) }
 
     /// The device's descriptor, for a caller that sets other attributes itself.
     public var rawDescriptor: Int32 { fd.rawValue }

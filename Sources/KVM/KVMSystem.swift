@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import SystemCalls
 import SystemPackage
 
 /// A KVM capability number (KVM_CAP_*), with a readable name for messages and `kvm info`.
@@ -53,14 +54,15 @@ public enum KVMAvailability {
     public static let present: Bool = {
         let fd = open(devicePath, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { return false }
-        close(fd)
+        _ = OwnedFileDescriptor(rawValue: fd)
         return true
     }()
 }
 
 /// An open /dev/kvm: the system-wide KVM API. Creates VMs.
 public final class KVMSystem {
-    let fd: FileDescriptor
+    let owned: OwnedFileDescriptor
+    var fd: FileDescriptor { owned.borrowed }
     /// The node opened (/dev/kvm).
     public let path: String
     /// KVM_GET_API_VERSION; always `KVM_API_VERSION` once `init` has returned.
@@ -70,29 +72,24 @@ public final class KVMSystem {
 
     /// Opens `path` and checks the API version; throws with a hint when KVM is missing or not accessible.
     public init(path: String = KVMAvailability.devicePath) throws(KVMError) {
-        let fd = try withErrno("open \(path)") {
-            try FileDescriptor.open(FilePath(path), .readWrite, options: [.closeOnExec])
+        // Owned: a failure below drops it, which closes it once.
+        let owned = try OwnedFileDescriptor.open(FilePath(path), .readWrite) {
+            KVMError.system(operation: "open \(path)", errno: $0)
         }
-        do throws(KVMError) {
-            let version = try ioctlValue(fd, CKVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
-            guard version == KVM_API_VERSION else {
-                throw KVMError.unsupportedAPIVersion(found: version, expected: Int32(KVM_API_VERSION))
-            }
-            let mmapSize = try ioctlValue(fd, CKVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
-            guard Int(mmapSize) >= MemoryLayout<kvm_run>.size else {
-                throw KVMError.invalidState("KVM_GET_VCPU_MMAP_SIZE is \(mmapSize), smaller than struct kvm_run (\(MemoryLayout<kvm_run>.size))")
-            }
-            self.apiVersion = version
-            self.vcpuMmapSize = Int(mmapSize)
-        } catch {
-            closeOwned(fd)
-            throw error
+        let fd = owned.borrowed
+        let version = try ioctlValue(fd, CKVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
+        guard version == KVM_API_VERSION else {
+            throw KVMError.unsupportedAPIVersion(found: version, expected: Int32(KVM_API_VERSION))
         }
-        self.fd = fd
+        let mmapSize = try ioctlValue(fd, CKVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
+        guard Int(mmapSize) >= MemoryLayout<kvm_run>.size else {
+            throw KVMError.invalidState("KVM_GET_VCPU_MMAP_SIZE is \(mmapSize), smaller than struct kvm_run (\(MemoryLayout<kvm_run>.size))")
+        }
+        self.apiVersion = version
+        self.vcpuMmapSize = Int(mmapSize)
+        self.owned = owned
         self.path = path
     }
-
-    deinit { closeOwned(fd) }
 
     /// KVM_CHECK_EXTENSION on /dev/kvm: 0 when absent; for some capabilities a count or a size.
     /// Capabilities that differ per VM (memslots, dirty ring) are better asked of the VM.
@@ -104,6 +101,6 @@ public final class KVMSystem {
     /// KVM_CREATE_VM with the default machine type.
     public func createVM() throws(KVMError) -> VirtualMachine {
         let vmFD = try ioctlValue(fd, CKVM_CREATE_VM, 0, "KVM_CREATE_VM")
-        return try VirtualMachine(fd: FileDescriptor(rawValue: vmFD), system: self)
+        return try VirtualMachine(fd: OwnedFileDescriptor(rawValue: vmFD), system: self)
     }
 }

@@ -5,19 +5,13 @@ import Musl
 #endif
 import CLinuxUAPI
 import PageAlignment
+import SystemCalls
 import SystemPackage
 
 /// Runs a SystemPackage call and turns its untyped `Errno` into a `KVMError` naming `operation`.
 @inline(__always)
 func withErrno<T>(_ operation: @autoclosure () -> String, _ body: () throws -> T) throws(KVMError) -> T {
-    do {
-        return try body()
-    } catch let errno as Errno {
-        throw .system(operation: operation(), errno: errno)
-    } catch {
-        // SystemPackage throws only Errno; anything else is still reported, as EIO.
-        throw .system(operation: operation() + " (\(error))", errno: .ioError)
-    }
+    try SystemCall.mapping(body) { KVMError.system(operation: operation(), errno: $0) }
 }
 
 /// ioctl with no argument or an integer argument; returns the ioctl's non-negative result.
@@ -25,13 +19,7 @@ func withErrno<T>(_ operation: @autoclosure () -> String, _ body: () throws -> T
 @discardableResult
 func ioctlValue(_ fd: FileDescriptor, _ request: UInt, _ argument: UInt = 0,
                 _ what: @autoclosure () -> String) throws(KVMError) -> Int32 {
-    while true {
-        let result = cuapi_ioctl_int(fd.rawValue, request, argument)
-        if result >= 0 { return result }
-        let code = Errno(rawValue: errno)
-        if code == .interrupted { continue }
-        throw .system(operation: what(), errno: code)
-    }
+    try SystemCall.ioctl(fd, request, argument) { KVMError.system(operation: what(), errno: $0) }
 }
 
 /// ioctl whose argument is a struct the kernel reads and/or fills in.
@@ -40,22 +28,7 @@ func ioctlValue(_ fd: FileDescriptor, _ request: UInt, _ argument: UInt = 0,
 @discardableResult
 func ioctlStruct<T>(_ fd: FileDescriptor, _ request: UInt, _ value: inout T,
                     _ what: @autoclosure () -> String) throws(KVMError) -> Int32 {
-    while true {
-        let result = withUnsafeMutablePointer(to: &value) { pointer in
-            // Safety: the pointer is valid for the whole call and points to a `T` (see contract).
-            cuapi_ioctl_ptr(fd.rawValue, request, UnsafeMutableRawPointer(pointer))
-        }
-        if result >= 0 { return result }
-        let code = Errno(rawValue: errno)
-        if code == .interrupted { continue }
-        throw .system(operation: what(), errno: code)
-    }
-}
-
-/// Closes a descriptor its owner is done with. Linux releases the descriptor even when close
-/// reports an error, so there is nothing to retry and nothing useful to throw from a deinit.
-func closeOwned(_ fd: FileDescriptor) {
-    _ = try? fd.close()
+    try SystemCall.ioctl(fd, request, &value) { KVMError.system(operation: what(), errno: $0) }
 }
 
 /// The host's page size: slot addresses and sizes must be multiples of it.

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import SystemCalls
 import SystemPackage
 
 /// Direction of a port I/O exit.
@@ -37,7 +38,8 @@ public enum VMExit: Sendable, Equatable {
 /// A vCPU: its descriptor and its kvm_run area, both released exactly once in deinit.
 /// Not thread-safe: run it from one thread at a time.
 public final class VirtualCPU {
-    let fd: FileDescriptor
+    let owned: OwnedFileDescriptor
+    var fd: FileDescriptor { owned.borrowed }
     /// The vCPU id given to KVM_CREATE_VCPU.
     public let id: UInt32
     /// The VM stays alive while any vCPU does.
@@ -52,23 +54,18 @@ public final class VirtualCPU {
     }
     private var pendingInput: PendingInput?
 
-    init(fd: FileDescriptor, id: UInt32, vm: VirtualMachine) throws(KVMError) {
-        do throws(KVMError) {
-            self.runArea = try MemoryMapping(length: vm.system.vcpuMmapSize, fd: fd, what: "mmap kvm_run of vCPU \(id)")
-            if case let .ring(bytes, _) = vm.dirtyTracking {
-                let ring = try DirtyRing(vcpuFD: fd, bytes: bytes, vcpu: id)
-                vm.dirtyRings.append(ring)
-            }
-        } catch {
-            closeOwned(fd)
-            throw error
+    /// Takes ownership of `fd` (which closes if a mapping fails).
+    init(fd owned: consuming OwnedFileDescriptor, id: UInt32, vm: VirtualMachine) throws(KVMError) {
+        let fd = owned.borrowed
+        self.runArea = try MemoryMapping(length: vm.system.vcpuMmapSize, fd: fd, what: "mmap kvm_run of vCPU \(id)")
+        if case let .ring(bytes, _) = vm.dirtyTracking {
+            let ring = try DirtyRing(vcpuFD: fd, bytes: bytes, vcpu: id)
+            vm.dirtyRings.append(ring)
         }
-        self.fd = fd
+        self.owned = owned
         self.id = id
         self.vm = vm
     }
-
-    deinit { closeOwned(fd) }
 
     /// Safety: kvm_run is at the start of the mapping, which is at least sizeof(kvm_run)
     /// (checked in KVMSystem.init) and lives as long as `self`.

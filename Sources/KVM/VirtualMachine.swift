@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import SystemCalls
 import SystemPackage
 import TextFormat
 
@@ -70,7 +71,8 @@ public struct DirtyPages: Sendable, Equatable {
 
 /// A KVM virtual machine: its memslots, dirty tracking and vCPUs.
 public final class VirtualMachine {
-    let fd: FileDescriptor
+    let owned: OwnedFileDescriptor
+    var fd: FileDescriptor { owned.borrowed }
     /// Kept so /dev/kvm (and its vCPU mmap size) outlives the VM.
     public let system: KVMSystem
     /// What this VM's KVM offers, read once at creation.
@@ -86,35 +88,30 @@ public final class VirtualMachine {
     /// Each vCPU's ring, in creation order; collection harvests them all.
     var dirtyRings: [DirtyRing] = []
 
-    init(fd: FileDescriptor, system: KVMSystem) throws(KVMError) {
-        do throws(KVMError) {
-            func cap(_ c: KVMCapability) throws(KVMError) -> Int {
-                Int(try ioctlValue(fd, CKVM_CHECK_EXTENSION, UInt(c.rawValue), "KVM_CHECK_EXTENSION \(c.name) on the VM"))
-            }
-            let caps = VMCapabilities(
-                maxMemslots: try cap(.nrMemslots),
-                addressSpaces: max(try cap(.multiAddressSpace), 1),
-                readOnlyMemory: try cap(.readonlyMemory) > 0,
-                dirtyRingMaxBytes: try cap(.dirtyLogRing),
-                dirtyRingAcquireReleaseMaxBytes: try cap(.dirtyLogRingAcquireRelease),
-                manualDirtyLogProtect: try cap(.manualDirtyLogProtect2),
-                recommendedVCPUs: try cap(.nrVCPUs),
-                maxVCPUs: try cap(.maxVCPUs),
-                maxVCPUID: try cap(.maxVCPUID))
-            self.capabilities = caps
-            self.memslots = MemslotTable(
-                slotsPerAddressSpace: caps.maxMemslots, addressSpaces: caps.addressSpaces,
-                pageSize: UInt64(hostPageSize),
-                allowedFlags: caps.readOnlyMemory ? [.logDirtyPages, .readOnly] : [.logDirtyPages])
-        } catch {
-            closeOwned(fd)
-            throw error
+    /// Takes ownership of `fd` (which closes if a capability query fails).
+    init(fd owned: consuming OwnedFileDescriptor, system: KVMSystem) throws(KVMError) {
+        let fd = owned.borrowed
+        func cap(_ c: KVMCapability) throws(KVMError) -> Int {
+            Int(try ioctlValue(fd, CKVM_CHECK_EXTENSION, UInt(c.rawValue), "KVM_CHECK_EXTENSION \(c.name) on the VM"))
         }
-        self.fd = fd
+        let caps = VMCapabilities(
+            maxMemslots: try cap(.nrMemslots),
+            addressSpaces: max(try cap(.multiAddressSpace), 1),
+            readOnlyMemory: try cap(.readonlyMemory) > 0,
+            dirtyRingMaxBytes: try cap(.dirtyLogRing),
+            dirtyRingAcquireReleaseMaxBytes: try cap(.dirtyLogRingAcquireRelease),
+            manualDirtyLogProtect: try cap(.manualDirtyLogProtect2),
+            recommendedVCPUs: try cap(.nrVCPUs),
+            maxVCPUs: try cap(.maxVCPUs),
+            maxVCPUID: try cap(.maxVCPUID))
+        self.capabilities = caps
+        self.memslots = MemslotTable(
+            slotsPerAddressSpace: caps.maxMemslots, addressSpaces: caps.addressSpaces,
+            pageSize: UInt64(hostPageSize),
+            allowedFlags: caps.readOnlyMemory ? [.logDirtyPages, .readOnly] : [.logDirtyPages])
+        self.owned = owned
         self.system = system
     }
-
-    deinit { closeOwned(fd) }
 
     // MARK: x86 set-up
 
@@ -135,7 +132,7 @@ public final class VirtualMachine {
         let number = id ?? UInt32(vcpuCount)
         let raw = try ioctlValue(fd, CKVM_CREATE_VCPU, UInt(number), "KVM_CREATE_VCPU \(number)")
         vcpuCount += 1
-        return try VirtualCPU(fd: FileDescriptor(rawValue: raw), id: number, vm: self)
+        return try VirtualCPU(fd: OwnedFileDescriptor(rawValue: raw), id: number, vm: self)
     }
 
     // MARK: Memslots

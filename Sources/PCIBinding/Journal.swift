@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import PCIInventory
+import SystemCalls
 
 /// The record of every device vfioctl has taken from its driver, written before anything changes
 /// so that an interrupted run can be undone by `vfioctl restore`.
@@ -310,9 +311,10 @@ public final class BindingJournal: @unchecked Sendable {
         let before = Int(status.st_size)
         var offset = 0
         while offset < bytes.count {
-            let count = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress?.advanced(by: offset), bytes.count - offset) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else {
+            let written = SystemCall.retryingOnInterrupt {
+                bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress?.advanced(by: offset), bytes.count - offset) }
+            }
+            guard case let .success(count) = written, count > 0 else {
                 let reason = String(cString: strerror(errno))
                 // Leave no partial line behind (a reader would skip it as torn anyway).
                 if appending { _ = ftruncate(descriptor, off_t(before)) }

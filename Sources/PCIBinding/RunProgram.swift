@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 
 /// Runs a helper program (modprobe, udevadm) and waits for it, with posix_spawn and waitpid.
 /// Foundation's Process is not used: it waits through a CFRunLoop socket pair, which fails in
@@ -24,9 +25,7 @@ func runProgram(_ path: String, _ arguments: [String], quiet: Bool = true) -> In
     }
     guard spawned == 0 else { return -1 }
     var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 {
-        if errno != EINTR { return -1 }
-    }
+    guard case .success = SystemCall.retryingOnInterrupt({ waitpid(pid, &status, 0) }) else { return -1 }
     // WIFEXITED / WEXITSTATUS are macros Swift cannot import.
     let terminatingSignal = status & 0x7f
     return terminatingSignal == 0 ? (status >> 8) & 0xff : -1

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SystemCalls
 
 /// The kernel side of a binding change: one write to a sysfs attribute. A seam so that tests can
 /// put an emulated kernel behind a fixture tree; vfioctl itself uses `KernelSysfsWriter`.
@@ -61,10 +62,8 @@ enum AttributeFile {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while bytes.count < limit {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw Failure(reason: String(cString: strerror(errno)))
+            let count = try SystemCall.value({ chunk.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) } }) {
+                Failure(reason: String(cString: strerror($0.rawValue)))
             }
             if count == 0 { return bytes }
             bytes += chunk[..<count]

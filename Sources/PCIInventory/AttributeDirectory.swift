@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import SystemCalls
 
 /// One sysfs directory opened once, its attributes read relative to it with openat(2) and
 /// readlinkat(2). The inventory reads ten-odd attributes of each of possibly thousands of
@@ -30,15 +31,14 @@ struct AttributeDirectory: ~Copyable {
         guard isRegularFile(file) else { return nil }
         var filled = 0
         while filled < buffer.count {
-            let count = buffer.withUnsafeMutableBytes { raw -> Int in
-                // Contract: the base address is valid for raw.count bytes; we read past `filled`.
-                guard let base = raw.baseAddress else { return -1 }
-                return Glibc.read(file, base + filled, raw.count - filled)
+            let result = SystemCall.retryingOnInterrupt {
+                buffer.withUnsafeMutableBytes { raw -> Int in
+                    // Contract: the base address is valid for raw.count bytes; we read past `filled`.
+                    guard let base = raw.baseAddress else { return -1 }
+                    return Glibc.read(file, base + filled, raw.count - filled)
+                }
             }
-            if count < 0 {
-                if errno == EINTR { continue }
-                return filled > 0 ? filled : nil
-            }
+            guard case let .success(count) = result else { return filled > 0 ? filled : nil }
             if count == 0 { break }
             filled += count
             // Sysfs hands out an attribute whole; a short read means the end. Regular files

@@ -1,3 +1,5 @@
+import CLinuxUAPI
+
 /// Read-only decoding of a PCI configuration space image (the device's sysfs `config` file).
 /// Pure: it takes bytes and never touches the device.
 public struct PCIConfigSpace: Sendable {
@@ -33,7 +35,7 @@ public struct PCIConfigSpace: Sendable {
     /// Device ID (offset 0x02).
     public var deviceID: UInt16? { hasHeader ? u16(0x02) : nil }
     /// Command register (offset 0x04).
-    public var command: UInt16? { hasHeader ? u16(0x04) : nil }
+    public var command: UInt16? { hasHeader ? u16(Int(PCI_COMMAND)) : nil }
     /// Revision ID (offset 0x08).
     public var revision: UInt8? { hasHeader ? u8(0x08) : nil }
     /// The 24-bit class code (offsets 0x09-0x0b).
@@ -46,8 +48,8 @@ public struct PCIConfigSpace: Sendable {
 
     /// Offsets of the standard capabilities by ID, following the list from 0x34.
     public func capabilityOffset(_ id: UInt8) -> Int? {
-        guard hasHeader, let status = u16(0x06), status & 0x10 != 0,
-              var pointer = u8(0x34).map({ Int($0) & ~3 }) else { return nil }
+        guard hasHeader, let status = u16(Int(PCI_STATUS)), status & UInt16(PCI_STATUS_CAP_LIST) != 0,
+              var pointer = u8(Int(PCI_CAPABILITY_LIST)).map({ Int($0) & ~3 }) else { return nil }
         var visited = 0
         // A looping or garbage list must not hang us: 48 capabilities fit in 192 bytes.
         while pointer >= 0x40, visited < 48 {
@@ -75,33 +77,33 @@ public struct PCIConfigSpace: Sendable {
     /// The PCI Express device/port type from the PCIe capability, when there is one.
     public var expressPortType: PCIExpressPortType? {
         guard let cap = capabilityOffset(PCIConfigSpace.expressCapabilityID),
-              let flags = u16(cap + 2) else { return nil }
+              let flags = u16(cap + Int(PCI_EXP_FLAGS)) else { return nil }
         return PCIExpressPortType(rawValue: UInt8((flags >> 4) & 0xf))
     }
 
     /// The ACS extended capability: what the port supports and what is enabled.
     public var accessControlServices: ACSStatus? {
         guard let cap = extendedCapabilityOffset(PCIConfigSpace.acsExtendedCapabilityID),
-              let capability = u16(cap + 4), let control = u16(cap + 6) else { return nil }
+              let capability = u16(cap + Int(PCI_ACS_CAP)), let control = u16(cap + Int(PCI_ACS_CTRL)) else { return nil }
         return ACSStatus(supported: ACSControls(rawValue: capability & ACSControls.all.rawValue),
                          enabled: ACSControls(rawValue: control & ACSControls.all.rawValue))
     }
 
     /// Where the MSI-X table and pending-bit array live, from the MSI-X capability.
     public var msix: MSIXLayout? {
-        guard let cap = capabilityOffset(PCIConfigSpace.msixCapabilityID), let control = u16(cap + 2),
-              let table = u32(cap + 4), let pba = u32(cap + 8) else { return nil }
-        let entries = Int(control & 0x7ff) + 1
+        guard let cap = capabilityOffset(PCIConfigSpace.msixCapabilityID), let control = u16(cap + Int(PCI_MSIX_FLAGS)),
+              let table = u32(cap + Int(PCI_MSIX_TABLE)), let pba = u32(cap + Int(PCI_MSIX_PBA)) else { return nil }
+        let entries = Int(control & UInt16(PCI_MSIX_FLAGS_QSIZE)) + 1
+        let tableBIR = UInt32(PCI_MSIX_TABLE_BIR), pbaBIR = UInt32(PCI_MSIX_PBA_BIR)
         return MSIXLayout(vectors: entries,
-                          tableBAR: Int(table & 0x7), tableOffset: UInt64(table & ~0x7), tableSize: UInt64(entries) * 16,
-                          pbaBAR: Int(pba & 0x7), pbaOffset: UInt64(pba & ~0x7), pbaSize: UInt64((entries + 63) / 64) * 8)
+                          tableBAR: Int(table & tableBIR), tableOffset: UInt64(table & ~tableBIR), tableSize: UInt64(entries) * UInt64(PCI_MSIX_ENTRY_SIZE),
+                          pbaBAR: Int(pba & pbaBIR), pbaOffset: UInt64(pba & ~pbaBIR), pbaSize: UInt64((entries + 63) / 64) * 8)
     }
 
-    // Capability IDs from the PCI specifications (the kernel's pci_regs.h, not a uapi header
-    // that ships with ioctl numbers, so they are named here once).
-    static let msixCapabilityID: UInt8 = 0x11
-    static let expressCapabilityID: UInt8 = 0x10
-    static let acsExtendedCapabilityID: UInt16 = 0x000d
+    // Capability IDs from linux/pci_regs.h.
+    static let msixCapabilityID = UInt8(PCI_CAP_ID_MSIX)
+    static let expressCapabilityID = UInt8(PCI_CAP_ID_EXP)
+    static let acsExtendedCapabilityID = UInt16(PCI_EXT_CAP_ID_ACS)
 }
 
 /// PCIe device/port types (PCIe capability register bits 7:4).
@@ -132,7 +134,7 @@ public enum PCIExpressPortType: UInt8, Sendable {
     }
 }
 
-/// ACS control bits (PCIe spec, ACS capability/control registers).
+/// ACS control bits (ACS capability/control registers, linux/pci_regs.h).
 public struct ACSControls: OptionSet, Sendable, Hashable {
     /// The register bits.
     public let rawValue: UInt16
@@ -140,21 +142,22 @@ public struct ACSControls: OptionSet, Sendable, Hashable {
     public init(rawValue: UInt16) { self.rawValue = rawValue }
 
     /// Source Validation.
-    public static let sourceValidation = ACSControls(rawValue: 0x01)
+    public static let sourceValidation = ACSControls(rawValue: UInt16(PCI_ACS_SV))
     /// Translation Blocking.
-    public static let translationBlocking = ACSControls(rawValue: 0x02)
+    public static let translationBlocking = ACSControls(rawValue: UInt16(PCI_ACS_TB))
     /// P2P Request Redirect.
-    public static let requestRedirect = ACSControls(rawValue: 0x04)
+    public static let requestRedirect = ACSControls(rawValue: UInt16(PCI_ACS_RR))
     /// P2P Completion Redirect.
-    public static let completionRedirect = ACSControls(rawValue: 0x08)
+    public static let completionRedirect = ACSControls(rawValue: UInt16(PCI_ACS_CR))
     /// Upstream Forwarding.
-    public static let upstreamForwarding = ACSControls(rawValue: 0x10)
+    public static let upstreamForwarding = ACSControls(rawValue: UInt16(PCI_ACS_UF))
     /// P2P Egress Control.
-    public static let egressControl = ACSControls(rawValue: 0x20)
+    public static let egressControl = ACSControls(rawValue: UInt16(PCI_ACS_EC))
     /// Direct Translated P2P.
-    public static let directTranslatedP2P = ACSControls(rawValue: 0x40)
+    public static let directTranslatedP2P = ACSControls(rawValue: UInt16(PCI_ACS_DT))
     /// Every control the capability defines.
-    public static let all = ACSControls(rawValue: 0x7f)
+    public static let all: ACSControls = [.sourceValidation, .translationBlocking, .requestRedirect, .completionRedirect,
+                                          .upstreamForwarding, .egressControl, .directTranslatedP2P]
 
     /// The controls the kernel needs enabled on a port to keep devices below it in their own
     /// IOMMU groups (pci_acs_enabled with REQ_ACS_FLAGS: SV, RR, CR, UF).

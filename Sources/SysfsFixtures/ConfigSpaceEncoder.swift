@@ -1,3 +1,4 @@
+import CLinuxUAPI
 import TextFormat
 /// Little-endian configuration space image, as the `config` attribute returns it.
 struct ConfigSpace {
@@ -18,36 +19,36 @@ struct ConfigSpace {
     }
 }
 
-/// Register offsets and IDs from the PCI / PCIe specifications (and `<linux/pci_regs.h>`).
+/// Register offsets and IDs from `<linux/pci_regs.h>`.
 enum PCIRegister {
-    static let command = 0x04, status = 0x06, revision = 0x08, classCode = 0x09
-    static let cacheLineSize = 0x0c, headerType = 0x0e, bar0 = 0x10
-    static let subsystemVendor = 0x2c, subsystemDevice = 0x2e, romType0 = 0x30
-    static let capabilityPointer = 0x34, interruptLine = 0x3c, interruptPin = 0x3d
+    static let command = Int(PCI_COMMAND), status = Int(PCI_STATUS), revision = Int(PCI_REVISION_ID), classCode = Int(PCI_CLASS_PROG)
+    static let cacheLineSize = Int(PCI_CACHE_LINE_SIZE), headerType = Int(PCI_HEADER_TYPE), bar0 = Int(PCI_BASE_ADDRESS_0)
+    static let subsystemVendor = Int(PCI_SUBSYSTEM_VENDOR_ID), subsystemDevice = Int(PCI_SUBSYSTEM_ID), romType0 = Int(PCI_ROM_ADDRESS)
+    static let capabilityPointer = Int(PCI_CAPABILITY_LIST), interruptLine = Int(PCI_INTERRUPT_LINE), interruptPin = Int(PCI_INTERRUPT_PIN)
     // Type 1 (bridge) header.
-    static let primaryBus = 0x18, secondaryBus = 0x19, subordinateBus = 0x1a
-    static let ioBase = 0x1c, ioLimit = 0x1d, memoryBase = 0x20, memoryLimit = 0x22
-    static let prefetchableBase = 0x24, prefetchableLimit = 0x26
-    static let prefetchableBaseUpper = 0x28, prefetchableLimitUpper = 0x2c
-    static let romType1 = 0x38, bridgeControl = 0x3e
+    static let primaryBus = Int(PCI_PRIMARY_BUS), secondaryBus = Int(PCI_SECONDARY_BUS), subordinateBus = Int(PCI_SUBORDINATE_BUS)
+    static let ioBase = Int(PCI_IO_BASE), ioLimit = Int(PCI_IO_LIMIT), memoryBase = Int(PCI_MEMORY_BASE), memoryLimit = Int(PCI_MEMORY_LIMIT)
+    static let prefetchableBase = Int(PCI_PREF_MEMORY_BASE), prefetchableLimit = Int(PCI_PREF_MEMORY_LIMIT)
+    static let prefetchableBaseUpper = Int(PCI_PREF_BASE_UPPER32), prefetchableLimitUpper = Int(PCI_PREF_LIMIT_UPPER32)
+    static let romType1 = Int(PCI_ROM_ADDRESS1), bridgeControl = Int(PCI_BRIDGE_CONTROL)
 
-    static let statusCapabilityList: UInt16 = 0x0010
-    static let firstExtendedCapability = 0x100
+    static let statusCapabilityList = UInt16(PCI_STATUS_CAP_LIST)
+    static let firstExtendedCapability = Int(PCI_CFG_SPACE_SIZE)
 }
 
 enum CapabilityID {
-    static let powerManagement: UInt8 = 0x01
-    static let msi: UInt8 = 0x05
-    static let bridgeSubsystemVendor: UInt8 = 0x0d
-    static let pciExpress: UInt8 = 0x10
-    static let msix: UInt8 = 0x11
+    static let powerManagement = UInt8(PCI_CAP_ID_PM)
+    static let msi = UInt8(PCI_CAP_ID_MSI)
+    static let bridgeSubsystemVendor = UInt8(PCI_CAP_ID_SSVID)
+    static let pciExpress = UInt8(PCI_CAP_ID_EXP)
+    static let msix = UInt8(PCI_CAP_ID_MSIX)
 }
 
 enum ExtendedCapabilityID {
-    static let advancedErrorReporting: UInt16 = 0x0001
-    static let accessControlServices: UInt16 = 0x000d
-    static let alternativeRoutingID: UInt16 = 0x000e
-    static let singleRootIOV: UInt16 = 0x0010
+    static let advancedErrorReporting = UInt16(PCI_EXT_CAP_ID_ERR)
+    static let accessControlServices = UInt16(PCI_EXT_CAP_ID_ACS)
+    static let alternativeRoutingID = UInt16(PCI_EXT_CAP_ID_ARI)
+    static let singleRootIOV = UInt16(PCI_EXT_CAP_ID_SRIOV)
 }
 
 /// The kernel's `IORESOURCE_*` flag bits as printed in the `resource` attribute.

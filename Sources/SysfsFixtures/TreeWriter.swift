@@ -14,6 +14,7 @@ private let posixWrite = Darwin.write
 private let posixSymlink = Darwin.symlink
 private let posixClose = Darwin.close
 #endif
+import SystemCalls
 
 /// Thin POSIX file writer: the large fixtures create tens of thousands of entries,
 /// so this avoids Foundation's per-file overhead. Paths are component arrays relative to `rootPath`.
@@ -98,10 +99,8 @@ private func writeAll(_ buffer: UnsafeRawBufferPointer, to descriptor: Int32, di
     var written = 0
     while written < buffer.count {
         guard let base = buffer.baseAddress else { break }
-        let result = posixWrite(descriptor, base + written, buffer.count - written)
-        if result < 0 {
-            if errno == EINTR { continue }
-            throw FixtureError.fileSystem(path: displayPath, operation: "write", errno: errno)
+        let result = try SystemCall.value({ posixWrite(descriptor, base + written, buffer.count - written) }) {
+            FixtureError.fileSystem(path: displayPath, operation: "write", errno: $0.rawValue)
         }
         written += result
     }

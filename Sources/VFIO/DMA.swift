@@ -34,14 +34,15 @@ public final class DMABuffer {
     /// Allocates `size` bytes (a 4 KiB multiple), trying 1 GiB then 2 MiB hugetlb pages when
     /// the size is a multiple of them and `preferHugePages`, then transparent huge pages.
     public init(size: Int, preferHugePages: Bool = true) throws(VFIOError) {
-        guard size > 0, size % 4096 == 0 else { throw .dmaLimit("DMA buffer size \(size) is not a positive multiple of 4096") }
+        guard size > 0, size % 4096 == 0 else { throw .invalidDMABufferSize(bytes: size, page: 4096) }
         let protection = PROT_READ | PROT_WRITE
         let flags = MAP_PRIVATE | MAP_ANONYMOUS
         if preferHugePages {
-            // The page size's log2 goes in the bits from MAP_HUGE_SHIFT.
-            for (shift, backing) in [(30, Backing.hugeTLB1G), (21, Backing.hugeTLB2M)] where size % (1 << shift) == 0 {
+            // The page size's log2 sits in the bits from MAP_HUGE_SHIFT of each MAP_HUGE_* flag.
+            for (pageFlag, backing) in [(CUAPI_MAP_HUGE_1GB, Backing.hugeTLB1G), (CUAPI_MAP_HUGE_2MB, Backing.hugeTLB2M)]
+            where size % (1 << Int(pageFlag >> CUAPI_MAP_HUGE_SHIFT)) == 0 {
                 // Safety: a fresh private mapping chosen by the kernel.
-                let memory = mmap(nil, size, protection, flags | MAP_HUGETLB | Int32(shift << MAP_HUGE_SHIFT), -1, 0)
+                let memory = mmap(nil, size, protection, flags | MAP_HUGETLB | pageFlag, -1, 0)
                 if let memory, memory != MAP_FAILED {
                     self.base = memory
                     self.size = size
@@ -177,6 +178,23 @@ public struct MemlockLimit: Sendable, Equatable {
     }
 }
 
+/// The kernel's two DMA budgets, judged before anything is mapped. Pure.
+public enum DMABudget {
+    /// Refuses `mappings` more mappings pinning `ramBytes` of RAM when they pass the container's
+    /// dma_avail (`dmaAvailable`, nil when the kernel does not report it) or, for RAM, the
+    /// process's RLIMIT_MEMLOCK (`memlock`) with `pinnedBytes` pinned by the container already.
+    public static func check(ramBytes: UInt64, mappings: UInt64, dmaAvailable: UInt32?, memlock: MemlockLimit?,
+                             pinnedBytes: UInt64) throws(VFIOError) {
+        if let dmaAvailable, mappings > UInt64(dmaAvailable) {
+            throw .dmaAvailExhausted(requested: mappings, available: dmaAvailable)
+        }
+        guard ramBytes > 0, let memlock else { return }
+        if !memlock.allows(pinning: ramBytes, alreadyPinned: pinnedBytes), let current = memlock.current {
+            throw .memlockExceeded(requested: ramBytes, locked: max(memlock.lockedBytes ?? 0, pinnedBytes), limit: current)
+        }
+    }
+}
+
 extension VfioContainer {
     /// Bytes of RAM this container has pinned for DMA (device memory is not pinned).
     public var pinnedBytes: UInt64 {
@@ -193,16 +211,10 @@ extension VfioContainer {
     /// kernel will judge them: a process with CAP_IPC_LOCK is exempt from the limit, and pages
     /// the process has locked already count against it.
     public func checkDMABudget(ramBytes: UInt64, mappings: UInt64) throws(VFIOError) {
-        if let available = try dmaAvailable(), mappings > UInt64(available) {
-            throw .dmaLimit("\(mappings) DMA mappings requested, but the container has only \(available) left (dma_avail; the vfio_iommu_type1 parameter dma_entry_limit sets it)")
-        }
+        let available = try dmaAvailable()
         // Device memory (a peer's BAR) is not pinned: RLIMIT_MEMLOCK does not apply.
-        guard ramBytes > 0 else { return }
-        let limit = MemlockLimit.read()
-        if ramBytes > 0, !limit.allows(pinning: ramBytes, alreadyPinned: pinnedBytes), let current = limit.current {
-            let locked = max(limit.lockedBytes ?? 0, pinnedBytes)
-            throw .dmaLimit("pinning \(ramBytes) bytes for DMA (with \(locked) already locked) exceeds RLIMIT_MEMLOCK of \(current) bytes and the process lacks CAP_IPC_LOCK; raise the limit (ulimit -l, or LimitMEMLOCK= for a service) or grant CAP_IPC_LOCK")
-        }
+        try DMABudget.check(ramBytes: ramBytes, mappings: mappings, dmaAvailable: available,
+                            memlock: ramBytes > 0 ? MemlockLimit.read() : nil, pinnedBytes: pinnedBytes)
     }
 
     /// The container's dma_avail now: read from the kernel once, then less the mappings this
@@ -255,7 +267,7 @@ extension VfioContainer {
                        owner: AnyObject?, readable: Bool = true, writable: Bool = true) throws(VFIOError) -> DMAMapping {
         try checkDMABudget(ramBytes: isDeviceMemory ? 0 : size, mappings: 1)
         var allocator = try currentAllocator()
-        do { try allocator.reserve(start: iova, size: size) } catch { throw .dmaLimit(error.description) }
+        do { try allocator.reserve(start: iova, size: size) } catch { throw .iovaSpace(error) }
         try ioctlMapDMA(address: unsafeAddress, size: size, iova: iova, readable: readable, writable: writable)
         iovaAllocator = allocator
         activeMappings[iova] = ActiveDMA(size: size, isDeviceMemory: isDeviceMemory, backing: owner, lease: nil)
@@ -266,7 +278,7 @@ extension VfioContainer {
                               isDeviceMemory: Bool, backing: AnyObject) throws(VFIOError) -> DMAMapping {
         var allocator = try currentAllocator()
         let iova: UInt64
-        do { iova = try allocator.allocate(size: size, alignment: alignment, limit: limit) } catch { throw .dmaLimit(error.description) }
+        do { iova = try allocator.allocate(size: size, alignment: alignment, limit: limit) } catch { throw .iovaSpace(error) }
         try ioctlMapDMA(address: address, size: size, iova: iova)
         iovaAllocator = allocator
         activeMappings[iova] = ActiveDMA(size: size, isDeviceMemory: isDeviceMemory, backing: backing, lease: backing as? MappingLease)
@@ -275,7 +287,7 @@ extension VfioContainer {
 
     /// Unmaps one mapping made with `mapDMA(_:)` and gives its IOVA back.
     public func unmapDMA(_ mapping: DMAMapping) throws(VFIOError) {
-        guard let active = activeMappings[mapping.iova] else { throw .dmaLimit("IOVA \(mapping.iova.hex()) is not mapped by this container") }
+        guard let active = activeMappings[mapping.iova] else { throw .notMapped(iova: mapping.iova) }
         try ioctlUnmapDMA(iova: mapping.iova, size: mapping.size)
         activeMappings[mapping.iova] = nil
         active.lease?.dmaMappings -= 1
@@ -295,6 +307,6 @@ extension VfioContainer {
         if let iovaAllocator { return iovaAllocator }
         let info = try iommuInfo()
         let ranges = (info.iovaRanges ?? [IOVARange(start: 0, end: .max)]).map { $0.start...$0.end }
-        do { return try IOVAAllocator(ranges: ranges, pageSizes: info.iovaPageSizes) } catch { throw .dmaLimit(error.description) }
+        do { return try IOVAAllocator(ranges: ranges, pageSizes: info.iovaPageSizes) } catch { throw .iovaSpace(error) }
     }
 }

@@ -28,6 +28,8 @@ public struct MappedRegion: ~Copyable {
     /// The bus address of the mapping's first byte, from the BAR's sysfs `resource`; nil when
     /// it is not known (the region is no BAR, or sysfs did not say).
     public let physicalStart: UInt64?
+    /// Why `physicalStart` is nil, where reading the BAR's resource failed.
+    let physicalStartUnknownBecause: VFIOError?
     /// Owns the mapping and its guards; unmaps them exactly once.
     let lease: MappingLease
     /// The device's memory-decoding state, shared with the device that made the mapping.
@@ -37,7 +39,7 @@ public struct MappedRegion: ~Copyable {
     public let hugePageAdvice: MappingHugePageAdvice
 
     init(base: UnsafeMutableRawPointer, size: Int, regionIndex: UInt32, writable: Bool, regionOffset: UInt64 = 0,
-         physicalStart: UInt64? = nil, guards: [RawRange] = [], decode: MemoryDecodeState? = nil,
+         physicalStart: UInt64? = nil, physicalStartUnknownBecause: VFIOError? = nil, guards: [RawRange] = [], decode: MemoryDecodeState? = nil,
          hugePageAdvice: MappingHugePageAdvice = .none) {
         self.base = base
         self.size = size
@@ -45,6 +47,7 @@ public struct MappedRegion: ~Copyable {
         self.isWritable = writable
         self.regionOffset = regionOffset
         self.physicalStart = physicalStart
+        self.physicalStartUnknownBecause = physicalStartUnknownBecause
         self.lease = MappingLease(mapping: RawRange(start: base, length: size), guards: guards)
         self.decode = decode
         self.hugePageAdvice = hugePageAdvice
@@ -71,7 +74,7 @@ public struct MappedRegion: ~Copyable {
     /// sysfs `resource` (never from vm_pgoff, which for VFIO encodes the region index).
     public func physicalAddress(atOffset offset: Int) throws(VFIOError) -> UInt64 {
         guard offset >= 0, offset < size else { throw .outOfRange(offset: UInt64(clamping: offset), width: 1, size: UInt64(size)) }
-        guard let physicalStart else { throw .physicalAddressUnknown(region: regionIndex) }
+        guard let physicalStart else { throw .physicalAddressUnknown(region: regionIndex, cause: physicalStartUnknownBecause) }
         return physicalStart + UInt64(offset)
     }
 

@@ -105,16 +105,8 @@ extension VfioDevice {
                 }
             }
         }
-        while true {
-            let result = bytes.withUnsafeMutableBytes { buffer in
-                // Safety: the kernel reads argsz (= the buffer's size) bytes.
-                cuapi_ioctl_ptr(fd.rawValue, CVFIO_DEVICE_PCI_HOT_RESET, buffer.baseAddress)
-            }
-            if result >= 0 { return }
-            let code = Errno(rawValue: errno)
-            if code == .interrupted { continue }
-            throw .system(operation: "VFIO_DEVICE_PCI_HOT_RESET on \(address) with groups \(groups.map(\.number))", errno: code)
-        }
+        // Safety: the kernel reads argsz (= the buffer's size) bytes.
+        try ioctlBytes(fd, CVFIO_DEVICE_PCI_HOT_RESET, &bytes, "VFIO_DEVICE_PCI_HOT_RESET on \(address) with groups \(groups.map(\.number))")
     }
 
     /// The vendor ID config space returns now: after a reset, a device that answers gives its
@@ -126,12 +118,8 @@ extension VfioDevice {
 
 /// Writes a sysfs attribute of the device (reset_method).
 func writeAttribute(_ path: String, _ value: String) throws(VFIOError) {
-    do {
+    try withErrno("writing \"\(value)\" to \(path)") {
         let descriptor = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec])
         try descriptor.closeAfter { _ = try descriptor.writeAll(Array(value.utf8)) }
-    } catch let error as Errno {
-        throw .system(operation: "writing \"\(value)\" to \(path)", errno: error)
-    } catch {
-        throw .system(operation: "writing \"\(value)\" to \(path)", errno: .ioError)
     }
 }

@@ -5,37 +5,23 @@ import Musl
 #endif
 import CLinuxUAPI
 import SystemPackage
+import SystemCalls
 
 /// Runs a SystemPackage call and turns its untyped `Errno` into a `VFIOError` naming `operation`.
 @inline(__always)
 func withErrno<T>(_ operation: @autoclosure () -> String, _ body: () throws -> T) throws(VFIOError) -> T {
-    do {
-        return try body()
-    } catch let errno as Errno {
-        throw .system(operation: operation(), errno: errno)
-    } catch {
-        // SystemPackage throws only Errno; anything else is still reported, as EIO.
-        throw .system(operation: operation() + " (\(error))", errno: .ioError)
-    }
+    try SystemCall.mapping(body) { VFIOError.system(operation: operation(), errno: $0) }
 }
 
 /// Opens a character device read-write; the descriptor is not inherited across exec.
-func openCharacterDevice(_ path: String) throws(VFIOError) -> FileDescriptor {
-    try withErrno("open \(path)") {
-        try FileDescriptor.open(FilePath(path), .readWrite, options: [.closeOnExec])
-    }
+func openCharacterDevice(_ path: String) throws(VFIOError) -> OwnedFileDescriptor {
+    try OwnedFileDescriptor.open(FilePath(path), .readWrite) { VFIOError.system(operation: "open \(path)", errno: $0) }
 }
 
 /// ioctl with no argument or an integer argument; returns the ioctl's non-negative result.
 @discardableResult
 func ioctlValue(_ fd: FileDescriptor, _ request: UInt, _ argument: UInt = 0, _ what: @autoclosure () -> String) throws(VFIOError) -> Int32 {
-    while true {
-        let result = cuapi_ioctl_int(fd.rawValue, request, argument)
-        if result >= 0 { return result }
-        let code = Errno(rawValue: errno)
-        if code == .interrupted { continue }
-        throw .system(operation: what(), errno: code)
-    }
+    try SystemCall.ioctl(fd, request, argument) { VFIOError.system(operation: what(), errno: $0) }
 }
 
 /// ioctl whose argument is a struct the kernel reads and/or fills in.
@@ -43,16 +29,14 @@ func ioctlValue(_ fd: FileDescriptor, _ request: UInt, _ argument: UInt = 0, _ w
 /// pointer handed over covers the layout and size the kernel reads and writes.
 @discardableResult
 func ioctlStruct<T>(_ fd: FileDescriptor, _ request: UInt, _ value: inout T, _ what: @autoclosure () -> String) throws(VFIOError) -> Int32 {
-    while true {
-        let result = withUnsafeMutablePointer(to: &value) { pointer in
-            // Safety: the pointer is valid for the whole call and points to a `T` (see contract).
-            cuapi_ioctl_ptr(fd.rawValue, request, UnsafeMutableRawPointer(pointer))
-        }
-        if result >= 0 { return result }
-        let code = Errno(rawValue: errno)
-        if code == .interrupted { continue }
-        throw .system(operation: what(), errno: code)
-    }
+    try SystemCall.ioctl(fd, request, &value) { VFIOError.system(operation: what(), errno: $0) }
+}
+
+/// ioctl whose argument is a variable-size struct built in `bytes`.
+/// Contract: as `SystemCall.ioctl(_:_:bytes:orThrow:)`: `bytes` is laid out as `request` expects.
+@discardableResult
+func ioctlBytes(_ fd: FileDescriptor, _ request: UInt, _ bytes: inout [UInt8], _ what: @autoclosure () -> String) throws(VFIOError) -> Int32 {
+    try SystemCall.ioctl(fd, request, bytes: &bytes) { VFIOError.system(operation: what(), errno: $0) }
 }
 
 /// `argsz` for a uapi struct: the kernel uses it to tell which version of the struct it got.
@@ -73,14 +57,7 @@ func ioctlBuffer<T>(_ fd: FileDescriptor, _ request: UInt, template: T, size: In
     }
     let argsz = UInt32(bytes.count)
     for index in 0..<4 { bytes[index] = UInt8(truncatingIfNeeded: argsz >> (8 * UInt32(index))) }
-    while true {
-        let result = bytes.withUnsafeMutableBytes { buffer in
-            // Safety: the kernel writes at most argsz (= the buffer's size) bytes.
-            cuapi_ioctl_ptr(fd.rawValue, request, buffer.baseAddress)
-        }
-        if result >= 0 { return InfoBuffer(bytes: bytes) }
-        let code = Errno(rawValue: errno)
-        if code == .interrupted { continue }
-        throw .system(operation: what(), errno: code)
-    }
+    // Safety: the kernel writes at most argsz (= the buffer's size) bytes.
+    try ioctlBytes(fd, request, &bytes, what())
+    return InfoBuffer(bytes: bytes)
 }

@@ -36,14 +36,27 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
     case groupBlocked(group: Int, blockers: [String])
     /// The BAR is not a memory BAR the kernel placed (an I/O-port BAR, or unassigned).
     case notMemoryBAR(index: Int, reason: String)
-    /// The bus address of a mapping is not known (no sysfs resource for it).
-    case physicalAddressUnknown(region: UInt32)
+    /// The bus address of a mapping is not known (no sysfs resource for it); `cause` is why,
+    /// where reading the BAR's resource failed.
+    indirect case physicalAddressUnknown(region: UInt32, cause: VFIOError? = nil)
     /// The device's memory decoding is off: an access would raise SIGBUS, so it is refused.
     case memoryDecodingDisabled(region: UInt32)
     /// The placement could not be computed (see BARPlacement).
     case placement(String)
-    /// A DMA mapping would exceed a limit: the container's dma_avail, RLIMIT_MEMLOCK or the IOVA space.
-    case dmaLimit(String)
+    /// Pinning `requested` more bytes of RAM for DMA, with `locked` bytes locked already, would
+    /// pass RLIMIT_MEMLOCK (`limit`), and the process lacks CAP_IPC_LOCK.
+    case memlockExceeded(requested: UInt64, locked: UInt64, limit: UInt64)
+    /// More DMA mappings requested than the container's dma_avail has left.
+    case dmaAvailExhausted(requested: UInt64, available: UInt32)
+    /// The IOVA space cannot take the mapping: exhausted (`.exhausted`), outside the IOMMU's
+    /// ranges, overlapping another mapping, or a size or alignment the IOMMU page rules out.
+    case iovaSpace(IOVAError)
+    /// An IOVA this container has not mapped.
+    case notMapped(iova: UInt64)
+    /// A DMA buffer size that is not a positive multiple of the page size.
+    case invalidDMABufferSize(bytes: Int, page: Int)
+    /// A sysfs file that could not be read (the device went away, or the path is wrong).
+    case unreadableSysfs(path: String)
     /// The group is attached to another container of this process: a group belongs to exactly one.
     case groupInAnotherContainer(group: Int)
     /// sysfs said something the kernel does not write (a crafted or broken tree).
@@ -93,14 +106,24 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
             return "IOMMU group \(group) is not viable: \(blockers.joined(separator: ", ")) \(blockers.count == 1 ? "is" : "are") bound to a host driver; bind \(blockers.count == 1 ? "it" : "them") to vfio-pci (or unbind) first"
         case let .notMemoryBAR(index, reason):
             return "BAR \(index) \(reason)"
-        case let .physicalAddressUnknown(region):
-            return "the bus address of region \(region) is not known (no memory BAR for it in sysfs resource)"
+        case let .physicalAddressUnknown(region, cause):
+            return "the bus address of region \(region) is not known (no memory BAR for it in sysfs resource)" + (cause.map { ": \($0)" } ?? "")
         case let .memoryDecodingDisabled(region):
             return "memory decoding is off in the device's command register: region \(region) cannot be accessed (the kernel would raise SIGBUS); enable it first"
         case let .placement(message):
             return "placement: \(message)"
-        case let .dmaLimit(message):
-            return message
+        case let .memlockExceeded(requested, locked, limit):
+            return "pinning \(requested) bytes for DMA (with \(locked) already locked) exceeds RLIMIT_MEMLOCK of \(limit) bytes and the process lacks CAP_IPC_LOCK; raise the limit (ulimit -l, or LimitMEMLOCK= for a service) or grant CAP_IPC_LOCK"
+        case let .dmaAvailExhausted(requested, available):
+            return "\(requested) DMA mappings requested, but the container has only \(available) left (dma_avail; the vfio_iommu_type1 parameter dma_entry_limit sets it)"
+        case let .iovaSpace(error):
+            return error.description
+        case let .notMapped(iova):
+            return "IOVA 0x\(String(iova, radix: 16)) is not mapped by this container"
+        case let .invalidDMABufferSize(bytes, page):
+            return "DMA buffer size \(bytes) is not a positive multiple of \(page)"
+        case let .unreadableSysfs(path):
+            return "reading \(path) failed: it is missing or unreadable (is the device still there?)"
         case let .groupInAnotherContainer(group):
             return "IOMMU group \(group) is attached to another VFIO container already: a group belongs to one container; open its devices through that one (VfioContainer.openDevice keeps one per group)"
         case let .malformedSysfs(path, reason):

@@ -1,5 +1,6 @@
 import CLinuxUAPI
 import PCIInventory
+import SystemCalls
 import SystemPackage
 import TextFormat
 
@@ -13,7 +14,8 @@ public final class VfioContainer {
     /// Where the container node is.
     public static let defaultPath = "/dev/vfio/vfio"
 
-    let fd: FileDescriptor
+    let owned: OwnedFileDescriptor
+    var fd: FileDescriptor { owned.borrowed }
     /// The node this container was opened from.
     public let path: String
     /// Whether VFIO_SET_IOMMU has been done (after the first group was attached).
@@ -28,29 +30,25 @@ public final class VfioContainer {
 
     /// Opens the container and checks the API version and the type1v2 backend.
     public init(path: String = VfioContainer.defaultPath) throws(VFIOError) {
-        let fd = try openCharacterDevice(path)
-        do throws(VFIOError) {
-            let version = try ioctlValue(fd, CVFIO_GET_API_VERSION, 0, "VFIO_GET_API_VERSION on \(path)")
-            guard version == VFIO_API_VERSION else {
-                throw VFIOError.unsupportedAPIVersion(found: version, expected: Int32(VFIO_API_VERSION))
-            }
-            let type1v2 = try ioctlValue(fd, CVFIO_CHECK_EXTENSION, UInt(VFIO_TYPE1v2_IOMMU),
-                                         "VFIO_CHECK_EXTENSION(VFIO_TYPE1v2_IOMMU) on \(path)")
-            guard type1v2 > 0 else { throw VFIOError.missingExtension(name: "the type1v2 IOMMU (VFIO_TYPE1v2_IOMMU)") }
-        } catch {
-            // init failed, so deinit will not run: close here, once.
-            try? fd.close()
-            throw error
+        // Owned: a failure below drops it, which closes it once.
+        let owned = try openCharacterDevice(path)
+        let fd = owned.borrowed
+        let version = try ioctlValue(fd, CVFIO_GET_API_VERSION, 0, "VFIO_GET_API_VERSION on \(path)")
+        guard version == VFIO_API_VERSION else {
+            throw VFIOError.unsupportedAPIVersion(found: version, expected: Int32(VFIO_API_VERSION))
         }
-        self.fd = fd
+        let type1v2 = try ioctlValue(fd, CVFIO_CHECK_EXTENSION, UInt(VFIO_TYPE1v2_IOMMU),
+                                     "VFIO_CHECK_EXTENSION(VFIO_TYPE1v2_IOMMU) on \(path)")
+        guard type1v2 > 0 else { throw VFIOError.missingExtension(name: "the type1v2 IOMMU (VFIO_TYPE1v2_IOMMU)") }
+        self.owned = owned
         self.path = path
     }
 
     deinit {
         // Unmap every DMA mapping before the memory behind it may go (closing the container
         // would drop them too, but only after this object's references were released).
+        // The descriptor closes after this body, when `owned` goes.
         try? unmapAllDMA()
-        try? fd.close()
     }
 
     /// Called by `VfioGroup.attach(to:)` after VFIO_GROUP_SET_CONTAINER succeeded.
@@ -83,7 +81,7 @@ public final class VfioContainer {
         // The kernel says in argsz how much room the capability chain needs: ask again with it.
         if info.flags & CVFIO_IOMMU_INFO_CAPS != 0, info.argsz > argsz(vfio_iommu_type1_info.self) {
             let buffer = try ioctlBuffer(fd, CVFIO_IOMMU_GET_INFO, template: info, size: Int(info.argsz), what)
-            let capOffset = buffer.load(UInt32.self, at: MemoryLayout<vfio_iommu_type1_info>.offset(of: \vfio_iommu_type1_info.cap_offset) ?? 0) ?? 0
+            let capOffset = buffer.load(UInt32.self, at: Int(CVFIO_IOMMU_TYPE1_INFO_CAP_OFFSET_OFFSET)) ?? 0
             let capabilities = IOMMUCapabilities.parse(buffer, firstOffset: Int(capOffset))
             result.iovaRanges = capabilities.iovaRanges
             result.dmaAvailable = capabilities.dmaAvailable

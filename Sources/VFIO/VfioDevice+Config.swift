@@ -4,20 +4,21 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import SystemCalls
 import SystemPackage
 
-/// Bits of the PCI command register (config offset 0x04) the library sets.
+/// Bits of the PCI command register the library sets (linux/pci_regs.h).
 public enum PCICommand {
     /// The command register's offset in config space.
-    public static let offset: UInt64 = 0x04
+    public static let offset = UInt64(PCI_COMMAND)
     /// I/O space decoding.
-    public static let ioSpace: UInt16 = 1 << 0
+    public static let ioSpace = UInt16(PCI_COMMAND_IO)
     /// Memory space decoding: BAR accesses reach the device only with it set.
-    public static let memorySpace: UInt16 = 1 << 1
+    public static let memorySpace = UInt16(PCI_COMMAND_MEMORY)
     /// Bus mastering: the device may do DMA and send MSIs only with it set.
-    public static let busMaster: UInt16 = 1 << 2
+    public static let busMaster = UInt16(PCI_COMMAND_MASTER)
     /// INTx disable: set, the device does not assert its INTx line.
-    public static let intxDisable: UInt16 = 1 << 10
+    public static let intxDisable = UInt16(PCI_COMMAND_INTX_DISABLE)
 }
 
 extension VfioDevice {
@@ -125,30 +126,27 @@ public enum PCIIRQ {
     }
 }
 
-/// An eventfd the kernel signals when an interrupt fires. Closed exactly once, in deinit.
+/// An eventfd the kernel signals when an interrupt fires. Closed exactly once, when it goes.
 public final class EventFD {
-    /// The eventfd's descriptor (owned: closed in deinit).
-    public let fd: FileDescriptor
+    let owned: OwnedFileDescriptor
+    /// The descriptor, borrowed: valid while this object lives; do not close it.
+    public var fd: FileDescriptor { owned.borrowed }
 
     /// A new close-on-exec eventfd with count 0.
     public init() throws(VFIOError) {
         let raw = cuapi_eventfd(0, CUAPI_EFD_CLOEXEC)
         guard raw >= 0 else { throw .system(operation: "eventfd", errno: Errno(rawValue: errno)) }
-        fd = FileDescriptor(rawValue: raw)
+        owned = OwnedFileDescriptor(rawValue: raw)
     }
-
-    deinit { try? fd.close() }
 
     /// Waits up to `milliseconds` for the counter to become non-zero; returns and resets it.
     public func wait(milliseconds: Int32) throws(VFIOError) -> UInt64 {
         var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-        while true {
-            let ready = poll(&entry, 1, milliseconds)
-            if ready < 0, errno == EINTR { continue }
-            guard ready >= 0 else { throw .system(operation: "poll on an eventfd", errno: Errno(rawValue: errno)) }
-            guard ready > 0 else { throw .timedOut("no interrupt within \(milliseconds) ms") }
-            break
+        // A retry after EINTR waits the whole time again, as before.
+        let ready = try SystemCall.value({ poll(&entry, 1, milliseconds) }) {
+            VFIOError.system(operation: "poll on an eventfd", errno: $0)
         }
+        guard ready > 0 else { throw .timedOut("no interrupt within \(milliseconds) ms") }
         return try take() ?? 0
     }
 
@@ -200,20 +198,37 @@ extension VfioDevice {
     }
 
     private func setIRQs(_ index: UInt32, flags: UInt32, start: UInt32, count: UInt32, data: [Int32]) throws(VFIOError) {
-        // struct vfio_irq_set: argsz, flags, index, start, count (u32 each), then data[].
-        var words: [UInt32] = [0, flags, index, start, count]
-        words.append(contentsOf: data.map { UInt32(bitPattern: $0) })
-        words[0] = UInt32(words.count * 4)
-        let what = "VFIO_DEVICE_SET_IRQS(\(PCIIRQ.name(index)), count \(count)) on \(address)"
-        while true {
-            let result = words.withUnsafeMutableBytes { buffer in
-                // Safety: the buffer is the struct the kernel reads, argsz bytes long.
-                cuapi_ioctl_ptr(fd.rawValue, CVFIO_DEVICE_SET_IRQS, buffer.baseAddress)
-            }
-            if result >= 0 { return }
-            let code = Errno(rawValue: errno)
-            if code == .interrupted { continue }
-            throw .system(operation: what, errno: code)
+        var bytes = irqSetBytes(index: index, flags: flags, start: start, count: count, eventFDs: data)
+        // Safety: `bytes` is a vfio_irq_set with its payload, argsz bytes long.
+        try ioctlBytes(fd, CVFIO_DEVICE_SET_IRQS, &bytes,
+                       "VFIO_DEVICE_SET_IRQS(\(PCIIRQ.name(index)), count \(count)) on \(address)")
+    }
+}
+
+/// A struct vfio_irq_set followed by its data[] payload (`eventFDs`, one s32 each; none for
+/// DATA_NONE), with argsz covering both: the head is the C struct itself, the payload starts
+/// where the compiler puts data[].
+func irqSetBytes(index: UInt32, flags: UInt32, start: UInt32, count: UInt32, eventFDs: [Int32]) -> [UInt8] {
+    let dataOffset = Int(CVFIO_IRQ_SET_DATA_OFFSET)
+    let payload = eventFDs.count * MemoryLayout<Int32>.stride
+    var head = vfio_irq_set()
+    head.argsz = UInt32(max(MemoryLayout<vfio_irq_set>.size, dataOffset + payload))
+    head.flags = flags
+    head.index = index
+    head.start = start
+    head.count = count
+    var bytes = [UInt8](repeating: 0, count: Int(head.argsz))
+    withUnsafeBytes(of: &head) { source in
+        bytes.withUnsafeMutableBytes { target in
+            // Safety: the buffer is at least MemoryLayout<vfio_irq_set>.size bytes (argsz above).
+            target.copyMemory(from: source)
         }
     }
+    bytes.withUnsafeMutableBytes { target in
+        for (slot, descriptor) in eventFDs.enumerated() {
+            // Safety: slot `slot` of the payload lies inside the buffer (argsz counts them all).
+            target.storeBytes(of: descriptor, toByteOffset: dataOffset + slot * MemoryLayout<Int32>.stride, as: Int32.self)
+        }
+    }
+    return bytes
 }

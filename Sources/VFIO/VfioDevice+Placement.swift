@@ -40,7 +40,7 @@ extension VfioDevice {
     public func barResource(_ bar: Int) throws(VFIOError) -> PCIBAR {
         let path = "\(group.sysfsRoot)/bus/pci/devices/\(address)/resource"
         guard let text = SysfsReader().readString(path) else {
-            throw .system(operation: "reading \(path)", errno: .noSuchFileOrDirectory)
+            throw .unreadableSysfs(path: path)
         }
         let parsed = parseResourceFile(text)
         guard let resource = parsed.bars.first(where: { $0.index == bar }) else {
@@ -56,12 +56,12 @@ extension VfioDevice {
         return resource
     }
 
-    /// The bus address of a BAR region's first byte, or nil for other regions or when sysfs
-    /// does not say. Never 0 as a stand-in for "unknown".
-    func physicalStart(ofRegion index: UInt32) -> UInt64? {
+    /// The bus address of a BAR region's first byte, or nil for other regions; throws why when
+    /// sysfs does not say. Never 0 as a stand-in for "unknown".
+    func physicalStart(ofRegion index: UInt32) throws(VFIOError) -> UInt64? {
         let first = PCIRegion.bar(0)
         guard index >= first, index < first + UInt32(PCIRegion.barCount) else { return nil }
-        return try? barResource(Int(index - first)).start
+        return try barResource(Int(index - first)).start
     }
 
     /// Maps one mmap-able area of a BAR region (the whole region, or one of its sparse areas) at
@@ -80,7 +80,9 @@ extension VfioDevice {
             let areas = region.mappableAreas.map { "\($0.offset.hex())+\($0.size.hex())" }.joined(separator: ", ")
             throw .regionAccessDenied(index: region.index, access: "mmap of \(chosen.size.hex()) bytes at \(chosen.offset.hex()) (not inside one of its mmap areas: \(areas.isEmpty ? "none" : areas))")
         }
-        guard let physicalBase = physicalStart(ofRegion: region.index) else { throw .physicalAddressUnknown(region: region.index) }
+        let knownBase: UInt64?
+        do { knownBase = try physicalStart(ofRegion: region.index) } catch { throw .physicalAddressUnknown(region: region.index, cause: error) }
+        guard let physicalBase = knownBase else { throw .physicalAddressUnknown(region: region.index) }
         // Both come from the kernel (sysfs resource, region info): checked, not trusted.
         let (physical, physicalOverflow) = physicalBase.addingReportingOverflow(chosen.offset)
         guard !physicalOverflow, physical <= UInt64.max - chosen.size else {

@@ -6,6 +6,7 @@ import Musl
 import CLinuxUAPI
 import HostKernel
 import PCIInventory
+import SystemCalls
 import SystemPackage
 import TextFormat
 
@@ -92,28 +93,20 @@ public final class VfioDevice {
     public let group: VfioGroup
     /// What VFIO_DEVICE_GET_INFO said when it was opened.
     public let info: DeviceInfo
-    let fd: FileDescriptor
+    let owned: OwnedFileDescriptor
+    var fd: FileDescriptor { owned.borrowed }
     /// Memory decoding as last read or set through this device; mappings share it.
     let decode = MemoryDecodeState(memoryEnabled: true)
 
-    /// Takes ownership of `fd` (closing it if the info query fails).
-    init(address: PCIAddress, fd: FileDescriptor, group: VfioGroup) throws(VFIOError) {
+    /// Takes ownership of `fd` (which closes if the info query fails).
+    init(address: PCIAddress, fd: consuming OwnedFileDescriptor, group: VfioGroup) throws(VFIOError) {
         var raw = vfio_device_info()
         raw.argsz = argsz(vfio_device_info.self)
-        do throws(VFIOError) {
-            try ioctlStruct(fd, CVFIO_DEVICE_GET_INFO, &raw, "VFIO_DEVICE_GET_INFO on \(address)")
-        } catch {
-            try? fd.close()
-            throw error
-        }
+        try ioctlStruct(fd.borrowed, CVFIO_DEVICE_GET_INFO, &raw, "VFIO_DEVICE_GET_INFO on \(address)")
         self.address = address
-        self.fd = fd
+        self.owned = fd
         self.group = group
         self.info = DeviceInfo(flags: raw.flags, regionCount: raw.num_regions, irqCount: raw.num_irqs)
-    }
-
-    deinit {
-        try? fd.close()
     }
 
     /// The device's descriptor, borrowed: valid while this object lives; do not close it.
@@ -131,7 +124,7 @@ public final class VfioDevice {
         // With capabilities the kernel says how big a buffer it needs in argsz: ask again with one.
         if raw.flags & UInt32(VFIO_REGION_INFO_FLAG_CAPS) != 0, raw.argsz > argsz(vfio_region_info.self) {
             let buffer = try ioctlBuffer(fd, CVFIO_DEVICE_GET_REGION_INFO, template: raw, size: Int(raw.argsz), what)
-            let fresh = buffer.load(UInt32.self, at: MemoryLayout<vfio_region_info>.offset(of: \vfio_region_info.cap_offset) ?? 0) ?? 0
+            let fresh = buffer.load(UInt32.self, at: Int(CVFIO_REGION_INFO_CAP_OFFSET_OFFSET)) ?? 0
             region.capabilities = RegionCapabilities.parse(buffer, firstOffset: Int(fresh))
         }
         return region
@@ -200,8 +193,11 @@ public final class VfioDevice {
                           errno: Errno(rawValue: errno))
         }
         let advice = adviseHugePages(base, length: length, hugePageAdvice)
+        // An unknown bus address does not stop a plain mapping; the mapping keeps why it is unknown.
+        let physical: UInt64?, unknownBecause: VFIOError?
+        do { physical = try physicalStart(ofRegion: region.index); unknownBecause = nil } catch { physical = nil; unknownBecause = error }
         return MappedRegion(base: base, size: length, regionIndex: region.index, writable: protection & PROT_WRITE != 0,
-                            physicalStart: physicalStart(ofRegion: region.index), decode: decode, hugePageAdvice: advice)
+                            physicalStart: physical, physicalStartUnknownBecause: unknownBecause, decode: decode, hugePageAdvice: advice)
     }
 
     /// Checks an access and returns its offset in the device fd.

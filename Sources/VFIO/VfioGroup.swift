@@ -5,6 +5,7 @@ import Musl
 #endif
 import CLinuxUAPI
 import PCIInventory
+import SystemCalls
 import SystemPackage
 
 /// A VFIO group (/dev/vfio/N): the unit of ownership VFIO hands out, one IOMMU group. Modelled on
@@ -16,7 +17,8 @@ public final class VfioGroup {
     public let number: Int
     /// The group's node (/dev/vfio/N).
     public let path: String
-    let fd: FileDescriptor
+    let owned: OwnedFileDescriptor
+    var fd: FileDescriptor { owned.borrowed }
     /// The container the group is attached to; held so the container outlives the group.
     public private(set) var container: VfioContainer?
     /// The sysfs root the group was found under; devices read their BARs' resources from it.
@@ -26,29 +28,25 @@ public final class VfioGroup {
     /// `device` only makes the error clearer when the group node does not exist.
     public init(number: Int, devVFIO: String = "/dev/vfio", device: PCIAddress? = nil) throws(VFIOError) {
         let path = "\(devVFIO)/\(number)"
-        let fd: FileDescriptor
+        let owned: OwnedFileDescriptor
         do throws(VFIOError) {
-            fd = try openCharacterDevice(path)
+            owned = try openCharacterDevice(path)
         } catch {
             if case .system(_, .noSuchFileOrDirectory) = error {
                 throw .groupNotBound(group: number, device: device?.description)
             }
             throw error
         }
-        do throws(VFIOError) {
-            var status = vfio_group_status()
-            status.argsz = argsz(vfio_group_status.self)
-            try ioctlStruct(fd, CVFIO_GROUP_GET_STATUS, &status, "VFIO_GROUP_GET_STATUS on \(path)")
-            guard status.flags & UInt32(VFIO_GROUP_FLAGS_VIABLE) != 0 else {
-                throw VFIOError.groupNotViable(group: number)
-            }
-        } catch {
-            try? fd.close()
-            throw error
+        // A failure below drops `owned`, which closes it once.
+        var status = vfio_group_status()
+        status.argsz = argsz(vfio_group_status.self)
+        try ioctlStruct(owned.borrowed, CVFIO_GROUP_GET_STATUS, &status, "VFIO_GROUP_GET_STATUS on \(path)")
+        guard status.flags & UInt32(VFIO_GROUP_FLAGS_VIABLE) != 0 else {
+            throw VFIOError.groupNotViable(group: number)
         }
         self.number = number
         self.path = path
-        self.fd = fd
+        self.owned = owned
     }
 
     /// Opens the IOMMU group of the PCI device at `address`, found through sysfs.
@@ -76,10 +74,6 @@ public final class VfioGroup {
             guard GroupViability.blocks(driver: driver, isBridge: isBridge) else { return nil }
             return "\(member) (\(driver))"
         }
-    }
-
-    deinit {
-        try? fd.close()
     }
 
     /// The group's descriptor, borrowed: valid while this object lives; do not close it. This is
@@ -133,14 +127,13 @@ public final class VfioGroup {
     public func openDevice(_ address: PCIAddress, vfToken: VFToken? = nil) throws(VFIOError) -> VfioDevice {
         guard container != nil else { throw .groupNotAttached(group: number) }
         let name = address.description + (vfToken.map { " vf_token=\($0)" } ?? "")
-        let result = name.withCString { cName in
-            // Safety: the kernel reads a NUL-terminated device name, valid for the call.
-            cuapi_ioctl_ptr(fd.rawValue, CVFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: cName))
-        }
-        guard result >= 0 else {
-            throw .system(operation: "VFIO_GROUP_GET_DEVICE_FD(\(name)) on \(path)", errno: Errno(rawValue: errno))
-        }
-        return try VfioDevice(address: address, fd: FileDescriptor(rawValue: result), group: self)
+        let result = try SystemCall.value({
+            name.withCString { cName in
+                // Safety: the kernel reads a NUL-terminated device name, valid for the call.
+                cuapi_ioctl_ptr(fd.rawValue, CVFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: cName))
+            }
+        }) { VFIOError.system(operation: "VFIO_GROUP_GET_DEVICE_FD(\(name)) on \(path)", errno: $0) }
+        return try VfioDevice(address: address, fd: OwnedFileDescriptor(rawValue: result), group: self)
     }
 }
 

@@ -164,6 +164,22 @@ static inline int cuapi_has_effective_capability(int capability) {
 }
 static const int CUAPI_CAP_IPC_LOCK = CAP_IPC_LOCK;
 
+// MARK: PCI configuration space (linux/pci_regs.h): register offsets, bits, capability IDs
+#include <linux/pci_regs.h>
+// MARK: hugetlb page sizes for mmap (linux/mman.h): the page size's log2 sits at MAP_HUGE_SHIFT.
+// Defined in uapi.c, which includes linux/mman.h: in this header its MAP_* macros would clash
+// with glibc's in Swift (two modules defining MAP_NORESERVE and the rest).
+extern const int CUAPI_MAP_HUGE_SHIFT;
+extern const int CUAPI_MAP_HUGE_2MB;
+extern const int CUAPI_MAP_HUGE_1GB;
+
+// MARK: field offsets the kernel fixes (Swift's MemoryLayout.offset(of:) is optional for
+// imported C fields, and a flexible array member has no Swift field at all)
+static const size_t CVFIO_IRQ_SET_DATA_OFFSET = offsetof(struct vfio_irq_set, data);
+static const size_t CVFIO_REGION_INFO_CAP_OFFSET_OFFSET = offsetof(struct vfio_region_info, cap_offset);
+static const size_t CVFIO_IOMMU_TYPE1_INFO_CAP_OFFSET_OFFSET = offsetof(struct vfio_iommu_type1_info, cap_offset);
+static const size_t CKVM_IRQ_ROUTING_NR_OFFSET = offsetof(struct kvm_irq_routing, nr);
+
 // MARK: device numbers (glibc's major()/minor() are macros Swift cannot import)
 #include <sys/sysmacros.h>
 static inline uint32_t cuapi_dev_major(uint64_t device) { return major(device); }
