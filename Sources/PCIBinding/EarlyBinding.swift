@@ -30,15 +30,18 @@ public enum InitramfsTool: String, Sendable, CaseIterable, Codable {
 
 /// One device bound from the initramfs, and the native driver's module ordered after vfio-pci.
 public struct EarlyDevice: Sendable, Equatable, Comparable {
+    /// The device bound to vfio-pci from the initramfs.
     public let address: PCIAddress
     /// nil when the device has no modular native driver (none known, or built into the kernel).
     public let nativeModule: String?
 
+    /// A device and its native driver's module (nil when none is modular).
     public init(address: PCIAddress, nativeModule: String?) {
         self.address = address
         self.nativeModule = nativeModule
     }
 
+    /// Ordered by address, so generated files list devices in one stable order.
     public static func < (a: EarlyDevice, b: EarlyDevice) -> Bool { a.address < b.address }
 }
 
@@ -52,24 +55,33 @@ public struct EarlyDevice: Sendable, Equatable, Comparable {
 ///   first (and vfio-pci binds the overridden device the moment it registers);
 /// - vfio-pci and vfio_iommu_type1 in the initramfs (the hook, or the dracut module).
 public enum EarlyBindingPlan {
+    /// One generated file.
     public struct File: Sendable, Equatable {
         /// Relative to the configuration root ("etc/modprobe.d/vfioctl-early.conf").
         public let path: String
+        /// The whole text of the file.
         public let contents: String
+        /// Whether it is a script the initramfs tool runs (mode 0755) rather than configuration.
         public let executable: Bool
     }
 
     /// Every file of ours has a line starting with this, so a file of the same name that is
     /// someone else's is never overwritten or deleted.
     public static let marker = "# vfioctl persist --early:"
+    /// The modprobe.d file with the softdeps that load vfio-pci before each native module.
     public static let modprobeFile = "etc/modprobe.d/vfioctl-early.conf"
+    /// initramfs-tools' hook: puts vfio-pci, vfio_iommu_type1 and the softdep file in the image.
     public static let initramfsToolsHook = "etc/initramfs-tools/hooks/vfioctl-early"
     /// "00-": initramfs-tools orders init-top scripts without prerequisites by name, so this runs
     /// before `udev` (whose coldplug loads the native modules).
     public static let initramfsToolsScript = "etc/initramfs-tools/scripts/init-top/00-vfioctl-early"
+    /// dracut's module of ours ("90": after the base modules, so its hook can rely on them).
     public static let dracutModuleDirectory = "usr/lib/dracut/modules.d/90vfioctl-early"
+    /// The module's setup script: what dracut puts in the image.
     public static let dracutSetup = dracutModuleDirectory + "/module-setup.sh"
+    /// The pre-udev hook that writes driver_override for the listed addresses.
     public static let dracutHook = dracutModuleDirectory + "/vfioctl-early.sh"
+    /// dracut.conf.d entry that adds our module and the vfio drivers to every image.
     public static let dracutConf = "etc/dracut.conf.d/vfioctl-early.conf"
 
     /// Every path a plan may write, for either tool: the only paths a record may name.
@@ -166,19 +178,24 @@ public enum EarlyBindingPlan {
 /// `persist check` can tell what the next boot does. Read back, nothing is trusted: addresses
 /// must be canonical, modules valid names, and the files only the ones a plan writes.
 public struct EarlyBindingRecord: Sendable, Equatable {
+    /// The initramfs tool the files were written for.
     public var tool: InitramfsTool
+    /// The devices bound early, each with its native module.
     public var devices: [EarlyDevice]
     /// Paths (relative to the configuration root) written for the current device list.
     public var files: [String]
 
+    /// Where the record lives, relative to the configuration root.
     public static let path = "etc/vfioctl/early-binding.json"
 
+    /// A record of what one `persist add --early` state wrote.
     public init(tool: InitramfsTool, devices: [EarlyDevice], files: [String]) {
         self.tool = tool
         self.devices = devices
         self.files = files
     }
 
+    /// The record as one JSON line (values validated on the way in, so interpolation is safe).
     public func encoded() -> String {
         let items = devices.sorted().map { device -> String in
             let module = device.nativeModule.map { "\"\($0)\"" } ?? "null"
@@ -188,6 +205,7 @@ public struct EarlyBindingRecord: Sendable, Equatable {
         return "{\"tool\": \"\(tool.rawValue)\", \"devices\": [\(items.joined(separator: ", "))], \"files\": [\(files.joined(separator: ", "))]}\n"
     }
 
+    /// Parses a record read from disk; `.untrustedSysfs` for anything vfioctl would not have written.
     public static func decode(_ text: String) -> Result<EarlyBindingRecord, BindingError> {
         struct Raw: Decodable {
             struct Device: Decodable { let address: String; let native_module: String? }
@@ -212,10 +230,13 @@ public struct EarlyBindingRecord: Sendable, Equatable {
 /// Writes and removes the early-binding files under a configuration root ("/" on the host) and
 /// keeps the record. Thin: the contents come from `EarlyBindingPlan`.
 public struct EarlyBindingStore {
+    /// The root the files are written under ("/" on the host; a scratch root in tests).
     public let configRoot: String
 
+    /// A store writing under `configRoot`.
     public init(configRoot: String = "/") { self.configRoot = configRoot }
 
+    /// A path relative to the configuration root, made absolute under it.
     public func absolute(_ relative: String) -> String {
         (configRoot.hasSuffix("/") ? configRoot : configRoot + "/") + relative
     }

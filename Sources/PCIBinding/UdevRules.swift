@@ -79,6 +79,7 @@ public struct UdevRules {
 
     // MARK: SR-IOV: the VF count a PF gets back at boot
 
+    /// The rule file that gives a PF its VF count back when its driver binds.
     public func sriovPath(for address: PCIAddress) -> String {
         directory + "/90-vfioctl-sriov-\(address).rules"
     }

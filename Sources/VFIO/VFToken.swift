@@ -8,6 +8,7 @@ import SystemPackage
 /// every user of one of its VFs must present (`"BDF vf_token=UUID"` as the device name), so a VF
 /// cannot be handed to a VM the PF's owner does not know of. Parsed once; printed lower-case.
 public struct VFToken: Sendable, Hashable, CustomStringConvertible {
+    /// The token's 16 bytes, in the order the UUID text writes them (what the kernel compares).
     public let bytes: [UInt8]
 
     /// "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (hex, either case); nil otherwise.
@@ -45,6 +46,7 @@ public struct VFToken: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The UUID text, lower-case: what a VMM appends as `vf_token=` to a VF's device name.
     public var description: String {
         let digits = Array("0123456789abcdef")
         var text = ""

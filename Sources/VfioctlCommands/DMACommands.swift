@@ -3,7 +3,6 @@ import BARPlacement
 import Diagnostics
 import Foundation
 import PCIInventory
-import TestKit
 import TextFormat
 import VFIO
 
