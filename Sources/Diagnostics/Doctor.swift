@@ -322,7 +322,7 @@ public enum Doctor {
         case .notApplicable:
             break
         }
-        if let finding = hugeBarMappings(host, version: version) { findings.append(finding) }
+        if let finding = hugeBARMappings(host, version: version) { findings.append(finding) }
         if KernelHistory.hasMemslotZapRegression(version) {
             findings.append(Finding(id: "kernel.memslot-zap", status: .problem, title: "Memslot zap regression with assigned devices",
                                     evidence: ["kernel \(release): 5.1's commit 4e103134b862 zaps only the removed memslot's pages, which made guests with assigned GPUs unstable"],
@@ -337,7 +337,7 @@ public enum Doctor {
     /// Whether the THP mode lets the kernel map BARs with huge pages, for VMMs that madvise their
     /// BAR mappings (vfioctl's library) and for those that do not (QEMU). The rule is
     /// `HugeFaultHost`'s; nil where vfio-pci has no huge_fault (kernel.huge-fault says so).
-    static func hugeBarMappings(_ host: HostReadiness, version: KernelVersion) -> Finding? {
+    static func hugeBARMappings(_ host: HostReadiness, version: KernelVersion) -> Finding? {
         guard KernelHistory.hasHugeFault(version) else { return nil }
         let id = "kernel.thp-bar-mappings"
         guard let text = host.transparentHugePages else {

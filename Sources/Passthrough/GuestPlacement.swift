@@ -21,7 +21,7 @@ public struct HostArea: Sendable, Hashable {
 
 /// What the placement planner needs to know of one BAR: the whole region (the guest sees all
 /// of it; parts that are not mapped exit as MMIO) and its mapped areas.
-public struct BarRequest: Sendable, Hashable {
+public struct BARRequest: Sendable, Hashable {
     /// The BAR number (0-5).
     public var bar: Int
     /// The VFIO region index (BARn is region n on vfio-pci).
@@ -81,9 +81,9 @@ public struct PlacedBar: Sendable, Hashable {
 /// each at the lowest address of the window that is free and congruent.
 public enum GuestPlacement {
     /// The placement order (see the type's comment); exposed for tests.
-    public static func order(_ requests: [BarRequest], pageSizes: [UInt64] = HugePages.x86Sizes,
-                             basePageSize: UInt64 = BasePage.size) throws(PassthroughError) -> [BarRequest] {
-        var keyed: [(request: BarRequest, modulus: UInt64)] = []
+    public static func order(_ requests: [BARRequest], pageSizes: [UInt64] = HugePages.x86Sizes,
+                             basePageSize: UInt64 = BasePage.size) throws(PassthroughError) -> [BARRequest] {
+        var keyed: [(request: BARRequest, modulus: UInt64)] = []
         for request in requests {
             let constraint = try baseConstraint(request, pageSizes: pageSizes, basePageSize: basePageSize)
             keyed.append((request, constraint.modulus))
@@ -97,7 +97,7 @@ public enum GuestPlacement {
 
     /// Places every BAR inside `window`, clear of `reserved` ranges (guest RAM, firmware areas)
     /// and of each other. Returns them in BAR order.
-    public static func place(_ requests: [BarRequest], in window: Range<UInt64>, reserved: [Range<UInt64>] = [],
+    public static func place(_ requests: [BARRequest], in window: Range<UInt64>, reserved: [Range<UInt64>] = [],
                              pageSizes: [UInt64] = HugePages.x86Sizes,
                              basePageSize: UInt64 = BasePage.size) throws(PassthroughError) -> [PlacedBar] {
         var seen = Set<Int>()
@@ -136,7 +136,7 @@ public enum GuestPlacement {
     /// Checks the request and combines its areas' congruences into one for the BAR's base:
     /// area at offset o with host address h, needing page p, wants base ≡ h - o (mod p).
     /// Moduli are powers of two, so the largest one decides, and the others must agree with it.
-    static func baseConstraint(_ request: BarRequest, pageSizes: [UInt64], basePageSize: UInt64) throws(PassthroughError) -> BaseConstraint {
+    static func baseConstraint(_ request: BARRequest, pageSizes: [UInt64], basePageSize: UInt64) throws(PassthroughError) -> BaseConstraint {
         let bar = request.bar
         guard AddressAlignment.isPowerOfTwo(basePageSize) else {
             throw .invalidBar(bar: bar, reason: "base page size \(basePageSize) is not a power of two")

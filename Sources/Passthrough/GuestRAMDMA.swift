@@ -4,13 +4,13 @@ import VFIO
 
 /// Guest RAM mapped for device DMA at IOVA = guest-physical address, so an address the guest
 /// hands its device (a gpa) is the address the device uses. Goes through the container's own
-/// books (`VfioContainer.mapDMA(unsafeAddress:...)`): the IOVA range is reserved in its table,
+/// books (`VFIOContainer.mapDMA(unsafeAddress:...)`): the IOVA range is reserved in its table,
 /// the dma_avail and RLIMIT_MEMLOCK budget is checked before the kernel pins anything, and the
 /// container holds the RAM until the mapping is gone, so the RAM stays mapped in this process
 /// while the device may reach it, even if its memslot is deleted and every other holder lets go.
 public final class GuestRAMDMAMapping {
     /// The container whose IOMMU table holds the mapping.
-    public let container: VfioContainer
+    public let container: VFIOContainer
     /// The guest RAM mapped (also held by the container while mapped).
     public let memory: GuestMemory
     /// The mapping as the container keeps it.
@@ -24,7 +24,7 @@ public final class GuestRAMDMAMapping {
 
     /// Maps all of `memory`, which the guest sees at `guestPhysicalAddress`. With
     /// `deviceAddressBits`, refuses (before asking the kernel) a range the device cannot reach.
-    public init(container: VfioContainer, memory: GuestMemory, guestPhysicalAddress: UInt64,
+    public init(container: VFIOContainer, memory: GuestMemory, guestPhysicalAddress: UInt64,
                 deviceAddressBits: Int? = nil) throws(PassthroughError) {
         if let bits = deviceAddressBits {
             try DMAReach.check(iova: guestPhysicalAddress, size: UInt64(memory.size), addressBits: bits)

@@ -30,7 +30,7 @@ public enum PassthroughError: Error, Equatable, CustomStringConvertible {
         case let .kvm(error): return error.description
         case let .invalidBar(bar, reason): return "BAR \(bar): \(reason)"
         case let .incongruentAreas(bar):
-            return "BAR \(bar): its mmap areas are not congruent with each other modulo the huge pages they need, so no guest address maps them all huge; map them with vfioctl's placement (VfioDevice.mapPlaced)"
+            return "BAR \(bar): its mmap areas are not congruent with each other modulo the huge pages they need, so no guest address maps them all huge; map them with vfioctl's placement (VFIODevice.mapPlaced)"
         case let .noRoom(bar, size, window):
             return "BAR \(bar) (\(size.hex()) bytes) does not fit in the guest's device window \(window.lowerBound.hex())-\(window.upperBound.hex()) next to the other BARs"
         case let .unroutedMMIO(address, length, isWrite):

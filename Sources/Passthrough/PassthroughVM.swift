@@ -12,7 +12,7 @@ import VFIO
 /// Set-up order: create the VM, then this object (it creates the in-kernel irqchip, which must
 /// precede the vCPUs), add devices, RAM and BAR memslots, route interrupts, then create vCPUs.
 ///
-/// Lifetimes: the container holds what each DMA mapping maps, the VM and `BarMemslots` hold
+/// Lifetimes: the container holds what each DMA mapping maps, the VM and `BARMemslots` hold
 /// what each memslot points into, and each device holds its group and the container, so no
 /// memory is unmapped while a DMA mapping or a memslot still uses it, whatever order the caller
 /// lets go in. Not thread-safe: one thread at a time configures it (vCPUs may run meanwhile).
@@ -20,7 +20,7 @@ public final class PassthroughVM {
     /// The KVM VM (held).
     public let vm: VirtualMachine
     /// The VM's one VFIO container: every device's group is attached to it.
-    public let container: VfioContainer
+    public let container: VFIOContainer
     /// The in-kernel irqchip, its GSI routes and irqfds.
     public let interrupts: InterruptController
     /// The KVM-VFIO device every group is registered with.
@@ -34,12 +34,12 @@ public final class PassthroughVM {
     /// Guest RAM mapped for DMA, in the order it was mapped.
     public private(set) var guestRAM: [GuestRAMDMAMapping] = []
     /// Groups registered with the KVM-VFIO device, by number (held: registered while held).
-    private var registeredGroups: [Int: VfioGroup] = [:]
+    private var registeredGroups: [Int: VFIOGroup] = [:]
 
     /// Opens the container and creates the irqchip and the KVM-VFIO device. `vm` must have no
     /// vCPU yet.
     public init(vm: VirtualMachine, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(PassthroughError) {
-        self.container = try viaVFIO { () throws(VFIOError) in try VfioContainer(path: "\(devVFIO)/vfio") }
+        self.container = try viaVFIO { () throws(VFIOError) in try VFIOContainer(path: "\(devVFIO)/vfio") }
         (self.interrupts, self.kvmVFIO) = try viaKVM { () throws(KVMError) in (try InterruptController(vm: vm), try KVMVFIODevice(vm: vm)) }
         self.vm = vm
         self.sysfsRoot = sysfsRoot
@@ -94,13 +94,13 @@ public final class PassthroughVM {
 /// One device of a `PassthroughVM`: its BARs in the guest and its interrupts into the guest.
 public final class PassthroughDevice {
     /// The VFIO device (its group and the VM's container are held through it).
-    public let device: VfioDevice
+    public let device: VFIODevice
     /// The VM it belongs to (unowned: the VM holds its devices).
     unowned let owner: PassthroughVM
     /// The BARs' mappings, once `addBARMemslots` made them.
-    public private(set) var barMappings: DeviceBarMappings?
+    public private(set) var barMappings: DeviceBARMappings?
     /// The BARs as memslots, once `addBARMemslots` added them.
-    public private(set) var memslots: BarMemslots?
+    public private(set) var memslots: BARMemslots?
     /// MSI or MSI-X vectors routed into the guest: the IRQ index, and per vector its eventfd
     /// and GSI.
     public private(set) var msiIndex: UInt32?
@@ -109,7 +109,7 @@ public final class PassthroughDevice {
     /// INTx routed into the guest: trigger and resample eventfds, and the IOAPIC pin (GSI).
     public private(set) var intx: (trigger: EventFD, resample: EventFD, gsi: UInt32)?
 
-    init(device: VfioDevice, owner: PassthroughVM) {
+    init(device: VFIODevice, owner: PassthroughVM) {
         self.device = device
         self.owner = owner
     }
@@ -122,13 +122,13 @@ public final class PassthroughDevice {
     /// `window` so its areas keep their offsets, congruent with their host mappings modulo the
     /// huge page they need (`GuestPlacement`), clear of every memslot the VM has and of `reserved`.
     @discardableResult
-    public func addBARMemslots(window: Range<UInt64>, reserved: [Range<UInt64>] = []) throws(PassthroughError) -> BarMemslots {
+    public func addBARMemslots(window: Range<UInt64>, reserved: [Range<UInt64>] = []) throws(PassthroughError) -> BARMemslots {
         if let memslots { return memslots }
         let mapped = try device.mapBarsForPassthrough(pageSize: owner.vm.memslots.pageSize)
         guard !mapped.bars.isEmpty else {
             throw .invalidBar(bar: 0, reason: "\(device.address) has no mmap-able memory BAR (\(mapped.skipped.map { "BAR \($0.bar): \($0.reason)" }.joined(separator: "; ")))")
         }
-        let slots = try BarMemslots(vm: owner.vm, bars: mapped.bars, window: window, reserved: owner.occupiedGuestRanges + reserved,
+        let slots = try BARMemslots(vm: owner.vm, bars: mapped.bars, window: window, reserved: owner.occupiedGuestRanges + reserved,
                                     firstSlot: try owner.nextFreeSlot(), regions: .vfio(device))
         barMappings = mapped
         memslots = slots

@@ -7,7 +7,7 @@ import VFIO
 
 /// One mmap-able area of a BAR, mapped from the VFIO device file: the memory a `.deviceMemory`
 /// memslot points into. Owns the mapping (a `MappedRegion`, which is not copyable), so it is
-/// unmapped exactly once, in deinit, when the last holder lets go: `BarMemslots` and the VM
+/// unmapped exactly once, in deinit, when the last holder lets go: `BARMemslots` and the VM
 /// hold it while its slot exists, which is what keeps a slot from outliving its mmap.
 public final class VFIOAreaMapping: MemslotBacking {
     /// The BAR the area belongs to.
@@ -60,9 +60,9 @@ public struct TrappedRange: Sendable, Equatable {
 }
 
 /// A device's memory BARs mapped for passthrough.
-public struct DeviceBarMappings {
+public struct DeviceBARMappings {
     /// The BARs mapped, as memslot backings.
-    public var bars: [BarMemory]
+    public var bars: [BARMemory]
     /// BARs left out, with the reason.
     public var skipped: [SkippedBar]
     /// Pages left unmapped on purpose: guest accesses there exit to the VMM.
@@ -71,7 +71,7 @@ public struct DeviceBarMappings {
     public var mappings: [VFIOAreaMapping]
 }
 
-extension VfioDevice {
+extension VFIODevice {
     /// Maps every mmap-able area of every BAR, each placed for huge pages (`mapPlaced`: host
     /// address congruent to the bus address), falling back to a plain mmap when the bus address
     /// is not known. BARs that are empty, I/O ports, not mmap-able or smaller than a page (a
@@ -81,8 +81,8 @@ extension VfioDevice {
     /// kernel owns the real table, vfio-pci's region reads return all ones there, and a guest
     /// must reach them only through exits the VMM emulates. So a BAR with its MSI-X table
     /// becomes sparse areas, each placed by its own bus address.
-    public func mapBarsForPassthrough(pageSize: UInt64 = BasePage.size) throws(PassthroughError) -> DeviceBarMappings {
-        var result = DeviceBarMappings(bars: [], skipped: [], trapped: [], mappings: [])
+    public func mapBarsForPassthrough(pageSize: UInt64 = BasePage.size) throws(PassthroughError) -> DeviceBARMappings {
+        var result = DeviceBARMappings(bars: [], skipped: [], trapped: [], mappings: [])
         let msix = try viaVFIO { () throws(VFIOError) in PCIConfigSpace(bytes: try readConfigBytes(count: 256)).msix }
         for bar in 0..<PCIRegion.barCount {
             let index = PCIRegion.bar(bar)
@@ -107,7 +107,7 @@ extension VfioDevice {
                 areas.append((area.offset, owner))
             }
             if !areas.isEmpty {
-                result.bars.append(BarMemory(bar: bar, regionIndex: index, regionSize: region.size, areas: areas))
+                result.bars.append(BARMemory(bar: bar, regionIndex: index, regionSize: region.size, areas: areas))
             }
         }
         return result

@@ -30,7 +30,7 @@ public enum EduRegisters {
     public static let maxTransfer: UInt64 = bufferSize - 1
     /// edu's DMA mask.
     public static let dmaAddressBits = 28
-    /// edu's DMA mask as the highest IOVA it reaches (a `VfioContainer.mapDMA` limit).
+    /// edu's DMA mask as the highest IOVA it reaches (a `VFIOContainer.mapDMA` limit).
     public static let dmaLimit: UInt64 = (1 << UInt64(dmaAddressBits)) - 1
 }
 

@@ -88,7 +88,7 @@ public final class ProbeGuest {
     /// exits go to `memslots.serve`; any other exit than a report or the final halt is an error.
     /// `afterRead` runs on each report, while the guest is stopped between two of its reads
     /// (it may add or delete memslots: the guest goes on where it was, under the new map).
-    public func readDwords(at addresses: [UInt32], memslots: BarMemslots? = nil,
+    public func readDwords(at addresses: [UInt32], memslots: BARMemslots? = nil,
                            afterRead: ((_ read: Int) throws(PassthroughError) -> Void)? = nil) throws(PassthroughError) -> ProbeRun {
         guard addresses.count <= Self.maxReads else {
             throw .unexpectedGuestExit("the probe reads at most \(Self.maxReads) addresses, not \(addresses.count)")

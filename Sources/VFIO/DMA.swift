@@ -195,7 +195,7 @@ public enum DMABudget {
     }
 }
 
-extension VfioContainer {
+extension VFIOContainer {
     /// Bytes of RAM this container has pinned for DMA (device memory is not pinned).
     public var pinnedBytes: UInt64 {
         activeMappings.values.filter { !$0.isDeviceMemory }.reduce(0) { $0 + $1.size }

@@ -92,7 +92,7 @@ public struct InterruptCheck {
     }
 
     /// The device, bound to vfio-pci and opened.
-    public let device: VfioDevice
+    public let device: VFIODevice
     /// The IRQ index to check (`PCIIRQ.intx`, `.msi`, `.msix`).
     public let index: UInt32
     /// Who raises the interrupts.
@@ -103,7 +103,7 @@ public struct InterruptCheck {
     public var quietMilliseconds: Int32 = 300
 
     /// A check of `index` on `device`, its interrupts raised by `source`.
-    public init(device: VfioDevice, index: UInt32, source: Source) {
+    public init(device: VFIODevice, index: UInt32, source: Source) {
         self.device = device
         self.index = index
         self.source = source
@@ -220,7 +220,7 @@ public struct InterruptCheck {
 
 /// Register writes through VFIO region writes, to BARs whose region info is already known.
 private struct RegisterWriter {
-    let device: VfioDevice
+    let device: VFIODevice
     let regions: [Int: RegionInfo]
 
     func write(_ writes: [RegisterWrite]) throws(VFIOError) {

@@ -55,11 +55,11 @@ public struct MappedRegion: ~Copyable {
 
     /// Unmaps now and reports a failure, which an implicit unmap (when the owner lets the
     /// mapping go) cannot. Refused (`.inUse`) while the region is DMA-mapped for peer-to-peer
-    /// (`VfioContainer.mapDMA(_:)`): devices may still reach it through the IOMMU. The mapping
+    /// (`VFIOContainer.mapDMA(_:)`): devices may still reach it through the IOMMU. The mapping
     /// then stays until the container unmaps that DMA, and goes with the last holder.
     public consuming func unmap() throws(VFIOError) {
         guard lease.dmaMappings == 0 else {
-            throw .inUse("region \(regionIndex) is DMA-mapped for peer-to-peer \(lease.dmaMappings) time(s): unmap the DMA (VfioContainer.unmapDMA) first; the mapping stays until then")
+            throw .inUse("region \(regionIndex) is DMA-mapped for peer-to-peer \(lease.dmaMappings) time(s): unmap the DMA (VFIOContainer.unmapDMA) first; the mapping stays until then")
         }
         let status = lease.release()
         guard status == 0 else {

@@ -52,7 +52,7 @@ public struct AffectedDevice: Sendable, Equatable {
     }
 }
 
-extension VfioDevice {
+extension VFIODevice {
     /// VFIO_DEVICE_RESET with sysfs `reset_method` narrowed to `method` for the call, so the
     /// kernel uses that method and no other; the device's list is written back afterwards.
     public func reset(method: ResetMethod, sysfsRoot: String) throws(VFIOError) {
@@ -88,7 +88,7 @@ extension VfioDevice {
 
     /// VFIO_DEVICE_PCI_HOT_RESET, proving ownership of every affected group with its open fd.
     /// The kernel refuses (EBUSY) while another user has any affected device open.
-    public func hotReset(groups: [VfioGroup]) throws(VFIOError) {
+    public func hotReset(groups: [VFIOGroup]) throws(VFIOError) {
         let head = MemoryLayout<vfio_pci_hot_reset>.size
         var request = vfio_pci_hot_reset()
         request.count = UInt32(groups.count)

@@ -125,7 +125,7 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
         case let .unreadableSysfs(path):
             return "reading \(path) failed: it is missing or unreadable (is the device still there?)"
         case let .groupInAnotherContainer(group):
-            return "IOMMU group \(group) is attached to another VFIO container already: a group belongs to one container; open its devices through that one (VfioContainer.openDevice keeps one per group)"
+            return "IOMMU group \(group) is attached to another VFIO container already: a group belongs to one container; open its devices through that one (VFIOContainer.openDevice keeps one per group)"
         case let .malformedSysfs(path, reason):
             return "\(path): \(reason); the sysfs tree is not what the kernel provides"
         case let .unsupported(message), let .inUse(message):

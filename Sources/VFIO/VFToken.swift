@@ -59,7 +59,7 @@ public struct VFToken: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-extension VfioDevice {
+extension VFIODevice {
     /// Sets the VF token of this physical function (VFIO_DEVICE_FEATURE with
     /// VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PCI_VF_TOKEN): from then on a VF of it opens
     /// only with this token. The kernel refuses (ENOTTY) a device that is not an SR-IOV physical

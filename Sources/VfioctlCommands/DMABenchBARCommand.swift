@@ -28,7 +28,7 @@ extension DMA {
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("A device bound to vfio-pci; its BAR is mapped into its own container.", valueName: "address"))
         var address: PCIAddress
-        @OptionGroup var mapping: BarMappingOptions
+        @OptionGroup var mapping: BARMappingOptions
         @Flag(name: .long, help: "Read one byte of every page before each DMA map.")
         var touch = false
         @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions (1-1000); the median is reported.", valueName: "n"))

@@ -76,7 +76,7 @@ struct ResetCommand: ParsableCommand {
             try refuseUnlessFree(affected, inventory: inventory, root: root)
             do throws(VFIOError) {
                 // One container holds every affected group, as the kernel requires of its caller.
-                let container = try VfioContainer()
+                let container = try VFIOContainer()
                 let devices = try affected.map { (member) throws(VFIOError) in try container.openDevice(member.address, sysfsRoot: root.path) }
                 guard let own = devices.first(where: { $0.address == target }) else {
                     throw VFIOError.unsupported("\(target) is not in its own hot reset set")
@@ -100,7 +100,7 @@ struct ResetCommand: ParsableCommand {
         if !report.ok { throw ExitCode(1) }
     }
 
-    func answer(_ device: VfioDevice) throws(VFIOError) -> Answer {
+    func answer(_ device: VFIODevice) throws(VFIOError) -> Answer {
         let vendor = try device.vendorAfterReset()
         return Answer(address: device.address.description, group: device.group.number,
                       vendor: vendor.hex(), answers: vendor != 0xffff && vendor != 0)

@@ -11,7 +11,7 @@ import VfioctlCommands
 
 /// edu's DMA engine through its BAR0 (mapped as for passthrough), polled every millisecond:
 /// about 100 ms of virtual time per transfer, so 10 s of wall time under TCG.
-private func eduEngine(_ device: VfioDevice) throws(PassthroughError) -> (engine: EduDMAEngine, bar0: VFIOAreaMapping) {
+private func eduEngine(_ device: VFIODevice) throws(PassthroughError) -> (engine: EduDMAEngine, bar0: VFIOAreaMapping) {
     try requireEdu(device)
     let mapped = try device.mapBarsForPassthrough()
     guard let bar0 = mapped.mappings.first(where: { $0.bar == 0 && $0.offset == 0 }) else {
@@ -40,7 +40,7 @@ struct EduTestCommand: ParsableCommand {
         let pattern = (0..<256).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         let result: EduJSON
         do {
-            let container = try VfioContainer()
+            let container = try VFIOContainer()
             let device = try container.openDevice(target, sysfsRoot: global.resolvedRoot.path)
             let (engine, bar0) = try eduEngine(device)
             let identification = try bar0.load(.dword, at: EduRegisters.identification)
@@ -84,7 +84,7 @@ struct PeerToPeerCommand: ParsableCommand {
         commandName: "p2p",
         abstract: "Map a peer's BAR into the same container as an edu device; edu reads it by DMA (peer-to-peer).",
         discussion: """
-            Both devices are opened in one container (VfioContainer.openDevice: each group
+            Both devices are opened in one container (VFIOContainer.openDevice: each group
             attached once).
 
             Example:
@@ -111,7 +111,7 @@ struct PeerToPeerCommand: ParsableCommand {
         let pattern = (0..<256).map { UInt8(truncatingIfNeeded: 0xa5 &+ $0 &* 13) }
         let result: PeerJSON
         do {
-            let container = try VfioContainer()
+            let container = try VFIOContainer()
             let edu = try container.openDevice(target, sysfsRoot: global.resolvedRoot.path)
             let peerDevice = try container.openDevice(peerAddress, sysfsRoot: global.resolvedRoot.path)
             let (engine, _) = try eduEngine(edu)

@@ -94,7 +94,7 @@ struct VMSmokeCommand: ParsableCommand {
         return SmokeReport(
             address: probe.address.description,
             bars: memslots.bars.map { bar in
-                SmokeReport.Bar(bar: bar.bar, region_size: bar.regionSize, guest_physical_address: hexString(bar.guestPhysicalAddress),
+                SmokeReport.BAR(bar: bar.bar, region_size: bar.regionSize, guest_physical_address: hexString(bar.guestPhysicalAddress),
                                 areas: bar.areas.map { area in
                                     let sizes = pages(bar: bar.bar, area: area)
                                     return SmokeReport.Area(offset: area.offset, size: area.size, host_address: hexString(area.hostAddress),
@@ -141,7 +141,7 @@ struct SmokeReport: ProbeReport {
             case offset, size, host_address, guest_physical_address, huge_page_congruence, host_page_size, kvm_page_size, huge_fault_rule
         }
     }
-    struct Bar: Encodable {
+    struct BAR: Encodable {
         let bar: Int
         let region_size: UInt64
         let guest_physical_address: String
@@ -173,7 +173,7 @@ struct SmokeReport: ProbeReport {
         let nanoseconds: UInt64
     }
     let address: String
-    let bars: [Bar]
+    let bars: [BAR]
     let skipped: [Skipped]
     let trapped: [Trapped]
     let reads: [Read]

@@ -83,7 +83,7 @@ extension ProbeVM {
 }
 
 /// Refuses any device but QEMU's edu before anything is programmed.
-func requireEdu(_ device: VfioDevice) throws(PassthroughError) {
+func requireEdu(_ device: VFIODevice) throws(PassthroughError) {
     let ids = try viaVFIO { () throws(VFIOError) in try device.readConfig(0, width: .dword) }
     let vendor = UInt16(truncatingIfNeeded: ids), deviceID = UInt16(truncatingIfNeeded: ids >> 16)
     guard vendor == EduRegisters.vendorID, deviceID == EduRegisters.deviceID else {

@@ -27,7 +27,7 @@ enum GuestCode {
     static let barGuestPhysicalAddress: UInt64 = 0x80000
     static let barReportPort: UInt16 = 0x90
     static let barStride: UInt16 = 0x102
-    static let readBarForever: [UInt8] = [
+    static let readBARForever: [UInt8] = [
         0xb8, 0x00, 0x80,              // mov ax, 0x8000
         0x8e, 0xd8,                    // mov ds, ax
         0x31, 0xf6,                    // xor si, si

@@ -13,7 +13,7 @@ struct GuestPlacementTests {
 
     /// The lowest page-aligned base in the window, clear of `taken`, that puts every area at a
     /// gpa congruent to its host address modulo the huge page it needs: by trying every page.
-    static func bruteForceBase(_ request: BarRequest, window: Range<UInt64>, taken: [Range<UInt64>]) -> UInt64? {
+    static func bruteForceBase(_ request: BARRequest, window: Range<UInt64>, taken: [Range<UInt64>]) -> UInt64? {
         let span = (request.regionSize + page - 1) / page * page
         var base = (window.lowerBound + page - 1) / page * page
         while base + span <= window.upperBound {
@@ -28,12 +28,12 @@ struct GuestPlacementTests {
         return nil
     }
 
-    static func place(_ requests: [BarRequest], window: Range<UInt64>, reserved: [Range<UInt64>] = []) throws(PassthroughError) -> [PlacedBar] {
+    static func place(_ requests: [BARRequest], window: Range<UInt64>, reserved: [Range<UInt64>] = []) throws(PassthroughError) -> [PlacedBar] {
         try GuestPlacement.place(requests, in: window, reserved: reserved, pageSizes: hugeSizes, basePageSize: page)
     }
 
     /// The same as a Result, so loops can switch on the outcome.
-    static func attempt(_ requests: [BarRequest], window: Range<UInt64>, reserved: [Range<UInt64>] = []) -> Result<[PlacedBar], PassthroughError> {
+    static func attempt(_ requests: [BARRequest], window: Range<UInt64>, reserved: [Range<UInt64>] = []) -> Result<[PlacedBar], PassthroughError> {
         Result { () throws(PassthroughError) in try place(requests, window: window, reserved: reserved) }
     }
 
@@ -46,7 +46,7 @@ struct GuestPlacementTests {
             for sizePages in UInt64(1)...20 {
                 for offsetPages in [UInt64(0), 2] {
                     for startPage in UInt64(0)..<12 {
-                        let request = BarRequest(bar: 2, regionIndex: 2, regionSize: (offsetPages + sizePages + 1) * Self.page,
+                        let request = BARRequest(bar: 2, regionIndex: 2, regionSize: (offsetPages + sizePages + 1) * Self.page,
                                                  areas: [HostArea(offset: offsetPages * Self.page, size: sizePages * Self.page,
                                                                   hostAddress: 0x7f00_0000_0000 + hostPage * Self.page)])
                         let window = (startPage * Self.page)..<(40 * Self.page)
@@ -87,9 +87,9 @@ struct GuestPlacementTests {
             for sizeA in UInt64(1)...17 {
                 for hostB in stride(from: UInt64(0), to: 16, by: 3) {
                     for sizeB in stride(from: UInt64(1), through: 17, by: 4) {
-                        let a = BarRequest(bar: 0, regionIndex: 0, regionSize: sizeA * Self.page,
+                        let a = BARRequest(bar: 0, regionIndex: 0, regionSize: sizeA * Self.page,
                                            areas: [HostArea(offset: 0, size: sizeA * Self.page, hostAddress: (0x100 + hostA) * Self.page)])
-                        let b = BarRequest(bar: 2, regionIndex: 2, regionSize: sizeB * Self.page,
+                        let b = BARRequest(bar: 2, regionIndex: 2, regionSize: sizeB * Self.page,
                                            areas: [HostArea(offset: 0, size: sizeB * Self.page, hostAddress: (0x200 + hostB) * Self.page)])
                         let ordered = try GuestPlacement.order([a, b], pageSizes: Self.hugeSizes, basePageSize: Self.page)
                         guard let firstBase = Self.bruteForceBase(ordered[0], window: window, taken: reserved) else {
@@ -128,8 +128,8 @@ struct GuestPlacementTests {
 
     /// Most constrained first: larger congruence, then larger region, then lower BAR number.
     @Test func orderIsMostConstrainedFirst() throws {
-        func request(_ bar: Int, pages: UInt64, hostPage: UInt64) -> BarRequest {
-            BarRequest(bar: bar, regionIndex: UInt32(bar), regionSize: pages * Self.page,
+        func request(_ bar: Int, pages: UInt64, hostPage: UInt64) -> BARRequest {
+            BARRequest(bar: bar, regionIndex: UInt32(bar), regionSize: pages * Self.page,
                        areas: [HostArea(offset: 0, size: pages * Self.page, hostAddress: hostPage * Self.page)])
         }
         let small = request(0, pages: 2, hostPage: 0)        // no huge page fits: modulus 4 KiB
@@ -141,10 +141,10 @@ struct GuestPlacementTests {
         #expect(ordered.map(\.bar) == [3, 2, 1, 0, 4])
     }
 
-    @Test func areasOfOneBarMustAgree() throws {
+    @Test func areasOfOneBARMustAgree() throws {
         // Both areas hold a 16 KiB page; the second sits 9 pages into the BAR, so the base it
         // wants is 3 pages off a 16 KiB boundary, while the first wants one on it.
-        let clash = BarRequest(bar: 1, regionIndex: 1, regionSize: 13 * Self.page, areas: [
+        let clash = BARRequest(bar: 1, regionIndex: 1, regionSize: 13 * Self.page, areas: [
             HostArea(offset: 0, size: 4 * Self.page, hostAddress: 0x100 * Self.page),
             HostArea(offset: 9 * Self.page, size: 4 * Self.page, hostAddress: 0x204 * Self.page),
         ])
@@ -164,30 +164,30 @@ struct GuestPlacementTests {
 
     @Test func badRequestsAreRefusedWithTheBar() throws {
         let window: Range<UInt64> = 0..<(1 << 30)
-        func refusal(_ request: BarRequest) -> PassthroughError? {
+        func refusal(_ request: BARRequest) -> PassthroughError? {
             do { _ = try Self.place([request], window: window); return nil } catch { return error }
         }
-        let overlapping = BarRequest(bar: 3, regionIndex: 3, regionSize: 8 * Self.page, areas: [
+        let overlapping = BARRequest(bar: 3, regionIndex: 3, regionSize: 8 * Self.page, areas: [
             HostArea(offset: 0, size: 4 * Self.page, hostAddress: 0), HostArea(offset: 2 * Self.page, size: 2 * Self.page, hostAddress: 0x10_0000)])
-        let outside = BarRequest(bar: 3, regionIndex: 3, regionSize: 2 * Self.page, areas: [HostArea(offset: Self.page, size: 2 * Self.page, hostAddress: 0)])
-        let misaligned = BarRequest(bar: 3, regionIndex: 3, regionSize: 2 * Self.page, areas: [HostArea(offset: 0, size: 0x800, hostAddress: 0)])
-        let empty = BarRequest(bar: 3, regionIndex: 3, regionSize: 0, areas: [])
+        let outside = BARRequest(bar: 3, regionIndex: 3, regionSize: 2 * Self.page, areas: [HostArea(offset: Self.page, size: 2 * Self.page, hostAddress: 0)])
+        let misaligned = BARRequest(bar: 3, regionIndex: 3, regionSize: 2 * Self.page, areas: [HostArea(offset: 0, size: 0x800, hostAddress: 0)])
+        let empty = BARRequest(bar: 3, regionIndex: 3, regionSize: 0, areas: [])
         for request in [overlapping, outside, misaligned, empty] {
             guard case .invalidBar(bar: 3, _)? = refusal(request) else {
                 Issue.record("\(request) was not refused as an invalid BAR 3: \(String(describing: refusal(request)))")
                 continue
             }
         }
-        let twice = BarRequest(bar: 0, regionIndex: 0, regionSize: Self.page, areas: [])
+        let twice = BARRequest(bar: 0, regionIndex: 0, regionSize: Self.page, areas: [])
         #expect(throws: PassthroughError.invalidBar(bar: 0, reason: "requested twice")) { try Self.place([twice, twice], window: window) }
-        let huge = BarRequest(bar: 5, regionIndex: 5, regionSize: 1 << 31, areas: [])
+        let huge = BARRequest(bar: 5, regionIndex: 5, regionSize: 1 << 31, areas: [])
         #expect(throws: PassthroughError.noRoom(bar: 5, size: 1 << 31, window: window)) { try Self.place([huge], window: window) }
     }
 
     /// A sub-page region (256 bytes) still takes a whole page of guest space, and routes only
     /// its 256 bytes.
     @Test func subPageRegionTakesAPageAndRoutesItsBytes() throws {
-        let tiny = BarRequest(bar: 0, regionIndex: 0, regionSize: 0x100, areas: [])
+        let tiny = BARRequest(bar: 0, regionIndex: 0, regionSize: 0x100, areas: [])
         let placed = try Self.place([tiny], window: (16 * Self.page)..<(32 * Self.page))
         #expect(placed[0].guestRange == (16 * Self.page)..<(17 * Self.page))
         let router = MMIORouter(placed)
@@ -199,9 +199,9 @@ struct GuestPlacementTests {
     /// the access lies wholly inside one region, to that region at the right offset.
     @Test func routerMatchesBruteForceEverywhere() throws {
         let requests = [
-            BarRequest(bar: 0, regionIndex: 0, regionSize: 3 * Self.page, areas: []),
-            BarRequest(bar: 2, regionIndex: 2, regionSize: 0x1800, areas: []),
-            BarRequest(bar: 4, regionIndex: 4, regionSize: Self.page, areas: []),
+            BARRequest(bar: 0, regionIndex: 0, regionSize: 3 * Self.page, areas: []),
+            BARRequest(bar: 2, regionIndex: 2, regionSize: 0x1800, areas: []),
+            BARRequest(bar: 4, regionIndex: 4, regionSize: Self.page, areas: []),
         ]
         let placed = try Self.place(requests, window: (2 * Self.page)..<(32 * Self.page), reserved: [(3 * Self.page)..<(4 * Self.page)])
         let router = MMIORouter(placed)
@@ -223,9 +223,9 @@ struct GuestPlacementTests {
     /// At the real scale: a 2 GiB BAR whose mapping is 1 GiB aligned lands 1 GiB aligned in a
     /// 32-bit guest's window, next to a 1 MiB BAR (edu and ivshmem together).
     @Test func realScaleIvshmemAndEdu() throws {
-        let ivshmem = BarRequest(bar: 2, regionIndex: 2, regionSize: 1 << 31,
+        let ivshmem = BARRequest(bar: 2, regionIndex: 2, regionSize: 1 << 31,
                                  areas: [HostArea(offset: 0, size: 1 << 31, hostAddress: 0x7f00_4000_0000)])
-        let edu = BarRequest(bar: 0, regionIndex: 0, regionSize: 1 << 20,
+        let edu = BARRequest(bar: 0, regionIndex: 0, regionSize: 1 << 20,
                              areas: [HostArea(offset: 0, size: 1 << 20, hostAddress: 0x7f12_3450_0000)])
         let placed = try GuestPlacement.place([edu, ivshmem], in: 0x1000_0000..<0xfec0_0000, reserved: [0..<0x20_0000])
         #expect(placed[1].guestPhysicalAddress == 0x4000_0000)

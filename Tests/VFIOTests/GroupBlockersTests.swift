@@ -11,13 +11,13 @@ struct GroupBlockersTests {
             let inventory = try PCIInventory.scan(root: SysfsRoot(path: tree.rootPath), detail: .summary, names: nil)
             for group in inventory.groups {
                 let fromInventory = group.blockers.map { "\($0.address) (\($0.driver ?? "?"))" }.sorted()
-                #expect(VfioGroup.blockingMembers(group: group.id, sysfsRoot: tree.rootPath) == fromInventory, "group \(group.id)")
+                #expect(VFIOGroup.blockingMembers(group: group.id, sysfsRoot: tree.rootPath) == fromInventory, "group \(group.id)")
             }
             // The chipset group is blocked by its host drivers; bridges on pcieport and the
             // pci-stub / vfio-pci endpoints behind the switch are not blockers.
-            #expect(!VfioGroup.blockingMembers(group: GPUWorkstation.Group.chipset, sysfsRoot: tree.rootPath).isEmpty)
-            #expect(VfioGroup.blockingMembers(group: GPUWorkstation.Group.behindSwitch, sysfsRoot: tree.rootPath).isEmpty)
-            #expect(VfioGroup.blockingMembers(group: GPUWorkstation.Group.gpu, sysfsRoot: tree.rootPath).isEmpty)
+            #expect(!VFIOGroup.blockingMembers(group: GPUWorkstation.Group.chipset, sysfsRoot: tree.rootPath).isEmpty)
+            #expect(VFIOGroup.blockingMembers(group: GPUWorkstation.Group.behindSwitch, sysfsRoot: tree.rootPath).isEmpty)
+            #expect(VFIOGroup.blockingMembers(group: GPUWorkstation.Group.gpu, sysfsRoot: tree.rootPath).isEmpty)
         }
     }
 

@@ -74,15 +74,15 @@ import VFIO
 
     /// The commands take the typed values as ArgumentParser parses them.
     @Test func commandsParseTypedValues() throws {
-        let touch = try Bar.Touch.parse(["01:00.0", "--bar", "2", "--skew", "4K", "--offset", "2M", "--length", "2M", "--pattern", "reverse", "--no-madvise"])
+        let touch = try BAR.Touch.parse(["01:00.0", "--bar", "2", "--skew", "4K", "--offset", "2M", "--length", "2M", "--pattern", "reverse", "--no-madvise"])
         #expect(touch.device.address.description == "0000:01:00.0")
         #expect(touch.mapping.bar.value == 2 && touch.mapping.skew.value == 4096 && touch.mapping.advice == .none)
         #expect(touch.mapping.window.offset?.value == 2 << 20 && touch.mapping.window.length?.value == 2 << 20)
         #expect(touch.pattern == .reverse)
         let bench = try DMA.BenchBAR.parse(["01:00.0", "--bar", "2", "--repeat", "7"])
         #expect(bench.mapping.bar.value == 2 && bench.mapping.skew.value == 0 && bench.repetitions.value == 7)
-        #expect(throws: (any Error).self) { try Bar.Plan.parse(["01:00.0", "--offset", "4K"]) }   // a window needs --bar
-        #expect(throws: (any Error).self) { try Bar.Write.parse(["01:00.0", "--bar", "0", "--width", "1", "0x100"]) }
+        #expect(throws: (any Error).self) { try BAR.Plan.parse(["01:00.0", "--offset", "4K"]) }   // a window needs --bar
+        #expect(throws: (any Error).self) { try BAR.Write.parse(["01:00.0", "--bar", "0", "--width", "1", "0x100"]) }
         let info = try DeviceCommand.Info.parse(["01:00.0", "--reset"])
         #expect(info.options.reset && info.options.device.address.description == "0000:01:00.0")
     }

@@ -117,7 +117,7 @@ import Testing
             ExitCode.validationFailure.rawValue: "ExitCode.validationFailure (usage, ValidationError)",
         ]
         let directory = repositoryRoot.appendingPathComponent("Sources/VfioctlCommands")
-        // Commands live in subfolders too (Bar/, Device/).
+        // Commands live in subfolders too (BAR/, Device/).
         let files = (FileManager.default.subpaths(atPath: directory.path) ?? []).filter { $0.hasSuffix(".swift") }.sorted()
         let sources = try files.map { try String(contentsOf: directory.appendingPathComponent($0), encoding: .utf8) }
         let everything = sources.joined(separator: "\n")

@@ -40,7 +40,7 @@ func demonstrate() throws(PassthroughError) -> Int {
         print("\(holds ? "ok" : "FAIL"): \(what)")
         if !holds { failures += 1 }
     }
-    let device: VfioDevice
+    let device: VFIODevice
     let system: KVMSystem
     do { device = try openVFIODevice(address) } catch { throw .vfio(error) }
     do { system = try KVMSystem() } catch { throw .kvm(error) }
@@ -49,7 +49,7 @@ func demonstrate() throws(PassthroughError) -> Int {
     let guest = try ProbeGuest(system: system)
     let mapped = try device.mapBarsForPassthrough()
     guard !mapped.bars.isEmpty else { fail("\(address) has no mmap-able memory BAR") }
-    let memslots = try BarMemslots(vm: guest.vm, bars: mapped.bars, window: deviceWindow, reserved: [guest.ramRange],
+    let memslots = try BARMemslots(vm: guest.vm, bars: mapped.bars, window: deviceWindow, reserved: [guest.ramRange],
                                    firstSlot: 1, regions: .vfio(device))
     defer { try? memslots.detach() }
     for bar in memslots.bars {

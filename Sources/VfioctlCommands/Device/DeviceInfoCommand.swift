@@ -23,7 +23,7 @@ extension DeviceCommand {
     }
 }
 
-extension Bar {
+extension BAR {
     /// `vfioctl bar info`: kept for scripts; the same as `device info`, with a note on stderr.
     struct Info: ParsableCommand {
         static let configuration = CommandConfiguration(

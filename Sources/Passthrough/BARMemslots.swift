@@ -19,7 +19,7 @@ public struct RegionAccess {
 
     /// Region reads and writes through the VFIO device (one pread or pwrite each). The regions'
     /// info is fetched once per region and kept.
-    public static func vfio(_ device: VfioDevice) -> RegionAccess {
+    public static func vfio(_ device: VFIODevice) -> RegionAccess {
         let cache = RegionInfoCache(device: device)
         return RegionAccess(
             read: { (region, offset, width) throws(PassthroughError) in
@@ -33,9 +33,9 @@ public struct RegionAccess {
 
 /// VFIO_DEVICE_GET_REGION_INFO answers, asked once per region.
 private final class RegionInfoCache {
-    let device: VfioDevice
+    let device: VFIODevice
     var infos: [UInt32: RegionInfo] = [:]
-    init(device: VfioDevice) { self.device = device }
+    init(device: VFIODevice) { self.device = device }
     func info(_ index: UInt32) throws(VFIOError) -> RegionInfo {
         if let known = infos[index] { return known }
         let fresh = try device.regionInfo(index)
@@ -46,7 +46,7 @@ private final class RegionInfoCache {
 
 /// One BAR's host memory: the region and the mappings of its mmap-able areas. The mappings are
 /// `MemslotBacking`s (a `VFIOAreaMapping`, or shared memory standing in for one in tests).
-public struct BarMemory {
+public struct BARMemory {
     /// The BAR number (0-5).
     public var bar: Int
     /// Its VFIO region index.
@@ -64,8 +64,8 @@ public struct BarMemory {
     }
 
     /// What the placement planner needs of this BAR.
-    public var request: BarRequest {
-        BarRequest(bar: bar, regionIndex: regionIndex, regionSize: regionSize,
+    public var request: BARRequest {
+        BARRequest(bar: bar, regionIndex: regionIndex, regionSize: regionSize,
                    areas: areas.map { HostArea(offset: $0.offset, size: UInt64($0.memory.size), hostAddress: $0.memory.hostAddress) })
     }
 }
@@ -83,7 +83,7 @@ public struct BarMemory {
 ///
 /// Not thread-safe: one thread at a time toggles and serves (KVM itself takes slot changes
 /// while vCPUs run; see `SlotToggle`).
-public final class BarMemslots {
+public final class BARMemslots {
     /// The VM the slots are in (held).
     public let vm: VirtualMachine
     /// Where each BAR and its areas are in the guest.
@@ -100,7 +100,7 @@ public final class BarMemslots {
 
     /// Places the BARs (see `GuestPlacement`) and adds one slot per area, numbered from
     /// `firstSlot` up. Slots added before a failure are deleted again.
-    public init(vm: VirtualMachine, bars: [BarMemory], window: Range<UInt64>, reserved: [Range<UInt64>] = [],
+    public init(vm: VirtualMachine, bars: [BARMemory], window: Range<UInt64>, reserved: [Range<UInt64>] = [],
                 firstSlot: UInt16, regions: RegionAccess) throws(PassthroughError) {
         let placed = try GuestPlacement.place(bars.map(\.request), in: window, reserved: reserved,
                                               pageSizes: vm.memslots.hugePageSizes, basePageSize: vm.memslots.pageSize)

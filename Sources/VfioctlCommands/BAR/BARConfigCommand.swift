@@ -2,7 +2,7 @@ import ArgumentParser
 import TextFormat
 import VFIO
 
-extension Bar {
+extension BAR {
     /// `vfioctl bar config`: config space through VFIO's config region.
     struct Config: ParsableCommand {
         static let configuration = CommandConfiguration(

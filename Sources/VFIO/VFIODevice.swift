@@ -82,15 +82,15 @@ public enum PCIRegion {
     public static let barCount = Int(VFIO_PCI_ROM_REGION_INDEX - VFIO_PCI_BAR0_REGION_INDEX)
 }
 
-/// A device opened through its VFIO group. Modelled on rust-vmm's `VfioDevice`: device and region
+/// A device opened through its VFIO group. Modelled on rust-vmm's `VFIODevice`: device and region
 /// info, register access by pread/pwrite on a region's offset in the device file, and mmap of a
 /// region. The descriptor is closed exactly once, in deinit; the device keeps its group (and so
 /// the container) alive.
-public final class VfioDevice {
+public final class VFIODevice {
     /// The device's PCI address.
     public let address: PCIAddress
     /// Its group (held: the group and its container live as long as the device).
-    public let group: VfioGroup
+    public let group: VFIOGroup
     /// What VFIO_DEVICE_GET_INFO said when it was opened.
     public let info: DeviceInfo
     let owned: OwnedFileDescriptor
@@ -99,7 +99,7 @@ public final class VfioDevice {
     let decode = MemoryDecodeState(memoryEnabled: true)
 
     /// Takes ownership of `fd` (which closes if the info query fails).
-    init(address: PCIAddress, fd: consuming OwnedFileDescriptor, group: VfioGroup) throws(VFIOError) {
+    init(address: PCIAddress, fd: consuming OwnedFileDescriptor, group: VFIOGroup) throws(VFIOError) {
         var raw = vfio_device_info()
         raw.argsz = argsz(vfio_device_info.self)
         try ioctlStruct(fd.borrowed, CVFIO_DEVICE_GET_INFO, &raw, "VFIO_DEVICE_GET_INFO on \(address)")

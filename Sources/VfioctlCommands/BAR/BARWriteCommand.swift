@@ -2,7 +2,7 @@ import ArgumentParser
 import TextFormat
 import VFIO
 
-extension Bar {
+extension BAR {
     struct Write: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "write",
@@ -29,7 +29,7 @@ extension Bar {
         func run() throws {
             let (number, access) = try register.access(sysfsRoot: global.resolvedRoot.path, command: "bar write", writing: value.value)
             if global.json {
-                try BarAccessJSON(register, value: number, access: access).print(json: true)
+                try BARAccessJSON(register, value: number, access: access).print(json: true)
             }
         }
     }

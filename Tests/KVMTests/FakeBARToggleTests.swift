@@ -23,7 +23,7 @@ private final class HandOver<T>: @unchecked Sendable {
 }
 
 @Suite("Fake BAR on /dev/kvm", .enabled(if: KVMAvailability.present, "needs a usable /dev/kvm (kvm module loaded, run as root or in group kvm)"))
-struct FakeBarToggleTests {
+struct FakeBARToggleTests {
     static let barSize = 0x10000
     /// The word at `offset` of the fake BAR: differs between neighbours and between pages.
     static func pattern(_ offset: UInt16) -> UInt16 { (offset &* 0x9e37) ^ 0x5a5a }
@@ -35,7 +35,7 @@ struct FakeBarToggleTests {
     /// waits for one such unambiguous run after each toggle, so each state is checked at least
     /// once, and the toggle itself lands while the vCPU is running.
     @Test func concurrentToggleServesEveryReadCorrectly() throws {
-        let guest = try RealModeVM(code: GuestCode.readBarForever)
+        let guest = try RealModeVM(code: GuestCode.readBARForever)
         let bar = try GuestMemory(size: Self.barSize, backing: .shared(name: "fake-bar"))
         var words: [UInt8] = []
         for offset in stride(from: 0, to: Self.barSize, by: 2) {

@@ -21,7 +21,7 @@ public enum PCICommand {
     public static let intxDisable = UInt16(PCI_COMMAND_INTX_DISABLE)
 }
 
-extension VfioDevice {
+extension VFIODevice {
     /// The config-space region (VFIO_PCI_CONFIG_REGION_INDEX): reads and writes go through the
     /// kernel, which virtualizes some fields (BARs, MSI capability) for the user.
     public func configRegion() throws(VFIOError) -> RegionInfo {
@@ -164,7 +164,7 @@ public final class EventFD {
     }
 }
 
-extension VfioDevice {
+extension VFIODevice {
     /// VFIO_DEVICE_SET_IRQS: deliver vectors start..<start+count of `index` to these eventfds
     /// (DATA_EVENTFD | ACTION_TRIGGER). For MSI/MSI-X this also enables them in the device.
     public func setIRQTriggers(_ index: UInt32, start: UInt32 = 0, eventFDs: [EventFD]) throws(VFIOError) {

@@ -4,7 +4,7 @@ import Foundation
 /// `vfioctl bar`: register access to a device's BARs through VFIO, the way a VMM would do it:
 /// container, group, device fd, region info, then an mmap of the region (pread/pwrite where the
 /// region cannot be mapped, e.g. an I/O-port BAR).
-public struct Bar: ParsableCommand {
+public struct BAR: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "bar",
         abstract: "Read or write a device's BAR registers through VFIO (the device must be bound to vfio-pci).",

@@ -1,7 +1,7 @@
 import ArgumentParser
 import VFIO
 
-extension Bar {
+extension BAR {
     struct Read: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "read",
@@ -17,7 +17,7 @@ extension Bar {
 
         func run() throws {
             let (value, access) = try register.access(sysfsRoot: global.resolvedRoot.path, command: "bar read")
-            try BarAccessJSON(register, value: value, access: access).print(json: global.json)
+            try BARAccessJSON(register, value: value, access: access).print(json: global.json)
         }
     }
 }

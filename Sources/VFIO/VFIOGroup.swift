@@ -9,10 +9,10 @@ import SystemCalls
 import SystemPackage
 
 /// A VFIO group (/dev/vfio/N): the unit of ownership VFIO hands out, one IOMMU group. Modelled on
-/// rust-vmm's `VfioGroup`. Opening checks that the group is viable (no member bound to a host
+/// rust-vmm's `VFIOGroup`. Opening checks that the group is viable (no member bound to a host
 /// driver); devices can be opened once the group is attached to a container. The descriptor is
 /// closed exactly once, in deinit, which also detaches the group from its container.
-public final class VfioGroup {
+public final class VFIOGroup {
     /// The IOMMU group number.
     public let number: Int
     /// The group's node (/dev/vfio/N).
@@ -20,7 +20,7 @@ public final class VfioGroup {
     let owned: OwnedFileDescriptor
     var fd: FileDescriptor { owned.borrowed }
     /// The container the group is attached to; held so the container outlives the group.
-    public private(set) var container: VfioContainer?
+    public private(set) var container: VFIOContainer?
     /// The sysfs root the group was found under; devices read their BARs' resources from it.
     public private(set) var sysfsRoot = "/sys"
 
@@ -106,7 +106,7 @@ public final class VfioGroup {
     }
 
     /// VFIO_GROUP_SET_CONTAINER; the container then sets its IOMMU if this is its first group.
-    public func attach(to container: VfioContainer) throws(VFIOError) {
+    public func attach(to container: VFIOContainer) throws(VFIOError) {
         if let current = self.container {
             guard current !== container else { return }
             throw .groupInAnotherContainer(group: number)
@@ -123,8 +123,8 @@ public final class VfioGroup {
     }
 
     /// VFIO_GROUP_GET_DEVICE_FD for a member of the group, by its PCI address. `vfToken`: the
-    /// VF token its PF (on vfio-pci) was given (`VfioDevice.setVFToken`), required for a VF.
-    public func openDevice(_ address: PCIAddress, vfToken: VFToken? = nil) throws(VFIOError) -> VfioDevice {
+    /// VF token its PF (on vfio-pci) was given (`VFIODevice.setVFToken`), required for a VF.
+    public func openDevice(_ address: PCIAddress, vfToken: VFToken? = nil) throws(VFIOError) -> VFIODevice {
         guard container != nil else { throw .groupNotAttached(group: number) }
         let name = address.description + (vfToken.map { " vf_token=\($0)" } ?? "")
         let result = try SystemCall.value({
@@ -133,15 +133,15 @@ public final class VfioGroup {
                 cuapi_ioctl_ptr(fd.rawValue, CVFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: cName))
             }
         }) { VFIOError.system(operation: "VFIO_GROUP_GET_DEVICE_FD(\(name)) on \(path)", errno: $0) }
-        return try VfioDevice(address: address, fd: OwnedFileDescriptor(rawValue: result), group: self)
+        return try VFIODevice(address: address, fd: OwnedFileDescriptor(rawValue: result), group: self)
     }
 }
 
 /// Opens everything needed to use one PCI device through VFIO: a new container, the device's
 /// group (which must be viable), attached to the container, and the device itself.
-public func openVFIODevice(_ address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio", vfToken: VFToken? = nil) throws(VFIOError) -> VfioDevice {
-    let group = try VfioGroup(device: address, sysfsRoot: sysfsRoot, devVFIO: devVFIO)
-    let container = try VfioContainer(path: "\(devVFIO)/vfio")
+public func openVFIODevice(_ address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio", vfToken: VFToken? = nil) throws(VFIOError) -> VFIODevice {
+    let group = try VFIOGroup(device: address, sysfsRoot: sysfsRoot, devVFIO: devVFIO)
+    let container = try VFIOContainer(path: "\(devVFIO)/vfio")
     try group.attach(to: container)
     return try group.openDevice(address, vfToken: vfToken)
 }

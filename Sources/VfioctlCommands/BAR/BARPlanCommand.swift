@@ -5,7 +5,7 @@ import HostKernel
 import PCIInventory
 import TextFormat
 
-extension Bar {
+extension BAR {
     /// `vfioctl bar plan`: placement and predicted faults from sysfs alone (no root, no VFIO).
     struct Plan: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -30,7 +30,7 @@ extension Bar {
         var bar: BARIndex?
         @Option(name: .long, help: ArgumentHelp("Also plan vfioctl's placement moved by this many bytes (a multiple of 4096; 0x hex or K/M/G suffix).", valueName: "bytes"))
         var skew: PageMultiple?
-        @OptionGroup var window: BarWindowOptions
+        @OptionGroup var window: BARWindowOptions
         @OptionGroup var hugeFaultHost: HugeFaultHostOptions
 
         func validate() throws { try window.validate(bar: bar) }
@@ -52,7 +52,7 @@ extension Bar {
             let rule = HugeFaultRuleJSON(host: host, advice: hugeFaultHost.advice)
             let ruleWithoutMadvise = HugeFaultRuleJSON(host: host, advice: .none)
             let tried = PageGeometry.tried(under: host.gate(for: hugeFaultHost.advice))
-            var plans: [BarPlanJSON] = []
+            var plans: [BARPlanJSON] = []
             for resource in bars {
                 if let reason = Self.unplannable(resource) {
                     note("\(target) BAR \(resource.index) \(reason); not planned")
@@ -64,7 +64,7 @@ extension Bar {
                 }
                 do {
                     let area = try AreaPlan.make(physicalStart: resource.start + offset, length: length, skew: skew?.value, faultGeometry: tried)
-                    plans.append(BarPlanJSON(address: target.description, bar: resource, window: (offset, length), plan: area,
+                    plans.append(BARPlanJSON(address: target.description, bar: resource, window: (offset, length), plan: area,
                                              hugeFaults: rule, hugeFaultsWithoutMadvise: ruleWithoutMadvise))
                 } catch {
                     throw CommandFailure("\(target) BAR \(resource.index): \(error.description)")
@@ -92,7 +92,7 @@ extension Bar {
 }
 
 /// One BAR's plan, for text and JSON.
-struct BarPlanJSON: Encodable {
+struct BARPlanJSON: Encodable {
     let address: String
     let bar: Int
     /// The planned area: the whole BAR, or the window --offset/--length chose.

@@ -3,7 +3,7 @@ import PCIInventory
 import TextFormat
 import VFIO
 
-extension Bar {
+extension BAR {
     /// Options that name one register.
     struct Register: ParsableArguments {
         @OptionGroup var device: DeviceArgument
@@ -22,7 +22,7 @@ extension Bar {
         /// One access, the way a VMM makes it: through an mmap of the BAR, or pread/pwrite
         /// where the region cannot be mapped (an I/O-port BAR). Writes `writing` when given,
         /// reads otherwise; returns the value read or written and how.
-        func access(sysfsRoot: String, command: String, writing: UInt64? = nil) throws -> (UInt64, BarAccess) {
+        func access(sysfsRoot: String, command: String, writing: UInt64? = nil) throws -> (UInt64, BARAccess) {
             let offset = self.offset.value
             do throws(VFIOError) {
                 let device = try openVFIODevice(address, sysfsRoot: sysfsRoot)
@@ -56,12 +56,12 @@ extension Bar {
     }
 }
 
-enum BarAccess: String {
+enum BARAccess: String {
     case mmap, pread, pwrite
 }
 
 /// `bar read/write --json`: the value as hex text, since JSON numbers lose 64-bit precision.
-struct BarAccessJSON: Encodable {
+struct BARAccessJSON: Encodable {
     let address: String
     let bar: Int
     let offset: UInt64
@@ -69,7 +69,7 @@ struct BarAccessJSON: Encodable {
     let value: String
     let access: String
 
-    init(_ register: Bar.Register, value: UInt64, access: BarAccess) {
+    init(_ register: BAR.Register, value: UInt64, access: BARAccess) {
         address = register.address.description
         bar = register.bar.value
         offset = register.offset.value

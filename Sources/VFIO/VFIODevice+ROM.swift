@@ -1,7 +1,7 @@
 import SystemPackage
 import TextFormat
 
-extension VfioDevice {
+extension VFIODevice {
     /// The expansion ROM through VFIO's ROM region (vfio-pci enables the ROM BAR, or reads the
     /// shadow copy of a boot display, only for the duration of each read). Read in 64 KiB preads
     /// up to the region's size, stopping early where the kernel returns no more bytes.

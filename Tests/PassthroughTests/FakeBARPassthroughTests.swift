@@ -8,10 +8,10 @@ import VFIO
 
 /// Shared memory standing in for a VFIO BAR mmap; reports when it is released, and whether
 /// the VM still had a slot pointing into it at that moment.
-final class FakeBarArea: MemslotBacking {
+final class FakeBARArea: MemslotBacking {
     let memory: GuestMemory
-    let onRelease: (FakeBarArea) -> Void
-    init(size: Int, onRelease: @escaping (FakeBarArea) -> Void = { _ in }) throws {
+    let onRelease: (FakeBARArea) -> Void
+    init(size: Int, onRelease: @escaping (FakeBARArea) -> Void = { _ in }) throws {
         memory = try GuestMemory(size: size, backing: .shared(name: "fake-bar-area"))
         self.onRelease = onRelease
     }
@@ -24,10 +24,10 @@ final class FakeBarArea: MemslotBacking {
 /// answer a pread of them), the rest from `gapValue`. Counts accesses; records writes.
 final class FakeRegion {
     let index: UInt32
-    var areas: [(offset: UInt64, area: FakeBarArea)]
+    var areas: [(offset: UInt64, area: FakeBARArea)]
     var reads = 0
     var writes: [(offset: UInt64, value: UInt64, width: Int)] = []
-    init(index: UInt32, areas: [(offset: UInt64, area: FakeBarArea)]) {
+    init(index: UInt32, areas: [(offset: UInt64, area: FakeBARArea)]) {
         self.index = index
         self.areas = areas
     }
@@ -60,11 +60,11 @@ final class FakeRegion {
 }
 
 @Suite("Passthrough with a fake BAR on /dev/kvm", .enabled(if: KVMAvailability.present, "needs a usable /dev/kvm (kvm module loaded, run as root or in group kvm)"))
-struct FakeBarPassthroughTests {
+struct FakeBARPassthroughTests {
     static let window: Range<UInt64> = 0x1000_0000..<0xfec0_0000
 
     /// Fills an area with a pattern that differs per dword and per area.
-    static func fill(_ area: FakeBarArea, seed: UInt32) throws {
+    static func fill(_ area: FakeBARArea, seed: UInt32) throws {
         var bytes: [UInt8] = []
         for index in 0..<(area.size / 4) {
             let word = UInt32(truncatingIfNeeded: index) &* 0x9e37_79b9 ^ seed
@@ -80,7 +80,7 @@ struct FakeBarPassthroughTests {
     /// values are the same in all three runs and equal to what the region reader says.
     @Test func readsAreRightWithSlotsPresentAbsentAndBack() throws {
         let guest = try ProbeGuest(system: KVMSystem())
-        let low = try FakeBarArea(size: 0x4000), high = try FakeBarArea(size: 0x8000), other = try FakeBarArea(size: 0x1000)
+        let low = try FakeBARArea(size: 0x4000), high = try FakeBARArea(size: 0x8000), other = try FakeBARArea(size: 0x1000)
         try Self.fill(low, seed: 0x1111_1111)
         try Self.fill(high, seed: 0x2222_2222)
         try Self.fill(other, seed: 0x3333_3333)
@@ -92,10 +92,10 @@ struct FakeBarPassthroughTests {
             },
             write: { _, _, _, _ throws(PassthroughError) in })
         let bars = [
-            BarMemory(bar: 0, regionIndex: 0, regionSize: 0x10000, areas: [(0, low), (0x8000, high)]),
-            BarMemory(bar: 2, regionIndex: 2, regionSize: 0x1000, areas: [(0, other)]),
+            BARMemory(bar: 0, regionIndex: 0, regionSize: 0x10000, areas: [(0, low), (0x8000, high)]),
+            BARMemory(bar: 2, regionIndex: 2, regionSize: 0x1000, areas: [(0, other)]),
         ]
-        let memslots = try BarMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange],
+        let memslots = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange],
                                        firstSlot: 1, regions: regions)
         #expect(memslots.toggles.count == 3)
         #expect(guest.vm.memslots.count == 4)
@@ -146,9 +146,9 @@ struct FakeBarPassthroughTests {
     /// BAR is refused, and other exits are left to the caller.
     @Test func writesAndStrayExits() throws {
         let guest = try ProbeGuest(system: KVMSystem())
-        let area = try FakeBarArea(size: 0x1000)
+        let area = try FakeBARArea(size: 0x1000)
         let region = FakeRegion(index: 1, areas: [(0, area)])
-        let memslots = try BarMemslots(vm: guest.vm, bars: [BarMemory(bar: 1, regionIndex: 1, regionSize: 0x2000, areas: [(0, area)])],
+        let memslots = try BARMemslots(vm: guest.vm, bars: [BARMemory(bar: 1, regionIndex: 1, regionSize: 0x2000, areas: [(0, area)])],
                                        window: Self.window, reserved: [guest.ramRange], firstSlot: 1, regions: region.access)
         let base = try #require(memslots.guestPhysicalAddress(bar: 1, offset: 0))
         #expect(try memslots.serve(.mmio(address: base + 0x1008, isWrite: true, length: 4, data: [0x44, 0x33, 0x22, 0x11]), on: guest.vcpu))
@@ -174,18 +174,18 @@ struct FakeBarPassthroughTests {
         let releasedWithSlot = Mutex<[UInt64]>([])
         let released = Mutex<Int>(0)
         let vm = guest.vm
-        let check: (FakeBarArea) -> Void = { area in
+        let check: (FakeBARArea) -> Void = { area in
             released.withLock { $0 += 1 }
             if vm.memslots.allSlots.contains(where: { $0.userspaceAddress == area.hostAddress }) {
                 releasedWithSlot.withLock { $0.append(area.hostAddress) }
             }
         }
-        weak var weakArea: FakeBarArea?
-        var memslots: BarMemslots?
+        weak var weakArea: FakeBARArea?
+        var memslots: BARMemslots?
         do {
-            let area = try FakeBarArea(size: 0x2000, onRelease: check)
+            let area = try FakeBARArea(size: 0x2000, onRelease: check)
             weakArea = area
-            memslots = try BarMemslots(vm: vm, bars: [BarMemory(bar: 0, regionIndex: 0, regionSize: 0x2000, areas: [(0, area)])],
+            memslots = try BARMemslots(vm: vm, bars: [BARMemory(bar: 0, regionIndex: 0, regionSize: 0x2000, areas: [(0, area)])],
                                        window: Self.window, reserved: [guest.ramRange], firstSlot: 1,
                                        regions: FakeRegion(index: 0, areas: []).access)
         }
@@ -203,12 +203,12 @@ struct FakeBarPassthroughTests {
     /// If one area's slot cannot be added, the slots added before it are deleted again.
     @Test func aFailedAddRollsBack() throws {
         let guest = try ProbeGuest(system: KVMSystem())
-        let areas = try (0..<3).map { _ in try FakeBarArea(size: 0x1000) }
+        let areas = try (0..<3).map { _ in try FakeBARArea(size: 0x1000) }
         // Slot 0 is RAM: numbering the BAR slots from 65534 runs into the 16-bit slot-number wrap
         // for the third area; use an explicit collision instead: RAM is slot 0, so start at 0.
-        let bars = [BarMemory(bar: 0, regionIndex: 0, regionSize: 0x3000, areas: [(0, areas[0]), (0x1000, areas[1]), (0x2000, areas[2])])]
+        let bars = [BARMemory(bar: 0, regionIndex: 0, regionSize: 0x3000, areas: [(0, areas[0]), (0x1000, areas[1]), (0x2000, areas[2])])]
         #expect(throws: PassthroughError.self) {
-            _ = try BarMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange], firstSlot: 0,
+            _ = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange], firstSlot: 0,
                                 regions: FakeRegion(index: 0, areas: []).access)
         }
         #expect(guest.vm.memslots.count == 1)
@@ -216,7 +216,7 @@ struct FakeBarPassthroughTests {
         let extra = try GuestMemory(size: 0x1000)
         try guest.vm.addSlot(MemslotID(slot: 6), guestPhysicalAddress: 0x30_0000, memory: extra)
         #expect(throws: PassthroughError.self) {
-            _ = try BarMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange], firstSlot: 5,
+            _ = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange], firstSlot: 5,
                                 regions: FakeRegion(index: 0, areas: []).access)
         }
         #expect(guest.vm.memslots.count == 2, "RAM and the extra slot only")
@@ -228,10 +228,10 @@ struct FakeBarPassthroughTests {
     /// device memory, and the guest reads through it.
     @Test func hugeCongruentSlotIsAcceptedAndReadable() throws {
         let guest = try ProbeGuest(system: KVMSystem())
-        let area = try FakeBarArea(size: 4 << 20)
+        let area = try FakeBARArea(size: 4 << 20)
         try area.memory.write([0xef, 0xbe, 0xad, 0xde], at: 0x20_0000)
         let region = FakeRegion(index: 2, areas: [(0, area)])
-        let memslots = try BarMemslots(vm: guest.vm, bars: [BarMemory(bar: 2, regionIndex: 2, regionSize: 4 << 20, areas: [(0, area)])],
+        let memslots = try BARMemslots(vm: guest.vm, bars: [BARMemory(bar: 2, regionIndex: 2, regionSize: 4 << 20, areas: [(0, area)])],
                                        window: Self.window, reserved: [guest.ramRange], firstSlot: 1, regions: region.access)
         let placed = try #require(memslots.bars.first?.areas.first)
         #expect(placed.hugePageCongruence == 2 << 20)

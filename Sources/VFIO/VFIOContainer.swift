@@ -5,12 +5,12 @@ import SystemPackage
 import TextFormat
 
 /// A VFIO container (/dev/vfio/vfio): one IOMMU context that groups are attached to, and through
-/// which DMA mappings are made for every device in it. Modelled on rust-vmm's `VfioContainer`.
+/// which DMA mappings are made for every device in it. Modelled on rust-vmm's `VFIOContainer`.
 ///
 /// The type1v2 IOMMU backend is chosen when the first group is attached (the kernel refuses
 /// VFIO_SET_IOMMU on a container with no group). The descriptor is closed exactly once, in
 /// deinit; groups keep their container alive, so it outlives every group attached to it.
-public final class VfioContainer {
+public final class VFIOContainer {
     /// Where the container node is.
     public static let defaultPath = "/dev/vfio/vfio"
 
@@ -29,7 +29,7 @@ public final class VfioContainer {
     var dmaAvailableBaseline: (available: UInt32, mappings: Int)?
 
     /// Opens the container and checks the API version and the type1v2 backend.
-    public init(path: String = VfioContainer.defaultPath) throws(VFIOError) {
+    public init(path: String = VFIOContainer.defaultPath) throws(VFIOError) {
         // Owned: a failure below drops it, which closes it once.
         let owned = try openCharacterDevice(path)
         let fd = owned.borrowed
@@ -51,7 +51,7 @@ public final class VfioContainer {
         try? unmapAllDMA()
     }
 
-    /// Called by `VfioGroup.attach(to:)` after VFIO_GROUP_SET_CONTAINER succeeded.
+    /// Called by `VFIOGroup.attach(to:)` after VFIO_GROUP_SET_CONTAINER succeeded.
     func groupAttached() throws(VFIOError) {
         guard !iommuIsSet else { return }
         try ioctlValue(fd, CVFIO_SET_IOMMU, UInt(VFIO_TYPE1v2_IOMMU), "VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU) on \(path)")
@@ -92,24 +92,24 @@ public final class VfioContainer {
     /// Groups attached through `openDevice`, by number: each group is opened and attached once
     /// however many of its devices are opened. Weak: a group closes when its last device does.
     private var groups: [Int: WeakGroup] = [:]
-    private struct WeakGroup { weak var group: VfioGroup? }
+    private struct WeakGroup { weak var group: VFIOGroup? }
 
     /// The container's descriptor, borrowed: valid while this object lives; do not close it.
     public var rawDescriptor: Int32 { fd.rawValue }
 
     /// Opens a device in this container: its group is opened, checked viable and attached the
     /// first time (later devices of the same group reuse it), then the device is opened.
-    public func openDevice(_ address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(VFIOError) -> VfioDevice {
-        let number = try VfioGroup.groupNumber(of: address, sysfsRoot: sysfsRoot)
+    public func openDevice(_ address: PCIAddress, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(VFIOError) -> VFIODevice {
+        let number = try VFIOGroup.groupNumber(of: address, sysfsRoot: sysfsRoot)
         if let group = groups[number]?.group { return try group.openDevice(address) }
-        let group = try VfioGroup(device: address, sysfsRoot: sysfsRoot, devVFIO: devVFIO)
+        let group = try VFIOGroup(device: address, sysfsRoot: sysfsRoot, devVFIO: devVFIO)
         try group.attach(to: self)
         groups[number] = WeakGroup(group: group)
         return try group.openDevice(address)
     }
 
     /// The groups attached through `openDevice` that are still open, by number.
-    public var attachedGroups: [VfioGroup] {
+    public var attachedGroups: [VFIOGroup] {
         groups.keys.sorted().compactMap { groups[$0]?.group }
     }
 

@@ -10,7 +10,7 @@ import PCIInventory
 import SystemPackage
 import TextFormat
 
-/// How `VfioDevice.mapPlaced` places a mapping.
+/// How `VFIODevice.mapPlaced` places a mapping.
 public struct PlacementOptions: Sendable {
     /// Bytes added to vfioctl's placement (page multiple): for measuring what a worse placement
     /// costs. 0 for real use.
@@ -35,7 +35,7 @@ public struct PlacementOptions: Sendable {
     }
 }
 
-extension VfioDevice {
+extension VFIODevice {
     /// The BAR as the kernel placed it (sysfs `resource`): a memory BAR, or a clear error.
     public func barResource(_ bar: Int) throws(VFIOError) -> PCIBAR {
         let path = "\(group.sysfsRoot)/bus/pci/devices/\(address)/resource"

@@ -3,7 +3,7 @@ import ArgumentParser
 import TextFormat
 import VFIO
 
-extension Bar {
+extension BAR {
     /// `vfioctl bar toggle`: map, unmap and remap a BAR, and switch memory decoding off and on,
     /// showing that a mapping refuses access while decoding is off instead of taking SIGBUS.
     struct Toggle: ParsableCommand {

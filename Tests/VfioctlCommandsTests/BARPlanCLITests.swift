@@ -4,7 +4,7 @@ import Testing
 
 /// `vfioctl bar plan` on fixture sysfs trees: no root, no VFIO, only `resource` files.
 @Suite("bar plan CLI on fixture trees")
-struct BarPlanCLITests {
+struct BARPlanCLITests {
     func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
         let result = try VfioctlBinary.run(arguments)
         return (result.status, result.stdout, result.stderr)

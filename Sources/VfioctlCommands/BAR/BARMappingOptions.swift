@@ -5,7 +5,7 @@ import VFIO
 
 /// `--offset` and `--length`: a window of a BAR, planned or mapped the way a sparse mmap area
 /// that starts there would be (vfioctl places every area by its own bus address).
-struct BarWindowOptions: ParsableArguments {
+struct BARWindowOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Start of the window in the BAR (a multiple of 4096; 0x hex or K/M/G). Default: 0.", valueName: "bytes"))
     var offset: PageMultiple?
     @Option(name: .long, help: ArgumentHelp("Length of the window (a multiple of 4096, not 0). Default: to the end of the BAR.", valueName: "bytes"))
@@ -45,12 +45,12 @@ struct BarWindowOptions: ParsableArguments {
 
 /// How `bar touch` and `dma bench-bar` map a BAR: which one, which window of it, moved how far
 /// off vfioctl's placement, with or without MADV_HUGEPAGE.
-struct BarMappingOptions: ParsableArguments {
+struct BARMappingOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The BAR, 0-5.", valueName: "n"))
     var bar: BARIndex
     @Option(name: .long, help: ArgumentHelp("Bytes to move the mapping off vfioctl's placement (a multiple of 4096 below 128 TiB; 0x hex or K/M/G).", valueName: "bytes"))
     var skew: PageMultiple = .zero
-    @OptionGroup var window: BarWindowOptions
+    @OptionGroup var window: BARWindowOptions
     @Flag(name: .customLong("no-madvise"), help: "Map without MADV_HUGEPAGE, as QEMU maps BARs (vfioctl's library advises every BAR mapping).")
     var noMadvise = false
 

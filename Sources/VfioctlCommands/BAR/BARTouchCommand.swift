@@ -5,7 +5,7 @@ import HostKernel
 import TextFormat
 import VFIO
 
-extension Bar {
+extension BAR {
     /// `vfioctl bar touch`: map a BAR through VFIO at vfioctl's placement (plus a skew), read one
     /// byte per page, and report the time beside the planner's predicted faults.
     struct Touch: ParsableCommand {
@@ -26,7 +26,7 @@ extension Bar {
         )
         @OptionGroup var global: GlobalOptions
         @OptionGroup var device: DeviceArgument
-        @OptionGroup var mapping: BarMappingOptions
+        @OptionGroup var mapping: BARMappingOptions
         @Option(name: .long, help: ArgumentHelp("Order of the page reads: linear, reverse or random.", valueName: "pattern"))
         var pattern: PatternName = .linear
         @Option(name: .long, help: ArgumentHelp("Seed of the random order.", valueName: "n"))
