@@ -175,7 +175,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PCIInventoryTests",
-            dependencies: ["PCIInventory", "SysfsFixtures", "VfioctlCommands"]
+            dependencies: ["PCIInventory", "SysfsFixtures"]
         ),
         .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "HostKernel", "PCIInventory", "SysfsFixtures", "VMMConfig"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),

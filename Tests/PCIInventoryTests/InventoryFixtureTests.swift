@@ -2,7 +2,6 @@ import Foundation
 import SysfsFixtures
 import Testing
 @testable import PCIInventory
-@testable import VfioctlCommands
 
 func address(_ fixture: FixtureAddress) throws -> PCIAddress { try PCIAddress(parsing: fixture.description) }
 
@@ -231,32 +230,5 @@ func scanFixture(_ host: FixtureHost, detail: PCIInventory.Detail = .full,
             records[1].deviceID = "ffff"
             #expect(Lspci.disagreements(inventory, records).count == 2)
         }
-    }
-}
-
-@Suite struct JSONRendererTests {
-    func foundation<T: Encodable>(_ value: T) throws -> String { try JSONOutput.encode(value) }
-
-    @Test func listAndGroupsRenderExactlyAsFoundation() throws {
-        for host in [FixtureHost.gpuWorkstation, FixtureHost.broken, FixtureHost.noIOMMU] {
-            try scanFixture(host, detail: .summary) { inventory, _ throws in
-                let list = JSONValue.array(inventory.devices.map(JSONValue.deviceSummary))
-                #expect(list.rendered() == (try foundation(list)))
-                let groups = JSONValue.array(inventory.groups.map(JSONValue.group))
-                #expect(groups.rendered() == (try foundation(groups)))
-                let details = JSONValue.array(inventory.devices.map { JSONValue.deviceDetail($0, in: inventory) })
-                #expect(details.rendered() == (try foundation(details)))
-            }
-        }
-    }
-
-    @Test func escapingAndEmptyContainersMatchFoundation() throws {
-        let tricky = JSONValue.object([
-            ("quote\"back\\slash", .string("line\nfeed\ttab\u{01}ctl \u{7f} é / slash")),
-            ("empty_array", .array([])), ("empty_object", .object([])),
-            ("numbers", .array([.unsigned(UInt64.max), .integer(-1), .integer(0)])),
-            ("b", .bool(false)), ("a", .null), ("B", .bool(true)),
-        ])
-        #expect(tricky.rendered() == (try foundation(tricky)))
     }
 }
