@@ -3,13 +3,20 @@ import TextFormat
 /// vfioctl's placement against the naive ones, each with its predicted faults under the fixed
 /// and the older kernel rule, and the fewest mappings any placement can get.
 public struct AreaPlan: Sendable, Equatable {
+    /// The area's bus address (its first byte).
     public let physicalStart: UInt64
+    /// The area's length in bytes.
     public let length: UInt64
     /// vfioctl's alignment for the area: see `Placement.alignment`.
     public let alignment: UInt64
+    /// The fewest mappings any placement can get, by page order (`Placement.minimumMappings`
+    /// under the fault geometry).
     public let minimumMappings: [Int: UInt64]
+    /// One prediction per `PlacementStrategy`, in `allCases` order, then "vfioctl+skew" when a
+    /// skew was given.
     public let placements: [PlacementPrediction]
 
+    /// The fewest mappings any placement can get, all orders together.
     public var minimumMappingCount: UInt64 { minimumMappings.values.reduce(0, +) }
 
     /// Plans the area with every strategy, plus vfioctl's placement moved by `skew` bytes.
@@ -43,8 +50,11 @@ public struct AreaPlan: Sendable, Equatable {
 
 /// One placement's predicted faults.
 public struct PlacementPrediction: Sendable, Equatable {
+    /// The strategy's raw value, or "vfioctl+skew".
     public let label: String
+    /// The strategy that chose the placement before any skew.
     public let strategy: PlacementStrategy
+    /// Bytes added to the strategy's start: 0 except for "vfioctl+skew".
     public let skew: UInt64
     /// The modelled virtual start (see `PlacementStrategy.virtualStart`).
     public let virtualStart: UInt64
@@ -52,6 +62,8 @@ public struct PlacementPrediction: Sendable, Equatable {
     public let fixed: FaultPrediction
     /// Under the handler as first merged (faulting address had to be aligned).
     public let unfixed: FaultPrediction
+    /// For each huge order, largest first: whether this placement can ever use it, and why not
+    /// (`Placement.verdicts`).
     public let verdicts: [HugeOrderVerdict]
     /// Whether the fixed kernel ends with the fewest possible mappings.
     public let reachesMinimum: Bool

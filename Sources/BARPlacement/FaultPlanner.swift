@@ -12,6 +12,7 @@ public enum HugeFaultRule: String, Sendable, CaseIterable, Codable {
 
 /// How the kernel walks a fault, beyond the handler's rule.
 public struct KernelFaultModel: Sendable, Equatable, Hashable {
+    /// The check the huge_fault handler makes before it inserts an order above 0.
     public var rule: HugeFaultRule
     /// Linux 6.12 first handles a user fault under the per-VMA lock. vfio-pci's VMA has no
     /// `map_pages`, so a PTE-level read fault there returns VM_FAULT_RETRY before calling the
@@ -21,6 +22,7 @@ public struct KernelFaultModel: Sendable, Equatable, Hashable {
     /// 4 KiB off (measured in the lab's hugefault-placement scenario).
     public var retriesPTEFaultUnderMmapLock: Bool
 
+    /// A model; the defaults are the fixed 6.12 kernel (`linux612`).
     public init(rule: HugeFaultRule = .alignedBlock, retriesPTEFaultUnderMmapLock: Bool = true) {
         self.rule = rule
         self.retriesPTEFaultUnderMmapLock = retriesPTEFaultUnderMmapLock
@@ -42,6 +44,7 @@ public enum AccessPattern: Sendable, Equatable, Hashable {
     /// These page indices (from the mapping's start), in this order; repeats are allowed.
     case pages([UInt64])
 
+    /// The pattern's name without its parameters: linear, reverse, random or pages.
     public var name: String {
         switch self {
         case .linear: "linear"
@@ -90,6 +93,7 @@ public struct PageOrder: Sequence, Sendable {
         case list([UInt64])
     }
     let kind: Kind
+    /// Base pages in the mapping; every index the order yields is below it.
     public let pageCount: UInt64
 
     /// Accesses in the order: `pageCount`, or the list's length.
@@ -98,10 +102,12 @@ public struct PageOrder: Sequence, Sendable {
         return pageCount
     }
 
+    /// Yields the page indices one by one, each computed when asked for.
     public struct Iterator: IteratorProtocol {
         let order: PageOrder
         var position: UInt64 = 0
         var listIndex = 0
+        /// The next page index (from the mapping's start); nil after the last access.
         public mutating func next() -> UInt64? {
             switch order.kind {
             case let .list(list):
@@ -124,6 +130,7 @@ public struct PageOrder: Sequence, Sendable {
         }
     }
 
+    /// An iterator from the first access.
     public func makeIterator() -> Iterator { Iterator(order: self) }
 }
 
@@ -131,10 +138,13 @@ public struct PageOrder: Sequence, Sendable {
 /// bits that holds `count`, with cycle walking back into range. Any position's image costs a
 /// few multiplications and no memory, so a random order over 64 M pages needs no table.
 public struct SeededPermutation: Sendable, Equatable, Hashable {
+    /// The size of the domain: every image lies in [0, count).
     public let count: UInt64
     private let halfBits: UInt64
     private let keys: [UInt64]
 
+    /// The permutation of [0, `count`) keyed by `seed` (via `SplitMix64`): the same seed and
+    /// count give the same order on every platform.
     public init(count: UInt64, seed: UInt64) {
         self.count = count
         var bits: UInt64 = 1
@@ -179,7 +189,9 @@ public struct SeededPermutation: Sendable, Equatable, Hashable {
 /// A small seeded generator (SplitMix64): fixed output for a seed, on every platform.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
+    /// A generator whose whole output is fixed by `seed`.
     public init(seed: UInt64) { state = seed }
+    /// The next 64 pseudo-random bits.
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
@@ -193,20 +205,27 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 /// ret 256) or the kernel must retry at a smaller order (VM_FAULT_FALLBACK, ret 2048).
 public enum FaultOutcome: String, Sendable, Codable, Comparable {
     case inserted, fallback
+    /// By raw value (fallback before inserted), for a stable histogram order.
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 }
 
 /// One handler call: what the kprobe on vfio_pci_mmap_huge_fault sees.
 public struct HandlerCall: Sendable, Equatable, Hashable {
+    /// The page order the handler was called with (0, 9 or 18 on x86-64).
     public let order: Int
+    /// Whether it inserted a mapping or fell back.
     public let outcome: FaultOutcome
 }
 
 /// A page-table entry the handler installed.
 public struct InstalledMapping: Sendable, Equatable, Hashable {
+    /// The entry's page order.
     public let order: Int
+    /// The entry's first virtual address, aligned to its size.
     public let virtualAddress: UInt64
+    /// The bus address behind `virtualAddress`.
     public let physicalAddress: UInt64
+    /// An entry of `order` mapping `virtualAddress` to `physicalAddress`.
     public init(order: Int, virtualAddress: UInt64, physicalAddress: UInt64) {
         self.order = order
         self.virtualAddress = virtualAddress
@@ -216,8 +235,11 @@ public struct InstalledMapping: Sendable, Equatable, Hashable {
 
 /// A page-table slot: the entry of level `order` (18: PUD, 9: PMD) that covers `address`.
 public struct TableSlot: Sendable, Equatable, Hashable {
+    /// The level: 18 (PUD) or 9 (PMD).
     public let order: Int
+    /// Any address inside the slot.
     public let address: UInt64
+    /// The slot of level `order` that covers `address`.
     public init(order: Int, address: UInt64) {
         self.order = order
         self.address = address
@@ -226,16 +248,23 @@ public struct TableSlot: Sendable, Equatable, Hashable {
 
 /// One access that faulted: the handler calls it caused, in order, and what got installed.
 public struct FaultStep: Sendable, Equatable {
+    /// The page index (from the mapping's start) whose access faulted.
     public let page: UInt64
+    /// The handler calls it caused, in order; the last one inserted `installed`.
     public let calls: [HandlerCall]
+    /// The entry the fault installed.
     public let installed: InstalledMapping
 }
 
 /// Handler calls counted by (order, outcome), as the lab's histogram prints them.
 public struct HandlerCallCount: Sendable, Equatable, Hashable, Comparable {
+    /// The page order of the calls.
     public let order: Int
+    /// Their outcome.
     public let outcome: FaultOutcome
+    /// How many calls had this order and outcome.
     public let count: UInt64
+    /// By order, then outcome.
     public static func < (a: Self, b: Self) -> Bool { (a.order, a.outcome) < (b.order, b.outcome) }
 }
 
@@ -247,10 +276,14 @@ public struct FaultPrediction: Sendable, Equatable {
     public let mappingsByOrder: [Int: UInt64]
     /// Accesses that faulted (the rest hit an existing mapping).
     public let faultingAccesses: UInt64
+    /// Accesses in the pattern, faulting or not.
     public let accesses: UInt64
 
+    /// Mappings installed, all orders together.
     public var mappingCount: UInt64 { mappingsByOrder.values.reduce(0, +) }
+    /// Handler calls, all orders and outcomes together.
     public var handlerCallCount: UInt64 { calls.reduce(0) { $0 + $1.count } }
+    /// Handler calls of `order` with `outcome`; 0 when there were none.
     public func count(order: Int, _ outcome: FaultOutcome) -> UInt64 {
         calls.first { $0.order == order && $0.outcome == outcome }?.count ?? 0
     }
@@ -266,13 +299,17 @@ public struct FaultPrediction: Sendable, Equatable {
 /// kernel skips that level's attempt there). `vfioctl bar touch` keeps those slots free with a
 /// guard reservation, so its predictions use none.
 public struct FaultPlanner: Sendable {
+    /// The mapping whose faults are predicted.
     public let mapping: MappingGeometry
+    /// The page orders the fault path tries.
     public let geometry: PageGeometry
+    /// The kernel's handler rule and fault walk.
     public let model: KernelFaultModel
     /// Slots whose table exists before the first access: (level order 18 or 9, any address in
     /// the slot).
     public let tablesPresent: [TableSlot]
 
+    /// A planner; the defaults are x86-64's orders, the fixed 6.12 kernel and empty page tables.
     public init(mapping: MappingGeometry, geometry: PageGeometry = .x86_64, model: KernelFaultModel = .linux612,
                 tablesPresent: [TableSlot] = []) {
         self.mapping = mapping

@@ -8,6 +8,7 @@ import TextFormat
 public struct PageGeometry: Sendable, Equatable, Hashable {
     /// The base page (order 0): the host's, from `BasePage`.
     public static let pageShift = BasePage.shift
+    /// The base page's size in bytes (`BasePage.size`).
     public static let pageSize: UInt64 = BasePage.size
     /// PTE, PMD and PUD on x86-64 with 4 KiB base pages.
     public static let x86_64 = PageGeometry(validatedOrders: [0, 9, 18])
@@ -25,6 +26,7 @@ public struct PageGeometry: Sendable, Equatable, Hashable {
 
     /// Orders above 0, largest first: the order in which the kernel tries them on a fault.
     public var hugeOrdersDescending: [Int] { orders.reversed().filter { $0 > 0 } }
+    /// The largest supported order (0 with base pages only).
     public var largestOrder: Int { orders.last ?? 0 }
 
     /// The page-table levels that can hold a leaf above the PTE (PUD, PMD), largest first. They
@@ -32,6 +34,8 @@ public struct PageGeometry: Sendable, Equatable, Hashable {
     /// its table is still walked and allocated.
     public static let tableLevelOrders = [18, 9]
 
+    /// A geometry with these orders (duplicates and their order do not matter); throws
+    /// `.invalidOrders` unless 0 is among them and every other one is 9 or 18.
     public init(orders: [Int]) throws(PlacementError) {
         let sorted = Array(Set(orders)).sorted()
         guard sorted.first == 0 else { throw .invalidOrders(orders, reason: "order 0 (the base page) must be supported") }
@@ -41,6 +45,7 @@ public struct PageGeometry: Sendable, Equatable, Hashable {
         self.orders = sorted
     }
 
+    /// Whether `order` is one of `orders`.
     public func supports(order: Int) -> Bool { orders.contains(order) }
 
     private init(validatedOrders: [Int]) { self.orders = validatedOrders }
@@ -58,6 +63,7 @@ public enum PlacementError: Error, Equatable, CustomStringConvertible {
     case pageOutOfRange(page: UInt64, pages: UInt64)
     case tooLarge(what: String, limit: String)
 
+    /// Names the bad value and what is wrong with it, for the CLI's error message.
     public var description: String {
         switch self {
         case let .invalidOrders(orders, reason):
@@ -79,10 +85,15 @@ public enum PlacementError: Error, Equatable, CustomStringConvertible {
 /// A mapping placed in virtual memory: where it starts, how long it is, and the physical
 /// (bus) address its first byte reaches. What the kernel's fault handler decides with.
 public struct MappingGeometry: Sendable, Equatable, Hashable {
+    /// The mapping's first virtual address, page aligned.
     public let virtualStart: UInt64
+    /// Bytes mapped: a nonzero multiple of the page size.
     public let length: UInt64
+    /// The bus address behind `virtualStart`, page aligned.
     public let physicalStart: UInt64
 
+    /// Throws `.emptyArea` for length 0, `.notPageAligned` naming the first unaligned value, and
+    /// `.addressOverflow` when either range would pass 2^64.
     public init(virtualStart: UInt64, length: UInt64, physicalStart: UInt64) throws(PlacementError) {
         guard length > 0 else { throw .emptyArea }
         for (what, value) in [("virtual start", virtualStart), ("length", length), ("physical start", physicalStart)]
@@ -96,7 +107,9 @@ public struct MappingGeometry: Sendable, Equatable, Hashable {
         self.physicalStart = physicalStart
     }
 
+    /// The first virtual address after the mapping (`init` checked that it fits).
     public var virtualEnd: UInt64 { virtualStart + length }
+    /// Base pages in the mapping.
     public var pageCount: UInt64 { length >> UInt64(PageGeometry.pageShift) }
 
     /// The physical address behind a virtual address inside the mapping.

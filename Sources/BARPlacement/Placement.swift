@@ -80,7 +80,9 @@ public enum Placement {
 
 /// Whether pages of one huge order can be used.
 public struct HugeOrderVerdict: Sendable, Equatable {
+    /// The huge page order judged (9 or 18 on x86-64).
     public let order: Int
+    /// Whether a page of this order can ever be mapped at this placement.
     public let possible: Bool
     /// Why not, when not.
     public let reason: String?
@@ -117,6 +119,8 @@ public enum PlacementStrategy: String, Sendable, CaseIterable, Codable {
     public static let modelBase: UInt64 = 1 << 40
 }
 
+/// The usual name of a page size ("4 KiB", "2 MiB", "1 GiB"); any other size as `byteCount`
+/// writes it.
 public func pageSizeName(_ size: UInt64) -> String {
     switch size {
     case 1 << 30: "1 GiB"

@@ -87,13 +87,18 @@ public enum HugeFaultGate: String, Sendable, Codable, CaseIterable {
 /// `vma_file_bypass_thp_tuneables` exempts PFN-mapped VMAs with a huge_fault handler from the
 /// mode ("huge PFN mappings are uncompactable"), so the mode no longer matters for BARs.
 public struct HugeFaultHost: Sendable, Equatable {
+    /// The kernel's version, which decides whether huge faults exist and whether the mode applies.
     public var kernel: KernelVersion
     /// nil when the kernel has no THP at all, or (with `modeKnown` false) when a copied tree
     /// does not say.
     public var mode: TransparentHugePageMode?
+    /// False only when `mode` is nil because a copied tree does not say; `init` sets it true
+    /// whenever `mode` is given.
     public var modeKnown: Bool
+    /// The process's PR_SET_THP_DISABLE setting.
     public var process: ProcessTHPSetting
 
+    /// The host's facts as given; `modeKnown` is forced true when `mode` is non-nil.
     public init(kernel: KernelVersion, mode: TransparentHugePageMode?, modeKnown: Bool = true, process: ProcessTHPSetting = .inherited) {
         self.kernel = kernel
         self.mode = mode

@@ -5,18 +5,23 @@ import PCIInventory
 /// (`<proc>/sys/kernel/osrelease`), the THP mode (`<sysfs>/kernel/mm/transparent_hugepage/enabled`)
 /// and, for this process on the live system only, prctl(PR_GET_THP_DISABLE).
 public struct HugeFaultHostReader: Sendable {
+    /// Where sysfs is read from: `/sys`, or the root of a copied tree.
     public var sysfsRoot: String
+    /// Where procfs is read from: `/proc`, or the root of a copied tree.
     public var procRoot: String
 
+    /// A reader of the given roots (by default the live system's); reads nothing until `read`.
     public init(sysfsRoot: String = "/sys", procRoot: String = "/proc") {
         self.sysfsRoot = sysfsRoot
         self.procRoot = procRoot
     }
 
+    /// Why `read` could not tell the host's facts.
     public enum ReadError: Error, CustomStringConvertible {
         case kernelReleaseUnreadable(path: String)
         case modeUnparsable(path: String, text: String)
 
+        /// Names the file and what is wrong with its contents.
         public var description: String {
             switch self {
             case let .kernelReleaseUnreadable(path):

@@ -1,9 +1,13 @@
 /// A kernel release such as "6.12.95+deb12-amd64", reduced to the numbers that decide which
 /// known passthrough issues and fault-path rules apply. Pure.
 public struct KernelVersion: Comparable, Hashable, Sendable, CustomStringConvertible {
+    /// The first number of the release: 6 in 6.12.95.
     public let major: Int
+    /// The second number: 12 in 6.12.95.
     public let minor: Int
+    /// The third number, 0 when the release has none: 95 in 6.12.95.
     public let patch: Int
+    /// The release text as given ("X.Y.Z" when made from numbers); shown, never compared.
     public let release: String
 
     /// Parses the leading "X.Y[.Z]"; anything after (-rc1, +deb12-amd64) is kept in `release`.
@@ -28,6 +32,7 @@ public struct KernelVersion: Comparable, Hashable, Sendable, CustomStringConvert
         self.release = release
     }
 
+    /// The version with these numbers; `release` is written "major.minor.patch".
     public init(_ major: Int, _ minor: Int, _ patch: Int = 0) {
         self.major = major
         self.minor = minor
@@ -35,20 +40,24 @@ public struct KernelVersion: Comparable, Hashable, Sendable, CustomStringConvert
         release = "\(major).\(minor).\(patch)"
     }
 
+    /// Orders by (major, minor, patch); the text after the numbers is ignored.
     public static func < (lhs: KernelVersion, rhs: KernelVersion) -> Bool {
         (lhs.major, lhs.minor, lhs.patch) < (rhs.major, rhs.minor, rhs.patch)
     }
 
+    /// Equal numbers: 6.12.95+deb12-amd64 equals 6.12.95.
     public static func == (lhs: KernelVersion, rhs: KernelVersion) -> Bool {
         (lhs.major, lhs.minor, lhs.patch) == (rhs.major, rhs.minor, rhs.patch)
     }
 
+    /// Hashes the numbers only, as `==` compares them.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(major)
         hasher.combine(minor)
         hasher.combine(patch)
     }
 
+    /// The release text.
     public var description: String { release }
 
     var series: (Int, Int) { (major, minor) }
@@ -72,6 +81,9 @@ public enum KernelHistory {
         case affected
     }
 
+    /// Whether `version` has the huge-fault alignment fix, by version: `notApplicable` before
+    /// 6.12 (no huge_fault handler), `affected` for 6.12.0-28, every 6.13 and 6.14.0-6, else
+    /// `fixed`. A distribution backport is not seen.
     public static func hugeFaultAlignment(_ version: KernelVersion) -> HugeFaultAlignment {
         guard hasHugeFault(version) else { return .notApplicable }
         switch version.series {

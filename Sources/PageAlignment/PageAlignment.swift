@@ -24,6 +24,7 @@ public enum BasePage {
 
 /// Rounding and congruence modulo powers of two.
 public enum AddressAlignment {
+    /// Whether `value` is a power of two (0 is not).
     public static func isPowerOfTwo(_ value: UInt64) -> Bool { value != 0 && value & (value - 1) == 0 }
 
     /// Whether `value` is a multiple of `alignment` (a power of two).

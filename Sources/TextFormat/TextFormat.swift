@@ -16,7 +16,9 @@ extension BinaryInteger {
 
 /// Fixed-width hex without a prefix, as sysfs and lspci write IDs: 8086, 030000, 0a.
 public func hex2(_ value: UInt8) -> String { value.hexDigits(2) }
+/// Four hex digits, as sysfs writes vendor and device IDs: 8086.
 public func hex4(_ value: UInt16) -> String { value.hexDigits(4) }
+/// Six hex digits, as sysfs writes class codes: 030000.
 public func hex6(_ value: UInt32) -> String { value.hexDigits(6) }
 
 /// Bytes in the largest binary unit that divides them: "2 GiB", "1020 KiB", "4097 B" (the last
