@@ -18,7 +18,7 @@ public struct DMA: ParsableCommand {
               vfioctl dma check 0000:00:02.0
               vfioctl dma check 00:02.0 --size 64M --chunks 16 --json
             """,
-        subcommands: [Check.self, Bench.self, BenchBAR.self]
+        subcommands: [Check.self, Bench.self, BenchBAR.self, EduTest.self, PeerToPeer.self]
     )
     public init() {}
 

@@ -12,7 +12,7 @@ public struct VMCommand: ParsableCommand {
             Example:
               vfioctl vm config 0000:01:00.0 --slot --vmm libvirt
             """,
-        subcommands: [VMConfigCommand.self]
+        subcommands: [VMConfigCommand.self, Smoke.self, DMASmoke.self]
     )
     @OptionGroup var global: GlobalOptions
     public init() {}

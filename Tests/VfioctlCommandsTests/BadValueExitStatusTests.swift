@@ -40,7 +40,6 @@ struct BadValueExitStatusTests {
         ["dma", "check", "01:00.0", "--chunks", "3"],
         ["dma", "bench", "01:00.0", "--size", "3M"],
         ["dma", "bench", "01:00.0", "--repeat", "0"],
-        ["vm", "smoke", "01:00.0"],
         ["doctor", "--vm-memory", "lots"],
         ["doctor", "--vm-memory", "99999999999T"],
         ["irq", "test", "01:00.0", "--index", "nmi"],

@@ -10,7 +10,8 @@ import Testing
     static func commands() -> [(path: String, type: ParsableCommand.Type)] {
         var found: [(String, ParsableCommand.Type)] = [("", VfioctlCLI.self)]
         func walk(_ command: ParsableCommand.Type, _ path: String) {
-            for sub in command.configuration.subcommands {
+            // Hidden commands (old names that run vfioctl-lab-probe) are not part of the CLI's surface.
+            for sub in command.configuration.subcommands where sub.configuration.shouldDisplay {
                 let name = sub.configuration.commandName ?? sub._commandName
                 let subPath = path.isEmpty ? name : path + " " + name
                 found.append((subPath, sub))
@@ -53,10 +54,17 @@ import Testing
                          "dma bench", "kvm", "kvm info", "irq", "irq test", "vm", "vm config"] {
             #expect(paths.contains(expected), "the walk of VfioctlCLI's subcommands missed `\(expected)`")
         }
-        // Checks that need a test device or a probe guest are vfioctl-lab-probe's, not vfioctl's.
+        // Checks that need a test device or a probe guest are vfioctl-lab-probe's, not vfioctl's:
+        // their old names are hidden commands that only run that tool.
         for moved in ["dma edu-test", "dma p2p", "vm smoke", "vm dma-smoke"] {
             #expect(!paths.contains(moved), "`vfioctl \(moved)` is back in the shipping CLI")
         }
+        var hidden: [String] = []
+        for command in VMCommand.configuration.subcommands + DMA.configuration.subcommands {
+            let configuration = command.configuration
+            if !configuration.shouldDisplay { hidden.append(configuration.commandName ?? "?") }
+        }
+        #expect(hidden.sorted() == ["dma-smoke", "edu-test", "p2p", "smoke"])
     }
 
     @Test(arguments: CLIConventionsTests.commandPaths)

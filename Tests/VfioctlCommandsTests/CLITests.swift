@@ -80,4 +80,23 @@ import Testing
         #expect(result.stderr.contains("/nonexistent-sysfs/bus/pci/devices"))
         #expect(result.stderr.split(separator: "\n").count == 1)
     }
+
+    /// The checks that moved to vfioctl-lab-probe keep their old names: vfioctl runs the probe
+    /// installed beside it (the build folder has both), and says where they went when it is not.
+    @Test func movedChecksRunTheProbeBesideVfioctl() throws {
+        let forwarded = try VfioctlBinary.run(["vm", "smoke", "--help"])
+        #expect(forwarded.status == 0, "\(forwarded.stderr)")
+        #expect(forwarded.stdout.contains("vfioctl-lab-probe vm-smoke"), "\(forwarded.stdout)")
+        let binary = try #require(VfioctlBinary.url)
+        let alone = FileManager.default.temporaryDirectory.appendingPathComponent("vfioctl-alone-\(getpid())")
+        try FileManager.default.createDirectory(at: alone, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: alone) }
+        let copy = alone.appendingPathComponent("vfioctl")
+        try FileManager.default.copyItem(at: binary, to: copy)
+        for (arguments, moved) in [(["dma", "p2p", "01:00.0"], "vfioctl-lab-probe p2p"), (["vm", "dma-smoke", "01:00.0"], "vfioctl-lab-probe vm-dma-smoke")] {
+            let result = try VfioctlBinary.runProgram(copy, arguments)
+            #expect(result.status == 1)
+            #expect(result.stderr.contains("moved to `\(moved)`"), "\(result.stderr)")
+        }
+    }
 }
