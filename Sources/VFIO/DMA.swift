@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CLinuxUAPI
+import PageAlignment
 import SystemPackage
 import TextFormat
 
@@ -31,10 +32,11 @@ public final class DMABuffer {
     /// What backs it.
     public let backing: Backing
 
-    /// Allocates `size` bytes (a 4 KiB multiple), trying 1 GiB then 2 MiB hugetlb pages when
+    /// Allocates `size` bytes (a multiple of the base page), trying 1 GiB then 2 MiB hugetlb pages when
     /// the size is a multiple of them and `preferHugePages`, then transparent huge pages.
     public init(size: Int, preferHugePages: Bool = true) throws(VFIOError) {
-        guard size > 0, size % 4096 == 0 else { throw .invalidDMABufferSize(bytes: size, page: 4096) }
+        let page = Int(clamping: BasePage.size)
+        guard size > 0, size % page == 0 else { throw .invalidDMABufferSize(bytes: size, page: page) }
         let protection = PROT_READ | PROT_WRITE
         let flags = MAP_PRIVATE | MAP_ANONYMOUS
         if preferHugePages {
