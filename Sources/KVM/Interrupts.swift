@@ -220,7 +220,7 @@ public final class InterruptController {
             }
         }
         // Safety: `buffer` is the kvm_irq_routing with its entries, valid for the call.
-        try SystemCall.value({ cuapi_ioctl_ptr(vm.fd.rawValue, CKVM_SET_GSI_ROUTING, buffer) }) {
+        _ = try SystemCall.value({ cuapi_ioctl_ptr(vm.fd.rawValue, CKVM_SET_GSI_ROUTING, buffer) }) {
             KVMError.system(operation: "KVM_SET_GSI_ROUTING (\(entries.count) routes)", errno: $0)
         }
         routing = table

@@ -106,7 +106,7 @@ final class FakePCIKernel: SysfsWriting, @unchecked Sendable {
         }
         if driverName == BindPlan.targetDriver,
            let group = BindingValidation.resolvedPath(devicePath(address) + "/iommu_group").map({ ($0 as NSString).lastPathComponent }) {
-            FileManager.default.createFile(atPath: "\(devRoot)/vfio/\(group)", contents: nil)
+            _ = FileManager.default.createFile(atPath: "\(devRoot)/vfio/\(group)", contents: nil)
         }
     }
 }

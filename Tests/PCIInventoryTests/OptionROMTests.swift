@@ -178,7 +178,7 @@ enum FixtureROMs {
         let directory = root + "/bus/pci/devices/0000:01:00.0"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        FileManager.default.createFile(atPath: directory + "/rom", contents: Data())
+        _ = FileManager.default.createFile(atPath: directory + "/rom", contents: Data())
         let attribute = SysfsROMAttribute(root: SysfsRoot(path: root), address: try PCIAddress(parsing: "01:00.0"))
         try attribute.setEnabled(false)
         #expect(try FixtureTestSupport.readBytes(directory + "/rom") == Array("0\n".utf8))
