@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import Foundation
 import PCIInventory
+import TextFormat
 import Passthrough
 import TestKit
 import VFIO
@@ -71,7 +72,7 @@ struct EduTestCommand: ParsableCommand {
         if global.json {
             print(try JSONOutput.encode(result))
         } else {
-            print("edu \(result.address): id \(result.identification); \(result.bytes) bytes RAM -> device -> RAM via IOVA 0x\(String(result.iova, radix: 16)): \(result.roundTripMatches ? "match" : "MISMATCH")")
+            print("edu \(result.address): id \(result.identification); \(result.bytes) bytes RAM -> device -> RAM via IOVA \(result.iova.hex()): \(result.roundTripMatches ? "match" : "MISMATCH")")
             print("MSI: \(result.msiSignals) signal(s) on the eventfd (interrupt status \(result.interruptStatus)); before requesting one: \(result.signalsBeforeIRQRequest)")
         }
         if !result.roundTripMatches { throw CommandFailure("the bytes that came back differ from those sent") }
@@ -126,7 +127,7 @@ struct PeerToPeerCommand: ParsableCommand {
             let ramMapping = try container.mapDMA(buffer, limit: EduRegisters.dmaLimit)
             // readOffset lies inside the BAR (the stores above checked it), so inside the mapping.
             let (source, overflow) = peerMapping.iova.addingReportingOverflow(readOffset)
-            guard !overflow else { throw VFIOError.placement("IOVA 0x\(String(peerMapping.iova, radix: 16)) + 0x\(String(readOffset, radix: 16)) overflows") }
+            guard !overflow else { throw VFIOError.placement("IOVA \(peerMapping.iova.hex()) + \(readOffset.hex()) overflows") }
             try engine.run(EduDMATransfer(direction: .ramToDevice, iova: source, count: UInt64(pattern.count)), maxPolls: eduMaxPolls)
             try engine.run(EduDMATransfer(direction: .deviceToRAM, iova: ramMapping.iova, count: UInt64(pattern.count)), maxPolls: eduMaxPolls)
             let back = try buffer.bytes(at: 0, count: pattern.count)
@@ -144,8 +145,8 @@ struct PeerToPeerCommand: ParsableCommand {
         if global.json {
             print(try JSONOutput.encode(result))
         } else {
-            print("peer \(result.peer) BAR \(result.bar): bus 0x\(String(result.barStart, radix: 16)) (\(byteCountText(result.barSize))), mapped at 0x\(String(result.mappedVirtual, radix: 16)), IOVA 0x\(String(result.peerIOVA, radix: 16))")
-            print("offset 0x\(String(result.offset, radix: 16)) is bus address 0x\(String(result.translatedPhysical, radix: 16)); edu DMA read through the IOMMU: \(result.matches ? "match" : "MISMATCH")")
+            print("peer \(result.peer) BAR \(result.bar): bus \(result.barStart.hex()) (\(byteCount(result.barSize, bytesUnit: "bytes"))), mapped at \(result.mappedVirtual.hex()), IOVA \(result.peerIOVA.hex())")
+            print("offset \(result.offset.hex()) is bus address \(result.translatedPhysical.hex()); edu DMA read through the IOMMU: \(result.matches ? "match" : "MISMATCH")")
         }
         if !result.matches { throw CommandFailure("edu read different bytes from the peer's BAR than were written through the mmap") }
     }
@@ -161,7 +162,7 @@ struct ByteOffset: ExpressibleByArgument {
         guard let parsed, Int(exactly: parsed) != nil else { return nil }
         value = parsed
     }
-    var defaultValueDescription: String { "0x" + String(value, radix: 16) }
+    var defaultValueDescription: String { value.hex() }
 }
 
 struct EduJSON: Encodable {

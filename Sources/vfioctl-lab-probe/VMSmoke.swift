@@ -4,6 +4,7 @@ import HostKernel
 import KVM
 import Passthrough
 import PCIInventory
+import TextFormat
 import TestKit
 import VFIO
 import VfioctlCommands
@@ -59,15 +60,15 @@ struct VMSmokeCommand: ParsableCommand {
         for bar in memslots.bars {
             guard let area = bar.areas.first, let gpa = UInt32(exactly: area.guestPhysicalAddress) else { continue }
             let value = try regions.read(bar.regionIndex, area.offset, .dword)
-            reads.append(SmokeReport.Read(bar: bar.bar, offset: area.offset, guest_physical_address: hexString(UInt64(gpa)),
-                                          host_value: hexString(value, digits: 8)))
+            reads.append(SmokeReport.Read(bar: bar.bar, offset: area.offset, guest_physical_address: (UInt64(gpa)).hex(),
+                                          host_value: value.hex(digits: 8)))
             addresses.append(gpa)
         }
         var phases: [SmokeReport.Phase] = []
         func phase(_ name: String) throws(PassthroughError) {
             let run = try probe.guest.readDwords(at: addresses, memslots: memslots)
             phases.append(SmokeReport.Phase(name: name, slots_present: memslots.isPresent,
-                                            values: run.values.map { hexString(UInt64($0), digits: 8) },
+                                            values: run.values.map { (UInt64($0)).hex(digits: 8) },
                                             mmio_exits: run.mmioExits, io_exits: run.ioExits, nanoseconds: run.nanoseconds))
         }
         try phase("memslot")
@@ -94,11 +95,11 @@ struct VMSmokeCommand: ParsableCommand {
         return SmokeReport(
             address: probe.address.description,
             bars: memslots.bars.map { bar in
-                SmokeReport.BAR(bar: bar.bar, region_size: bar.regionSize, guest_physical_address: hexString(bar.guestPhysicalAddress),
+                SmokeReport.BAR(bar: bar.bar, region_size: bar.regionSize, guest_physical_address: bar.guestPhysicalAddress.hex(),
                                 areas: bar.areas.map { area in
                                     let sizes = pages(bar: bar.bar, area: area)
-                                    return SmokeReport.Area(offset: area.offset, size: area.size, host_address: hexString(area.hostAddress),
-                                                            guest_physical_address: hexString(area.guestPhysicalAddress),
+                                    return SmokeReport.Area(offset: area.offset, size: area.size, host_address: area.hostAddress.hex(),
+                                                            guest_physical_address: area.guestPhysicalAddress.hex(),
                                                             huge_page_congruence: area.hugePageCongruence,
                                                             host_page_size: sizes.host, kvm_page_size: sizes.kvm, huge_fault_rule: sizes.rule)
                                 })
@@ -184,14 +185,14 @@ struct SmokeReport: ProbeReport {
         print("vm-smoke \(address): \(bars.count) BAR\(bars.count == 1 ? "" : "s") as memslots of a 32-bit guest")
         for bar in bars {
             for area in bar.areas {
-                let huge = area.huge_page_congruence.map { "congruent mod \(byteCountText($0))" } ?? "no huge page fits"
+                let huge = area.huge_page_congruence.map { "congruent mod \(byteCount($0, bytesUnit: "bytes"))" } ?? "no huge page fits"
                 let rule = area.huge_fault_rule.map { " [\($0)]" } ?? ""
-                print("  BAR \(bar.bar) +\(hexString(area.offset)): \(byteCountText(area.size)) at gpa \(area.guest_physical_address), host \(area.host_address) (\(huge)); host pages up to \(byteCountText(area.host_page_size))\(rule), KVM maps \(byteCountText(area.kvm_page_size))")
+                print("  BAR \(bar.bar) +\(area.offset.hex()): \(byteCount(area.size, bytesUnit: "bytes")) at gpa \(area.guest_physical_address), host \(area.host_address) (\(huge)); host pages up to \(byteCount(area.host_page_size, bytesUnit: "bytes"))\(rule), KVM maps \(byteCount(area.kvm_page_size, bytesUnit: "bytes"))")
             }
         }
         for skip in skipped { print("  BAR \(skip.bar) skipped: \(skip.reason)") }
-        for trap in trapped { print("  BAR \(trap.bar) +\(hexString(trap.offset)): \(byteCountText(trap.size)) trapped (MSI-X table or PBA: accesses exit, never mapped)") }
-        for read in reads { print("  read BAR \(read.bar) +\(hexString(read.offset)) at gpa \(read.guest_physical_address); host pread: \(read.host_value)") }
+        for trap in trapped { print("  BAR \(trap.bar) +\(trap.offset.hex()): \(byteCount(trap.size, bytesUnit: "bytes")) trapped (MSI-X table or PBA: accesses exit, never mapped)") }
+        for read in reads { print("  read BAR \(read.bar) +\(read.offset.hex()) at gpa \(read.guest_physical_address); host pread: \(read.host_value)") }
         for phase in phases {
             let time = String(format: "%.1f us", Double(phase.nanoseconds) / 1000)
             print("  phase \(phase.name): slots \(phase.slots_present ? "present" : "deleted"), \(phase.mmio_exits) MMIO exits, \(phase.io_exits) I/O exits, \(time): \(phase.values.joined(separator: " "))")
@@ -278,16 +279,16 @@ struct VMDMASmokeCommand: ParsableCommand {
             let elapsed = clock.now - start
             transfers.append(DMASmokeReport.Transfer(
                 direction: transfer.direction == .ramToDevice ? "ram-to-device" : "device-to-ram",
-                iova: hexString(transfer.iova), bytes: bytes, polls: polls,
+                iova: transfer.iova.hex(), bytes: bytes, polls: polls,
                 milliseconds: Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15))
         }
         let afterRun = try guest.readDwords(at: addresses)
         let hostView = try viaKVM { () throws(KVMError) in try guest.ram.read(at: Int(destinationAddress), count: bytes) }
         return DMASmokeReport(
-            address: probe.address.description, identification: hexString(identification, digits: 8),
-            iova: hexString(dma.iova), iova_size: dma.size, source: hexString(sourceAddress), destination: hexString(destinationAddress),
+            address: probe.address.description, identification: identification.hex(digits: 8),
+            iova: dma.iova.hex(), iova_size: dma.size, source: sourceAddress.hex(), destination: destinationAddress.hex(),
             bytes: bytes, before_all_zero: beforeRun.values.allSatisfy { $0 == 0 }, transfers: transfers,
-            guest_first_words: afterRun.values.prefix(4).map { hexString(UInt64($0), digits: 8) },
+            guest_first_words: afterRun.values.prefix(4).map { (UInt64($0)).hex(digits: 8) },
             guest_words_matching: zip(afterRun.values, words).filter { $0 == $1 }.count, words: words.count,
             host_view_matches: hostView == patternBytes, io_exits: beforeRun.ioExits + afterRun.ioExits,
             mmio_exits: beforeRun.mmioExits + afterRun.mmioExits)
@@ -345,7 +346,7 @@ struct DMASmokeReport: ProbeReport {
     }
 
     func printText() {
-        print("vm-dma-smoke \(address) (edu, id \(identification)): guest RAM DMA-mapped at IOVA \(iova) (\(byteCountText(iova_size)))")
+        print("vm-dma-smoke \(address) (edu, id \(identification)): guest RAM DMA-mapped at IOVA \(iova) (\(byteCount(iova_size, bytesUnit: "bytes")))")
         print("  guest read \(words) dwords at gpa \(destination) before DMA: \(before_all_zero ? "all zero" : "NOT zero")")
         for transfer in transfers {
             print("  \(transfer.direction): \(transfer.bytes) bytes, IOVA \(transfer.iova), \(transfer.polls) polls, \(String(format: "%.1f", transfer.milliseconds)) ms")
@@ -355,16 +356,4 @@ struct DMASmokeReport: ProbeReport {
         print("  exits: \(io_exits) I/O, \(mmio_exits) MMIO")
         print(ok ? "ok: the device's DMA reached guest RAM at IOVA = gpa" : "FAILED")
     }
-}
-
-func hexString(_ value: UInt64, digits: Int = 0) -> String {
-    let text = String(value, radix: 16)
-    return "0x" + String(repeating: "0", count: max(0, digits - text.count)) + text
-}
-
-func byteCountText(_ bytes: UInt64) -> String {
-    if bytes >= 1 << 30, bytes % (1 << 30) == 0 { return "\(bytes >> 30) GiB" }
-    if bytes >= 1 << 20, bytes % (1 << 20) == 0 { return "\(bytes >> 20) MiB" }
-    if bytes >= 1 << 10, bytes % (1 << 10) == 0 { return "\(bytes >> 10) KiB" }
-    return "\(bytes) bytes"
 }
