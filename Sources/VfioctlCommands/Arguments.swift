@@ -59,15 +59,15 @@ struct Number: ExpressibleByArgument, Equatable {
     var defaultValueDescription: String { String(value) }
 }
 
-/// A byte offset, decimal or 0x hex, within the 128 TiB user address space.
-struct ByteOffset: ExpressibleByArgument, Equatable {
-    let value: UInt64
-    init?(argument: String) {
+/// A byte offset, decimal or 0x hex, within the 128 TiB user address space (also the lab probe's).
+package struct ByteOffset: ExpressibleByArgument, Equatable {
+    package let value: UInt64
+    package init?(argument: String) {
         guard let number = Number(argument: argument), number.value <= largestByteCountOption else { return nil }
         value = number.value
     }
-    init(_ value: UInt64) { self.value = value }
-    var defaultValueDescription: String { String(value) }
+    package init(_ value: UInt64) { self.value = value }
+    package var defaultValueDescription: String { String(value) }
 }
 
 /// Bytes, decimal or 0x hex, optionally with a K, M or G (binary) suffix: 4096, 0x1000, 4K, 2M;

@@ -100,7 +100,7 @@ struct PeerToPeerCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The peer's BAR.", valueName: "n"))
     var bar: Int
     @Option(name: .long, help: ArgumentHelp("Byte offset in the BAR that edu reads from (0x hex or decimal).", valueName: "bytes"))
-    var offset: ByteOffset = ByteOffset(value: 0x1000)
+    var offset: ByteOffset = ByteOffset(0x1000)
 
     func validate() throws {
         guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
@@ -152,17 +152,9 @@ struct PeerToPeerCommand: ParsableCommand {
     }
 }
 
-/// A byte offset argument: 0x hex or decimal, small enough to index memory.
-struct ByteOffset: ExpressibleByArgument {
-    let value: UInt64
+extension ByteOffset {
+    /// The offset as an index into a mapping (vfioctl's ByteOffset stays below 128 TiB).
     var index: Int { Int(value) }
-    init(value: UInt64) { self.value = value }
-    init?(argument: String) {
-        let parsed = argument.hasPrefix("0x") ? UInt64(argument.dropFirst(2), radix: 16) : UInt64(argument)
-        guard let parsed, Int(exactly: parsed) != nil else { return nil }
-        value = parsed
-    }
-    var defaultValueDescription: String { value.hex() }
 }
 
 struct EduJSON: Encodable {
