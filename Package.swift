@@ -126,6 +126,7 @@ let package = Package(
                 "Passthrough",
                 "VMMConfig",
                 "TextFormat",
+                "SystemCalls",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -136,6 +137,7 @@ let package = Package(
             name: "vfioctl-lab-probe",
             dependencies: [
                 "VfioctlCommands",
+                "PCIBinding",
                 "TestKit",
                 "Passthrough",
                 "VFIO",

@@ -33,6 +33,31 @@ public struct BindPlan: Sendable {
     /// True when any device is refused: then nothing at all is done.
     public var isRefused: Bool { steps.contains { $0.action == .refused } }
 
+    /// Plans making `address` bind to vfio-pci at every boot (`persist add`, re-judged by
+    /// `persist check`): the same safety rules as `bind`, whatever driver the device has now,
+    /// since the next boot takes it from whatever drives it then. One step: refused (unless
+    /// `force`), or bind/unchanged as the device is on vfio-pci now or not.
+    public static func persist(_ address: PCIAddress, force: Bool, inventory: PCIInventory, facts: HostFacts) throws(BindingError) -> BindPlan {
+        guard let device = inventory.device(address) else { throw .noSuchDevice(address: address.description) }
+        let refusals = persistRefusals(device, facts: facts)
+        let step: Step
+        if !refusals.isEmpty && !force {
+            step = Step(address: address, fromDriver: device.driver, toDriver: device.driver, action: .refused,
+                        reasons: refusals.map(\.evidence) + ["binding it at every boot is unsafe; use --force to persist it anyway"])
+        } else {
+            step = Step(address: address, fromDriver: device.driver, toDriver: targetDriver,
+                        action: device.driver == targetDriver ? .unchanged : .bind, reasons: refusals.map { "forced: \($0.evidence)" })
+        }
+        return BindPlan(steps: [step], remainingBlockers: [], group: device.iommuGroup)
+    }
+
+    /// `BindSafety`'s refusals for a boot-time binding: all of them, except that a VFIO user
+    /// holding a device already on vfio-pci (a running VM) is what the binding is for.
+    public static func persistRefusals(_ device: PCIDevice, facts: HostFacts) -> [Refusal] {
+        let onVFIO = device.driver.map(GroupViability.isVFIODriver) ?? false
+        return BindSafety.refusals(for: device, facts: facts).filter { !(onVFIO && $0.kind == .held) }
+    }
+
     /// Plans binding `address` (or with `wholeGroup`, every endpoint of its group) to vfio-pci.
     public static func bind(_ address: PCIAddress, wholeGroup: Bool, force: Bool,
                             inventory: PCIInventory, facts: HostFacts) throws(BindingError) -> BindPlan {

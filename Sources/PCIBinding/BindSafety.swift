@@ -31,6 +31,8 @@ public enum BindSafety {
         let address = device.address
         if device.isBridge {
             refusals.append(Refusal(kind: .bridge, evidence: "\(address) is a PCI bridge; VFIO assigns the devices below a bridge, not the bridge (bind those, or use --group)"))
+        } else if device.isHostBridge {
+            refusals.append(Refusal(kind: .bridge, evidence: "\(address) is a host bridge (the CPU's link to PCI); it cannot be assigned to a VM"))
         }
         for mount in facts.mounts where mount.pciDevices.contains(address) {
             let what = mount.mountPoint == "/" ? "the root filesystem" : "a mounted filesystem"

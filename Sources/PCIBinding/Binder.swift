@@ -57,13 +57,9 @@ public struct Binder {
     public let devRoot: String
     /// The journal every change is recorded in first.
     public let journal: BindingJournal
-    /// Test hook: `VFIOCTL_FAULT_INJECT=STEP` kills the process with SIGKILL right after STEP
-    /// (journaled, override-set, unbound, probed, verified) so crash recovery can be tested
-    /// against the real kernel.
-    let faultStep: String?
-    /// Test hook: `VFIOCTL_STEP_DELAY_MS=N` sleeps N ms after every step, widening the window in
-    /// which two unlocked runs would interleave.
-    let stepDelay: UInt32
+    /// Faults and delays for tests (none in vfioctl itself): a SIGKILL right after a step, so
+    /// crash recovery can be tested against the real kernel, and a sleep after every step.
+    let hooks: BindingTestHooks
     /// How long to wait for the kernel (and udev) to settle after a probe.
     public var settleTimeout: Double = 5
     /// How long one sysfs write or read may block (a driver's probe or remove that hangs)
@@ -77,14 +73,12 @@ public struct Binder {
     /// A bind's steps in order, as the journal and a failed run name them.
     public static let steps = ["journaled", "override-set", "unbound", "probed", "verified"]
 
-    /// A binder over `root` that journals to `journal`; `environment` may inject faults or step delays (tests).
-    public init(root: SysfsRoot, devRoot: String = "/dev", journal: BindingJournal,
-                environment: [String: String] = ProcessInfo.processInfo.environment) {
+    /// A binder over `root` that journals to `journal`; `hooks` inject faults or step delays (tests only).
+    public init(root: SysfsRoot, devRoot: String = "/dev", journal: BindingJournal, hooks: BindingTestHooks = .none) {
         self.root = root
         self.devRoot = devRoot
         self.journal = journal
-        self.faultStep = environment["VFIOCTL_FAULT_INJECT"]
-        self.stepDelay = environment["VFIOCTL_STEP_DELAY_MS"].flatMap { UInt32($0) }.map { min($0, 60_000) } ?? 0
+        self.hooks = hooks
         self.resolvedRoot = BindingValidation.resolvedPath(root.path) ?? root.path
     }
 
@@ -181,8 +175,8 @@ public struct Binder {
     }
 
     func injectFault(after step: String) {
-        if stepDelay > 0 { usleep(stepDelay * 1000) }
-        guard faultStep == step else { return }
+        if hooks.stepDelayMilliseconds > 0 { usleep(hooks.stepDelayMilliseconds * 1000) }
+        guard hooks.faultStep == step else { return }
         FileHandle.standardError.write(Data("vfioctl: fault injection: killed after \(step)\n".utf8))
         kill(getpid(), SIGKILL)
     }
@@ -296,7 +290,7 @@ public struct Binder {
             let failure: String? = try withState(addresses) { () throws(BindingError) -> String? in
                 do throws(BindingError) { return try bindOne(target, group: group) } catch {
                     if case .sysfsTimeout = error { throw error }
-                    return error.description
+                    return error.failureOnly
                 }
             }
             if let failure {
@@ -313,7 +307,7 @@ public struct Binder {
             })
         } catch {
             return try rollBack(plan, targets: targets, attempted: done, failed: nil,
-                                reason: "the journal could not record the bind (\(error.description)), so it was undone")
+                                reason: "the journal could not record the bind (\(error.failureOnly)), so it was undone")
         }
         let targetsByAddress = Dictionary(targets.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
         return plan.steps.map { step in
@@ -368,7 +362,7 @@ public struct Binder {
         let untouched = targets.map(\.address).filter { !attemptedSet.contains($0) }
         var untouchedNote = ""
         do { try journal.remove(untouched) } catch {
-            untouchedNote = "; the journal still lists it (\(error.description)): `vfioctl restore` clears that"
+            untouchedNote = "; the journal still lists it (\(error.failureOnly)): `vfioctl restore` clears that"
         }
         let failedName = failed?.description ?? "the journal"
         let targetsByAddress = Dictionary(targets.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
@@ -424,7 +418,7 @@ public struct Binder {
             })
         } catch {
             if journalFirst { throw error }
-            journalProblem = "the journal could not be updated (\(error.description))"
+            journalProblem = "the journal could not be updated (\(error.failureOnly))"
         }
         let addresses = items.map(\.0)
         var results: [Returned] = []
@@ -434,13 +428,13 @@ public struct Binder {
             try withState(addresses) { () throws(BindingError) in
                 do throws(BindingError) { try returnOne(address, entry: entry) } catch {
                     if case .sysfsTimeout = error { throw error }
-                    problem = error.description
+                    problem = error.failureOnly
                 }
             }
             var now: String?
             do { now = try driver(of: address) } catch {
                 now = nil
-                problem = problem ?? error.description
+                problem = problem ?? error.failureOnly
             }
             let back = entry.map { now == $0.originalDriver } ?? (now != BindPlan.targetDriver)
             results.append(Returned(address: address, from: from, now: now, returned: back,
@@ -448,7 +442,7 @@ public struct Binder {
         }
         let back = results.filter(\.returned).map(\.address)
         do { try journal.remove(back) } catch {
-            let note = "back, but the journal still lists it (\(error.description)); `vfioctl restore` clears that"
+            let note = "back, but the journal still lists it (\(error.failureOnly)); `vfioctl restore` clears that"
             results = results.map {
                 Returned(address: $0.address, from: $0.from, now: $0.now, returned: $0.returned, problem: $0.problem,
                          journalProblem: $0.returned ? note : $0.journalProblem)

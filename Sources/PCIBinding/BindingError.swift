@@ -20,6 +20,21 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
     case sriov(String)
 
     /// What failed, with what to do where known.
+    /// The failure alone, without the "nothing was changed" the description adds for an error
+    /// that stops a change before it starts: for the reasons of a change that had begun (a
+    /// rollback after a journal failure changed, and undid, a binding).
+    public var failureOnly: String {
+        switch self {
+        case .journalUnwritable(let path, let reason): "cannot write the binding journal \(path): \(reason)"
+        case .notPermitted(let path): "cannot write \(path): changing drivers needs root"
+        case .vfioDriverUnavailable(let reason): "the vfio-pci driver is not available (\(reason))"
+        case .noIOMMUGroup(let address): "\(address) has no IOMMU group"
+        case .refused(let evidence): "refused: \(evidence)"
+        case .sriov(let reason): reason
+        default: description
+        }
+    }
+
     public var description: String {
         switch self {
         case .notPermitted(let path):

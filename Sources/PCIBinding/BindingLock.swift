@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import SystemPackage
+import SystemCalls
 
 /// An exclusive lock held while bindings change, so two vfioctl processes never interleave
 /// their steps. flock(2) on a file in the state directory: the kernel drops it when the process
@@ -14,9 +15,14 @@ public final class BindingLock {
     /// The longest wait a caller may ask for: a day.
     public static let maximumTimeout: Double = 86_400
 
-    /// Waits up to `timeout` seconds (0...maximumTimeout) for the lock.
-    public init(directory: String, timeout: Double) throws(BindingError) {
+    /// Test hook (`BindingTestHooks.lockTracePath`): where acquiring and releasing are logged.
+    private let tracePath: String?
+
+    /// Waits up to `timeout` seconds (0...maximumTimeout) for the lock; `hooks` may name a trace
+    /// file (tests only).
+    public init(directory: String, timeout: Double, hooks: BindingTestHooks = .none) throws(BindingError) {
         path = directory + "/lock"
+        tracePath = hooks.lockTracePath
         // The CLI validates its option; library callers get the same limits.
         guard timeout.isFinite, timeout >= 0, timeout <= Self.maximumTimeout else {
             throw .lockUnavailable(path: path, reason: "the timeout \(timeout) is not between 0 and \(Int(Self.maximumTimeout)) seconds")
@@ -25,10 +31,16 @@ public final class BindingLock {
             try SystemPackage.FilePath(directory).withPlatformString { pointer in
                 if mkdir(pointer, 0o755) != 0 && errno != EEXIST { throw Errno(rawValue: errno) }
             }
-            descriptor = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec],
+            // Non-blocking and never through a symlink: the lock is a regular file of ours.
+            descriptor = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec, .nonBlocking, .noFollow],
                                                  permissions: [.ownerReadWrite])
         } catch {
-            throw .lockUnavailable(path: path, reason: "\(error)")
+            throw .lockUnavailable(path: path, reason: (error as? Errno)?.rawValue == ELOOP ? "it is a symbolic link; vfioctl's lock is a regular file (move it away)" : "\(error)")
+        }
+        var status = stat()
+        guard fstat(descriptor.rawValue, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+            try? descriptor.close()
+            throw .lockUnavailable(path: path, reason: "it is \(SafeFile.kindName(status.st_mode)), not a regular file; move it away")
         }
         let deadline = Self.now() + timeout
         while flock(descriptor.rawValue, LOCK_EX | LOCK_NB) != 0 {
@@ -47,19 +59,18 @@ public final class BindingLock {
         // Who holds it, for the next process's message.
         _ = ftruncate(descriptor.rawValue, 0)
         _ = try? descriptor.writeAll(toAbsoluteOffset: 0, Array("\(getpid())\n".utf8))
-        Self.trace("acquired")
+        trace("acquired")
     }
 
     deinit {
-        Self.trace("released")
+        trace("released")
         _ = flock(descriptor.rawValue, LOCK_UN)
         try? descriptor.close()
     }
 
-    /// Test hook: `VFIOCTL_LOCK_TRACE=FILE` appends "pid event monotonic-ns" lines, so a test can
-    /// prove that two runs never held the lock at once.
-    static func trace(_ event: String) {
-        guard let path = getenv("VFIOCTL_LOCK_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return }
+    /// Appends "pid event monotonic-ns" to the trace file, when a test names one.
+    func trace(_ event: String) {
+        guard let path = tracePath else { return }
         var spec = timespec()
         clock_gettime(CLOCK_MONOTONIC, &spec)
         let line = "\(getpid()) \(event) \(Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))\n"

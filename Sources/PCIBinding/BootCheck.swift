@@ -34,6 +34,12 @@ public struct BootFacts: Sendable, Equatable {
     public var earlyFilesCurrent = false
     /// The running kernel's initramfs is newer than the early files (nil: no image found).
     public var initramfsRebuilt: Bool?
+    /// Why `bind` would refuse the device (`BindPlan.persistRefusals`), judged afresh on every
+    /// check: a binding made safe may have become unsafe (root moved to that disk).
+    public var refusals: [String] = []
+    /// Early-binding files of vfioctl's (found by their marker) that name the device although
+    /// no record lists it: left by a failed change; `persist remove` deletes them.
+    public var unrecordedEarlyFiles: [String] = []
 
     /// Facts for the device at `address` with IDs `id`, nothing else known yet.
     public init(address: PCIAddress, id: String) {
@@ -62,9 +68,20 @@ public enum BootCheck {
         facts.earlyRecorded && facts.earlyFilesCurrent && facts.initramfsRebuilt == true
     }
 
+    /// Whether the next boot binds a device that `bind` would refuse (`persist check` exits 3).
+    public static func bindsUnsafely(_ facts: BootFacts) -> Bool {
+        !facts.refusals.isEmpty && judge(facts).willBind
+    }
+
     /// The findings, and whether the device will come up on vfio-pci.
     public static func judge(_ facts: BootFacts) -> (willBind: Bool, findings: [BootFinding]) {
         var findings: [BootFinding] = []
+        for refusal in facts.refusals {
+            findings.append(BootFinding(status: .problem, text: "binding \(facts.address) at boot is unsafe: \(refusal); undo it with `vfioctl persist remove \(facts.address)`"))
+        }
+        if !facts.unrecordedEarlyFiles.isEmpty {
+            findings.append(BootFinding(status: .problem, text: "early-binding files of vfioctl's name \(facts.address) but no record lists them (left by a failed change): \(facts.unrecordedEarlyFiles.joined(separator: ", ")); `vfioctl persist remove \(facts.address)` deletes them"))
+        }
         if facts.earlyRecorded {
             let regenerate = (facts.earlyTool ?? .initramfsTools).regenerateCommand.joined(separator: " ")
             if !facts.earlyFilesCurrent {
@@ -86,7 +103,7 @@ public enum BootCheck {
         if facts.udevRule {
             findings.append(BootFinding(status: .ok, text: "udev rule for \(facts.address): driver_override=vfio-pci when the device is added, and a reprobe"))
         }
-        guard facts.udevRule || byIDs || facts.earlyRecorded else {
+        guard facts.udevRule || byIDs || facts.earlyRecorded || !facts.unrecordedEarlyFiles.isEmpty else {
             findings.append(BootFinding(status: .problem, text: "nothing binds \(facts.address) to vfio-pci at boot: run `vfioctl persist add \(facts.address)`"))
             return (false, findings)
         }
@@ -121,6 +138,8 @@ public struct BootFactsReader {
     public var journal: BindingJournal?
     /// Where the early-binding record, its files and /boot are.
     public var configRoot = "/"
+    /// The host's facts, for `bind`'s safety rules (nil: not judged).
+    public var hostFacts: HostFacts?
     let reader = SysfsReader()
 
     /// A reader with the host's default directories under `sysfs`.
@@ -162,6 +181,7 @@ public struct BootFactsReader {
             }
         }
         readEarly(into: &facts)
+        if let hostFacts { facts.refusals = BindPlan.persistRefusals(device, facts: hostFacts).map(\.evidence) }
         let commandLine = reader.readString(procRoot + "/cmdline") ?? ""
         for word in commandLine.split(separator: " ").map(String.init) {
             if word.hasPrefix("vfio-pci.ids=") || word.hasPrefix("vfio_pci.ids=") {
@@ -179,7 +199,9 @@ public struct BootFactsReader {
     /// built after them (by modification time: the image is not unpacked).
     func readEarly(into facts: inout BootFacts) {
         let store = EarlyBindingStore(configRoot: configRoot)
-        guard let record = (try? store.record()) ?? nil, record.devices.contains(where: { $0.address == facts.address }) else { return }
+        let record = (try? store.record()) ?? nil
+        facts.unrecordedEarlyFiles = store.unrecordedFiles(naming: facts.address, record: record).map(store.absolute)
+        guard let record, record.devices.contains(where: { $0.address == facts.address }) else { return }
         facts.earlyRecorded = true
         facts.earlyTool = record.tool
         facts.earlyFilesCurrent = store.filesAreCurrent(record)

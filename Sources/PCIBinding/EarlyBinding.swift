@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import PCIInventory
+import SystemCalls
 
 /// The tool that builds the host's initramfs: the generated files differ.
 public enum InitramfsTool: String, Sendable, CaseIterable, Codable {
@@ -243,14 +244,45 @@ public struct EarlyBindingStore {
 
     /// The record, nil when there is none.
     public func record() throws(BindingError) -> EarlyBindingRecord? {
-        let path = absolute(EarlyBindingRecord.path)
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        guard let bytes = SysfsReader().readBytes(path, limit: 1 << 20) else {
-            throw .untrustedSysfs(path: path, reason: "it cannot be read as a regular file")
-        }
+        guard let bytes = try ownFile(EarlyBindingRecord.path) else { return nil }
         switch EarlyBindingRecord.decode(String(decoding: bytes, as: UTF8.self)) {
         case .success(let record): return record
         case .failure(let error): throw error
+        }
+    }
+
+    /// The file `relative` under the root, read as a regular file with no symlink on the way
+    /// (SafeFile); nil when there is none; throws when something else is in its place.
+    func ownFile(_ relative: String) throws(BindingError) -> [UInt8]? {
+        do { return try SafeFile.readOwnFile(root: configRoot, relative: relative, limit: 1 << 20) } catch {
+            throw .untrustedSysfs(path: absolute(relative), reason: "\(error.reason); vfioctl leaves it alone: move it away")
+        }
+    }
+
+    /// Whether `bytes` are a file of ours: a line starts with the marker.
+    static func isOurs(_ bytes: [UInt8]) -> Bool {
+        let text = String(decoding: bytes, as: UTF8.self)
+        return text.hasPrefix(EarlyBindingPlan.marker) || text.contains("\n" + EarlyBindingPlan.marker)
+    }
+
+    /// The canonical PCI addresses a file names.
+    static func addresses(in bytes: [UInt8]) -> Set<PCIAddress> {
+        let text = String(decoding: bytes, as: UTF8.self)
+        let words = text.split { !($0.isHexDigit || $0 == ":" || $0 == ".") }
+        return Set(words.compactMap { word in
+            guard case .success(let address) = BindingValidation.canonicalAddress(String(word)) else { return nil }
+            return address
+        })
+    }
+
+    /// Files of ours (by their marker) at the paths a plan writes that name `address` although
+    /// `record` does not list them with it: what a change that failed or was killed half-way
+    /// left. Relative paths.
+    public func unrecordedFiles(naming address: PCIAddress, record: EarlyBindingRecord?) -> [String] {
+        let recorded = record.map { $0.devices.contains { $0.address == address } } ?? false
+        return EarlyBindingPlan.knownPaths.sorted().filter { path in
+            guard let bytes = (try? ownFile(path)) ?? nil, Self.isOurs(bytes), Self.addresses(in: bytes).contains(address) else { return false }
+            return !(recorded && record?.files.contains(path) == true)
         }
     }
 
@@ -261,57 +293,80 @@ public struct EarlyBindingStore {
                                     hasDracut: has(["usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut"]))
     }
 
-    /// Makes the files say `devices` (none: removes them all and the record). Every file is
-    /// checked before any is written: a file of the same name without our marker is someone
-    /// else's and stops the change, nothing written.
+    /// Scripts the initramfs tool runs get mode 0755, the rest 0644.
+    static func mode(of path: String) -> mode_t {
+        [EarlyBindingPlan.initramfsToolsHook, EarlyBindingPlan.initramfsToolsScript, EarlyBindingPlan.dracutSetup,
+         EarlyBindingPlan.dracutHook].contains(path) ? 0o755 : 0o644
+    }
+
+    /// Makes the files say `devices` (none: removes them all and the record). All or nothing:
+    /// every file is checked before any is written (a file of the same name without our marker
+    /// is someone else's, and anything but a regular file is refused), and when a write fails
+    /// every file already changed gets its old contents back (or is removed), the record
+    /// included. Every path resolves under the root with no symlink (SafeFile).
     public func apply(_ devices: [EarlyDevice], tool: InitramfsTool) throws(BindingError) -> [String] {
         let previous = try record()
         let files = EarlyBindingPlan.files(for: devices, tool: tool)
         let wanted = Set(files.map(\.path))
         let stale = Set(previous?.files ?? []).subtracting(wanted)
-        for path in wanted.union(stale) {
-            let full = absolute(path)
-            guard FileManager.default.fileExists(atPath: full) else { continue }
-            let text = SysfsReader().readBytes(full, limit: 1 << 20).map { String(decoding: $0, as: UTF8.self) }
-            guard let text, text.hasPrefix(EarlyBindingPlan.marker) || text.contains("\n" + EarlyBindingPlan.marker) else {
-                throw .sysfsWrite(path: full, value: "(early binding)", reason: "the file exists and is not vfioctl's; move it away or merge it by hand")
+        var before: [String: [UInt8]] = [:]
+        for path in wanted.union(stale).sorted() {
+            guard let bytes = try ownFile(path) else { continue }
+            guard Self.isOurs(bytes) else {
+                throw .sysfsWrite(path: absolute(path), value: "(early binding)", reason: "the file exists and is not vfioctl's; move it away or merge it by hand")
             }
+            before[path] = bytes
         }
-        for file in files {
-            let full = absolute(file.path)
-            do {
-                try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                try Data(file.contents.utf8).write(to: URL(fileURLWithPath: full), options: .atomic)
-                try FileManager.default.setAttributes([.posixPermissions: file.executable ? 0o755 : 0o644], ofItemAtPath: full)
-            } catch {
-                throw .sysfsWrite(path: full, value: "(early binding)", reason: "\(error)")
+        if let bytes = try ownFile(EarlyBindingRecord.path) { before[EarlyBindingRecord.path] = bytes }
+        var touched: [String] = []
+        do throws(SafeFileError) {
+            for file in files {
+                touched.append(file.path)
+                try SafeFile.writeAtomically(Array(file.contents.utf8), root: configRoot, relative: file.path, mode: Self.mode(of: file.path))
             }
-        }
-        // Before the record changes: a file that cannot go stays listed, so `remove` tries again.
-        for path in stale where FileManager.default.fileExists(atPath: absolute(path)) {
-            do { try FileManager.default.removeItem(atPath: absolute(path)) } catch {
-                throw .sysfsWrite(path: absolute(path), value: "(delete)", reason: "\(error)")
+            for path in stale.sorted() {
+                touched.append(path)
+                try SafeFile.removeBeneath(root: configRoot, relative: path)
             }
-        }
-        let recordPath = absolute(EarlyBindingRecord.path)
-        do {
+            touched.append(EarlyBindingRecord.path)
             if devices.isEmpty {
-                if FileManager.default.fileExists(atPath: recordPath) { try FileManager.default.removeItem(atPath: recordPath) }
+                try SafeFile.removeBeneath(root: configRoot, relative: EarlyBindingRecord.path)
             } else {
-                try FileManager.default.createDirectory(atPath: (recordPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 let record = EarlyBindingRecord(tool: tool, devices: devices, files: files.map(\.path))
-                try Data(record.encoded().utf8).write(to: URL(fileURLWithPath: recordPath), options: .atomic)
+                try SafeFile.writeAtomically(Array(record.encoded().utf8), root: configRoot, relative: EarlyBindingRecord.path, mode: 0o644)
             }
         } catch {
-            throw .sysfsWrite(path: recordPath, value: "(early binding record)", reason: "\(error)")
+            var left: [String] = []
+            for path in touched.reversed() {
+                do throws(SafeFileError) {
+                    if let old = before[path] {
+                        try SafeFile.writeAtomically(old, root: configRoot, relative: path, mode: Self.mode(of: path))
+                    } else {
+                        try SafeFile.removeBeneath(root: configRoot, relative: path)
+                    }
+                } catch { left.append(absolute(path)) }
+            }
+            let undone = left.isEmpty ? "every file is as it was before" : "these could not be put back: \(left.joined(separator: ", "))"
+            throw .sysfsWrite(path: error.path, value: "(early binding)", reason: "\(error.reason); \(undone)")
         }
         return files.map { absolute($0.path) }
+    }
+
+    /// Deletes files of ours that no record lists (`unrecordedFiles`); the paths deleted.
+    public func removeUnrecorded(_ relative: [String]) throws(BindingError) -> [String] {
+        var removed: [String] = []
+        for path in relative {
+            do { if try SafeFile.removeBeneath(root: configRoot, relative: path) { removed.append(absolute(path)) } } catch {
+                throw .sysfsWrite(path: absolute(path), value: "(delete)", reason: error.reason)
+            }
+        }
+        return removed
     }
 
     /// Whether the files on disk are exactly what the plan writes for the record.
     public func filesAreCurrent(_ record: EarlyBindingRecord) -> Bool {
         EarlyBindingPlan.files(for: record.devices, tool: record.tool).allSatisfy { file in
-            SysfsReader().readBytes(absolute(file.path), limit: 1 << 20).map { String(decoding: $0, as: UTF8.self) } == file.contents
+            ((try? ownFile(file.path)) ?? nil).map { String(decoding: $0, as: UTF8.self) } == file.contents
         }
     }
 

@@ -95,24 +95,17 @@ public final class BindingJournal: @unchecked Sendable {
     /// The single-file journal of vfioctl before 0.2 (rewritten whole per step).
     public var legacyPath: String { directory + "/journal.json" }
 
-    /// Test hook: `VFIOCTL_JOURNAL_FAIL=N` makes this process's Nth append fail as a full file
-    /// system would (ENOSPC), `N+` that one and every later one.
+    /// Test hook (`BindingTestHooks`): this process's Nth append fails as a full file system
+    /// would (ENOSPC), with `onwards` that one and every later one.
     let failAt: (first: Int, onwards: Bool)?
     private var appends = 0
     /// The live entries and the file's line count, known from the first append on.
     private var cache: (live: [PCIAddress: Entry], lines: Int)?
 
-    /// A journal in `directory`.
-    public init(directory: String = BindingJournal.defaultDirectory,
-                environment: [String: String] = ProcessInfo.processInfo.environment) {
+    /// A journal in `directory`; `hooks` may make appends fail (tests only).
+    public init(directory: String = BindingJournal.defaultDirectory, hooks: BindingTestHooks = .none) {
         self.directory = directory
-        if var spec = environment["VFIOCTL_JOURNAL_FAIL"], !spec.isEmpty {
-            let onwards = spec.hasSuffix("+")
-            if onwards { spec.removeLast() }
-            failAt = Int(spec).flatMap { $0 > 0 ? (first: $0, onwards: onwards) : nil }
-        } else {
-            failAt = nil
-        }
+        failAt = hooks.journalFailingAppend.map { (first: $0, onwards: hooks.journalFailsOnwards) }
     }
 
     static let encoder: JSONEncoder = {
@@ -232,7 +225,7 @@ public final class BindingJournal: @unchecked Sendable {
         var state = try current()
         appends += 1
         if let failAt, appends == failAt.first || (failAt.onwards && appends > failAt.first) {
-            throw .journalUnwritable(path: path, reason: "\(String(cString: strerror(ENOSPC))) (injected by VFIOCTL_JOURNAL_FAIL)")
+            throw .journalUnwritable(path: path, reason: "\(String(cString: strerror(ENOSPC))) (injected by a test hook)")
         }
         for line in lines {
             guard let address = try? PCIAddress(parsing: line.address) else { continue }

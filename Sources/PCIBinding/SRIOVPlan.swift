@@ -33,8 +33,11 @@ public struct SRIOVPlan: Sendable, Equatable {
         if let physfn = device.physicalFunction {
             throw .sriov("\(address) is a virtual function of \(physfn); give the physical function's address")
         }
-        guard let sriov = device.sriov, let total = sriov.totalVFs else {
+        guard let sriov = device.sriov else {
             throw .sriov("\(address) has no SR-IOV capability (no sriov_totalvfs in sysfs): it cannot create VFs")
+        }
+        guard let total = sriov.totalVFs else {
+            throw .sriov("\(address): \(sriov.totalVFsProblem ?? "sriov_totalvfs cannot be read"); vfioctl will not guess how many VFs it supports")
         }
         guard requested >= 0 else { throw .sriov("the VF count must not be negative") }
         guard requested <= total else {

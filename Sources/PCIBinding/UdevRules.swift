@@ -1,5 +1,9 @@
 import Foundation
 import PCIInventory
+import SystemCalls
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Persistent vfio-pci bindings as udev rules, one file per device, keyed on the address.
 public struct UdevRules {
@@ -37,25 +41,44 @@ public struct UdevRules {
         try write(ruleText(for: address), to: path(for: address))
     }
 
-    /// Writes one rule file; false when it already says `text`.
+    /// Every vfioctl rule file begins with this (the device rules and the SR-IOV ones).
+    static let ownPrefix = "# vfioctl persist: "
+
+    /// The text of the rule file at `path`: nil when there is none; throws when something is
+    /// there that is not a rule file of vfioctl's (another's rule, a symlink, a FIFO...), which
+    /// is never overwritten or deleted.
+    func ownRule(at path: String) throws(BindingError) -> String? {
+        guard !SafeFile.isAbsent(path) else { return nil }
+        let text: String
+        do { text = String(decoding: try SafeFile.read(path, limit: 1 << 16, followFinalLink: false), as: UTF8.self) } catch {
+            throw .sysfsWrite(path: path, value: "udev rule", reason: "\(error.reason); vfioctl leaves it alone: move it away")
+        }
+        guard text.hasPrefix(Self.ownPrefix) else {
+            throw .sysfsWrite(path: path, value: "udev rule", reason: "the file exists and is not vfioctl's (no \"\(Self.ownPrefix)\" first line); move it away or merge it by hand")
+        }
+        return text
+    }
+
+    /// Writes one rule file (a new file, or one of ours replaced atomically); false when it
+    /// already says `text`.
     func write(_ text: String, to path: String) throws(BindingError) -> Bool {
-        if (try? String(contentsOfFile: path, encoding: .utf8)) == text { return false }
+        if try ownRule(at: path) == text { return false }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
-            throw .sysfsWrite(path: path, value: "udev rule", reason: "\(error)")
+            throw .sysfsWrite(path: directory, value: "udev rules directory", reason: "cannot create it: \((error as NSError).localizedFailureReason ?? error.localizedDescription)")
+        }
+        do { try SafeFile.writeAtomically(Array(text.utf8), to: path, mode: 0o644) } catch {
+            throw .sysfsWrite(path: path, value: "udev rule", reason: error.reason)
         }
         return true
     }
 
-    /// Deletes one rule file; false when there was none.
+    /// Deletes one rule file of ours; false when there was none.
     func delete(_ path: String) throws(BindingError) -> Bool {
-        guard FileManager.default.fileExists(atPath: path) else { return false }
-        do {
-            try FileManager.default.removeItem(atPath: path)
-        } catch {
-            throw .sysfsWrite(path: path, value: "(delete)", reason: "\(error)")
+        guard try ownRule(at: path) != nil else { return false }
+        guard unlink(path) == 0 || errno == ENOENT else {
+            throw .sysfsWrite(path: path, value: "(delete)", reason: String(cString: strerror(errno)))
         }
         return true
     }

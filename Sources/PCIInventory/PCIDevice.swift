@@ -26,6 +26,8 @@ public struct PCIDevice: Sendable {
     public var bars: [PCIBAR] = []
     /// The expansion ROM, if the device has one.
     public var rom: PCIBAR?
+    /// The `resource` file could not be read: `bars` and `rom` are unknown, not absent.
+    public var resourceFileUnreadable = false
     /// `reset_method`, in the kernel's order of preference; empty when the device has none.
     public var resetMethods: [String] = []
     /// Only VGA-class devices have `boot_vga`; nil for others.
@@ -57,6 +59,8 @@ public struct PCIDevice: Sendable {
 
     /// Base class 0x06, sub-class 0x04: PCI-to-PCI bridge (root ports and switch ports too).
     public var isBridge: Bool { classCode.map { $0 >> 8 == 0x0604 } ?? false }
+    /// Class 0x0600: a host bridge.
+    public var isHostBridge: Bool { classCode.map { $0 >> 8 == 0x0600 } ?? false }
     /// The bridge on the root bus above the device (its PCIe root port); nil for a device on the root bus.
     public var rootPort: PCIAddress? { parentBridges.last }
     /// Base class 0x03: display controllers.
@@ -89,4 +93,6 @@ public struct SRIOVPhysicalFunction: Sendable, Equatable {
     public var enabledVFs: Int?
     /// The enabled VFs' addresses, from the `virtfnN` links.
     public var virtualFunctions: [PCIAddress]
+    /// Why `totalVFs` is nil although the attribute exists (its text is not a count).
+    public var totalVFsProblem: String? = nil
 }

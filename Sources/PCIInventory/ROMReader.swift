@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import SystemPackage
+import SystemCalls
 
 /// A ROM could not be read; nothing was left enabled.
 public struct ROMReadError: Error, CustomStringConvertible, Equatable {
@@ -43,50 +44,61 @@ public enum ROMReader {
     }
 }
 
-/// `bus/pci/devices/<address>/rom` on a sysfs tree.
+/// `bus/pci/devices/<address>/rom` on a sysfs tree, opened beneath the root (a symlink that
+/// leaves it is refused) and only as a regular file (a FIFO or device node planted in its place
+/// is refused at once, never read or written).
 public struct SysfsROMAttribute: ROMAttribute {
     /// The attribute's path.
     public let path: String
     /// The device.
     public let address: PCIAddress
+    /// The tree the attribute is in.
+    public let root: SysfsRoot
 
     /// The `rom` attribute of `address` under `root`.
     public init(root: SysfsRoot, address: PCIAddress) {
         self.address = address
+        self.root = root
         self.path = root.appending("bus/pci/devices/\(address)/rom")
     }
 
-    /// Writes "1\n" or "0\n" to the attribute; throws with the path when it cannot.
+    var relativePath: String { "bus/pci/devices/\(address)/rom" }
+
+    /// Writes "1\n" or "0\n" to the attribute: only on the live kernel's sysfs (on a copied
+    /// tree the attribute is a plain file holding the ROM, and a write would overwrite it).
     public func setEnabled(_ enabled: Bool) throws(ROMReadError) {
-        do {
-            let fd = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec])
-            defer { try? fd.close() }
-            // The kernel disables only on exactly "0\n" (two bytes at offset 0); any other write,
-            // a bare "0" included, enables.
-            _ = try fd.writeAll(Array((enabled ? "1\n" : "0\n").utf8))
-        } catch {
-            throw ROMReadError("cannot \(enabled ? "enable" : "disable") the ROM of \(address) (\(path)): \(error)")
+        let verb = enabled ? "enable" : "disable"
+        guard root.isSystem else {
+            throw ROMReadError("cannot \(verb) the ROM of \(address): \(root.path) is not the live /sys, and vfioctl never writes to a copied sysfs tree")
+        }
+        let descriptor: Int32
+        do { descriptor = try SafeFile.openBeneath(root: root.path, relative: relativePath, flags: O_WRONLY) } catch {
+            throw ROMReadError("cannot \(verb) the ROM of \(address): \(error.description)")
+        }
+        defer { close(descriptor) }
+        // The kernel disables only on exactly "0\n" (two bytes at offset 0); any other write,
+        // a bare "0" included, enables.
+        let text: [UInt8] = Array((enabled ? "1\n" : "0\n").utf8)
+        let written = text.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        guard written == text.count else {
+            throw ROMReadError("cannot \(verb) the ROM of \(address) (\(path)): \(written < 0 ? String(cString: strerror(errno)) : "short write")")
         }
     }
 
-    /// Reads the enabled ROM, at most `limit` bytes; throws with the path when it cannot.
+    /// Reads the enabled ROM, at most `limit` bytes; throws with the path when it cannot, or when
+    /// it holds more.
     public func readAll(limit: Int) throws(ROMReadError) -> [UInt8] {
-        do {
-            let fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
-            defer { try? fd.close() }
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while bytes.count < limit {
-                let count = try chunk.withUnsafeMutableBytes { buffer in
-                    // Safety: reads into `chunk`'s own storage, at most its size.
-                    try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(buffer.count, limit - bytes.count)]))
-                }
-                if count == 0 { break }
-                bytes += chunk[0..<count]
-            }
-            return bytes
-        } catch {
-            throw ROMReadError("cannot read the ROM of \(address) (\(path)): \(error)")
+        do { return try SafeFile.readBeneath(root: root.path, relative: relativePath, limit: limit) } catch {
+            throw ROMReadError("cannot read the ROM of \(address): \(error.description)")
         }
+    }
+}
+
+extension ROMReader {
+    /// The ROM of `address` under `root`: on the live sysfs enabled, read and disabled again; on
+    /// a copied tree (read-only to vfioctl) the `rom` file is read as it is.
+    public static func read(root: SysfsRoot, address: PCIAddress, limit: Int = maximumSize) throws(ROMReadError) -> [UInt8] {
+        let attribute = SysfsROMAttribute(root: root, address: address)
+        return root.isSystem ? try read(attribute, limit: limit) : try attribute.readAll(limit: limit)
     }
 }

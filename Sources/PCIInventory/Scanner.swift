@@ -151,6 +151,7 @@ struct Scanner {
             device.problems += parsed.problems
         } else {
             device.problems.append("no readable resource file: BARs unknown")
+            device.resourceFileUnreadable = true
         }
 
         if detail == .full {
@@ -209,8 +210,10 @@ struct Scanner {
         if let physfn = reader.readLinkBasename(directory + "/physfn") {
             device.physicalFunction = try? PCIAddress(parsing: physfn)
         }
-        let total = reader.readInt(directory + "/sriov_totalvfs")
-        if let total {
+        // The PCIe TotalVFs field is 16 bits: anything but a decimal 0...65535 is not a count.
+        let totalText = reader.readString(directory + "/sriov_totalvfs")
+        if let totalText {
+            let total = Int(totalText).flatMap { (0...0xffff).contains($0) ? $0 : nil }
             var virtualFunctions: [(Int, PCIAddress)] = []
             for entry in reader.listDirectory(directory) ?? [] where entry.hasPrefix("virtfn") {
                 guard let number = Int(entry.dropFirst("virtfn".count)),
@@ -221,8 +224,9 @@ struct Scanner {
             virtualFunctions.sort { $0.0 < $1.0 }
             device.sriov = SRIOVPhysicalFunction(
                 totalVFs: total,
-                enabledVFs: reader.readInt(directory + "/sriov_numvfs"),
-                virtualFunctions: virtualFunctions.map(\.1)
+                enabledVFs: reader.readInt(directory + "/sriov_numvfs").flatMap { (0...0xffff).contains($0) ? $0 : nil },
+                virtualFunctions: virtualFunctions.map(\.1),
+                totalVFsProblem: total == nil ? "sriov_totalvfs reads \"\(totalText.prefix(32))\", not a VF count (a decimal 0-65535)" : nil
             )
         }
     }

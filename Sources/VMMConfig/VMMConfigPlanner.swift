@@ -117,6 +117,10 @@ public enum VMMConfigPlanner {
                 bindFirst: unique(notOnVFIO.map { Doctor.bindCommand(for: $0, in: inventory) }))
         }
 
+        // Without the resource file a missing ROM is unknown, not absent: rombar=0 would be a guess.
+        if let unknown = selected.first(where: { $0.resourceFileUnreadable && !($0.address == request.address && request.romFile != nil) }) {
+            throw VMMConfigRefusal(reason: "cannot read the resource file of \(unknown.address): whether it has an expansion ROM (and its BARs) is unknown; run as root or check sysfs, or give --rom-file", bindFirst: [])
+        }
         let placed = try place(selected, request: request)
         var notes: [String] = []
         let devices = placed.map { item in
@@ -189,7 +193,11 @@ public enum VMMConfigPlanner {
             // Guest slots are 0x00-0x1f; the count of host slots is small but comes from sysfs.
             let (slot, overflow) = Int(request.firstGuestSlot).addingReportingOverflow(index)
             guard !overflow, slot <= 0x1f, functions.count <= 8 else {
-                throw VMMConfigRefusal(reason: "\(slots.count) slots do not fit in guest slots from \(request.firstGuestSlot.hex()) to 0x1f; choose a lower --guest-slot", bindFirst: [])
+                // Slot 0 is the host bridge's: 31 guest slots at most, from 0x01.
+                let highestFirst = 0x20 - slots.count
+                throw VMMConfigRefusal(reason: highestFirst >= 1
+                    ? "\(slots.count) slots do not fit in guest slots from \(request.firstGuestSlot.hex()) to 0x1f; choose --guest-slot \(UInt8(highestFirst).hex()) or lower"
+                    : "\(slots.count) host slots are more than the 31 guest slots (0x01-0x1f) of one PCI bus; pass fewer devices", bindFirst: [])
             }
             for (function, device) in functions.enumerated() {
                 placed.append((device, UInt8(slot), UInt8(function), function == 0 && functions.count > 1))

@@ -16,7 +16,8 @@ struct BindingOptions: ParsableArguments {
     @Option(name: .long, help: .hidden) var procRoot: String = "/proc"
 
     var journal: BindingJournal {
-        BindingJournal(directory: stateDir ?? ProcessInfo.processInfo.environment["VFIOCTL_STATE_DIR"] ?? BindingJournal.defaultDirectory)
+        BindingJournal(directory: stateDir ?? ProcessInfo.processInfo.environment["VFIOCTL_STATE_DIR"] ?? BindingJournal.defaultDirectory,
+                       hooks: TestHookSeam.binding)
     }
 }
 
@@ -146,13 +147,13 @@ struct BindCommand: ParsableCommand {
             return
         }
 
-        let binder = Binder(root: root, devRoot: options.devRoot, journal: options.journal)
+        let binder = Binder(root: root, devRoot: options.devRoot, journal: options.journal, hooks: TestHookSeam.binding)
         let outcomes: [BindOutcome]
         do {
             // Permission problems first, before the lock (whose directory a non-root user
             // cannot create either): the error then says what to do.
             try binder.checkPreconditions(for: plans.flatMap(\.steps).filter { $0.action == .bind }.map(\.address.description))
-            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds)
+            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds, hooks: TestHookSeam.binding)
             defer { withExtendedLifetime(lock) {} }
             outcomes = try binder.apply(plans)
         } catch { throw bindingFailure(error) }
@@ -199,7 +200,7 @@ struct UnbindCommand: ParsableCommand {
         let inventory = try InventoryLoader.load(global, detail: .full)
         let facts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
         let journal = options.journal
-        let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
+        let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal, hooks: TestHookSeam.binding)
         let plan: BindPlan
         do {
             plan = try BindPlan.unbind(target, wholeGroup: group, inventory: inventory, journal: try journal.entries(),
@@ -247,7 +248,7 @@ struct ReturnRun {
         let toReturn = plan.steps.filter { $0.action == .unbind }.map(\.address)
         guard !toReturn.isEmpty else { return plan.steps.map(Binder.unchangedOutcome) }
         try binder.checkPreconditions(for: toReturn.map(\.description))
-        let lock = try BindingLock(directory: binder.journal.directory, timeout: options.lockTimeout.seconds)
+        let lock = try BindingLock(directory: binder.journal.directory, timeout: options.lockTimeout.seconds, hooks: TestHookSeam.binding)
         defer { withExtendedLifetime(lock) {} }
         let returned = Dictionary(try binder.returnToOriginal(toReturn).map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
         return plan.steps.map { step in
@@ -288,7 +289,7 @@ struct RestoreCommand: ParsableCommand {
         let journal = options.journal
         let inventory = try InventoryLoader.load(global, detail: .full)
         let facts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
-        let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal)
+        let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: journal, hooks: TestHookSeam.binding)
         let outcomes: [BindOutcome]
         do {
             let entries = try journal.entries()
@@ -334,8 +335,18 @@ struct PersistCommand: ParsableCommand {
     }
 
     struct Add: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write the udev rule for a device.",
-                                                        discussion: "Example:\n  vfioctl persist add 01:00.0")
+        static let configuration = CommandConfiguration(
+            abstract: "Write the udev rule for a device.",
+            discussion: """
+                Refuses, unless --force, what `bind` refuses (a bridge, the disk of a mounted
+                filesystem or swap, a network interface in use, the boot display, a framebuffer, a
+                device a process holds): the next boot would take it without asking.
+
+                Exit status: 0 done, 3 refused (nothing written), 1 other errors.
+
+                Example:
+                  vfioctl persist add 01:00.0
+                """)
         @OptionGroup var global: GlobalOptions
         @OptionGroup var rules: RulesOptions
         @Argument(help: ArgumentHelp("The device.", valueName: "address")) var address: PCIAddress
@@ -345,6 +356,8 @@ struct PersistCommand: ParsableCommand {
         var initramfs: InitramfsTool?
         @Flag(help: "With --early: regenerate the initramfs now (otherwise the command to run is printed).")
         var updateInitramfs = false
+        @Flag(help: "Persist even a device the safety checks refuse (as `bind --force`).")
+        var force = false
         @OptionGroup var options: BindingOptions
 
         func validate() throws {
@@ -355,9 +368,17 @@ struct PersistCommand: ParsableCommand {
 
         func run() throws {
             let target = address
-            let inventory = try InventoryLoader.load(global, detail: .summary)
+            let inventory = try InventoryLoader.load(global, detail: .full)
             guard let device = inventory.device(target) else {
                 throw CommandFailure("no PCI device \(target); run `vfioctl list` to see the devices")
+            }
+            // The boot binds it without asking: the same safety rules as `bind`, before anything is written.
+            let facts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
+            let plan: BindPlan
+            do { plan = try BindPlan.persist(target, force: force, inventory: inventory, facts: facts) } catch { throw bindingFailure(error) }
+            if plan.isRefused {
+                try BindingReport.print(BindingReport.refusedOutcomes(plan), json: global.json)
+                throw ExitCode(BindingExit.refused)
             }
             var early: EarlyReport?
             if self.early {
@@ -426,12 +447,28 @@ struct PersistCommand: ParsableCommand {
             let store = EarlyBindingStore(configRoot: rules.configRoot)
             var early: EarlyReport?
             do {
-                if let record = try store.record(), record.devices.contains(where: { $0.address == target }) {
-                    let module = record.devices.first { $0.address == target }?.nativeModule
-                    let paths = try store.apply(record.devices.filter { $0.address != target }, tool: record.tool)
-                    let regenerated = updateInitramfs ? store.regenerate(record.tool) == 0 : nil
-                    early = EarlyReport(tool: record.tool, nativeModule: module, files: paths,
-                                        command: record.tool.regenerateCommand.joined(separator: " "), regenerated: regenerated)
+                var record = try store.record()
+                if let current = record, current.devices.contains(where: { $0.address == target }) {
+                    let module = current.devices.first { $0.address == target }?.nativeModule
+                    let paths = try store.apply(current.devices.filter { $0.address != target }, tool: current.tool)
+                    let regenerated = updateInitramfs ? store.regenerate(current.tool) == 0 : nil
+                    early = EarlyReport(tool: current.tool, nativeModule: module, files: paths,
+                                        command: current.tool.regenerateCommand.joined(separator: " "), regenerated: regenerated)
+                    record = try store.record()
+                }
+                // Files of ours that name the device with no record (a change that failed or was
+                // killed half-way): rewrite what the record still lists, delete the rest.
+                let unrecorded = store.unrecordedFiles(naming: target, record: record)
+                if !unrecorded.isEmpty {
+                    if let record { _ = try store.apply(record.devices, tool: record.tool) }
+                    let removed = try store.removeUnrecorded(store.unrecordedFiles(naming: target, record: record))
+                    for path in removed { warn("\(target): removed early-binding file without a record: \(path)") }
+                    if early == nil, !removed.isEmpty {
+                        let tool = record?.tool ?? store.detectTool() ?? .initramfsTools
+                        early = EarlyReport(tool: tool, nativeModule: nil, files: record.map { $0.files.map(store.absolute) } ?? [],
+                                            command: tool.regenerateCommand.joined(separator: " "),
+                                            regenerated: updateInitramfs ? store.regenerate(tool) == 0 : nil)
+                    }
                 }
             } catch { throw bindingFailure(error) }
             let udev = UdevRules(directory: rules.rulesDir)

@@ -23,7 +23,7 @@ struct CDICommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(name: .long, help: ArgumentHelp("The spec's kind, VENDOR/CLASS.", valueName: "kind"))
     var kind: CDIKind = CDIKind(vendor: "vfioctl", deviceClass: "pci")
-    @Option(name: .long, help: ArgumentHelp("Write the spec to this file (replaced atomically) instead of stdout.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Write the spec to this file (a new file, or a regular file replaced atomically; - for stdout).", valueName: "path"))
     var output: String?
 
     func run() throws {
@@ -34,19 +34,12 @@ struct CDICommand: ParsableCommand {
             throw CommandFailure("cdi: no device is bound to vfio-pci in a viable IOMMU group; bind one first (vfioctl bind ADDRESS)")
         }
         let text = spec.json.rendered() + "\n"
-        guard let output else {
+        guard let output, output != "-" else {
             FileHandle.standardOutput.write(Data(text.utf8))
             return
         }
         // A runtime may read the directory at any moment: it must see the old spec or the new one.
-        let temporary = output + ".vfioctl-tmp"
-        do {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: temporary))
-            guard rename(temporary, output) == 0 else { throw CommandFailure(String(cString: strerror(errno))) }
-        } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw CommandFailure("cdi: cannot write \(output): \(error)")
-        }
+        try OutputFile.write(Array(text.utf8), to: output, command: "cdi")
         warn("\(output): \(spec.devices.count) device\(spec.devices.count == 1 ? "" : "s") of kind \(kind)")
     }
 }

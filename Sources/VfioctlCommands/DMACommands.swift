@@ -40,7 +40,7 @@ public struct DMA: ParsableCommand {
         var size: PageLength = PageLength(2 << 20)
         @Option(name: .long, help: ArgumentHelp("Map the buffer as this many equal mappings.", valueName: "n"))
         var chunks: UInt64 = 1
-        @Option(name: .long, help: ArgumentHelp("Also judge a whole VM with this much RAM (e.g. 16G): memlock, mappings, address width.", valueName: "size"))
+        @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Also judge a whole VM with this much RAM (e.g. 16G): memlock, mappings, address width.", valueName: "size"))
         var vmMemory: MemorySize?
         @OptionGroup var vm: VMShapeOptions
 

@@ -23,7 +23,7 @@ struct DoctorCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Option(help: ArgumentHelp("Guest RAM a VM would pin, for the memlock check (e.g. 8G, 512M).", valueName: "size"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Guest RAM a VM would pin, for the memlock check (e.g. 8G, 512M).", valueName: "size"))
     var vmMemory = MemorySize(8 << 30)
     @OptionGroup var vm: VMShapeOptions
     // With --sysfs-root these let the doctor judge a copied or generated host (KVM is probed

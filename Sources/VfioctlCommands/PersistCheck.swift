@@ -12,7 +12,11 @@ extension PersistCommand {
                 module, blacklisted, ordered after vfio-pci by a softdep), and the early binding
                 (`persist add --early`): its files intact and the initramfs rebuilt after them.
 
-                Exit status: 0 it will be bound, 2 it will not.
+                Every run also judges the device by `bind`'s safety rules (a bridge, the disk of a
+                mounted filesystem, the boot display...): a boot that binds one of those is a problem.
+
+                Exit status: 0 it will be bound, 2 it will not, 3 it will be bound but `bind` would
+                refuse it (undo with `vfioctl persist remove`).
 
                 Example:
                   vfioctl persist check 01:00.0
@@ -27,7 +31,7 @@ extension PersistCommand {
 
         func run() throws {
             let target = address
-            let inventory = try InventoryLoader.load(global, detail: .summary)
+            let inventory = try InventoryLoader.load(global, detail: .full)
             let device = try InventoryLoader.device(target, in: inventory)
             var reader = BootFactsReader(sysfs: global.resolvedRoot)
             reader.procRoot = options.procRoot
@@ -35,6 +39,7 @@ extension PersistCommand {
             reader.configRoot = rules.configRoot
             reader.journal = options.journal
             if !modprobeDir.isEmpty { reader.modprobeDirectories = modprobeDir }
+            reader.hostFacts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
             let facts = reader.read(device, inventory: inventory)
             let (willBind, findings) = BootCheck.judge(facts)
             let early = willBind && BootCheck.bindsEarly(facts)
@@ -47,6 +52,7 @@ extension PersistCommand {
                 for finding in findings { print("  \(finding)") }
             }
             if !willBind { throw ExitCode(2) }
+            if BootCheck.bindsUnsafely(facts) { throw ExitCode(BindingExit.refused) }
         }
     }
 

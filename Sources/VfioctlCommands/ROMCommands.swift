@@ -3,6 +3,7 @@ import Foundation
 import PCIInventory
 import TextFormat
 import VFIO
+import SystemCalls
 
 /// `vfioctl rom`: a device's expansion ROM, read and judged for use by a VM.
 struct ROMCommand: ParsableCommand {
@@ -84,19 +85,17 @@ struct ROMCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
         var address: PCIAddress
-        @Option(name: .long, help: ArgumentHelp("Write the ROM here (created or replaced).", valueName: "path"))
+        @Option(name: .long, help: ArgumentHelp("Write the ROM here (a new file, or a regular file replaced atomically; - for stdout).", valueName: "path"))
         var output: String?
 
         func run() throws {
             let found = try ROMSource.lookUp(address, global)
-            if output == nil, isatty(STDOUT_FILENO) != 0 {
+            if output == nil || output == "-", isatty(STDOUT_FILENO) != 0 {
                 throw CommandFailure("rom dump: stdout is a terminal; redirect it to a file or pass --output PATH")
             }
             let source = try ROMSource.read(found, global)
-            if let output {
-                do { try Data(source.bytes).write(to: URL(fileURLWithPath: output)) } catch {
-                    throw CommandFailure("rom dump: cannot write \(output): \(error.localizedDescription)")
-                }
+            if let output, output != "-" {
+                try OutputFile.write(source.bytes, to: output, command: "rom dump")
                 warn("\(found.address): \(source.bytes.count) bytes of ROM (\(source.name)) written to \(output)")
             } else {
                 FileHandle.standardOutput.write(Data(source.bytes))
@@ -114,15 +113,17 @@ struct ROMSource {
         try InventoryLoader.device(address, in: InventoryLoader.load(global, detail: .summary))
     }
 
-    static func file(_ path: String) throws -> ROMSource {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw CommandFailure("rom check: cannot open \(path)") }
-        defer { try? handle.close() }
-        // One byte past the largest ROM tells an oversized file from a full-size one.
-        let data = (try? handle.read(upToCount: ROMReader.maximumSize + 1)) ?? Data()
-        guard data.count <= ROMReader.maximumSize else {
-            throw CommandFailure("rom check: \(path) is larger than 16 MiB, the most a ROM BAR decodes; not an option ROM")
+    static func file(_ path: String, command: String = "rom check") throws -> ROMSource {
+        // Non-blocking and regular files only: a FIFO or a directory is refused at once. One
+        // byte past the largest ROM tells an oversized file from a full-size one.
+        let bytes: [UInt8]
+        do { bytes = try SafeFile.read(path, limit: ROMReader.maximumSize) } catch {
+            if error.reason.hasPrefix("is larger") {
+                throw CommandFailure("\(command): \(path) is larger than 16 MiB, the most a ROM BAR decodes; not an option ROM")
+            }
+            throw CommandFailure("\(command): cannot read \(error.description); give the path of a ROM image file")
         }
-        return ROMSource(bytes: [UInt8](data), name: "file \(path)")
+        return ROMSource(bytes: bytes, name: "file \(path)")
     }
 
     /// Through VFIO when the device is on a vfio-pci driver (sysfs would enable the BAR under
@@ -132,7 +133,8 @@ struct ROMSource {
         guard device.rom != nil || FileManager.default.fileExists(atPath: SysfsROMAttribute(root: root, address: device.address).path) else {
             throw CommandFailure("\(device.address) has no option ROM (no ROM BAR in its resource file, no rom attribute); nothing to read")
         }
-        if let driver = device.driver, GroupViability.isVFIODriver(driver) {
+        // A copied tree has no device behind it: its rom file is what there is to read.
+        if root.isSystem, let driver = device.driver, GroupViability.isVFIODriver(driver) {
             do throws(VFIOError) {
                 let vfio = try openVFIODevice(device.address, sysfsRoot: root.path)
                 return ROMSource(bytes: try vfio.readROM(), name: "VFIO ROM region")
@@ -140,11 +142,12 @@ struct ROMSource {
                 throw CommandFailure("rom: reading \(device.address)'s ROM through VFIO failed: \(error.description) (is the device in use by a VM?)")
             }
         }
-        guard getuid() == 0 else {
+        guard getuid() == 0 || !root.isSystem else {
             throw CommandFailure("rom: reading \(device.address)'s ROM through sysfs needs root (it enables the ROM BAR); run as root")
         }
         do throws(ROMReadError) {
-            return ROMSource(bytes: try ROMReader.read(SysfsROMAttribute(root: root, address: device.address)), name: "sysfs rom")
+            return ROMSource(bytes: try ROMReader.read(root: root, address: device.address),
+                             name: root.isSystem ? "sysfs rom" : "rom file of the copied tree \(root.path)")
         } catch {
             throw CommandFailure("rom: \(error.description)")
         }

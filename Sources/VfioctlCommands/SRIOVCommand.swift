@@ -82,10 +82,10 @@ struct SRIOVCommand: ParsableCommand {
                 throw CommandFailure("cannot set the VF token of \(target) through VFIO: \(error); nothing changed")
             }
         }
-        let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: options.journal)
+        let binder = Binder(root: global.resolvedRoot, devRoot: options.devRoot, journal: options.journal, hooks: TestHookSeam.binding)
         let result: SRIOVConfigurator.Result
         do {
-            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds)
+            let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds, hooks: TestHookSeam.binding)
             defer { withExtendedLifetime(lock) {} }
             result = try SRIOVConfigurator(binder: binder).apply(plan) { () throws(BindingError) -> PCIInventory in
                 do { return try InventoryLoader.load(global, detail: .full) } catch {

@@ -39,7 +39,7 @@ struct VMConfigCommand: ParsableCommand {
     var scope: ConfigScope = .device
     @Option(help: ArgumentHelp("Which VMM's settings to print: qemu, libvirt, cloud-hypervisor or all.", valueName: "vmm"))
     var vmm: VMMChoice = .all
-    @Option(help: ArgumentHelp("The VM's RAM (K, M, G, T; a whole number of MiB), for -m and the memlock and huge-page checks.", valueName: "size"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("The VM's RAM (K, M, G, T; a whole number of MiB), for -m and the memlock and huge-page checks.", valueName: "size"))
     var memory = GuestMemorySize(bytes: 8 << 30)
     @Option(help: ArgumentHelp("An option ROM image for the device instead of its own (absolute path of letters, digits and /._+-).", valueName: "path"))
     var romFile: ROMFilePath?
@@ -52,6 +52,16 @@ struct VMConfigCommand: ParsableCommand {
         reader.plannedGuestMemory = memory.bytes
         let host: HostReadiness
         do { host = try reader.read(names: nil) } catch { throw CommandFailure(error.description) }
+        // An unknown device is an error (exit 1, as everywhere), not a refusal.
+        guard host.inventory.device(target) != nil else {
+            throw CommandFailure("vm config: no PCI device \(target); run `vfioctl list` to see the devices")
+        }
+        // The VMM opens the ROM file when the VM starts: a missing, empty or special file is
+        // an error now, not a guest without a ROM later.
+        if let romFile {
+            let rom = try ROMSource.file(romFile.path, command: "vm config --rom-file")
+            if rom.bytes.isEmpty { throw CommandFailure("vm config --rom-file: \(romFile.path) is empty; give a ROM image (vfioctl rom dump)") }
+        }
         let request = VMMConfigRequest(address: target, scope: scope.planScope, guestMemory: memory.bytes,
                                        romFile: romFile?.path, firstGuestSlot: guestSlot.value)
         let plan: VMMConfigPlan

@@ -18,7 +18,7 @@ struct LabProbe: ParsableCommand {
             Every command needs a device bound to vfio-pci (vfioctl bind); the vm-* commands also
             need /dev/kvm. Exit status: 0 the check passed, 1 it failed, 64 usage error.
             """,
-        subcommands: [VMSmokeCommand.self, VMDMASmokeCommand.self, EduTestCommand.self, PeerToPeerCommand.self, IRQTestCommand.self]
+        subcommands: [VMSmokeCommand.self, VMDMASmokeCommand.self, EduTestCommand.self, PeerToPeerCommand.self, IRQTestCommand.self, WithTestHooksCommand.self]
     )
 }
 

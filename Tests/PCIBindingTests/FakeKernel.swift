@@ -149,8 +149,9 @@ struct BindingLab {
     }
 
     func binder(environment: [String: String] = [:], ioTimeout: Double = 30) -> Binder {
-        var binder = Binder(root: root, devRoot: devRoot, journal: BindingJournal(directory: state, environment: environment),
-                            environment: environment)
+        let hooks = BindingTestHooks(environment: environment)
+        var binder = Binder(root: root, devRoot: devRoot, journal: BindingJournal(directory: state, hooks: hooks),
+                            hooks: hooks)
         binder.kernel = kernel
         binder.settleTimeout = 0.2
         binder.ioTimeout = ioTimeout

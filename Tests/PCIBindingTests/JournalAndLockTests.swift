@@ -143,7 +143,7 @@ let nicIdentity = DeviceIdentity(vendorID: 0x8086, deviceID: 0x10d3, subsystemVe
     @Test func theFaultHookFailsTheNamedAppends() throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let journal = BindingJournal(directory: directory, environment: ["VFIOCTL_JOURNAL_FAIL": "2+"])
+        let journal = BindingJournal(directory: directory, hooks: BindingTestHooks(environment: ["VFIOCTL_JOURNAL_FAIL": "2+"]))
         let entry = BindingJournal.Entry(address: address("0000:03:00.0"), originalDriver: nil, originalOverride: nil, identity: nil, state: .binding, updated: Date(timeIntervalSince1970: 1_800_000_000))
         try journal.record(entry)
         #expect(throws: BindingError.self) { try journal.record(entry) }

@@ -84,7 +84,7 @@ final class FakeKernel: @unchecked Sendable {
         let inventory = try PCIInventory.scan(root: root, detail: .full)
         let plans = try BindPlan.bindSlot(try PCIAddress(parsing: gpu), wholeGroup: false, force: false,
                                           inventory: inventory, facts: HostFacts())
-        var binder = Binder(root: root, devRoot: dev, journal: BindingJournal(directory: state), environment: [:])
+        var binder = Binder(root: root, devRoot: dev, journal: BindingJournal(directory: state))
         binder.settleTimeout = 1
         let kernel = FakeKernel(root: tree.rootPath, willBind: [gpu], drivers: ["nouveau", "snd_hda_intel"])
         kernel.start()

@@ -172,21 +172,42 @@ enum FixtureROMs {
         #expect(fake.operations == ["enable", "read", "disable"])
     }
 
-    /// The kernel disables the ROM only on exactly "0\n"; a bare "0" would enable it.
-    @Test func sysfsAttributeWritesWhatTheKernelExpects() throws {
+    /// A copied tree is read-only to vfioctl: its `rom` is a plain file holding the ROM, and
+    /// writing the enable bit would overwrite the signature (issue 20). It is read as it is.
+    @Test func copiedTreeROMIsReadNeverWritten() throws {
         let root = NSTemporaryDirectory() + "vfioctl-romattr-\(UUID().uuidString)"
         let directory = root + "/bus/pci/devices/0000:01:00.0"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        _ = FileManager.default.createFile(atPath: directory + "/rom", contents: Data())
-        let attribute = SysfsROMAttribute(root: SysfsRoot(path: root), address: try PCIAddress(parsing: "01:00.0"))
-        try attribute.setEnabled(false)
-        #expect(try FixtureTestSupport.readBytes(directory + "/rom") == Array("0\n".utf8))
-        try attribute.setEnabled(true)
-        #expect(try FixtureTestSupport.readBytes(directory + "/rom") == Array("1\n".utf8))
         try Data(FixtureROMs.multiImage).write(to: URL(fileURLWithPath: directory + "/rom"))
-        #expect(try attribute.readAll(limit: 1 << 20) == FixtureROMs.multiImage)
-        #expect(try attribute.readAll(limit: 512).count == 512)
+        let address = try PCIAddress(parsing: "01:00.0")
+        let attribute = SysfsROMAttribute(root: SysfsRoot(path: root), address: address)
+        #expect(throws: ROMReadError.self) { try attribute.setEnabled(true) }
+        #expect(throws: ROMReadError.self) { try attribute.setEnabled(false) }
+        #expect(try FixtureTestSupport.readBytes(directory + "/rom") == FixtureROMs.multiImage)
+        #expect(try ROMReader.read(root: SysfsRoot(path: root), address: address) == FixtureROMs.multiImage)
+        #expect(try FixtureTestSupport.readBytes(directory + "/rom") == FixtureROMs.multiImage)
+        #expect(throws: ROMReadError.self) { try attribute.readAll(limit: 512) }
+    }
+
+    /// A `rom` symlink that leaves the root, or a FIFO in its place, is refused at once.
+    @Test func romOutsideTheRootOrAFIFOIsRefused() throws {
+        let root = NSTemporaryDirectory() + "vfioctl-romattr-\(UUID().uuidString)"
+        let directory = root + "/bus/pci/devices/0000:01:00.0"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let outside = root + "-outside"
+        try Data("IMPORTANT-CONFIG".utf8).write(to: URL(fileURLWithPath: outside))
+        defer { try? FileManager.default.removeItem(atPath: outside) }
+        try FileManager.default.createSymbolicLink(atPath: directory + "/rom", withDestinationPath: outside)
+        let address = try PCIAddress(parsing: "01:00.0")
+        #expect(throws: ROMReadError.self) { try ROMReader.read(root: SysfsRoot(path: root), address: address) }
+        #expect(try FixtureTestSupport.readBytes(outside) == Array("IMPORTANT-CONFIG".utf8))
+        try FileManager.default.removeItem(atPath: directory + "/rom")
+        #expect(mkfifo(directory + "/rom", 0o600) == 0)
+        let started = Date()
+        #expect(throws: ROMReadError.self) { try ROMReader.read(root: SysfsRoot(path: root), address: address) }
+        #expect(Date().timeIntervalSince(started) < 1)
     }
 
     @Test func readsNothingWhenEnableFails() {

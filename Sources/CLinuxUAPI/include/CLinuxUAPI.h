@@ -116,6 +116,20 @@ static inline int cuapi_ioctl_int(int fd, unsigned long request, unsigned long a
 /// memfd_create(2) through syscall(2): glibc declares it only under _GNU_SOURCE, which Swift's
 /// Glibc module does not see. Returns the new descriptor, or -1 with errno set.
 static const unsigned int CUAPI_MFD_CLOEXEC = MFD_CLOEXEC;
+// openat2(2) (Linux 5.6+, no glibc wrapper on older glibc): open `path` relative to `dirfd`
+// with `resolve` flags (RESOLVE_BENEATH: no component, symlinks included, may leave dirfd).
+// Returns the descriptor, or -1 with errno set (ENOSYS on kernels without it).
+#include <linux/openat2.h>
+static inline int cuapi_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+    struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+#include <fcntl.h>
+// O_PATH is declared only under _GNU_SOURCE, which Swift's Glibc module does not see.
+static const int CUAPI_O_PATH = __O_PATH;
+static const uint64_t CUAPI_RESOLVE_BENEATH = RESOLVE_BENEATH;
+static const uint64_t CUAPI_RESOLVE_NO_MAGICLINKS = RESOLVE_NO_MAGICLINKS;
+
 static inline int cuapi_memfd_create(const char *name, unsigned int flags) {
     return (int)syscall(SYS_memfd_create, name, flags);
 }

@@ -1,14 +1,15 @@
 # bind-concurrent: two binds of different devices started together both succeed, and the lock
 # trace shows they never held the binding lock at the same time (each step is slowed down so an
-# unlocked pair would certainly interleave).
+# unlocked pair would certainly interleave). The hooks are set through `vfioctl-lab-probe
+# with-test-hooks`, which runs the same commands; the shipping vfioctl reads no test variable.
 . /lab/bin/lab-lib.sh
 trap 'vfioctl restore --all >/dev/null 2>&1; lab_restore' EXIT
 A=0000:00:02.0 B=0000:00:04.0
 TRACE=/tmp/lock.trace
 rm -f "$TRACE"
 export VFIOCTL_LOCK_TRACE=$TRACE VFIOCTL_STEP_DELAY_MS=300
-vfioctl bind "$A" >/tmp/a.out 2>&1 & pa=$!
-vfioctl bind "$B" >/tmp/b.out 2>&1 & pb=$!
+vfioctl-lab-probe with-test-hooks bind "$A" >/tmp/a.out 2>&1 & pa=$!
+vfioctl-lab-probe with-test-hooks bind "$B" >/tmp/b.out 2>&1 & pb=$!
 wait $pa; ra=$?
 wait $pb; rb=$?
 unset VFIOCTL_LOCK_TRACE VFIOCTL_STEP_DELAY_MS

@@ -1,4 +1,5 @@
-# bind-crash: a bind killed (SIGKILL, by the fault-injection hook) after each of its steps leaves
+# bind-crash: a bind killed (SIGKILL, by the fault-injection hook, which only
+# `vfioctl-lab-probe with-test-hooks` sets: the shipping vfioctl ignores the variable) after each of its steps leaves
 # a journal from which `vfioctl restore` returns the device to its original driver. Then the
 # faults a real host can add: the journal cannot be written after the bind (/run full, injected
 # with VFIOCTL_JOURNAL_FAIL), for one device and for a group; the original driver is unloaded
@@ -11,7 +12,7 @@ trap 'vfioctl restore --all >/dev/null 2>&1; insmod /lib/modules/e1000.ko 2>/dev
 for dev in 0000:00:04.0 0000:00:02.0; do
     original=$(dev_driver "$dev")
     for step in journaled override-set unbound probed verified; do
-        VFIOCTL_FAULT_INJECT=$step vfioctl bind "$dev" >/tmp/crash.out 2>&1
+        VFIOCTL_FAULT_INJECT=$step vfioctl-lab-probe with-test-hooks bind "$dev" >/tmp/crash.out 2>&1
         rc=$?
         check_eq "$dev killed after $step" 137 "$rc"
         no_journal_entry "$dev" && fail "no journal entry for $dev after $step" || ok "journal has $dev after the crash"
@@ -25,12 +26,21 @@ for dev in 0000:00:04.0 0000:00:02.0; do
     done
 done
 
+# The shipping vfioctl reads no test hook: the same variable changes nothing.
+dev=0000:00:04.0
+original=$(dev_driver "$dev")
+VFIOCTL_FAULT_INJECT=journaled VFIOCTL_JOURNAL_FAIL=1 vfioctl bind "$dev" >/tmp/shipping.out 2>&1
+check_eq "shipping vfioctl ignores VFIOCTL_FAULT_INJECT and VFIOCTL_JOURNAL_FAIL" 0 "$?"
+check_eq "$dev bound by the shipping vfioctl" vfio-pci "$(dev_driver "$dev")"
+vfioctl unbind "$dev" >/dev/null 2>&1
+check_eq "$dev back after unbind" "$original" "$(dev_driver "$dev")"
+
 # The journal cannot record the finished bind: the device really goes back (exit 4), not
 # "rolled back" while it sits on vfio-pci. With every later write failing too, the entry that
 # says a bind was in progress stays, and restore finds the device home.
 NET=0000:00:04.0
 for failing in 2 2+; do
-    VFIOCTL_JOURNAL_FAIL=$failing vfioctl bind $NET --json >/tmp/jf.json 2>/tmp/jf.err
+    VFIOCTL_JOURNAL_FAIL=$failing vfioctl-lab-probe with-test-hooks bind $NET --json >/tmp/jf.json 2>/tmp/jf.err
     check_eq "journal failing at $failing: exit status" 4 "$?"
     json_flat </tmp/jf.json >/tmp/jf.flat
     check_eq "journal failing at $failing: action" rolled-back "$(json_get /tmp/jf.flat '[0].action')"
@@ -44,7 +54,7 @@ no_journal_entry $NET && ok "journal clean after restore" || fail "journal still
 # A group bind stays all or nothing when the journal fails after both devices were bound.
 E1000=0000:01:01.0 EDU2=0000:01:02.0
 edu2_before=$(dev_driver $EDU2)
-VFIOCTL_JOURNAL_FAIL=2 vfioctl bind $E1000 --group --json >/tmp/gf.json 2>/tmp/gf.err
+VFIOCTL_JOURNAL_FAIL=2 vfioctl-lab-probe with-test-hooks bind $E1000 --group --json >/tmp/gf.json 2>/tmp/gf.err
 check_eq "group bind with the journal failing: exit status" 4 "$?"
 json_flat </tmp/gf.json >/tmp/gf.flat
 check_eq "group: e1000 rolled back" rolled-back "$(field_of /tmp/gf.flat address $E1000 action)"
