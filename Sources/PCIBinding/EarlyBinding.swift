@@ -275,15 +275,24 @@ public struct EarlyBindingStore {
         })
     }
 
-    /// Files of ours (by their marker) at the paths a plan writes that name `address` although
-    /// `record` does not list them with it: what a change that failed or was killed half-way
-    /// left. Relative paths.
+    /// Files of ours (by their marker) at the paths a plan writes that the record does not
+    /// account for, when one of them names `address`: what a change that failed or was killed
+    /// half-way left (files that name no device, as the initramfs hook, go with them). Relative
+    /// paths; empty when none names the device.
     public func unrecordedFiles(naming address: PCIAddress, record: EarlyBindingRecord?) -> [String] {
         let recorded = record.map { $0.devices.contains { $0.address == address } } ?? false
-        return EarlyBindingPlan.knownPaths.sorted().filter { path in
-            guard let bytes = (try? ownFile(path)) ?? nil, Self.isOurs(bytes), Self.addresses(in: bytes).contains(address) else { return false }
-            return !(recorded && record?.files.contains(path) == true)
+        var unaccounted: [String] = []
+        var namesIt = false
+        for path in EarlyBindingPlan.knownPaths.sorted() {
+            guard let bytes = (try? ownFile(path)) ?? nil, Self.isOurs(bytes) else { continue }
+            let names = Self.addresses(in: bytes).contains(address)
+            let listed = record?.files.contains(path) ?? false
+            if !listed || (names && !recorded) {
+                unaccounted.append(path)
+                namesIt = namesIt || names
+            }
         }
+        return namesIt ? unaccounted : []
     }
 
     /// The host's initramfs tool: `update-initramfs` or `dracut` under the root.
@@ -319,6 +328,12 @@ public struct EarlyBindingStore {
         }
         if let bytes = try ownFile(EarlyBindingRecord.path) { before[EarlyBindingRecord.path] = bytes }
         var touched: [String] = []
+        // The root itself may be new (a scratch root); everything below it is made under it.
+        if !files.isEmpty && SafeFile.isAbsent(configRoot) {
+            do { try FileManager.default.createDirectory(atPath: configRoot, withIntermediateDirectories: true) } catch {
+                throw .sysfsWrite(path: configRoot, value: "(early binding)", reason: "cannot create the configuration root: \((error as NSError).localizedFailureReason ?? error.localizedDescription)")
+            }
+        }
         do throws(SafeFileError) {
             for file in files {
                 touched.append(file.path)

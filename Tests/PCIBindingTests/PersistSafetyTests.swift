@@ -13,7 +13,7 @@ import Testing
         var config: String { base + "/config" }
         var rules: String { base + "/rules" }
         var state: String { base + "/state" }
-        var arguments: [String] { ["--config-root", config, "--rules-dir", rules, "--state-dir", state] }
+        var arguments: [String] { ["--config-root", config, "--rules-dir", rules] }
         func remove() { try? FileManager.default.removeItem(atPath: base) }
         /// Every file under the base, relative.
         func files() -> [String] {
@@ -35,7 +35,7 @@ import Testing
                 let dirs = Dirs()
                 defer { dirs.remove() }
                 let extra = early ? ["--early", "--initramfs", "initramfs-tools"] : []
-                let result = try VfioctlBinary.run(common + ["persist", "add", address.description] + extra + dirs.arguments + ["--proc-root", host.procRoot])
+                let result = try VfioctlBinary.run(common + ["persist", "add", address.description] + extra + dirs.arguments + ["--state-dir", dirs.state, "--proc-root", host.procRoot])
                 #expect(result.status == 3, "\(address) early=\(early): \(result.stdout)\(result.stderr)")
                 #expect(result.stdout.contains(evidence), "\(address): \(result.stdout)")
                 #expect(dirs.files().isEmpty, "\(address) early=\(early) wrote \(dirs.files())")
@@ -45,14 +45,14 @@ import Testing
         let dirs = Dirs()
         defer { dirs.remove() }
         let nvme = GPUWorkstation.nvme.description
-        let forced = try VfioctlBinary.run(common + ["persist", "add", nvme, "--force"] + dirs.arguments + ["--proc-root", host.procRoot])
+        let forced = try VfioctlBinary.run(common + ["persist", "add", nvme, "--force"] + dirs.arguments + ["--state-dir", dirs.state, "--proc-root", host.procRoot])
         #expect(forced.status == 0, "\(forced.stderr)")
         let check = try VfioctlBinary.run(common + ["persist", "check", nvme] + dirs.arguments
-                                          + ["--proc-root", host.procRoot, "--modprobe-dir", dirs.base + "/modprobe.d"])
+                                          + ["--state-dir", dirs.state, "--proc-root", host.procRoot, "--modprobe-dir", dirs.base + "/modprobe.d"])
         #expect(check.status == 3, "\(check.stdout)\(check.stderr)")
         #expect(check.stdout.contains("at boot is unsafe") && check.stdout.contains("on /data"), "\(check.stdout)")
         // A device that is safe to take is persisted (exit 0).
-        let gpu = try VfioctlBinary.run(common + ["persist", "add", GPUWorkstation.gpu.description] + dirs.arguments + ["--proc-root", host.procRoot])
+        let gpu = try VfioctlBinary.run(common + ["persist", "add", GPUWorkstation.gpu.description] + dirs.arguments + ["--state-dir", dirs.state, "--proc-root", host.procRoot])
         #expect(gpu.status == 0, "\(gpu.stdout)\(gpu.stderr)")
     }
 
@@ -83,7 +83,7 @@ import Testing
         try FileManager.default.removeItem(atPath: store.absolute(EarlyBindingRecord.path))
         #expect(store.unrecordedFiles(naming: try PCIAddress(parsing: gpu), record: nil).count == 3)
         let common = ["--sysfs-root", tree.rootPath]
-        let check = try VfioctlBinary.run(common + ["persist", "check", gpu] + dirs.arguments + ["--modprobe-dir", dirs.base + "/none"])
+        let check = try VfioctlBinary.run(common + ["persist", "check", gpu] + dirs.arguments + ["--state-dir", dirs.state, "--modprobe-dir", dirs.base + "/none"])
         #expect(check.stdout.contains("no record lists them"), "\(check.stdout)")
         let removed = try VfioctlBinary.run(common + ["persist", "remove", gpu] + dirs.arguments)
         #expect(removed.status == 0, "\(removed.stderr)")
@@ -101,7 +101,7 @@ import Testing
         let rule = dirs.rules + "/90-vfioctl-\(gpu).rules"
         try Data("# the admin's own rule\n".utf8).write(to: URL(fileURLWithPath: rule))
         let common = ["--sysfs-root", tree.rootPath]
-        let added = try VfioctlBinary.run(common + ["persist", "add", gpu] + dirs.arguments)
+        let added = try VfioctlBinary.run(common + ["persist", "add", gpu] + dirs.arguments + ["--state-dir", dirs.state])
         #expect(added.status == 1 && added.stderr.contains("not vfioctl's"), "\(added.stderr)")
         let removed = try VfioctlBinary.run(common + ["persist", "remove", gpu] + dirs.arguments)
         #expect(removed.status == 1, "\(removed.stderr)")
