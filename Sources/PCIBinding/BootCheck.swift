@@ -40,6 +40,9 @@ public struct BootFacts: Sendable, Equatable {
     /// Early-binding files of vfioctl's (found by their marker) that name the device although
     /// no record lists it: left by a failed change; `persist remove` deletes them.
     public var unrecordedEarlyFiles: [String] = []
+    /// Address-keyed bindings not made by vfioctl: driverctl overrides and udev rules that
+    /// set driver_override (`BootBindingPlan.othersBinding`, less the ids= ones counted above).
+    public var otherBindings: [BootBindingSource] = []
 
     /// Facts for the device at `address` with IDs `id`, nothing else known yet.
     public init(address: PCIAddress, id: String) {
@@ -103,8 +106,20 @@ public enum BootCheck {
         if facts.udevRule {
             findings.append(BootFinding(status: .ok, text: "udev rule for \(facts.address): driver_override=vfio-pci when the device is added, and a reprobe"))
         }
-        guard facts.udevRule || byIDs || facts.earlyRecorded || !facts.unrecordedEarlyFiles.isEmpty else {
-            findings.append(BootFinding(status: .problem, text: "nothing binds \(facts.address) to vfio-pci at boot: run `vfioctl persist add \(facts.address)`"))
+        var byOther = false, contested = false
+        for source in facts.otherBindings where !source.mechanism.matchesByModel {
+            if source.driver == BindPlan.targetDriver {
+                byOther = true
+                findings.append(BootFinding(status: .ok, text: "\(source.mechanism.rawValue) binds \(facts.address) to vfio-pci (\(source.location))"))
+            } else {
+                contested = true
+                findings.append(BootFinding(status: .problem, text: "\(source.mechanism.rawValue) binds \(facts.address) to \(source.driver) (\(source.location)), against vfio-pci: remove one of the two"))
+            }
+        }
+        guard facts.udevRule || byIDs || facts.earlyRecorded || byOther || !facts.unrecordedEarlyFiles.isEmpty else {
+            if !contested {
+                findings.append(BootFinding(status: .problem, text: "nothing binds \(facts.address) to vfio-pci at boot: run `vfioctl persist add \(facts.address)`"))
+            }
             return (false, findings)
         }
         if let native = facts.nativeDriver, native != BindPlan.targetDriver {
@@ -119,7 +134,8 @@ public enum BootCheck {
                 findings.append(BootFinding(status: .warning, text: "\(native) can load before vfio-pci and take the device first (then the rule takes it away): `vfioctl persist add --early \(facts.address)` sets the override from the initramfs and adds `softdep \(module) pre: vfio-pci` to /etc/modprobe.d"))
             }
         }
-        return (true, findings)
+        // Another mechanism binding it to another driver races vfio-pci's: not bound for sure.
+        return (!contested, findings)
     }
 }
 
@@ -218,14 +234,10 @@ public struct BootFactsReader {
     }
 
     /// "ids=10de:2204,10de:1aef" (or "=..."): the vendor:device pairs, lower-case; subvendor
-    /// and class fields after them are ignored.
+    /// and class fields after them are ignored, and so are malformed entries (`persist check`
+    /// names them through `BootBindingPlan`).
     static func ids(_ option: String) -> Set<String> {
         let list = option.drop { $0 != "=" }.dropFirst()
-        return Set(list.split(separator: ",").compactMap { entry in
-            let parts = entry.split(separator: ":")
-            guard parts.count >= 2, parts[0].count == 4, parts[1].count == 4,
-                  UInt16(parts[0], radix: 16) != nil, UInt16(parts[1], radix: 16) != nil else { return nil }
-            return "\(parts[0]):\(parts[1])".lowercased()
-        })
+        return Set(BootBindingParser.ids(list, location: SourceLocation(file: "")).ids.map(\.description))
     }
 }

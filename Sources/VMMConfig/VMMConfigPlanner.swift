@@ -7,7 +7,12 @@ public struct VMMConfigRequest: Sendable, Equatable {
     /// The device alone, every function of its slot, or every endpoint of its IOMMU group.
     public enum Scope: String, Sendable, CaseIterable { case device, slot, group }
 
+    /// The first device named (the one `romFile` is for).
     public var address: PCIAddress
+    /// Further devices for the same VM, each taken with the same scope.
+    public var moreAddresses: [PCIAddress] = []
+    /// Every device named, in the order given.
+    public var addresses: [PCIAddress] { [address] + moreAddresses }
     public var scope: Scope
     public var guestMemory: UInt64
     /// An option ROM image to give the guest instead of the device's own (the named device only).
@@ -56,7 +61,10 @@ public struct VMMDevicePlan: Sendable, Equatable {
 /// `qemuArguments`, `libvirtDevices`/`libvirtDomain` and `cloudHypervisorArguments`.
 public struct VMMConfigPlan: Sendable {
     public let request: VMMConfigRequest
+    /// The IOMMU group of the first device named.
     public let group: Int
+    /// Every IOMMU group the VM's devices are in, ascending.
+    public let groups: [Int]
     public let devices: [VMMDevicePlan]
     /// Members of the group that stay with the host (bridges), and why.
     public let leftOnHost: [(address: PCIAddress, reason: String)]
@@ -82,16 +90,43 @@ public struct VMMConfigRefusal: Error, Sendable, Equatable, CustomStringConverti
 public enum VMMConfigPlanner {
     public static func plan(_ request: VMMConfigRequest, host readiness: HostReadiness) throws(VMMConfigRefusal) -> VMMConfigPlan {
         let inventory = readiness.inventory
-        guard let device = inventory.device(request.address) else {
-            throw VMMConfigRefusal(reason: "no PCI device \(request.address); run `vfioctl list` to see the devices", bindFirst: [])
+        // Each named device with its scope; a device named twice, or already taken in with an
+        // earlier one's slot or group, is counted once and said once.
+        var selected: [PCIDevice] = []
+        var takenWith: [PCIAddress: PCIAddress] = [:]
+        var groupOfFirst: Int?
+        var leftOnHost: [(address: PCIAddress, reason: String)] = []
+        var notes: [String] = []
+        for address in request.addresses {
+            guard let device = inventory.device(address) else {
+                throw VMMConfigRefusal(reason: "no PCI device \(address); run `vfioctl list` to see the devices", bindFirst: [])
+            }
+            guard let groupID = device.iommuGroup, let group = inventory.group(groupID) else {
+                throw VMMConfigRefusal(reason: "\(device.address) is in no IOMMU group: VFIO cannot assign it (run `vfioctl doctor`)", bindFirst: [])
+            }
+            guard !device.isBridge else {
+                throw VMMConfigRefusal(reason: "\(device.address) is a bridge: bridges stay with the host; name an endpoint behind it", bindFirst: [])
+            }
+            if groupOfFirst == nil { groupOfFirst = groupID }
+            if let first = takenWith[address] {
+                notes.append(first == address ? "\(address) is named more than once: counted once"
+                             : "\(address) is already in the VM with \(first) (--\(request.scope.rawValue)): counted once")
+                continue
+            }
+            for member in selection(request.scope, of: device, group: group, in: inventory) where takenWith[member.address] == nil {
+                takenWith[member.address] = address
+                selected.append(member)
+            }
+            if request.scope == .group {
+                leftOnHost += group.devices.compactMap { inventory.device($0) }.filter(\.isBridge)
+                    .filter { bridge in !leftOnHost.contains { $0.address == bridge.address } }
+                    .map { (address: $0.address, reason: "bridge (\($0.driver ?? "no driver")): stays with the host") }
+            }
         }
-        guard let groupID = device.iommuGroup, let group = inventory.group(groupID) else {
-            throw VMMConfigRefusal(reason: "\(device.address) is in no IOMMU group: VFIO cannot assign it (run `vfioctl doctor`)", bindFirst: [])
+        guard let groupID = groupOfFirst else {
+            throw VMMConfigRefusal(reason: "no device named", bindFirst: [])
         }
-        guard !device.isBridge else {
-            throw VMMConfigRefusal(reason: "\(device.address) is a bridge: bridges stay with the host; name an endpoint behind it", bindFirst: [])
-        }
-        let selected = selection(request.scope, of: device, group: group, in: inventory)
+        notes = unique(notes)
 
         // Every group the selection touches must be viable, or VFIO will not open any of it.
         let groupIDs = Set(selected.compactMap(\.iommuGroup)).sorted()
@@ -122,7 +157,6 @@ public enum VMMConfigPlanner {
             throw VMMConfigRefusal(reason: "cannot read the resource file of \(unknown.address): whether it has an expansion ROM (and its BARs) is unknown; run as root or check sysfs, or give --rom-file", bindFirst: [])
         }
         let placed = try place(selected, request: request)
-        var notes: [String] = []
         let devices = placed.map { item in
             let member = item.device
             let rom: ROMSetting
@@ -143,15 +177,13 @@ public enum VMMConfigPlanner {
         if devices.contains(where: \.primaryDisplay) {
             notes.append("x-vga=on needs a host kernel built with CONFIG_VFIO_PCI_VGA")
         }
-        let leftOnHost = (request.scope == .group ? group.devices : [])
-            .compactMap { inventory.device($0) }.filter(\.isBridge)
-            .map { (address: $0.address, reason: "bridge (\($0.driver ?? "no driver")): stays with the host") }
-
+        // The host's checks for the whole VM: its RAM once, and every device it gets.
         var sized = readiness
         sized.plannedGuestMemory = request.guestMemory
+        sized.plannedDevices = devices.count
         let host = Doctor.memory(sized)
         let hugePages = host.contains { $0.id == "memory.hugepages" && $0.status == .ok }
-        return VMMConfigPlan(request: request, group: groupID, devices: devices, leftOnHost: leftOnHost,
+        return VMMConfigPlan(request: request, group: groupID, groups: groupIDs, devices: devices, leftOnHost: leftOnHost,
                              host: host, hugePages: hugePages, notes: notes)
     }
 
@@ -171,7 +203,8 @@ public enum VMMConfigPlanner {
         a.domain == b.domain && a.bus == b.bus && a.device == b.device
     }
 
-    /// Guest addresses: a lone device in device scope is left to the VMM; otherwise each host
+    /// Guest addresses: devices in device scope are left to the VMM (which gives each its own
+    /// free slot); otherwise each host
     /// slot gets its own guest slot from `firstGuestSlot` on, its functions numbered from 0 in
     /// address order (a guest looks for functions only behind function 0), and function 0 is
     /// marked multifunction when the slot has more than one.
@@ -180,6 +213,7 @@ public enum VMMConfigPlanner {
         if request.scope == .device {
             return devices.map { ($0, nil, 0, false) }
         }
+        // Slots are assigned across every named device's selection at once, so none clash.
         var slots: [[PCIDevice]] = []
         for device in devices.sorted(by: { $0.address < $1.address }) {
             if let last = slots.last?.last, sameSlot(last.address, device.address) {

@@ -356,7 +356,7 @@ struct PersistCommand: ParsableCommand {
         var initramfs: InitramfsTool?
         @Flag(help: "With --early: regenerate the initramfs now (otherwise the command to run is printed).")
         var updateInitramfs = false
-        @Flag(help: "Persist even a device the safety checks refuse (as `bind --force`).")
+        @Flag(help: "Persist even a device the safety checks refuse (as `bind --force`), or one that another mechanism (driverctl, a udev rule, pci-stub.ids=) binds to another driver at boot; that one is left in place and named.")
         var force = false
         @OptionGroup var options: BindingOptions
 
@@ -380,6 +380,7 @@ struct PersistCommand: ParsableCommand {
                 try BindingReport.print(BindingReport.refusedOutcomes(plan), json: global.json)
                 throw ExitCode(BindingExit.refused)
             }
+            let leftInPlace = try checkOtherBootBindings(inventory)
             var early: EarlyReport?
             if self.early {
                 early = try addEarly(device)
@@ -389,7 +390,23 @@ struct PersistCommand: ParsableCommand {
             do { written = try udev.add(target) } catch { throw bindingFailure(error) }
             if rules.rulesDir == UdevRules.defaultDirectory { UdevRules.reload() }
             try report(target, path: udev.path(for: target), action: written ? "added" : "unchanged", json: global.json, early: early)
+            for source in leftInPlace {
+                let line = "  left in place: \(BootBindingLoader.text(source))"
+                if global.json { warn(line) } else { print(line) }
+            }
             if let early, early.regenerated == false { throw CommandFailure("`\(early.command)` failed; the files are written, run it again") }
+        }
+
+        /// Refuses when another boot-time mechanism binds the device to another driver (the two
+        /// would race at every boot), unless --force; returns what else binds it, to be named.
+        func checkOtherBootBindings(_ inventory: PCIInventory) throws -> [BootBindingSource] {
+            let plan = BootBindingLoader.plan(configRoot: rules.configRoot, procRoot: options.procRoot, rulesDirectory: rules.rulesDir, inventory: inventory)
+            let blockers = plan.blockersForPersistAdd(address)
+            if !blockers.isEmpty && !force {
+                let list = blockers.map(BootBindingLoader.text).joined(separator: "; ")
+                throw CommandFailure("\(address) is already bound at boot to another driver by \(list); a vfioctl rule would race it at every boot. Remove that binding first (driverctl: `driverctl unset-override \(address)`; ids=: drop the ID), or pass --force to add the rule and leave it in place")
+            }
+            return plan.othersBinding(address)
         }
 
         /// Writes the early-binding files with this device added to the record.
@@ -486,28 +503,66 @@ struct PersistCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List devices with a vfioctl udev rule.",
-                                                        discussion: "Example:\n  vfioctl persist list\n  vfioctl persist list --json")
+        static let configuration = CommandConfiguration(
+            abstract: "List devices bound at boot: vfioctl's udev rules, and every other way the host binds them.",
+            discussion: """
+                Besides vfioctl's rules and early binding, lists what else binds devices at boot,
+                read without changing it: vfio-pci.ids=, vfio_pci.ids= and pci-stub.ids= on the
+                kernel command line, `options vfio-pci ids=` in modprobe.d, driverctl overrides
+                (/etc/driverctl.d) and udev rules that set driver_override; each with the file
+                (and line) it is written in, then any conflict.
+
+                Examples:
+                  vfioctl persist list
+                  vfioctl persist list --json
+                """)
         @OptionGroup var global: GlobalOptions
         @OptionGroup var rules: RulesOptions
+        @Option(name: .long, help: .hidden) var procRoot: String = "/proc"
         func run() throws {
             let udev = UdevRules(directory: rules.rulesDir)
             let addresses = udev.list()
             let record: EarlyBindingRecord?
             do { record = try EarlyBindingStore(configRoot: rules.configRoot).record() } catch { throw bindingFailure(error) }
             let early = Set(record?.devices.map(\.address) ?? [])
+            let inventory = try? InventoryLoader.load(global, detail: .summary)
+            let plan = BootBindingLoader.plan(configRoot: rules.configRoot, procRoot: procRoot, rulesDirectory: rules.rulesDir, inventory: inventory)
+            let others = plan.bindings.keys.sorted().compactMap { address -> (PCIAddress, [BootBindingSource])? in
+                let sources = plan.othersBinding(address)
+                return sources.isEmpty ? nil : (address, sources)
+            }
             if global.json {
-                JSONValue.array(addresses.map { address in
-                    .object([("address", .string(address.description)), ("rule", .string(udev.path(for: address))),
-                             ("early", .optional(early.contains(address) ? record?.tool.rawValue : nil))])
-                }).printToStandardOutput()
-            } else if addresses.isEmpty {
+                let ours: [JSONValue] = addresses.map { address in
+                    .object([("address", .string(address.description)), ("mechanism", .string(BootBindingMechanism.vfioctlRule.rawValue)),
+                             ("rule", .string(udev.path(for: address))),
+                             ("early", .optional(early.contains(address) ? record?.tool.rawValue : nil)),
+                             ("driver", .string(BindPlan.targetDriver)), ("file", .string(udev.path(for: address))), ("line", .null)])
+                }
+                let theirs: [JSONValue] = others.flatMap { address, sources in
+                    sources.map { source in
+                        .object([("address", .string(address.description)), ("mechanism", .string(source.mechanism.rawValue)),
+                                 ("rule", .null), ("early", .null), ("driver", .string(source.driver)),
+                                 ("file", .string(source.location.file)), ("line", .optional(source.location.line))])
+                    }
+                }
+                JSONValue.array(ours + theirs).printToStandardOutput()
+                for finding in plan.findings { warn("\(finding)") }
+                return
+            }
+            if addresses.isEmpty {
                 print("no vfioctl udev rules in \(rules.rulesDir)")
             } else {
                 for address in addresses {
                     print("\(address)  \(udev.path(for: address))" + (early.contains(address) ? "  early (\(record?.tool.rawValue ?? ""))" : ""))
                 }
             }
+            if !others.isEmpty {
+                print("bound at boot by other means:")
+                for (address, sources) in others {
+                    for source in sources { print("\(address)  \(BootBindingLoader.text(source))") }
+                }
+            }
+            for finding in plan.findings { print(finding) }
         }
     }
 

@@ -12,7 +12,11 @@ struct DoctorCommand: ParsableCommand {
             /dev/vfio/vfio, KVM, RLIMIT_MEMLOCK against the guest RAM a VM would pin, huge pages,
             kernel-version facts that bite passthrough users, and each GPU: its group, what is
             bound, reset methods, boot display, and the `vfioctl bind` line that would make it
-            assignable.
+            assignable. It also lists every device bound at boot (vfio-pci.ids= and pci-stub.ids=
+            on the kernel command line, modprobe.d options and softdeps, driverctl overrides, udev
+            rules that set driver_override, vfioctl's own) with the file each is written in, and
+            flags conflicts: two mechanisms for one device, an ids= that also takes another
+            device of the model or the boot display, a softdep without vfio-pci in the initramfs.
 
             Exit status: 0 ready (warnings allowed), 2 a problem blocks passthrough, 1 errors.
 
@@ -34,6 +38,8 @@ struct DoctorCommand: ParsableCommand {
     var devRoot: String = "/dev"
     @Option(name: .long, help: ArgumentHelp("Read RELEASE/modules.dep and modules.builtin here instead of /lib/modules.", valueName: "dir"))
     var modulesRoot: String = "/lib/modules"
+    @Option(name: .long, help: ArgumentHelp("Read /etc (modprobe.d, driverctl.d, udev rules), /usr/lib and /run here instead of /, for the boot-time bindings.", valueName: "dir"))
+    var configRoot: String = "/"
 
     func run() throws {
         let planned = vmMemory.bytes
@@ -47,7 +53,8 @@ struct DoctorCommand: ParsableCommand {
         reader.plannedPageSize = vm.vmPageSize.bytes
         let host: HostReadiness
         do { host = try reader.read(names: global.nameDatabase()) } catch { throw CommandFailure(error.description) }
-        let findings = Doctor.examine(host)
+        let bootPlan = BootBindingLoader.plan(configRoot: configRoot, procRoot: procRoot, rulesDirectory: nil, inventory: host.inventory)
+        let findings = Doctor.examine(host) + [Doctor.bootBindings(bootPlan)]
         let verdict = Doctor.verdict(findings)
         if global.json {
             print(try JSONOutput.encode(DoctorJSON(verdict: verdict, kernel: host.kernelRelease, findings: findings)))

@@ -8,9 +8,11 @@ extension PersistCommand {
             abstract: "Say whether the next boot will bind a device to vfio-pci, and what could take it first.",
             discussion: """
                 Looks at the vfioctl udev rule, vfio-pci ids= (modprobe.d and the kernel command
-                line, which take every device of the same model), the native driver (built in or a
-                module, blacklisted, ordered after vfio-pci by a softdep), and the early binding
+                line, which take every device of the same model), driverctl overrides and other
+                udev rules that set driver_override, the native driver (built in or a module,
+                blacklisted, ordered after vfio-pci by a softdep), and the early binding
                 (`persist add --early`): its files intact and the initramfs rebuilt after them.
+                Conflicts are named with their file and line.
 
                 Every run also judges the device by `bind`'s safety rules (a bridge, the disk of a
                 mounted filesystem, the boot display...): a boot that binds one of those is a problem.
@@ -40,8 +42,13 @@ extension PersistCommand {
             reader.journal = options.journal
             if !modprobeDir.isEmpty { reader.modprobeDirectories = modprobeDir }
             reader.hostFacts = HostFactsReader(sysfs: global.resolvedRoot, procRoot: options.procRoot).read()
-            let facts = reader.read(device, inventory: inventory)
-            let (willBind, findings) = BootCheck.judge(facts)
+            var facts = reader.read(device, inventory: inventory)
+            // driverctl and udev rules besides vfioctl's (ids= is in the facts already).
+            let plan = BootBindingLoader.plan(configRoot: rules.configRoot, procRoot: options.procRoot, rulesDirectory: rules.rulesDir, inventory: inventory)
+            facts.otherBindings = plan.othersBinding(target).filter { !$0.mechanism.matchesByModel }
+            let judged = BootCheck.judge(facts)
+            let willBind = judged.willBind
+            let findings = judged.findings + plan.findings(about: target).map(BootFinding.init)
             let early = willBind && BootCheck.bindsEarly(facts)
             if global.json {
                 print(try JSONOutput.encode(CheckJSON(address: target.description, willBind: willBind, early: early, findings: findings)))

@@ -10,15 +10,18 @@ import VMMConfig
 struct VMConfigCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "config",
-        abstract: "Print the QEMU, libvirt and Cloud Hypervisor settings that hand a bound device to a VM.",
+        abstract: "Print the QEMU, libvirt and Cloud Hypervisor settings that hand bound devices to one VM.",
         discussion: """
-            For the device (--device, the default), every function of its slot (--slot) or every
-            endpoint of its IOMMU group (--group): QEMU's -device vfio-pci options (host=;
-            addr= and multifunction=on for functions of one slot; x-vga=on and no emulated
-            display for the host's boot display; rombar=0 where the device has no ROM, romfile=
-            with --rom-file), libvirt's <hostdev managed='no'> elements (vfioctl binds, so
-            libvirt must not), Cloud Hypervisor's --device path=, and what the VM needs from the
-            host for --memory of RAM (memlock, huge pages: the doctor's rules).
+            For one VM's devices: each address given, alone (--device, the default), with every
+            function of its slot (--slot) or every endpoint of its IOMMU group (--group); a device
+            named twice or already in another's slot or group is counted once. Prints QEMU's
+            options (one -m and memory backing; -device vfio-pci host=; addr= and
+            multifunction=on for functions of one slot, guest slots that do not clash; x-vga=on
+            and no emulated display for the host's boot display; rombar=0 where the device has
+            no ROM, romfile= with --rom-file), libvirt's <hostdev managed='no'> elements (vfioctl
+            binds, so libvirt must not) and one <memory>, Cloud Hypervisor's --device path=, and
+            what the whole VM needs from the host for --memory of RAM (memlock, huge pages, the
+            DMA budget: the doctor's rules).
 
             The devices must be bound to vfio-pci and their groups viable; otherwise nothing is
             printed, stderr says what to bind first, and the exit status is 3.
@@ -29,12 +32,13 @@ struct VMConfigCommand: ParsableCommand {
             Examples:
               vfioctl vm config 0000:01:00.0 --slot
               vfioctl vm config 0000:01:00.0 --group --json
+              vfioctl vm config 0000:01:00.0 0000:02:00.0 --slot --memory 32G
               qemu-system-x86_64 -machine q35 ... $(vfioctl vm config 0000:00:05.0 --vmm qemu --memory 4G)
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
-    var address: PCIAddress
+    @Argument(help: ArgumentHelp("The devices of one VM, each DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
+    var addresses: [PCIAddress] = []
     @Flag(help: "Which devices go to the VM: the device, every function of its slot, or every endpoint of its IOMMU group.")
     var scope: ConfigScope = .device
     @Option(help: ArgumentHelp("Which VMM's settings to print: qemu, libvirt, cloud-hypervisor or all.", valueName: "vmm"))
@@ -46,15 +50,21 @@ struct VMConfigCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Guest slot of the first host slot with --slot or --group (0x01-0x1f).", valueName: "slot"))
     var guestSlot = GuestSlotArgument(VMMConfigRequest.defaultFirstGuestSlot)
 
+    func validate() throws {
+        if addresses.isEmpty { throw ValidationError("name at least one device address") }
+        if romFile != nil && addresses.count > 1 { throw ValidationError("--rom-file is for one device: give it with one address") }
+    }
+
     func run() throws {
-        let target = address
+        guard let target = addresses.first else { throw ValidationError("name at least one device address") }
+        let named = addresses.map(\.description).joined(separator: " ")
         var reader = HostReadinessReader(sysfs: global.resolvedRoot)
         reader.plannedGuestMemory = memory.bytes
         let host: HostReadiness
         do { host = try reader.read(names: nil) } catch { throw CommandFailure(error.description) }
         // An unknown device is an error (exit 1, as everywhere), not a refusal.
-        guard host.inventory.device(target) != nil else {
-            throw CommandFailure("vm config: no PCI device \(target); run `vfioctl list` to see the devices")
+        for address in addresses where host.inventory.device(address) == nil {
+            throw CommandFailure("vm config: no PCI device \(address); run `vfioctl list` to see the devices")
         }
         // The VMM opens the ROM file when the VM starts: a missing, empty or special file is
         // an error now, not a guest without a ROM later.
@@ -62,14 +72,15 @@ struct VMConfigCommand: ParsableCommand {
             let rom = try ROMSource.file(romFile.path, command: "vm config --rom-file")
             if rom.bytes.isEmpty { throw CommandFailure("vm config --rom-file: \(romFile.path) is empty; give a ROM image (vfioctl rom dump)") }
         }
-        let request = VMMConfigRequest(address: target, scope: scope.planScope, guestMemory: memory.bytes,
+        var request = VMMConfigRequest(address: target, scope: scope.planScope, guestMemory: memory.bytes,
                                        romFile: romFile?.path, firstGuestSlot: guestSlot.value)
+        request.moreAddresses = Array(addresses.dropFirst())
         let plan: VMMConfigPlan
         do {
             plan = try VMMConfigPlanner.plan(request, host: host)
         } catch {
             // Nothing on stdout: a half configuration would start a VM that cannot open the device.
-            warn("vm config \(target): refused: \(error.description)")
+            warn("vm config \(named): refused: \(error.description)")
             // The same status as a refused bind: nothing done, and stderr says why.
             throw ExitCode(BindingExit.refused)
         }
@@ -95,7 +106,8 @@ struct VMConfigCommand: ParsableCommand {
 
     static func describe(_ plan: VMMConfigPlan) -> [String] {
         let indent = { (text: String) in text.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 } }
-        var lines = ["vm config \(plan.request.address) (\(plan.request.scope.rawValue), IOMMU group \(plan.group)): "
+        let groups = plan.groups.map(String.init).joined(separator: ", ")
+        var lines = ["vm config \(plan.request.addresses.map(\.description).joined(separator: " ")) (\(plan.request.scope.rawValue), IOMMU group\(plan.groups.count == 1 ? "" : "s") \(groups)): "
                      + plan.devices.map(\.address.description).joined(separator: " ")]
         for left in plan.leftOnHost { lines.append("  \(left.address): \(left.reason)") }
         lines.append("QEMU:")
@@ -144,13 +156,15 @@ struct VMConfigJSON: Encodable {
         let reason: String
     }
     enum Keys: String, CodingKey {
-        case address, scope, group, memory, devices, left_on_host, qemu, libvirt_devices, libvirt_domain, cloud_hypervisor, host, notes
+        case address, addresses, scope, group, groups, memory, devices, left_on_host, qemu, libvirt_devices, libvirt_domain, cloud_hypervisor, host, notes
     }
     func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: Keys.self)
         try container.encode(plan.request.address.description, forKey: .address)
         try container.encode(plan.request.scope.rawValue, forKey: .scope)
+        try container.encode(plan.request.addresses.map(\.description), forKey: .addresses)
         try container.encode(plan.group, forKey: .group)
+        try container.encode(plan.groups, forKey: .groups)
         try container.encode(plan.request.guestMemory, forKey: .memory)
         try container.encode(plan.devices.map(Device.init), forKey: .devices)
         try container.encode(plan.leftOnHost.map { Left(address: $0.address.description, reason: $0.reason) }, forKey: .left_on_host)

@@ -503,7 +503,9 @@ struct DoctorCLIFixtureTests {
         try withTemporarySysfsTree(fixture) { tree in
             let roots = try tree.writeEnvironment(environment)
             return try run(["doctor", "--sysfs-root", tree.rootPath, "--proc-root", roots.procRoot,
-                            "--dev-root", roots.devRoot, "--modules-root", roots.modulesRoot] + extra)
+                            "--dev-root", roots.devRoot, "--modules-root", roots.modulesRoot,
+                            // No /etc of this machine: the fixture host binds nothing at boot.
+                            "--config-root", tree.rootPath + "/no-config"] + extra)
         }
     }
 
@@ -538,7 +540,7 @@ struct DoctorCLIFixtureTests {
             "memory.memlock", "memory.hugepages", "dma.budget", "kernel.huge-fault", "kernel.huge-fault-alignment", "kernel.thp-bar-mappings",
             "kernel.memslot-zap",
             "acs.group-\(GPUWorkstation.Group.chipset)", "acs.group-\(GPUWorkstation.Group.behindSwitch)",
-            "gpu.\(GPUWorkstation.integratedGraphics)", "gpu.\(GPUWorkstation.gpu)",
+            "gpu.\(GPUWorkstation.integratedGraphics)", "gpu.\(GPUWorkstation.gpu)", "boot.bindings",
         ])
         #expect(report.status("kvm") == "info")
         #expect(report.status("memory.memlock") == "ok")

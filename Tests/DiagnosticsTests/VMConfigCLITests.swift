@@ -49,7 +49,7 @@ struct VMConfigCLITests {
         let result = try run(["0000:01:00.0", "--slot", "--json", "--memory", "2G"])
         #expect(result.status == 0)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
-        #expect(Set(object.keys) == ["address", "scope", "group", "memory", "devices", "left_on_host", "qemu", "libvirt_devices",
+        #expect(Set(object.keys) == ["address", "addresses", "scope", "group", "groups", "memory", "devices", "left_on_host", "qemu", "libvirt_devices",
                                      "libvirt_domain", "cloud_hypervisor", "host", "notes"])
         #expect(object["memory"] as? Int == 2 << 30)
         let devices = try #require(object["devices"] as? [[String: Any]])

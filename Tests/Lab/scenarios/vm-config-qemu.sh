@@ -1,6 +1,7 @@
 # vm-config-qemu: a real VMM uses what vfioctl bound. The lab guest mounts the host's root over 9p
 # and runs the host's own, unmodified QEMU with -enable-kvm and exactly the arguments
-# `vfioctl vm config` printed for the NVMe; QEMU boots a nested guest (Tests/Lab/nested/init)
+# one `vfioctl vm config` call printed for the NVMe and QEMU's edu device (one VM, two devices,
+# one -m); QEMU boots a nested guest (Tests/Lab/nested/init)
 # whose nvme driver binds the passed-through controller, reads a random token written to the disk
 # here before the boot, and writes its SHA-256 back. After QEMU exits, `vfioctl unbind` returns the
 # NVMe to this guest's nvme driver, which reads the answer. Lines starting "vmm:" are what the
@@ -8,9 +9,10 @@
 # lab: host-root
 . /lab/bin/lab-lib.sh
 
-NVME=0000:00:05.0
-# If a step fails half-way, the NVMe still goes back to nvme when the scenario ends.
-LAB_RESTORE="$LAB_RESTORE $NVME=nvme"
+NVME=0000:00:05.0 EDU=0000:00:02.0
+# If a step fails half-way, the NVMe still goes back to nvme (and edu to no driver) when the
+# scenario ends.
+LAB_RESTORE="$LAB_RESTORE $NVME=nvme $EDU=-"
 step() { echo "vmm: \$ $*"; "$@" 2>&1 | sed 's/^/vmm: /'; }
 
 # The nested guest's kernel and initramfs, built by Tests/Lab/lab on the host (lab.nested=DIR).
@@ -49,10 +51,15 @@ echo "token $token written to $NVME"
 echo "vmm: ---"
 step vfioctl bind $NVME
 check_eq "the NVMe is on vfio-pci" vfio-pci "$(dev_driver $NVME)"
-step vfioctl vm config $NVME --memory 256M
-args=$(vfioctl vm config $NVME --vmm qemu --memory 256M 2>/tmp/vm-config.err)
+step vfioctl bind $EDU
+check_eq "edu is on vfio-pci" vfio-pci "$(dev_driver $EDU)"
+# One call for the VM's two devices: one -m, one <memory>, host checks for both.
+step vfioctl vm config $NVME $EDU --memory 256M
+args=$(vfioctl vm config $NVME $EDU --vmm qemu --memory 256M 2>/tmp/vm-config.err)
 check_eq "vm config --vmm qemu exits 0" 0 "$?"
-check_eq "the printed QEMU arguments" "-m 256M -device vfio-pci,host=$NVME,rombar=0" "$args"
+check_eq "the printed QEMU arguments" "-m 256M -device vfio-pci,host=$NVME,rombar=0 -device vfio-pci,host=$EDU,rombar=0" "$args"
+hostdevs=$(vfioctl vm config $NVME $EDU $NVME --vmm libvirt --memory 256M 2>/dev/null | grep -c '<hostdev ')
+check_eq "an address given twice is one <hostdev>" 2 "$hostdevs"
 
 # Exactly the printed arguments ($args unquoted: one word per option), plus the machine, the
 # kernel and a console.
@@ -81,6 +88,7 @@ echo "$l2" | grep -q "^l2: irq.*MSI" && ok "its interrupts came over MSI-X/MSI" 
 
 step vfioctl unbind $NVME
 check_eq "the NVMe is back on nvme" nvme "$(dev_driver $NVME)"
+step vfioctl unbind $EDU
 wait_disk || fail "no namespace of the lab NVMe after unbind"
 answer=$(dd if="$DISK" bs=4096 skip=1 count=1 2>/dev/null | head -c ${#expected})
 check_eq "this guest's nvme driver reads the nested guest's answer" "$expected" "$answer"
