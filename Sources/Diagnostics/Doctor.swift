@@ -64,6 +64,8 @@ public struct HostReadiness: Sendable {
     public var transparentHugePages: String?
     /// Processes holding devices (open nodes, mapped BARs), by device.
     public var holders: [PCIAddress: [Holder]] = [:]
+    /// The host CPU's physical address bits (/proc/cpuinfo "address sizes"); nil: unknown.
+    public var physicalAddressBits: Int?
 
     public init(inventory: PCIInventory) { self.inventory = inventory }
 }
@@ -104,6 +106,7 @@ public enum Doctor {
         findings += gpus(host)
         findings += holders(host)
         findings += numa(host)
+        findings += mmioWindow(host)
         return findings
     }
 
