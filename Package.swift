@@ -93,7 +93,7 @@ let package = Package(
         // `vfioctl doctor`: host readiness facts and the pure rules that judge them.
         .target(
             name: "Diagnostics",
-            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel", "TextFormat", "GuestMMIOWindow"]
+            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel", "TextFormat", "GuestMMIOWindow", "BARPlacement"]
         ),
         // Passthrough composition: a bound device's BARs as KVM memslots (toggled to MMIO exits
         // served by VFIO region access), guest RAM DMA-mapped at IOVA = gpa, probe guests.

@@ -66,6 +66,8 @@ public struct HostReadiness: Sendable {
     public var holders: [PCIAddress: [Holder]] = [:]
     /// The host CPU's physical address bits (/proc/cpuinfo "address sizes"); nil: unknown.
     public var physicalAddressBits: Int?
+    /// `qemu-system-x86_64 --version`'s version ("7.2.22"); nil when none is on PATH (or not the live host).
+    public var qemuVersion: String?
 
     public init(inventory: PCIInventory) { self.inventory = inventory }
 }
@@ -107,6 +109,7 @@ public enum Doctor {
         findings += holders(host)
         findings += numa(host)
         findings += mmioWindow(host)
+        findings += versions(host)
         return findings
     }
 

@@ -93,6 +93,7 @@ public struct HostReadinessReader {
         }
         host.transparentHugePages = reader.readString(sysfs.appending("kernel/mm/transparent_hugepage/enabled"))
         host.physicalAddressBits = readPhysicalAddressBits()
+        if isLive { host.qemuVersion = Self.qemuVersion() }
         return host
     }
 

@@ -539,6 +539,7 @@ struct DoctorCLIFixtureTests {
             "kernel.memslot-zap",
             "acs.group-\(GPUWorkstation.Group.chipset)", "acs.group-\(GPUWorkstation.Group.behindSwitch)",
             "gpu.\(GPUWorkstation.integratedGraphics)", "gpu.\(GPUWorkstation.gpu)", "vm.mmio-window",
+            "version.linux.type1-pfnmap-levels", "version.linux.dmabuf-p2p",
         ])
         #expect(report.status("kvm") == "info")
         #expect(report.status("vm.mmio-window") == "ok")
