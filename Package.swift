@@ -87,10 +87,13 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // The guest's 64-bit PCI MMIO window: what the BARs need, each firmware's own rule (OVMF,
+        // SeaBIOS), and the VMM settings that make them fit. Pure.
+        .target(name: "GuestMMIOWindow", dependencies: ["TextFormat"]),
         // `vfioctl doctor`: host readiness facts and the pure rules that judge them.
         .target(
             name: "Diagnostics",
-            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel", "TextFormat"]
+            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel", "TextFormat", "GuestMMIOWindow", "BARPlacement"]
         ),
         // Passthrough composition: a bound device's BARs as KVM memslots (toggled to MMIO exits
         // served by VFIO region access), guest RAM DMA-mapped at IOVA = gpa, probe guests.
@@ -107,7 +110,7 @@ let package = Package(
             ]
         ),
         // `vfioctl vm config`: pure planner from sysfs facts to QEMU, libvirt and Cloud Hypervisor settings.
-        .target(name: "VMMConfig", dependencies: ["Diagnostics", "PCIInventory", "TextFormat"]),
+        .target(name: "VMMConfig", dependencies: ["Diagnostics", "GuestMMIOWindow", "PCIInventory", "TextFormat"]),
         // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and
         // vfioctl-lab-probe; no shipping product depends on it (Tests/check-shipping-targets).
         .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI", "TextFormat"]),
@@ -188,6 +191,7 @@ let package = Package(
         // The CLI end to end (the built binary on fixture trees) and its conventions.
         .testTarget(name: "VfioctlCommandsTests", dependencies: ["VfioctlCommands", "PCIInventory", "SysfsFixtures", "BARPlacement", "HostKernel", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "TextFormatTests", dependencies: ["TextFormat"]),
+        .testTarget(name: "GuestMMIOWindowTests", dependencies: ["GuestMMIOWindow"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
     ]

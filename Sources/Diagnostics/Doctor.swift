@@ -64,6 +64,10 @@ public struct HostReadiness: Sendable {
     public var transparentHugePages: String?
     /// Processes holding devices (open nodes, mapped BARs), by device.
     public var holders: [PCIAddress: [Holder]] = [:]
+    /// The host CPU's physical address bits (/proc/cpuinfo "address sizes"); nil: unknown.
+    public var physicalAddressBits: Int?
+    /// `qemu-system-x86_64 --version`'s version ("7.2.22"); nil when none is on PATH (or not the live host).
+    public var qemuVersion: String?
 
     public init(inventory: PCIInventory) { self.inventory = inventory }
 }
@@ -104,6 +108,8 @@ public enum Doctor {
         findings += gpus(host)
         findings += holders(host)
         findings += numa(host)
+        findings += mmioWindow(host)
+        findings += versions(host)
         return findings
     }
 

@@ -92,6 +92,8 @@ public struct HostReadinessReader {
                                                free: reader.readInt(base + "/free_hugepages") ?? 0))
         }
         host.transparentHugePages = reader.readString(sysfs.appending("kernel/mm/transparent_hugepage/enabled"))
+        host.physicalAddressBits = readPhysicalAddressBits()
+        if isLive { host.qemuVersion = Self.qemuVersion() }
         return host
     }
 

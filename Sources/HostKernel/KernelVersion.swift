@@ -68,7 +68,7 @@ public struct KernelVersion: Comparable, Hashable, Sendable, CustomStringConvert
 public enum KernelHistory {
     /// vfio-pci maps BARs with PMD/PUD entries on demand (huge_pfnmap, commit f9e54c3a2f5b).
     public static func hasHugeFault(_ version: KernelVersion) -> Bool {
-        version >= KernelVersion(6, 12)
+        missing(.linux, version).allSatisfy { $0.id != "linux.vfio-huge-fault" }
     }
 
     /// "vfio/pci: Align huge faults to order" (c1d9dac0db16, v6.15-rc6, May 2025; queued for the

@@ -24,6 +24,9 @@ public struct PCIDevice: Sendable {
     public var iommuGroup: Int?
     /// The BARs in use, from `resource`.
     public var bars: [PCIBAR] = []
+    /// BARs the device can resize (Resizable BAR capability, with sysfs `resourceN_resize`);
+    /// read with full detail.
+    public var resizableBARs: [ResizableBAR] = []
     /// The expansion ROM, if the device has one.
     public var rom: PCIBAR?
     /// The `resource` file could not be read: `bars` and `rom` are unknown, not absent.

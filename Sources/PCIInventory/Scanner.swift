@@ -201,6 +201,7 @@ struct Scanner {
             if config.hasHeader {
                 device.expressPortType = config.expressPortType
                 device.accessControlServices = config.accessControlServices
+                device.resizableBARs = Scanner.readResizableBARs(config, directory: directory)
             } else {
                 device.problems.append("config space is \(config.bytes.count) bytes, shorter than the 64-byte header: capabilities unknown")
             }

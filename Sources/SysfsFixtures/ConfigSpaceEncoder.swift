@@ -47,6 +47,7 @@ enum CapabilityID {
 enum ExtendedCapabilityID {
     static let advancedErrorReporting = UInt16(PCI_EXT_CAP_ID_ERR)
     static let accessControlServices = UInt16(PCI_EXT_CAP_ID_ACS)
+    static let resizableBAR = UInt16(PCI_EXT_CAP_ID_REBAR)
     static let alternativeRoutingID = UInt16(PCI_EXT_CAP_ID_ARI)
     static let singleRootIOV = UInt16(PCI_EXT_CAP_ID_SRIOV)
 }
@@ -348,6 +349,9 @@ struct DeviceEncoder {
         if device.sriov != nil {
             chain.append((ExtendedCapabilityID.singleRootIOV, 1, 0x40))
         }
+        if !device.resizableBARs.isEmpty {
+            chain.append((ExtendedCapabilityID.resizableBAR, 1, 4 + 8 * device.resizableBARs.count))
+        }
 
         var offsets: [Int] = []
         var next = PCIRegister.firstExtendedCapability
@@ -374,6 +378,16 @@ struct DeviceEncoder {
                 config.set16(offset + 4, 0)  // next function number: none
             case ExtendedCapabilityID.singleRootIOV:
                 writeSRIOVCapability(at: offset, into: &config)
+            case ExtendedCapabilityID.resizableBAR:
+                // Per BAR: capability (sizes from bit 4) at +4, control (index, count in the
+                // first, current size code in bits 12:8) at +8.
+                for (entry, bar) in device.resizableBARs.prefix(6).enumerated() {
+                    let size = device.bars.first { $0.index == bar.index }?.size ?? 0
+                    let code = size >= 1 << 20 ? UInt32(size.trailingZeroBitCount - 20) : 0
+                    let count: UInt32 = entry == 0 ? UInt32(min(device.resizableBARs.count, 6)) << 5 : 0
+                    config.set32(offset + 4 + 8 * entry, UInt32(truncatingIfNeeded: bar.sizeMask << 4))
+                    config.set32(offset + 8 + 8 * entry, UInt32(bar.index & 7) | count | (code & 0x1f) << 8)
+                }
             default:
                 break
             }

@@ -187,6 +187,9 @@ private struct TreeBuild {
         try attribute("revision", device.revision.hex(digits: 2) + "\n")
         try handle.write("config", bytes: encoder.configSpace(), mode: 0o644)
         try attribute("resource", encoder.resourceFile())
+        for bar in device.resizableBARs where bar.resizeFile {
+            try attribute("resource\(bar.index)_resize", bar.resizeFileText, mode: 0o644)
+        }
         try attribute("driver_override", (device.driverOverride ?? "(null)") + "\n", mode: 0o644)
         try attribute("irq", String(device.irq) + "\n")
         try attribute("enable", encoder.bindsEnablingDriver || device.isBridge ? "1\n" : "0\n", mode: 0o644)

@@ -123,6 +123,8 @@ public struct FixtureDevice: Sendable, Hashable {
     public var sriov: FixtureSRIOV?
     /// Deliberate damage applied after the healthy device is written.
     public var faults: [FixtureFault]
+    /// BARs it can resize: a Resizable BAR capability (PCIe devices only) and `resourceN_resize`.
+    public var resizableBARs: [FixtureResizableBAR] = []
 
     public init(
         address: FixtureAddress,

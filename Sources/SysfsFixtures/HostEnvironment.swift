@@ -46,6 +46,8 @@ public struct HostEnvironment: Sendable, Hashable {
     public var hugePages: [HugePagePool]
     /// `kernel/mm/transparent_hugepage/enabled`, e.g. "always [madvise] never"; nil: no file.
     public var transparentHugePages: String?
+    /// The CPU's physical address bits on the "address sizes" line of `proc/cpuinfo`; nil: no file.
+    public var physicalAddressBits: Int? = nil
 
     public init(
         kernelRelease: String? = nil,
@@ -179,6 +181,10 @@ extension HostEnvironment {
             try writer.write(proc + ["sys", "kernel", "osrelease"], kernelRelease + "\n")
         }
         if let commandLine { try writer.write(proc + ["cmdline"], commandLine + "\n") }
+        if let physicalAddressBits {
+            try writer.write(proc + ["cpuinfo"], "processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                             + "address sizes\t: \(physicalAddressBits) bits physical, 48 bits virtual\n\n")
+        }
         if let interruptRemapping { try writer.write(proc + ["interrupts"], Self.interrupts(remapped: interruptRemapping)) }
         if let memlock {
             try writer.makeDirectory(proc + ["self"])

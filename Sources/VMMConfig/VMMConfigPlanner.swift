@@ -1,4 +1,5 @@
 import Diagnostics
+import GuestMMIOWindow
 import PCIInventory
 import TextFormat
 
@@ -74,6 +75,9 @@ public struct VMMConfigPlan: Sendable {
     public let hugePages: Bool
     /// Things to know that are not options: ROM caveats, VMM limits.
     public let notes: [String]
+    /// The guest's 64-bit MMIO window for these devices (nil: no 64-bit prefetchable BAR); its
+    /// settings join each VMM's (the doctor's `vm.mmio-window` finding is in `host`).
+    public var mmioWindow: MMIOWindowPlan?
 }
 
 /// Why no configuration was printed; `bindFirst` are the commands that fix it.
@@ -181,10 +185,15 @@ public enum VMMConfigPlanner {
         var sized = readiness
         sized.plannedGuestMemory = request.guestMemory
         sized.plannedDevices = devices.count
-        let host = Doctor.memory(sized)
+        let assigned = placed.map(\.device)
+        let host = Doctor.memory(sized) + Doctor.mmioWindow(devices: assigned, guestMemory: request.guestMemory,
+                                                             hostAddressBits: readiness.physicalAddressBits)
         let hugePages = host.contains { $0.id == "memory.hugepages" && $0.status == .ok }
-        return VMMConfigPlan(request: request, group: groupID, groups: groupIDs, devices: devices, leftOnHost: leftOnHost,
-                             host: host, hugePages: hugePages, notes: notes)
+        var plan = VMMConfigPlan(request: request, group: groupID, groups: groupIDs, devices: devices, leftOnHost: leftOnHost,
+                                 host: host, hugePages: hugePages, notes: notes)
+        plan.mmioWindow = Doctor.mmioWindowPlan(devices: assigned, guestMemory: request.guestMemory,
+                                                hostAddressBits: readiness.physicalAddressBits)
+        return plan
     }
 
     /// The endpoints the scope names, in address order.

@@ -24,7 +24,7 @@ extension VMMConfigPlan {
             arguments += ["-device", options.joined(separator: ",")]
         }
         if devices.contains(where: \.primaryDisplay) { arguments += ["-vga", "none", "-display", "none"] }
-        return arguments
+        return arguments + (mmioWindow?.qemuArguments ?? [])
     }
 
     /// libvirt elements for the domain's `<devices>`: a `<hostdev managed='no'>` per device
@@ -69,6 +69,7 @@ extension VMMConfigPlan {
             }
             lines.append("</qemu:override>")
         }
+        if let window = mmioWindow?.libvirtElements, !window.isEmpty { lines.append(window) }
         return lines.joined(separator: "\n")
     }
 
@@ -77,6 +78,7 @@ extension VMMConfigPlan {
     public var cloudHypervisorArguments: [String] {
         ["--memory", "size=\(Self.sizeText(request.guestMemory))" + (hugePages ? ",hugepages=on" : ""),
          "--device"] + devices.map { "path=/sys/bus/pci/devices/\($0.address)/" }
+            + (mmioWindow?.cloudHypervisorArguments ?? [])
     }
 
     /// Whether a ROM path can go into QEMU's comma-separated options, libvirt's XML and a shell

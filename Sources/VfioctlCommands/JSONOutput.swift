@@ -134,6 +134,7 @@ extension JSONValue {
             ("group_siblings", .array((group?.devices ?? []).filter { $0 != device.address }.map { .string($0.description) })),
             ("group_blockers", .array((group?.blockers ?? []).map(blocker))),
             ("rom", device.rom.map(bar) ?? .null),
+            ("resizable_bars", .array(device.resizableBARs.map(resizableBAR))),
             ("reset_methods", .array(device.resetMethods.map(JSONValue.string))),
             ("boot_vga", .optional(device.bootVGA)),
             ("pcie_port_type", .optional(device.expressPortType?.name)),
@@ -141,6 +142,16 @@ extension JSONValue {
             ("parent_bridges", .array(bridges)),
             ("sriov", sriov),
             ("physfn", .optional(device.physicalFunction?.description)),
+        ])
+    }
+
+    /// One resizable BAR in `show --json`: sizes in bytes; `kernel_sizes` null without `resourceN_resize`.
+    static func resizableBAR(_ entry: ResizableBAR) -> JSONValue {
+        .object([
+            ("index", .integer(entry.index)),
+            ("current_size", entry.currentSize.map(JSONValue.unsigned) ?? .null),
+            ("supported_sizes", .array(entry.supportedSizes.map(JSONValue.unsigned))),
+            ("kernel_sizes", entry.kernelSizes.map { .array($0.map(JSONValue.unsigned)) } ?? .null),
         ])
     }
 

@@ -121,4 +121,14 @@ enum TextFormat {
         return String(format: "%@ 0x%016llx-0x%016llx [size=%@] %@", name, bar.start, bar.end,
                       size(bar.size), attributes.joined(separator: ", "))
     }
+
+    /// "Resizable BAR1: 256 MiB now; supports 256 MiB-32 GiB (8 sizes) through resource1_resize".
+    static func resizableBARLine(_ entry: ResizableBAR) -> String {
+        let sizes = entry.offeredSizes
+        let range = sizes.count > 2 ? "\(byteCount(sizes[0]))-\(byteCount(sizes[sizes.count - 1])) (\(sizes.count) sizes)"
+            : sizes.map { byteCount($0) }.joined(separator: ", ")
+        return "Resizable BAR\(entry.index): \(entry.currentSize.map { byteCount($0) } ?? "size unknown") now; supports "
+            + (range.isEmpty ? "no size" : range)
+            + (entry.kernelSizes == nil ? "; no resource\(entry.index)_resize (the kernel cannot resize it)" : " through resource\(entry.index)_resize")
+    }
 }

@@ -70,6 +70,7 @@ struct ShowCommand: ParsableCommand {
         field("Root complex:", device.rootComplex ?? "unknown")
         if device.bars.isEmpty { field("BARs:", "none") }
         for bar in device.bars { lines.append("  " + TextFormat.barLine(bar)) }
+        lines += device.resizableBARs.map { "  " + TextFormat.resizableBARLine($0) }
         if let rom = device.rom { lines.append("  " + TextFormat.barLine(rom)) }
         if let acs = device.accessControlServices {
             field("ACS:", "supported " + acs.supported.names.joined(separator: " ") + "; enabled " + (acs.enabled.isEmpty ? "none" : acs.enabled.names.joined(separator: " ")))

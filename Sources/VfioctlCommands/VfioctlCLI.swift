@@ -19,7 +19,7 @@ public struct VfioctlCLI: ParsableCommand {
               vfioctl --sysfs-root /tmp/sys-copy list --json
             """,
         version: VfioctlVersion.current,
-        subcommands: [ListCommand.self, GroupsCommand.self, ShowCommand.self, BindCommand.self, UnbindCommand.self, RestoreCommand.self, PersistCommand.self, DoctorCommand.self, BAR.self, DeviceCommand.self, KVMCommand.self, DMA.self, IRQCommand.self, VMCommand.self, ResetCommand.self, ROMCommand.self, CDICommand.self, SRIOVCommand.self]
+        subcommands: [ListCommand.self, GroupsCommand.self, ShowCommand.self, BindCommand.self, UnbindCommand.self, RestoreCommand.self, PersistCommand.self, DoctorCommand.self, BAR.self, DeviceCommand.self, KVMCommand.self, DMA.self, IRQCommand.self, VMCommand.self, ResetCommand.self, RebarCommand.self, ROMCommand.self, CDICommand.self, SRIOVCommand.self]
     )
     @OptionGroup public var global: GlobalOptions
     public init() {}

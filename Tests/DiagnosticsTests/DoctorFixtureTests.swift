@@ -540,9 +540,11 @@ struct DoctorCLIFixtureTests {
             "memory.memlock", "memory.hugepages", "dma.budget", "kernel.huge-fault", "kernel.huge-fault-alignment", "kernel.thp-bar-mappings",
             "kernel.memslot-zap",
             "acs.group-\(GPUWorkstation.Group.chipset)", "acs.group-\(GPUWorkstation.Group.behindSwitch)",
-            "gpu.\(GPUWorkstation.integratedGraphics)", "gpu.\(GPUWorkstation.gpu)", "boot.bindings",
+            "gpu.\(GPUWorkstation.integratedGraphics)", "gpu.\(GPUWorkstation.gpu)", "vm.mmio-window",
+            "version.linux.type1-pfnmap-levels", "version.linux.dmabuf-p2p", "boot.bindings",
         ])
         #expect(report.status("kvm") == "info")
+        #expect(report.status("vm.mmio-window") == "ok")
         #expect(report.status("memory.memlock") == "ok")
         #expect(report.remedy("gpu.\(GPUWorkstation.integratedGraphics)") == "vfioctl bind \(GPUWorkstation.integratedGraphics) --force")
         #expect(report.finding("gpu.\(GPUWorkstation.gpu)")?["remedy"] is NSNull)

@@ -20,6 +20,8 @@ final class FakePCIKernel: SysfsWriting, @unchecked Sendable {
     /// Paths (by suffix) whose write never returns.
     private var hangs: [String] = []
     private(set) var writes: [String] = []
+    /// Linux 6.15 and later: `resourceN_resize` refuses while VFs are enabled.
+    var refusesResizeWithVFs = false
 
     init(tree: TemporarySysfsTree, devRoot: String) throws {
         root = BindingValidation.resolvedPath(tree.rootPath) ?? tree.rootPath
@@ -92,6 +94,8 @@ final class FakePCIKernel: SysfsWriting, @unchecked Sendable {
                 throw failure(path, text, "No such device")
             }
             try attach(text, candidate, path: path)
+        case _ where name.hasPrefix("resource") && name.hasSuffix("_resize"):
+            try resize(name, value: text, directory: directory, path: path)
         default:
             throw failure(path, text, "the fake kernel does not emulate \(name)")
         }
