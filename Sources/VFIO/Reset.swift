@@ -76,12 +76,17 @@ extension VFIODevice {
         }
         var affected: [AffectedDevice] = []
         for index in 0..<Int(count) {
-            guard let entry = buffer.loadStruct(vfio_pci_dependent_device.self, at: head + index * stride),
-                  let address = try? PCIAddress(domain: UInt32(entry.segment), bus: entry.bus,
-                                                device: entry.devfn >> 3, function: entry.devfn & 7) else {
+            // Read field by field: the entry's group_id/devid union keeps Swift from copying it whole.
+            let entry = head + index * stride
+            guard let segment = buffer.load(\vfio_pci_dependent_device.segment, ofStructAt: entry),
+                  let bus = buffer.load(\vfio_pci_dependent_device.bus, ofStructAt: entry),
+                  let devfn = buffer.load(\vfio_pci_dependent_device.devfn, ofStructAt: entry),
+                  let groupID = buffer.load(UInt32.self, at: entry + Int(CVFIO_PCI_DEPENDENT_DEVICE_ID_OFFSET)),
+                  let address = try? PCIAddress(domain: UInt32(segment), bus: bus,
+                                                device: devfn >> 3, function: devfn & 7) else {
                 throw .unsupported("the kernel's hot reset info for \(address) is malformed")
             }
-            affected.append(AffectedDevice(address: address, group: Int(entry.group_id)))
+            affected.append(AffectedDevice(address: address, group: Int(groupID)))
         }
         return affected
     }
