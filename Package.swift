@@ -93,7 +93,7 @@ let package = Package(
         // `vfioctl doctor`: host readiness facts and the pure rules that judge them.
         .target(
             name: "Diagnostics",
-            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel", "TextFormat", "GuestMMIOWindow", "BARPlacement"]
+            dependencies: ["PCIInventory", "PCIBinding", "KVM", "HostKernel", "TextFormat", "GuestMMIOWindow", "BARPlacement", "VFIO"]
         ),
         // Passthrough composition: a bound device's BARs as KVM memslots (toggled to MMIO exits
         // served by VFIO region access), guest RAM DMA-mapped at IOVA = gpa, probe guests.
@@ -182,7 +182,7 @@ let package = Package(
             name: "PCIInventoryTests",
             dependencies: ["PCIInventory", "SysfsFixtures"]
         ),
-        .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "HostKernel", "PCIInventory", "SysfsFixtures", "VMMConfig"]),
+        .testTarget(name: "DiagnosticsTests", dependencies: ["Diagnostics", "HostKernel", "PCIInventory", "SysfsFixtures", "VMMConfig", "VFIO"]),
         .testTarget(name: "PCIBindingTests", dependencies: ["PCIBinding", "PCIInventory", "SysfsFixtures"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinuxUAPI", "TestKit", "PageAlignment"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "KVM", "VFIO", "TestKit", "PageAlignment"]),

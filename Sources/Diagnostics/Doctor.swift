@@ -42,6 +42,10 @@ public struct HostReadiness: Sendable {
     /// Modules the running kernel has on disk or built in (from /lib/modules/RELEASE).
     public var availableModules: Set<String> = []
     public var vfioContainerNode: Bool = false
+    /// /dev/iommu exists (CONFIG_IOMMUFD): the iommufd backend is there.
+    public var iommufdNode: Bool = false
+    /// /dev/vfio/devices exists (CONFIG_VFIO_DEVICE_CDEV): devices bound to vfio-pci get device files.
+    public var vfioDeviceFiles: Bool = false
     public var kvmNode: Bool = false
     /// What /dev/kvm reports; nil with `kvmError` nil means it was not probed (not the live host).
     public var kvm: KVMSummary?
@@ -100,6 +104,7 @@ public enum Doctor {
         var findings: [Finding] = []
         findings += iommu(host)
         findings += modules(host)
+        findings += backends(host)
         findings += kvm(host)
         findings += memory(host)
         findings += dmaBudget(host)
@@ -202,6 +207,38 @@ public enum Doctor {
                       title: "/dev/vfio/vfio missing", evidence: ["no /dev/vfio/vfio"],
                       remedy: "load vfio (modprobe vfio) and check that devtmpfs or udev creates the node"))
         return findings
+    }
+
+    /// Which VFIO backends the host offers and what each gives: type1 (group and container)
+    /// where /dev/vfio/vfio exists (CONFIG_VFIO_CONTAINER); iommufd where /dev/iommu exists
+    /// (CONFIG_IOMMUFD) and devices get files (CONFIG_VFIO_DEVICE_CDEV); peer-to-peer DMA to a
+    /// BAR through a dma-buf on iommufd from Linux 6.19 (IOMMU_IOAS_MAP of a BAR's PFNMAP
+    /// mapping fails there). Never a problem alone: either backend serves.
+    static func backends(_ host: HostReadiness) -> [Finding] {
+        var have: [String] = [], missing: [String] = []
+        if host.vfioContainerNode { have.append("type1 (group + container, /dev/vfio/vfio)") } else { missing.append("CONFIG_VFIO_CONTAINER (no /dev/vfio/vfio)") }
+        if host.iommufdNode {
+            if host.vfioDeviceFiles || !host.inventory.devices.contains(where: { $0.driver == "vfio-pci" }) {
+                have.append("iommufd (/dev/iommu, device files in /dev/vfio/devices)")
+            } else {
+                missing.append("CONFIG_VFIO_DEVICE_CDEV (/dev/iommu exists, but devices bound to vfio-pci get no device file)")
+            }
+        } else {
+            missing.append("CONFIG_IOMMUFD (no /dev/iommu)")
+        }
+        let version = host.kernelRelease.flatMap { KernelVersion(release: $0) }
+        let dmabuf = host.iommufdNode && version.map { $0 >= KernelVersion(6, 19) } == true
+        var evidence = have.map { "available: \($0)" } + missing.map { "missing: \($0)" }
+        if host.iommufdNode {
+            evidence.append(dmabuf
+                ? "peer-to-peer under iommufd: BARs exported as dma-bufs (VFIO_DEVICE_FEATURE_DMA_BUF, kernel 6.19 or later; needs CONFIG_VFIO_PCI_DMABUF)"
+                : "peer-to-peer under iommufd: needs kernel 6.19 or later (dma-buf export of BARs); this kernel is \(host.kernelRelease ?? "unknown")")
+        }
+        let title = have.isEmpty ? "No VFIO backend" : "VFIO backends: " + (host.vfioContainerNode ? ["type1"] : []).joined() +
+            (host.vfioContainerNode && host.iommufdNode ? ", " : "") + (host.iommufdNode ? "iommufd" : "")
+        return [Finding(id: "vfio.backends", status: have.isEmpty ? .warning : .info, title: title, evidence: evidence,
+                        remedy: missing.isEmpty ? nil : "vfioctl uses whichever exists (--backend auto); for iommufd build the kernel with " +
+                            missing.compactMap { $0.split(separator: " ").first.map(String.init) }.joined(separator: " and "))]
     }
 
     static func kvm(_ host: HostReadiness) -> [Finding] {

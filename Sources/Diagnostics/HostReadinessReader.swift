@@ -54,6 +54,8 @@ public struct HostReadinessReader {
         }
         host.vfioContainerNode = reader.exists(devRoot + "/vfio/vfio")
         host.kvmNode = reader.exists(devRoot + "/kvm")
+        host.iommufdNode = reader.exists(devRoot + "/iommu")
+        host.vfioDeviceFiles = reader.exists(devRoot + "/vfio/devices")
         host.holders = HolderReader(sysfs: sysfs, procRoot: procRoot, devRoot: devRoot).holdersOfEveryDevice()
         if host.kvmNode && isLive {
             do {

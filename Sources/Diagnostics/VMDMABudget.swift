@@ -1,3 +1,5 @@
+import VFIO
+
 /// What a VM with N assigned devices asks of the host's DMA limits, before it starts. Pure.
 ///
 /// - memlock: libvirt's rule (qemuDomainGetMemLockLimitBytes, x86, no `<hard_limit>` and no
@@ -7,6 +9,9 @@
 /// - DMA mappings: vfio_iommu_type1 allows `dma_entry_limit` mappings per container (65535 by
 ///   default). Without a vIOMMU the VMM maps guest RAM in a few large pieces; with one, the guest
 ///   maps pages one by one, so at worst RAM / page size mappings per device.
+/// - iommufd (`accounting == .iommufd`): the same pinned RAM, but charged to the user running the
+///   VMM (every VM of that user shares one RLIMIT_MEMLOCK, see `PinAccounting`), and no entry
+///   limit: `mappingsFit` is nil.
 /// - Address width: with IOVA = guest physical address, the top of guest RAM (and of the 64-bit
 ///   BARs placed above it) must lie below 2^width of the IOMMU.
 public struct VMDMABudget: Sendable, Equatable {
@@ -22,6 +27,8 @@ public struct VMDMABudget: Sendable, Equatable {
         public var memlockLimit: UInt64?
         public var dmaEntryLimit: UInt64?
         public var addressWidth: Int?
+        /// Whose count the pins are charged to: the backend's rule (type1 unless said).
+        public var accounting: PinAccounting = .type1
 
         public init(guestMemory: UInt64, devices: Int, vIOMMU: Bool, pageSize: UInt64 = 4096, barSizes: [UInt64] = [],
                     memlockLimit: UInt64?, dmaEntryLimit: UInt64?, addressWidth: Int?) {
@@ -81,7 +88,8 @@ public struct VMDMABudget: Sendable, Equatable {
         highestAddress = top
         let highest = top
         memlockFits = input.memlockLimit.map { limit in needed.map { $0 <= limit } ?? false } ?? true
-        mappingsFit = input.dmaEntryLimit.map { mappings <= $0 }
+        // iommufd has no per-space entry limit.
+        mappingsFit = input.accounting == .iommufd ? nil : input.dmaEntryLimit.map { mappings <= $0 }
         addressFits = input.addressWidth.map { width in
             guard let top = highest else { return false }
             return width >= 64 || top <= UInt64(1) << UInt64(width)

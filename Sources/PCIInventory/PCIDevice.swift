@@ -22,6 +22,10 @@ public struct PCIDevice: Sendable {
     public var driverOverride: String?
     /// The `iommu_group` link's group number; nil without an IOMMU.
     public var iommuGroup: Int?
+    /// The VFIO device file's name (vfioN, the node /dev/vfio/devices/vfioN), from the `vfio-dev/`
+    /// directory the kernel makes for a device bound to vfio-pci with CONFIG_VFIO_DEVICE_CDEV;
+    /// nil when there is none (a malformed entry is a problem, not a name).
+    public var vfioDeviceFile: String?
     /// The BARs in use, from `resource`.
     public var bars: [PCIBAR] = []
     /// BARs the device can resize (Resizable BAR capability, with sysfs `resourceN_resize`);

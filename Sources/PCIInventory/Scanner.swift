@@ -103,6 +103,14 @@ struct Scanner {
             fillIdentityFromConfig(&device, config)
         }
 
+        if directory.exists("vfio-dev") {
+            do throws(VFIODeviceFileName.Malformed) {
+                device.vfioDeviceFile = try VFIODeviceFileName.read(deviceDirectory: directoryPath)
+            } catch {
+                device.problems.append(error.reason)
+            }
+        }
+
         // Topology for every listing: a fleet agent needs it without --full detail.
         if let count = directory.read("numa_node", into: &buffers.small),
            let node = AttributeBytes.decimal(buffers.small, count: count), node >= 0 {

@@ -3,17 +3,17 @@ import TextFormat
 import VFIO
 
 /// Guest RAM mapped for device DMA at IOVA = guest-physical address, so an address the guest
-/// hands its device (a gpa) is the address the device uses. Goes through the container's own
-/// books (`VFIOContainer.mapDMA(unsafeAddress:...)`): the IOVA range is reserved in its table,
-/// the dma_avail and RLIMIT_MEMLOCK budget is checked before the kernel pins anything, and the
-/// container holds the RAM until the mapping is gone, so the RAM stays mapped in this process
+/// hands its device (a gpa) is the address the device uses. Goes through the DMA space's own
+/// books (`DMASpace.mapDMA(unsafeAddress:...)`, type1 or iommufd alike): the IOVA range is
+/// reserved in its table, the pin budget is checked before the kernel pins anything, and the
+/// space holds the RAM until the mapping is gone, so the RAM stays mapped in this process
 /// while the device may reach it, even if its memslot is deleted and every other holder lets go.
 public final class GuestRAMDMAMapping {
-    /// The container whose IOMMU table holds the mapping.
-    public let container: VFIOContainer
-    /// The guest RAM mapped (also held by the container while mapped).
+    /// The DMA space (container or IOAS) whose IOMMU table holds the mapping.
+    public let space: any DMASpace
+    /// The guest RAM mapped (also held by the space while mapped).
     public let memory: GuestMemory
-    /// The mapping as the container keeps it.
+    /// The mapping as the space keeps it.
     public let mapping: DMAMapping
     /// The IOVA, equal to the RAM's guest-physical address.
     public var iova: UInt64 { mapping.iova }
@@ -24,7 +24,7 @@ public final class GuestRAMDMAMapping {
 
     /// Maps all of `memory`, which the guest sees at `guestPhysicalAddress`. With
     /// `deviceAddressBits`, refuses (before asking the kernel) a range the device cannot reach.
-    public init(container: VFIOContainer, memory: GuestMemory, guestPhysicalAddress: UInt64,
+    public init(space: any DMASpace, memory: GuestMemory, guestPhysicalAddress: UInt64,
                 deviceAddressBits: Int? = nil) throws(PassthroughError) {
         if let bits = deviceAddressBits {
             try DMAReach.check(iova: guestPhysicalAddress, size: UInt64(memory.size), addressBits: bits)
@@ -33,12 +33,13 @@ public final class GuestRAMDMAMapping {
             throw .dma("guest memory has no host address")
         }
         // Safety: `memory` is one live mapping of exactly this address and size, and the
-        // container holds it (owner) until the DMA mapping is gone, so it stays mapped meanwhile.
+        // space holds it (owner) until the DMA mapping is gone, so it stays mapped meanwhile.
         // The guest and the device share it; this process reads it only as guest memory.
         self.mapping = try viaVFIO { () throws(VFIOError) in
-            try unsafe container.mapDMA(unsafeAddress: base, size: UInt64(memory.size), iova: guestPhysicalAddress, owner: memory)
+            try unsafe space.mapDMA(unsafeAddress: base, size: UInt64(memory.size), iova: guestPhysicalAddress,
+                                    isDeviceMemory: false, owner: memory, readable: true, writable: true)
         }
-        self.container = container
+        self.space = space
         self.memory = memory
     }
 
@@ -46,7 +47,7 @@ public final class GuestRAMDMAMapping {
     public func unmap() throws(PassthroughError) {
         guard isMapped else { return }
         isMapped = false
-        try viaVFIO { () throws(VFIOError) in try container.unmapDMA(mapping) }
+        try viaVFIO { () throws(VFIOError) in try space.unmapDMA(mapping) }
     }
 
     deinit { try? unmap() }

@@ -4,9 +4,9 @@ import SystemPackage
 import VFIO
 
 /// Everything one VM needs to pass devices through, in one object a VMM keeps for the VM's
-/// life: one VFIO container (every device's DMA goes through one IOMMU table), each VFIO group
-/// attached once and registered once with the KVM-VFIO device, any number of devices (several
-/// of one group included), their BARs as memslots, guest RAM DMA-mapped at IOVA = gpa, and
+/// life: one DMA space (a type1 container or an iommufd IOAS: every device's DMA goes through one
+/// IOMMU table), each VFIO group (type1) or device file (iommufd) registered once with the
+/// KVM-VFIO device, any number of devices (several of one group included), their BARs as memslots, guest RAM DMA-mapped at IOVA = gpa, and
 /// their interrupts delivered into the guest by KVM (irqfd), never through this process.
 ///
 /// Set-up order: create the VM, then this object (it creates the in-kernel irqchip, which must
@@ -19,8 +19,10 @@ import VFIO
 public final class PassthroughVM {
     /// The KVM VM (held).
     public let vm: VirtualMachine
-    /// The VM's one VFIO container: every device's group is attached to it.
-    public let container: VFIOContainer
+    /// The VM's one DMA space: every device is opened into it, whichever the backend.
+    public let dmaSpace: any DMASpace
+    /// The DMA space as a type1 container; nil on iommufd.
+    public var container: VFIOContainer? { dmaSpace as? VFIOContainer }
     /// The in-kernel irqchip, its GSI routes and irqfds.
     public let interrupts: InterruptController
     /// The KVM-VFIO device every group is registered with.
@@ -33,28 +35,31 @@ public final class PassthroughVM {
     public private(set) var devices: [PassthroughDevice] = []
     /// Guest RAM mapped for DMA, in the order it was mapped.
     public private(set) var guestRAM: [GuestRAMDMAMapping] = []
-    /// Groups registered with the KVM-VFIO device, by number (held: registered while held).
-    private var registeredGroups: [Int: VFIOGroup] = [:]
+    /// Files registered with the KVM-VFIO device (a group's node, or a device file on iommufd),
+    /// by path, each with the object whose descriptor was registered (held: registered while held).
+    private var registeredFiles: [String: AnyObject] = [:]
 
-    /// Opens the container and creates the irqchip and the KVM-VFIO device. `vm` must have no
-    /// vCPU yet.
-    public init(vm: VirtualMachine, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio") throws(PassthroughError) {
-        self.container = try viaVFIO { () throws(VFIOError) in try VFIOContainer(path: "\(devVFIO)/vfio") }
+    /// Opens the DMA space of `backend` (a type1 container, or an iommufd IOAS at `devRoot`/iommu)
+    /// and creates the irqchip and the KVM-VFIO device. `vm` must have no vCPU yet.
+    public init(vm: VirtualMachine, backend: VFIOBackend = .type1, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio",
+                devRoot: String = "/dev") throws(PassthroughError) {
+        self.dmaSpace = try viaVFIO { () throws(VFIOError) in try makeDMASpace(backend, devVFIO: devVFIO, devRoot: devRoot) }
         (self.interrupts, self.kvmVFIO) = try viaKVM { () throws(KVMError) in (try InterruptController(vm: vm), try KVMVFIODevice(vm: vm)) }
         self.vm = vm
         self.sysfsRoot = sysfsRoot
         self.devVFIO = devVFIO
     }
 
-    /// Opens a device bound to vfio-pci in this VM's container; its group is attached and
-    /// registered with KVM the first time one of its devices is added.
+    /// Opens a device bound to vfio-pci into this VM's DMA space; its group (type1) is attached
+    /// and registered with KVM the first time one of its devices is added, its device file
+    /// (iommufd) when it is added.
     public func addDevice(_ address: PCIAddress) throws(PassthroughError) -> PassthroughDevice {
-        let device = try viaVFIO { () throws(VFIOError) in try container.openDevice(address, sysfsRoot: sysfsRoot, devVFIO: devVFIO) }
-        let group = device.group
-        if registeredGroups[group.number] == nil {
-            // The group's descriptor is borrowed for the call; KVM takes its own reference.
-            try viaKVM { () throws(KVMError) in try kvmVFIO.addFile(FileDescriptor(rawValue: group.rawDescriptor)) }
-            registeredGroups[group.number] = group
+        let device = try viaVFIO { () throws(VFIOError) in try dmaSpace.openDevice(address, sysfsRoot: sysfsRoot, devVFIO: devVFIO) }
+        let node = device.nodePath
+        if registeredFiles[node] == nil {
+            // The descriptor is borrowed for the call; KVM takes its own reference.
+            try viaKVM { () throws(KVMError) in try kvmVFIO.addFile(FileDescriptor(rawValue: device.kvmFileDescriptor)) }
+            registeredFiles[node] = device.group ?? device
         }
         let added = PassthroughDevice(device: device, owner: self)
         devices.append(added)
@@ -66,7 +71,7 @@ public final class PassthroughVM {
     @discardableResult
     public func mapGuestRAM(_ memory: GuestMemory, guestPhysicalAddress: UInt64,
                             deviceAddressBits: Int? = nil) throws(PassthroughError) -> GuestRAMDMAMapping {
-        let mapping = try GuestRAMDMAMapping(container: container, memory: memory, guestPhysicalAddress: guestPhysicalAddress,
+        let mapping = try GuestRAMDMAMapping(space: dmaSpace, memory: memory, guestPhysicalAddress: guestPhysicalAddress,
                                              deviceAddressBits: deviceAddressBits)
         guestRAM.append(mapping)
         return mapping

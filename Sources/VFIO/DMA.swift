@@ -5,6 +5,7 @@ import Musl
 #endif
 import CLinuxUAPI
 import PageAlignment
+import PCIInventory
 import SystemPackage
 import TextFormat
 
@@ -157,12 +158,20 @@ public struct MemlockLimit: Sendable, Equatable {
         return MemlockLimit(current: limit, maximum: maximum == .max ? nil : maximum, exempt: exempt, lockedBytes: locked)
     }
 
-    /// Whether pinning `bytes` more would pass the kernel's check (vfio_lock_acct): always with
-    /// CAP_IPC_LOCK or no limit, else while locked + new stays within the limit.
-    public func allows(pinning bytes: UInt64, alreadyPinned: UInt64) -> Bool {
+    /// Whether pinning `bytes` more would pass the kernel's check: always with CAP_IPC_LOCK or
+    /// no limit, else while what is counted already plus the new pages stays within the limit.
+    /// What is counted depends on the backend (`PinAccounting`): type1 counts this process's
+    /// locked memory (VmLck, its own pins included); iommufd counts the user's pins, of which
+    /// this process knows only its own (`alreadyPinned`).
+    public func allows(pinning bytes: UInt64, alreadyPinned: UInt64, accounting: PinAccounting = .type1) -> Bool {
         guard !exempt, let current else { return true }
-        let locked = max(lockedBytes ?? 0, alreadyPinned)
+        let locked = counted(alreadyPinned: alreadyPinned, accounting: accounting)
         return bytes <= current && locked <= current - bytes
+    }
+
+    /// The bytes the kernel already counts against the limit, as far as this process can know.
+    public func counted(alreadyPinned: UInt64, accounting: PinAccounting) -> UInt64 {
+        accounting == .type1 ? max(lockedBytes ?? 0, alreadyPinned) : alreadyPinned
     }
 
     /// VmLck from /proc/self/status, in bytes.
@@ -180,33 +189,52 @@ public struct MemlockLimit: Sendable, Equatable {
     }
 }
 
+/// Whose locked-memory count a DMA pin is charged to and compared with RLIMIT_MEMLOCK, by backend.
+///
+/// - type1 (vfio_iommu_type1's vfio_lock_acct): the process's mm->locked_vm, which mlock also
+///   counts (VmLck in /proc/PID/status); every RAM mapping of a container pins.
+/// - iommufd (drivers/iommu/iommufd/pages.c, 7.3): an IOAS map pins in mode
+///   IOPT_PAGES_ACCOUNT_USER, charged to the user's locked_vm (incr_user_locked_vm, the
+///   io_uring method: summed over every process of that user, not counting mlock) against the
+///   mapping task's RLIMIT_MEMLOCK; IOPT_PAGES_ACCOUNT_NONE with CAP_IPC_LOCK; and
+///   IOPT_PAGES_ACCOUNT_MM (type1's rule) only for /dev/vfio/vfio provided by iommufd or after
+///   IOMMU_OPTION_RLIMIT_MODE. A dma-buf mapped with IOMMU_IOAS_MAP_FILE (a peer's BAR) is
+///   never charged.
+public enum PinAccounting: String, Sendable, Equatable {
+    /// Charged to the process (mm->locked_vm, VmLck).
+    case type1
+    /// Charged to the user (user->locked_vm): other processes of the same user share the limit.
+    case iommufd
+}
+
 /// The kernel's two DMA budgets, judged before anything is mapped. Pure.
 public enum DMABudget {
     /// Refuses `mappings` more mappings pinning `ramBytes` of RAM when they pass the container's
-    /// dma_avail (`dmaAvailable`, nil when the kernel does not report it) or, for RAM, the
-    /// process's RLIMIT_MEMLOCK (`memlock`) with `pinnedBytes` pinned by the container already.
+    /// dma_avail (`dmaAvailable`, nil when the kernel does not report it, and always nil on
+    /// iommufd, which has no entry limit) or, for RAM, the RLIMIT_MEMLOCK (`memlock`) with
+    /// `pinnedBytes` pinned by this DMA space already, counted as `accounting` says.
     public static func check(ramBytes: UInt64, mappings: UInt64, dmaAvailable: UInt32?, memlock: MemlockLimit?,
-                             pinnedBytes: UInt64) throws(VFIOError) {
+                             pinnedBytes: UInt64, accounting: PinAccounting = .type1) throws(VFIOError) {
         if let dmaAvailable, mappings > UInt64(dmaAvailable) {
             throw .dmaAvailExhausted(requested: mappings, available: dmaAvailable)
         }
         guard ramBytes > 0, let memlock else { return }
-        if !memlock.allows(pinning: ramBytes, alreadyPinned: pinnedBytes), let current = memlock.current {
-            throw .memlockExceeded(requested: ramBytes, locked: max(memlock.lockedBytes ?? 0, pinnedBytes), limit: current)
+        if !memlock.allows(pinning: ramBytes, alreadyPinned: pinnedBytes, accounting: accounting), let current = memlock.current {
+            throw .memlockExceeded(requested: ramBytes, locked: memlock.counted(alreadyPinned: pinnedBytes, accounting: accounting),
+                                   limit: current)
         }
     }
 }
 
-extension VFIOContainer {
+extension VFIOContainer: DMASpace, DMABookkeeping {
     /// Bytes of RAM this container has pinned for DMA (device memory is not pinned).
-    public var pinnedBytes: UInt64 {
-        activeMappings.values.filter { !$0.isDeviceMemory }.reduce(0) { $0 + $1.size }
-    }
+    public var pinnedBytes: UInt64 { bookedPinnedBytes }
 
     /// The mappings made through this container and not yet unmapped, in IOVA order.
-    public var dmaMappings: [DMAMapping] {
-        activeMappings.map { DMAMapping(iova: $0.key, size: $0.value.size, isDeviceMemory: $0.value.isDeviceMemory) }.sorted { $0.iova < $1.iova }
-    }
+    public var dmaMappings: [DMAMapping] { bookedMappings }
+
+    /// Always `.type1`.
+    public var dmaBackend: VFIOBackend { .type1 }
 
     /// Checks, before mapping anything, that `mappings` more mappings pinning `ramBytes` of RAM
     /// fit in the container's dma_avail and this process's RLIMIT_MEMLOCK, exactly as the
@@ -216,7 +244,8 @@ extension VFIOContainer {
         let available = try dmaAvailable()
         // Device memory (a peer's BAR) is not pinned: RLIMIT_MEMLOCK does not apply.
         try DMABudget.check(ramBytes: ramBytes, mappings: mappings, dmaAvailable: available,
-                            memlock: ramBytes > 0 ? MemlockLimit.read() : nil, pinnedBytes: pinnedBytes)
+                            memlock: ramBytes > 0 ? MemlockLimit.read() : nil, pinnedBytes: pinnedBytes,
+                            accounting: .type1)
     }
 
     /// The container's dma_avail now: read from the kernel once, then less the mappings this
@@ -235,9 +264,7 @@ extension VFIOContainer {
     /// Maps a RAM buffer for DMA at a free IOVA (aligned to the largest IOMMU page that fits,
     /// or `alignment`, and ending at or below `limit`, e.g. a device's DMA mask).
     public func mapDMA(_ buffer: DMABuffer, alignment: UInt64? = nil, limit: UInt64 = .max) throws(VFIOError) -> DMAMapping {
-        try checkDMABudget(ramBytes: UInt64(buffer.size), mappings: 1)
-        return try mapAllocated(address: buffer.base, size: UInt64(buffer.size), alignment: alignment, limit: limit,
-                                isDeviceMemory: false, backing: buffer)
+        try bookBuffer(buffer, alignment: alignment, limit: limit)
     }
 
     /// Maps another device's BAR mapping (a VM_PFNMAP VMA) for peer-to-peer DMA: devices in the
@@ -245,10 +272,16 @@ extension VFIOContainer {
     /// unmapping the BAR.
     public func mapDMA(_ region: borrowing MappedRegion, alignment: UInt64? = nil, limit: UInt64 = .max) throws(VFIOError) -> DMAMapping {
         try checkDMABudget(ramBytes: 0, mappings: 1)
-        let mapping = try mapAllocated(address: region.base, size: UInt64(region.size), alignment: alignment, limit: limit,
-                                       isDeviceMemory: true, backing: region.lease)
-        region.lease.dmaMappings += 1
-        return mapping
+        let base = region.base, size = UInt64(region.size)
+        return try bookMapping(size: size, at: nil, alignment: alignment, limit: limit,
+                               isDeviceMemory: true, backing: region.lease, lease: region.lease) { (iova) throws(VFIOError) in
+            try ioctlMapDMA(address: base, size: size, iova: iova)
+        }
+    }
+
+    /// type1 maps the BAR's mapping itself (the kernel walks its PFNMAP VMA); `device` is not needed.
+    public func mapPeerBAR(_ region: borrowing MappedRegion, of device: VFIODevice, alignment: UInt64?, limit: UInt64) throws(VFIOError) -> DMAMapping {
+        try mapDMA(region, alignment: alignment, limit: limit)
     }
 
     /// Maps `size` bytes of this process's memory at `unsafeAddress` to exactly `iova` (guest RAM
@@ -267,48 +300,28 @@ extension VFIOContainer {
     @unsafe
     public func mapDMA(unsafeAddress: UnsafeMutableRawPointer, size: UInt64, iova: UInt64, isDeviceMemory: Bool = false,
                        owner: AnyObject?, readable: Bool = true, writable: Bool = true) throws(VFIOError) -> DMAMapping {
-        try checkDMABudget(ramBytes: isDeviceMemory ? 0 : size, mappings: 1)
-        var allocator = try currentAllocator()
-        do { try allocator.reserve(start: iova, size: size) } catch { throw .iovaSpace(error) }
-        try ioctlMapDMA(address: unsafeAddress, size: size, iova: iova, readable: readable, writable: writable)
-        iovaAllocator = allocator
-        activeMappings[iova] = ActiveDMA(size: size, isDeviceMemory: isDeviceMemory, backing: owner, lease: nil)
-        return DMAMapping(iova: iova, size: size, isDeviceMemory: isDeviceMemory)
-    }
-
-    private func mapAllocated(address: UnsafeMutableRawPointer, size: UInt64, alignment: UInt64?, limit: UInt64,
-                              isDeviceMemory: Bool, backing: AnyObject) throws(VFIOError) -> DMAMapping {
-        var allocator = try currentAllocator()
-        let iova: UInt64
-        do { iova = try allocator.allocate(size: size, alignment: alignment, limit: limit) } catch { throw .iovaSpace(error) }
-        try ioctlMapDMA(address: address, size: size, iova: iova)
-        iovaAllocator = allocator
-        activeMappings[iova] = ActiveDMA(size: size, isDeviceMemory: isDeviceMemory, backing: backing, lease: backing as? MappingLease)
-        return DMAMapping(iova: iova, size: size, isDeviceMemory: isDeviceMemory)
+        try unsafe bookFixed(unsafeAddress, size: size, iova: iova, isDeviceMemory: isDeviceMemory, owner: owner,
+                             readable: readable, writable: writable)
     }
 
     /// Unmaps one mapping made with `mapDMA(_:)` and gives its IOVA back.
-    public func unmapDMA(_ mapping: DMAMapping) throws(VFIOError) {
-        guard let active = activeMappings[mapping.iova] else { throw .notMapped(iova: mapping.iova) }
-        try ioctlUnmapDMA(iova: mapping.iova, size: mapping.size)
-        activeMappings[mapping.iova] = nil
-        active.lease?.dmaMappings -= 1
-        try? iovaAllocator?.release(mapping.iova)
-    }
+    public func unmapDMA(_ mapping: DMAMapping) throws(VFIOError) { try unbookMapping(mapping) }
 
     /// Unmaps every mapping (done on close too).
-    public func unmapAllDMA() throws(VFIOError) {
-        var firstError: VFIOError?
-        for mapping in dmaMappings {
-            do throws(VFIOError) { try unmapDMA(mapping) } catch { firstError = firstError ?? error }
-        }
-        if let firstError { throw firstError }
-    }
+    public func unmapAllDMA() throws(VFIOError) { try unbookAllMappings() }
 
-    private func currentAllocator() throws(VFIOError) -> IOVAAllocator {
-        if let iovaAllocator { return iovaAllocator }
+    func makeIOVAAllocator() throws(VFIOError) -> IOVAAllocator {
         let info = try iommuInfo()
         let ranges = (info.iovaRanges ?? [IOVARange(start: 0, end: .max)]).map { $0.start...$0.end }
         do { return try IOVAAllocator(ranges: ranges, pageSizes: info.iovaPageSizes) } catch { throw .iovaSpace(error) }
+    }
+
+    func removeIOMMUMapping(iova: UInt64, size: UInt64) throws(VFIOError) {
+        try ioctlUnmapDMA(iova: iova, size: size)
+    }
+
+    func mapProcessMemory(_ address: UnsafeMutableRawPointer, size: UInt64, iova: UInt64, readable: Bool, writable: Bool,
+                          isDeviceMemory: Bool) throws(VFIOError) {
+        try ioctlMapDMA(address: address, size: size, iova: iova, readable: readable, writable: writable)
     }
 }

@@ -74,20 +74,32 @@ extension VFIODevice {
         guard let count = buffer.load(\vfio_pci_hot_reset_info.count, ofStructAt: 0), count <= 256 else {
             throw .unsupported("the kernel's hot reset info for \(address) is malformed")
         }
+        // Opened through its device file, the kernel answers with iommufd device ids instead of
+        // group numbers (VFIO_PCI_HOT_RESET_FLAG_DEV_ID): the groups then come from sysfs.
+        let flags = buffer.load(\vfio_pci_hot_reset_info.flags, ofStructAt: 0) ?? 0
+        let byDeviceID = flags & UInt32(VFIO_PCI_HOT_RESET_FLAG_DEV_ID) != 0
         var affected: [AffectedDevice] = []
         for index in 0..<Int(count) {
-            guard let entry = buffer.loadStruct(vfio_pci_dependent_device.self, at: head + index * stride),
-                  let address = try? PCIAddress(domain: UInt32(entry.segment), bus: entry.bus,
-                                                device: entry.devfn >> 3, function: entry.devfn & 7) else {
+            // Read field by field: the entry's group_id/devid union keeps Swift from copying it whole.
+            let entry = head + index * stride
+            guard let segment = buffer.load(\vfio_pci_dependent_device.segment, ofStructAt: entry),
+                  let bus = buffer.load(\vfio_pci_dependent_device.bus, ofStructAt: entry),
+                  let devfn = buffer.load(\vfio_pci_dependent_device.devfn, ofStructAt: entry),
+                  let groupID = buffer.load(UInt32.self, at: entry + Int(CVFIO_PCI_DEPENDENT_DEVICE_ID_OFFSET)),
+                  let address = try? PCIAddress(domain: UInt32(segment), bus: bus,
+                                                device: devfn >> 3, function: devfn & 7) else {
                 throw .unsupported("the kernel's hot reset info for \(address) is malformed")
             }
-            affected.append(AffectedDevice(address: address, group: Int(entry.group_id)))
+            let group = byDeviceID ? try VFIOGroup.groupNumber(of: address, sysfsRoot: sysfsRoot) : Int(groupID)
+            affected.append(AffectedDevice(address: address, group: group))
         }
         return affected
     }
 
-    /// VFIO_DEVICE_PCI_HOT_RESET, proving ownership of every affected group with its open fd.
-    /// The kernel refuses (EBUSY) while another user has any affected device open.
+    /// VFIO_DEVICE_PCI_HOT_RESET, proving ownership of every affected group with its open fd
+    /// (type1); on iommufd `groups` is empty and the kernel checks that every affected device is
+    /// bound to this device's iommufd. The kernel refuses (EBUSY) while another user has any
+    /// affected device open.
     public func hotReset(groups: [VFIOGroup]) throws(VFIOError) {
         let head = MemoryLayout<vfio_pci_hot_reset>.size
         var request = vfio_pci_hot_reset()

@@ -38,7 +38,7 @@ public struct PlacementOptions: Sendable {
 extension VFIODevice {
     /// The BAR as the kernel placed it (sysfs `resource`): a memory BAR, or a clear error.
     public func barResource(_ bar: Int) throws(VFIOError) -> PCIBAR {
-        let path = "\(group.sysfsRoot)/bus/pci/devices/\(address)/resource"
+        let path = "\(sysfsRoot)/bus/pci/devices/\(address)/resource"
         guard let text = SysfsReader().readString(path) else {
             throw .unreadableSysfs(path: path)
         }

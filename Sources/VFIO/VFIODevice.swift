@@ -82,31 +82,86 @@ public enum PCIRegion {
     public static let barCount = Int(VFIO_PCI_ROM_REGION_INDEX - VFIO_PCI_BAR0_REGION_INDEX)
 }
 
-/// A device opened through its VFIO group. Modelled on rust-vmm's `VFIODevice`: device and region
-/// info, register access by pread/pwrite on a region's offset in the device file, and mmap of a
-/// region. The descriptor is closed exactly once, in deinit; the device keeps its group (and so
-/// the container) alive.
+/// How a device was opened, and what it holds alive: its group (type1), or the iommufd address
+/// space it is bound and attached to.
+public enum VFIODeviceBinding {
+    /// Through its group, set into a type1 container.
+    case group(VFIOGroup)
+    /// Through its device file (`path`), bound to an iommufd with id `deviceID` and attached to its IOAS.
+    case iommufd(IOMMUFDAddressSpace, deviceID: UInt32, path: String)
+}
+
+/// A device opened through its VFIO group or its device file (iommufd). Modelled on rust-vmm's
+/// `VFIODevice`: device and region info, register access by pread/pwrite on a region's offset in
+/// the device file, and mmap of a region; the same on both backends. The descriptor is closed
+/// exactly once, in deinit; the device keeps its group (and so the container) or its iommufd
+/// address space alive.
 public final class VFIODevice {
     /// The device's PCI address.
     public let address: PCIAddress
-    /// Its group (held: the group and its container live as long as the device).
-    public let group: VFIOGroup
+    /// How it was opened (held: the group and its container, or the IOAS, live as long as the device).
+    public let binding: VFIODeviceBinding
     /// What VFIO_DEVICE_GET_INFO said when it was opened.
     public let info: DeviceInfo
     let owned: OwnedFileDescriptor
     var fd: FileDescriptor { owned.borrowed }
     /// Memory decoding as last read or set through this device; mappings share it.
     let decode = MemoryDecodeState(memoryEnabled: true)
+    /// The sysfs root the device was found under; its BARs' resources are read from it.
+    public let sysfsRoot: String
 
     /// Takes ownership of `fd` (which closes if the info query fails).
-    init(address: PCIAddress, fd: consuming OwnedFileDescriptor, group: VFIOGroup) throws(VFIOError) {
+    init(address: PCIAddress, fd: consuming OwnedFileDescriptor, binding: VFIODeviceBinding, sysfsRoot: String) throws(VFIOError) {
         var raw = vfio_device_info()
         raw.argsz = argsz(vfio_device_info.self)
         try ioctlStruct(fd.borrowed, CVFIO_DEVICE_GET_INFO, &raw, "VFIO_DEVICE_GET_INFO on \(address)")
         self.address = address
         self.owned = fd
-        self.group = group
+        self.binding = binding
+        self.sysfsRoot = sysfsRoot
         self.info = DeviceInfo(flags: raw.flags, regionCount: raw.num_regions, irqCount: raw.num_irqs)
+    }
+
+    /// Its group, when it was opened through one (type1); nil on iommufd.
+    public var group: VFIOGroup? {
+        if case .group(let group) = binding { return group }
+        return nil
+    }
+
+    /// Its IOMMU group number: the group it was opened through, or on iommufd the one sysfs names.
+    public func iommuGroupNumber() throws(VFIOError) -> Int {
+        if case .group(let group) = binding { return group.number }
+        return try VFIOGroup.groupNumber(of: address, sysfsRoot: sysfsRoot)
+    }
+
+    /// Which backend it was opened with.
+    public var backend: VFIOBackend {
+        if case .group = binding { return .type1 }
+        return .iommufd
+    }
+
+    /// Where its DMA is mapped: the group's container (type1) or the IOAS (iommufd); nil only for
+    /// a group not attached to a container, which cannot hand out devices.
+    public var dmaSpace: (any DMASpace)? {
+        switch binding {
+        case .group(let group): return group.container
+        case .iommufd(let space, _, _): return space
+        }
+    }
+
+    /// The file the KVM-VFIO device registers (KVM_DEV_VFIO_FILE_ADD): the group's descriptor, or
+    /// on iommufd the device file's own. Borrowed: valid while this object lives; do not close it.
+    public var kvmFileDescriptor: Int32 {
+        if case .group(let group) = binding { return group.rawDescriptor }
+        return fd.rawValue
+    }
+
+    /// The device file's name (vfioN) on iommufd; the group's node ("/dev/vfio/N") on type1.
+    public var nodePath: String {
+        switch binding {
+        case .group(let group): return group.path
+        case .iommufd(_, _, let path): return path
+        }
     }
 
     /// The device's descriptor, borrowed: valid while this object lives; do not close it.

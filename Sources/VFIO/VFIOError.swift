@@ -69,6 +69,14 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
     case unsupported(String)
     /// Memory still in use (DMA-mapped, say) was asked to go; it stays until the use ends.
     case inUse(String)
+    /// The iommufd backend cannot be used: the kernel lacks `missing` (a CONFIG_ option), as `detail` shows.
+    case iommufdUnavailable(device: String?, missing: String, detail: String)
+    /// The device file is busy (EBUSY): bound to another iommufd, or its group is open through
+    /// the legacy /dev/vfio/N path, by this or another process.
+    case deviceBusy(device: String, path: String)
+    /// IOMMU_IOAS_MAP of a BAR's mapping (a VM_PFNMAP VMA) failed with EFAULT: iommufd pins
+    /// pages, and a PFNMAP mapping has none; map the BAR as a dma-buf instead.
+    case pfnmapNotMappable(size: UInt64, iova: UInt64)
 
     /// What failed, with what to do where known.
     public var description: String {
@@ -132,6 +140,12 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
             return message
         case let .timedOut(message):
             return message
+        case let .iommufdUnavailable(device, missing, detail):
+            return "\(device.map { "\($0): " } ?? "")the iommufd backend needs \(missing), which this kernel lacks (\(detail)); use --backend type1 (or auto, which falls back to it)"
+        case let .deviceBusy(device, path):
+            return "\(path) (\(device)) is busy (EBUSY): the device is bound to another iommufd, or its IOMMU group is open through the legacy /dev/vfio/N path (a VM or another vfioctl); close that user first"
+        case let .pfnmapNotMappable(size, iova):
+            return "IOMMU_IOAS_MAP of a \(size.hex())-byte BAR mapping at IOVA \(iova.hex()) failed with EFAULT: iommufd cannot pin a BAR's PFNMAP mapping; map the BAR for peer-to-peer as a dma-buf (DMASpace.mapPeerBAR, IOMMU_IOAS_MAP_FILE; Linux 6.19+ with CONFIG_VFIO_PCI_DMABUF)"
         case let .resetUnsupported(device):
             return "\(device) has no reset method VFIO can use (no FLR, PM or bus reset; VFIO_DEVICE_FLAGS_RESET is clear)"
         }

@@ -133,7 +133,7 @@ public final class VFIOGroup {
                 cuapi_ioctl_ptr(fd.rawValue, CVFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: cName))
             }
         }) { VFIOError.system(operation: "VFIO_GROUP_GET_DEVICE_FD(\(name)) on \(path)", errno: $0) }
-        return try VFIODevice(address: address, fd: OwnedFileDescriptor(rawValue: result), group: self)
+        return try VFIODevice(address: address, fd: OwnedFileDescriptor(rawValue: result), binding: .group(self), sysfsRoot: sysfsRoot)
     }
 }
 

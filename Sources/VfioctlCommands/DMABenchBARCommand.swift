@@ -29,6 +29,7 @@ extension DMA {
         @Argument(help: ArgumentHelp("A device bound to vfio-pci; its BAR is mapped into its own container.", valueName: "address"))
         var address: PCIAddress
         @OptionGroup var mapping: BARMappingOptions
+        @OptionGroup var backend: BackendOption
         @Flag(name: .long, help: "Read one byte of every page before each DMA map.")
         var touch = false
         @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions (1-1000); the median is reported.", valueName: "n"))
@@ -40,8 +41,8 @@ extension DMA {
             var mapTimes: [Double] = [], unmapTimes: [Double] = []
             var report: BARDMABenchJSON?
             do throws(VFIOError) {
-                let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
-                guard let container = device.group.container else { throw VFIOError.groupNotAttached(group: device.group.number) }
+                let device = try backend.open(target, sysfsRoot: global.resolvedRoot.path)
+                guard let space = device.dmaSpace else { throw VFIOError.unsupported("\(target) has no DMA space") }
                 let region = try device.regionInfo(bar.region)
                 let area = try mapping.window.area(barSize: region.size)
                 let options = PlacementOptions(skew: skewBytes, hugePageAdvice: mapping.advice)
@@ -53,9 +54,10 @@ extension DMA {
                         _ = try mapping.touchPages(Array(0..<pages))
                     }
                     let t0 = clock.now
-                    let dma = try container.mapDMA(mapping)
+                    // type1 maps the BAR's PFNMAP mapping; iommufd a dma-buf of the same range.
+                    let dma = try space.mapPeerBAR(mapping, of: device)
                     let t1 = clock.now
-                    try container.unmapDMA(dma)
+                    try space.unmapDMA(dma)
                     let t2 = clock.now
                     mapTimes.append(milliseconds(t1 - t0))
                     unmapTimes.append(milliseconds(t2 - t1))

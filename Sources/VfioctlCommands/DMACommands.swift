@@ -36,6 +36,7 @@ public struct DMA: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
         var address: PCIAddress
+        @OptionGroup var backend: BackendOption
         @Option(name: .long, help: ArgumentHelp("Bytes to map (4 KiB multiple; 0x hex or K/M/G).", valueName: "bytes"))
         var size: PageLength = PageLength(2 << 20)
         @Option(name: .long, help: ArgumentHelp("Map the buffer as this many equal mappings.", valueName: "n"))
@@ -54,8 +55,8 @@ public struct DMA: ParsableCommand {
             let bytes = size.value
             let report: DMACheckJSON
             do throws(VFIOError) {
-                let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
-                guard let container = device.group.container else { throw VFIOError.groupNotAttached(group: device.group.number) }
+                let device = try backend.open(target, sysfsRoot: global.resolvedRoot.path)
+                guard let container = device.dmaSpace else { throw VFIOError.unsupported("\(target) has no DMA space") }
                 let before = try container.iommuInfo()
                 let limit = MemlockLimit.read()
                 var budget: VMDMABudget?
@@ -67,12 +68,14 @@ public struct DMA: ParsableCommand {
                     }
                     // The top IOVA range's end is 2^width - 1.
                     let top = (before.iovaRanges ?? []).map(\.end).max()
-                    budget = VMDMABudget(.init(
+                    var input = VMDMABudget.Input(
                         guestMemory: ram, devices: vm.vmDevices.value, vIOMMU: vm.viommu, pageSize: vm.vmPageSize.bytes,
                         barSizes: Array(repeating: bars, count: vm.vmDevices.value).flatMap { $0 },
                         memlockLimit: limit.exempt ? nil : limit.current,
                         dmaEntryLimit: before.dmaAvailable.map(UInt64.init),
-                        addressWidth: top.map { 64 - $0.leadingZeroBitCount }))
+                        addressWidth: top.map { 64 - $0.leadingZeroBitCount })
+                    input.accounting = device.backend == .iommufd ? .iommufd : .type1
+                    budget = VMDMABudget(input)
                 }
                 // Both limits are checked before anything is mapped.
                 try container.checkDMABudget(ramBytes: bytes, mappings: chunks)
@@ -96,7 +99,7 @@ public struct DMA: ParsableCommand {
                 try container.unmapAllDMA()
                 let after = try container.iommuInfo()
                 report = DMACheckJSON(
-                    address: target.description, group: device.group.number,
+                    address: target.description, group: try device.iommuGroupNumber(), backend: device.backend.rawValue,
                     iovaPageSizes: before.iovaPageSizes, pageSizes: pageSizeList(before.iovaPageSizes),
                     iovaRanges: (before.iovaRanges ?? []).map { IOVARangeJSON(start: $0.start, end: $0.end) },
                     dmaAvailable: before.dmaAvailable, dmaAvailableWhileMapped: during.dmaAvailable, dmaAvailableAfter: after.dmaAvailable,
@@ -110,10 +113,10 @@ public struct DMA: ParsableCommand {
             if global.json {
                 print(try JSONOutput.encode(report))
             } else {
-                print("\(report.address) (IOMMU group \(report.group))")
+                print("\(report.address) (IOMMU group \(report.group), \(report.backend))")
                 print("  IOMMU page sizes: \(report.pageSizes.map { byteCount($0) }.joined(separator: ", ")) (\(report.iovaPageSizes.hex()))")
                 print("  IOVA ranges: " + report.iovaRanges.map { "\($0.start.hex())-\($0.end.hex())" }.joined(separator: ", "))
-                print("  dma_avail: \(report.dmaAvailable.map(String.init) ?? "not reported")")
+                print("  dma_avail: \(report.dmaAvailable.map(String.init) ?? (report.backend == "iommufd" ? "none (iommufd has no entry limit)" : "not reported"))")
                 print("  RLIMIT_MEMLOCK: \(report.memlockCurrent.map { byteCount($0) } ?? "unlimited") (max \(report.memlockMaximum.map { byteCount($0) } ?? "unlimited"))\(report.memlockExempt ? "; not applied: this process has CAP_IPC_LOCK" : "")")
                 print("  test: mapped \(byteCount(report.testBytes)) as \(report.testMappings.count) mapping(s) (\(report.backing)) at IOVA " +
                       report.testMappings.map { "\($0.iova.hex())" }.joined(separator: ", ") +
@@ -148,6 +151,8 @@ struct DMAMappingJSON: Encodable { let iova: UInt64; let size: UInt64 }
 struct DMACheckJSON: Encodable {
     let address: String
     let group: Int
+    /// "type1" or "iommufd".
+    let backend: String
     let iovaPageSizes: UInt64
     let pageSizes: [UInt64]
     let iovaRanges: [IOVARangeJSON]
@@ -165,7 +170,7 @@ struct DMACheckJSON: Encodable {
     let leftMapped: Int
     let vmBudget: VMBudgetJSON
     enum CodingKeys: String, CodingKey {
-        case address, group, backing, vmBudget = "vm_budget"
+        case address, group, backend, backing, vmBudget = "vm_budget"
         case iovaPageSizes = "iova_pgsizes", pageSizes = "page_sizes", iovaRanges = "iova_ranges"
         case dmaAvailable = "dma_avail", dmaAvailableWhileMapped = "dma_avail_while_mapped", dmaAvailableAfter = "dma_avail_after"
         case memlockCurrent = "memlock_current", memlockMaximum = "memlock_maximum", memlockExempt = "memlock_exempt"
@@ -227,6 +232,7 @@ extension DMA {
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("A device bound to vfio-pci (its container is used).", valueName: "address"))
         var address: PCIAddress
+        @OptionGroup var backend: BackendOption
         @Option(name: .long, help: ArgumentHelp("Buffer bytes (0x hex or K/M/G).", valueName: "bytes"))
         var size: HugePageMultiple = HugePageMultiple(256 << 20)
         @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions; the best is reported.", valueName: "n"))
@@ -239,8 +245,8 @@ extension DMA {
             var mapTimes: [Double] = [], unmapTimes: [Double] = []
             let backing: String
             do throws(VFIOError) {
-                let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
-                guard let container = device.group.container else { throw VFIOError.groupNotAttached(group: device.group.number) }
+                let device = try backend.open(target, sysfsRoot: global.resolvedRoot.path)
+                guard let container = device.dmaSpace else { throw VFIOError.unsupported("\(target) has no DMA space") }
                 let buffer = try DMABuffer(size: count)
                 backing = buffer.backing.rawValue
                 // Touch every page first, so the timing is the IOMMU work, not page allocation.

@@ -21,7 +21,9 @@ struct GroupsCommand: ParsableCommand {
         if global.json {
             JSONValue.array(inventory.groups.map { group in
                 guard case .object(let pairs) = JSONValue.group(group) else { return JSONValue.group(group) }
-                return .object(pairs + [("companions_elsewhere", .array(inventory.companionsOutside(group).map { .string($0.address.description) }))])
+                let files = group.devices.map { ($0.description, JSONValue.optional(inventory.device($0)?.vfioDeviceFile)) }
+                return .object(pairs + [("companions_elsewhere", .array(inventory.companionsOutside(group).map { .string($0.address.description) })),
+                                        ("vfio_device_files", .object(files))])
             }).printToStandardOutput()
         } else {
             for group in inventory.groups {

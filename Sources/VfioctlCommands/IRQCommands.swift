@@ -41,6 +41,7 @@ public struct IRQCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address"))
         var address: PCIAddress
+        @OptionGroup var backend: BackendOption
         @Option(name: .long, help: ArgumentHelp("The IRQ index: intx, msi or msix.", valueName: "index"))
         var index: IRQIndexName
         @Option(name: .long, help: ArgumentHelp("How many vectors (default: every vector the device has).", valueName: "n"))
@@ -56,7 +57,7 @@ public struct IRQCommand: ParsableCommand {
             let irqIndex = index.index
             let report: IRQTestJSON
             do throws(VFIOError) {
-                let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
+                let device = try backend.open(target, sysfsRoot: global.resolvedRoot.path)
                 var check = InterruptCheck(device: device, index: irqIndex, source: .loopback)
                 check.timeoutMilliseconds = timeout.value
                 report = IRQTestJSON(address: target.description, index: index.rawValue, source: "loopback", recipe: nil,

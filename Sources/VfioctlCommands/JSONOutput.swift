@@ -75,6 +75,7 @@ extension JSONValue {
             ("class_name", .optional(device.names.className)),
             ("driver", .optional(device.driver)),
             ("iommu_group", .optional(device.iommuGroup)),
+            ("vfio_device_file", .optional(device.vfioDeviceFile)),
             ("bars", .array(device.bars.map(JSONValue.bar))),
             ("problems", .array(device.problems.map(JSONValue.string))),
             ("numa_node", .optional(device.numaNode)),

@@ -80,6 +80,8 @@ enum TextFormat {
         if let revision = device.revision, revision != 0 { line += " (rev " + hex2(revision) + ")" }
         line += "  group " + (device.iommuGroup.map(String.init) ?? "-")
         line += "  driver " + (device.driver ?? "-")
+        // The VFIO device file (iommufd's way in), only where the kernel made one.
+        if let file = device.vfioDeviceFile { line += "  cdev " + file }
         return line
     }
 

@@ -27,6 +27,7 @@ struct ResetCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var backend: BackendOption
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F in hex, function 0-7.", valueName: "address")) var address: PCIAddress
     @Option(help: ArgumentHelp("flr, af_flr, pm, bus, acpi, device_specific, cxl_bus or hot.", valueName: "method"))
     var method: ResetMethod?
@@ -60,7 +61,7 @@ struct ResetCommand: ParsableCommand {
         var affected: [AffectedDevice] = []
         do throws(VFIOError) {
             // Closed at the end of this block: a hot reset reopens its group with the others.
-            let opened = try openVFIODevice(target, sysfsRoot: root.path)
+            let opened = try backend.open(target, sysfsRoot: root.path)
             // The kernel resets the bus for one function only when it is alone there.
             if chosen == .bus && !opened.info.supportsReset { chosen = .hot }
             if chosen == .hot {
@@ -75,13 +76,16 @@ struct ResetCommand: ParsableCommand {
         if chosen == .hot {
             try refuseUnlessFree(affected, inventory: inventory, root: root)
             do throws(VFIOError) {
-                // One container holds every affected group, as the kernel requires of its caller.
-                let container = try VFIOContainer()
-                let devices = try affected.map { (member) throws(VFIOError) in try container.openDevice(member.address, sysfsRoot: root.path) }
+                // One DMA space holds every affected device, as the kernel requires of its caller:
+                // one container with every group (type1), or one iommufd (iommufd).
+                let space = try makeDMASpace(try backend.resolve(target, sysfsRoot: root.path))
+                let devices = try affected.map { (member) throws(VFIOError) in
+                    try space.openDevice(member.address, sysfsRoot: root.path, devVFIO: "/dev/vfio")
+                }
                 guard let own = devices.first(where: { $0.address == target }) else {
                     throw VFIOError.unsupported("\(target) is not in its own hot reset set")
                 }
-                try own.hotReset(groups: container.attachedGroups)
+                try own.hotReset(groups: (space as? VFIOContainer)?.attachedGroups ?? [])
                 for member in devices { answers.append(try answer(member)) }
             } catch {
                 throw CommandFailure("hot reset \(target): \(error.description)")
@@ -102,7 +106,7 @@ struct ResetCommand: ParsableCommand {
 
     func answer(_ device: VFIODevice) throws(VFIOError) -> Answer {
         let vendor = try device.vendorAfterReset()
-        return Answer(address: device.address.description, group: device.group.number,
+        return Answer(address: device.address.description, group: try device.iommuGroupNumber(),
                       vendor: vendor.hex(), answers: vendor != 0xffff && vendor != 0)
     }
 

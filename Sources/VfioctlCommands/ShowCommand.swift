@@ -58,6 +58,7 @@ struct ShowCommand: ParsableCommand {
         } else {
             field("IOMMU group:", device.iommuGroup.map { "\($0) (no such group directory)" } ?? "none")
         }
+        field("Device file:", device.vfioDeviceFile.map { "/dev/vfio/devices/\($0)" } ?? "none")
         for companion in inventory.companions(of: device.address) {
             field("Companion:", "\(companion.address) " + (companion.names.className ?? "function") + ", driver \(companion.driver ?? "none"), group " + (companion.iommuGroup.map(String.init) ?? "none"))
         }

@@ -33,6 +33,7 @@ struct EduTestCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var backend: BackendOption
     @Argument(help: ArgumentHelp("An edu device (1234:11e8) bound to vfio-pci.", valueName: "address"))
     var address: DeviceAddress
 
@@ -41,8 +42,9 @@ struct EduTestCommand: ParsableCommand {
         let pattern = (0..<256).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         let result: EduJSON
         do {
-            let container = try VFIOContainer()
-            let device = try container.openDevice(target, sysfsRoot: global.resolvedRoot.path)
+            let root = global.resolvedRoot.path
+            let container = try makeDMASpace(try backend.resolve(target, sysfsRoot: root))
+            let device = try container.openDevice(target, sysfsRoot: root, devVFIO: "/dev/vfio")
             let (engine, bar0) = try eduEngine(device)
             let identification = try bar0.load(.dword, at: EduRegisters.identification)
             try device.setBusMaster(true)
@@ -85,14 +87,15 @@ struct PeerToPeerCommand: ParsableCommand {
         commandName: "p2p",
         abstract: "Map a peer's BAR into the same container as an edu device; edu reads it by DMA (peer-to-peer).",
         discussion: """
-            Both devices are opened in one container (VFIOContainer.openDevice: each group
-            attached once).
+            Both devices are opened in one DMA space (type1: one container, each group
+            attached once; iommufd: one IOAS, the peer's BAR mapped as a dma-buf).
 
             Example:
               vfioctl-lab-probe p2p 0000:00:02.0 --peer 0000:00:03.0 --bar 2 --offset 0x1000
             """
     )
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var backend: BackendOption
     @Argument(help: ArgumentHelp("The edu device that does the DMA.", valueName: "address"))
     var address: DeviceAddress
     @Option(name: .long, help: ArgumentHelp("The peer device whose BAR is mapped.", valueName: "address"))
@@ -112,9 +115,11 @@ struct PeerToPeerCommand: ParsableCommand {
         let pattern = (0..<256).map { UInt8(truncatingIfNeeded: 0xa5 &+ $0 &* 13) }
         let result: PeerJSON
         do {
-            let container = try VFIOContainer()
-            let edu = try container.openDevice(target, sysfsRoot: global.resolvedRoot.path)
-            let peerDevice = try container.openDevice(peerAddress, sysfsRoot: global.resolvedRoot.path)
+            let root = global.resolvedRoot.path
+            // One DMA space for both: a container (type1) or an IOAS (iommufd).
+            let container = try makeDMASpace(try backend.resolve(target, sysfsRoot: root))
+            let edu = try container.openDevice(target, sysfsRoot: root, devVFIO: "/dev/vfio")
+            let peerDevice = try container.openDevice(peerAddress, sysfsRoot: root, devVFIO: "/dev/vfio")
             let (engine, _) = try eduEngine(edu)
             try edu.setBusMaster(true)
             let resource = try peerDevice.barResource(bar)
@@ -122,7 +127,8 @@ struct PeerToPeerCommand: ParsableCommand {
             for (index, byte) in pattern.enumerated() { try peerBar.store8(byte, at: offset.index + index) }
             let translated = try peerBar.physicalAddress(atOffset: offset.index)
             // 2 MiB alignment keeps the IOVA low enough for edu's 28-bit DMA mask.
-            let peerMapping = try container.mapDMA(peerBar, alignment: 2 << 20)
+            // type1 maps the BAR's PFNMAP mapping; iommufd a dma-buf VFIO exports for it.
+            let peerMapping = try container.mapPeerBAR(peerBar, of: peerDevice, alignment: 2 << 20)
             let buffer = try DMABuffer(size: 4096, preferHugePages: false)
             let ramMapping = try container.mapDMA(buffer, limit: EduRegisters.dmaLimit)
             // readOffset lies inside the BAR (the stores above checked it), so inside the mapping.

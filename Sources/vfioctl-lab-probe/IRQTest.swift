@@ -24,6 +24,7 @@ struct IRQTestCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var backend: BackendOption
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
     var address: DeviceAddress
     @Option(name: .long, help: ArgumentHelp("The IRQ index: intx, msi or msix.", valueName: "index"))
@@ -42,7 +43,7 @@ struct IRQTestCommand: ParsableCommand {
         let target = address.address
         let report: IRQTestJSON
         do throws(VFIOError) {
-            let device = try openVFIODevice(target, sysfsRoot: global.resolvedRoot.path)
+            let device = try backend.open(target, sysfsRoot: global.resolvedRoot.path)
             let ids = try device.readConfig(0, width: .dword)
             let vendor = UInt16(truncatingIfNeeded: ids), deviceID = UInt16(truncatingIfNeeded: ids >> 16)
             guard let recipe = TestDeviceInterrupts.forDevice(vendor: vendor, device: deviceID, index: index.index) else {

@@ -39,13 +39,14 @@ struct VMSmokeCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var backend: BackendOption
     @Argument(help: ArgumentHelp("The device, DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
     var address: DeviceAddress
     @Flag(name: .long, help: "Also run with the BAR slots deleted (reads served as MMIO exits), then re-added.")
     var toggle = false
 
     func run() throws {
-        try ProbeVM.check("vm-smoke", address.address, global: global, failure: "the guest read other values than the host") { (probe) throws(PassthroughError) in
+        try ProbeVM.check("vm-smoke", address.address, global: global, backend: backend, failure: "the guest read other values than the host") { (probe) throws(PassthroughError) in
             try Self.smoke(probe, toggle: toggle)
         }
     }
@@ -218,6 +219,7 @@ struct VMDMASmokeCommand: ParsableCommand {
             """
     )
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var backend: BackendOption
     @Argument(help: ArgumentHelp("An edu device (1234:11e8), DDDD:BB:DD.F or BB:DD.F.", valueName: "address"))
     var address: DeviceAddress
     @Option(name: .long, help: ArgumentHelp("Bytes to transfer: a multiple of 4, at most 4092.", valueName: "n"))
@@ -233,7 +235,7 @@ struct VMDMASmokeCommand: ParsableCommand {
     }
 
     func run() throws {
-        try ProbeVM.check("vm-dma-smoke", address.address, global: global, failure: "the guest did not see the pattern") { (probe) throws(PassthroughError) in
+        try ProbeVM.check("vm-dma-smoke", address.address, global: global, backend: backend, failure: "the guest did not see the pattern") { (probe) throws(PassthroughError) in
             try Self.smoke(probe, bytes: bytes)
         }
     }

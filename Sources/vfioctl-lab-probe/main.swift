@@ -40,16 +40,18 @@ struct ProbeVM {
     let device: PassthroughDevice
     var address: PCIAddress { device.address }
 
-    static func open(_ address: PCIAddress, sysfsRoot: String) throws -> ProbeVM {
+    static func open(_ address: PCIAddress, sysfsRoot: String, backend: BackendOption) throws -> ProbeVM {
         let system: KVMSystem
         do { system = try KVMSystem() } catch { throw CommandFailure(error.description) }
+        let chosen: VFIOBackend
+        do { chosen = try backend.resolve(address, sysfsRoot: sysfsRoot) } catch { throw CommandFailure("\(address): \(error.description)") }
         do throws(PassthroughError) {
             let vm = try viaKVM { () throws(KVMError) in
                 let vm = try system.createVM()
                 try vm.setX86RealModeAreas()
                 return vm
             }
-            let passthrough = try PassthroughVM(vm: vm, sysfsRoot: sysfsRoot)
+            let passthrough = try PassthroughVM(vm: vm, backend: chosen, sysfsRoot: sysfsRoot)
             let guest = try ProbeGuest(vm: vm)
             let device = try passthrough.addDevice(address)
             return ProbeVM(passthrough: passthrough, guest: guest, device: device)
@@ -68,9 +70,9 @@ protocol ProbeReport: Encodable {
 extension ProbeVM {
     /// Runs `body` on a fresh probe VM with the device at `address`, prints its report (JSON
     /// with --json) and fails the command with `failure` unless the report is ok.
-    static func check<R: ProbeReport>(_ name: String, _ address: PCIAddress, global: GlobalOptions, failure: String,
-                                      _ body: (ProbeVM) throws(PassthroughError) -> R) throws {
-        let probe = try ProbeVM.open(address, sysfsRoot: global.resolvedRoot.path)
+    static func check<R: ProbeReport>(_ name: String, _ address: PCIAddress, global: GlobalOptions, backend: BackendOption,
+                                      failure: String, _ body: (ProbeVM) throws(PassthroughError) -> R) throws {
+        let probe = try ProbeVM.open(address, sysfsRoot: global.resolvedRoot.path, backend: backend)
         let report: R
         do throws(PassthroughError) {
             report = try body(probe)

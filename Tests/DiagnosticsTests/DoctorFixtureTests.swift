@@ -536,7 +536,7 @@ struct DoctorCLIFixtureTests {
         #expect(report.verdict == "warning")
         #expect(report.kernel == HostEnvironment.ready.kernelRelease)
         #expect(report.ids == [
-            "iommu.enabled", "iommu.interrupt-remapping", "vfio.modules", "vfio.container", "kvm",
+            "iommu.enabled", "iommu.interrupt-remapping", "vfio.modules", "vfio.container", "vfio.backends", "kvm",
             "memory.memlock", "memory.hugepages", "dma.budget", "kernel.huge-fault", "kernel.huge-fault-alignment", "kernel.thp-bar-mappings",
             "kernel.memslot-zap",
             "acs.group-\(GPUWorkstation.Group.chipset)", "acs.group-\(GPUWorkstation.Group.behindSwitch)",

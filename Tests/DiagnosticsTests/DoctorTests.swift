@@ -210,3 +210,43 @@ enum DoctorHost {
         #expect(kvm.status == .problem && kvm.remedy?.contains("kvm_intel") == true)
     }
 }
+
+@Suite("doctor: which VFIO backends the host has")
+struct DoctorBackendTests {
+    static func host(container: Bool, iommufd: Bool, deviceFiles: Bool, release: String) throws -> HostReadiness {
+        var host = try DoctorHost.workstation()
+        host.vfioContainerNode = container
+        host.iommufdNode = iommufd
+        host.vfioDeviceFiles = deviceFiles
+        host.kernelRelease = release
+        return host
+    }
+
+    @Test("a Debian-like kernel: type1 only, CONFIG_IOMMUFD named")
+    func type1Only() throws {
+        let finding = try #require(Doctor.backends(try Self.host(container: true, iommufd: false, deviceFiles: false, release: "6.12.95+deb12-amd64")).first)
+        #expect(finding.id == "vfio.backends" && finding.status == .info)
+        #expect(finding.title == "VFIO backends: type1")
+        #expect(finding.evidence.contains("missing: CONFIG_IOMMUFD (no /dev/iommu)"))
+        #expect(finding.remedy?.contains("CONFIG_IOMMUFD") == true)
+    }
+
+    @Test("both backends, dma-buf peer-to-peer from 6.19")
+    func both() throws {
+        let new = try #require(Doctor.backends(try Self.host(container: true, iommufd: true, deviceFiles: true, release: "7.3.4")).first)
+        #expect(new.title == "VFIO backends: type1, iommufd")
+        #expect(new.remedy == nil)
+        #expect(new.evidence.contains { $0.hasPrefix("peer-to-peer under iommufd: BARs exported as dma-bufs") })
+        let old = try #require(Doctor.backends(try Self.host(container: true, iommufd: true, deviceFiles: true, release: "6.12.95")).first)
+        #expect(old.evidence.contains { $0.hasPrefix("peer-to-peer under iommufd: needs kernel 6.19") })
+    }
+
+    @Test("iommufd without device files names CONFIG_VFIO_DEVICE_CDEV; no container names CONFIG_VFIO_CONTAINER")
+    func missingOptions() throws {
+        // The workstation fixture has a device on vfio-pci, which would have a device file.
+        let finding = try #require(Doctor.backends(try Self.host(container: false, iommufd: true, deviceFiles: false, release: "7.3.4")).first)
+        #expect(finding.title == "No VFIO backend" && finding.status == .warning)
+        #expect(finding.evidence.contains { $0.contains("CONFIG_VFIO_DEVICE_CDEV") })
+        #expect(finding.evidence.contains { $0.contains("CONFIG_VFIO_CONTAINER") })
+    }
+}

@@ -57,7 +57,7 @@ import Testing
                                 sparseAreas: nil, mmapAreas: [], msixMappable: false, type: nil)
         let object = try Self.check(region, "RegionJSON")
         #expect(object["sparse_areas"] is NSNull && object["type"] is NSNull)
-        try Self.check(DeviceInfoJSON(address: "0000:01:00.0", group: 1, flags: 0, supportsReset: false,
+        try Self.check(DeviceInfoJSON(address: "0000:01:00.0", group: 1, backend: "type1", flags: 0, supportsReset: false,
                                       regions: [region], irqs: [], reset: nil), "DeviceInfoJSON")
     }
 
@@ -67,7 +67,7 @@ import Testing
     }
 
     @Test func dmaCheckReport() throws {
-        let report = DMACheckJSON(address: "0000:01:00.0", group: 1, iovaPageSizes: 4096, pageSizes: [4096], iovaRanges: [],
+        let report = DMACheckJSON(address: "0000:01:00.0", group: 1, backend: "iommufd", iovaPageSizes: 4096, pageSizes: [4096], iovaRanges: [],
                                   dmaAvailable: nil, dmaAvailableWhileMapped: nil, dmaAvailableAfter: nil,
                                   memlockCurrent: nil, memlockMaximum: nil, memlockExempt: true, testBytes: 4096,
                                   testMappings: [], backing: "4K", mapMilliseconds: 0, leftMapped: 0, vmBudget: VMBudgetJSON(nil))

@@ -42,7 +42,7 @@ func demonstrate() throws(PassthroughError) -> Int {
     }
     let device: VFIODevice
     let system: KVMSystem
-    do { device = try openVFIODevice(address) } catch { throw .vfio(error) }
+    do { device = try openVFIODevice(address, backend: .auto) } catch { throw .vfio(error) }
     do { system = try KVMSystem() } catch { throw .kvm(error) }
 
     // 1. BARs as memslots.
@@ -77,10 +77,11 @@ func demonstrate() throws(PassthroughError) -> Int {
     check("every read exited (served by VFIO) while they were deleted", exitsByPhase[1] == readsPerPhase)
 
     // 3. Guest RAM DMA-mapped at IOVA = gpa; edu copies a pattern into it.
-    guard let container = device.group.container else { throw .vfio(.groupNotAttached(group: device.group.number)) }
+    // The container (type1) or the IOAS (iommufd): the same calls either way.
+    guard let space = device.dmaSpace else { throw .vfio(.unsupported("\(address) has no DMA space")) }
     let isEdu: Bool
     do { isEdu = try device.readConfig(0, width: .dword) == UInt64(EduRegisters.deviceID) << 16 | UInt64(EduRegisters.vendorID) } catch { throw .vfio(error) }
-    let dma = try GuestRAMDMAMapping(container: container, memory: guest.ram, guestPhysicalAddress: 0,
+    let dma = try GuestRAMDMAMapping(space: space, memory: guest.ram, guestPhysicalAddress: 0,
                                      deviceAddressBits: isEdu ? EduRegisters.dmaAddressBits : 64)
     defer { try? dma.unmap() }
     print("guest RAM (\(dma.size >> 20) MiB) DMA-mapped at IOVA \(hex(dma.iova)) = guest-physical \(hex(0))")

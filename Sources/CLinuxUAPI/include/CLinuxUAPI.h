@@ -4,7 +4,18 @@
 // by Swift directly from the kernel headers; the ioctl request numbers are function-like macros
 // (_IO, _IOW, ...) that Swift cannot import, so they are re-exported here as constants computed
 // by the C compiler from the headers themselves. No number is typed by hand.
-#include <linux/vfio.h>
+//
+// linux/vfio.h and linux/iommufd.h are the kernel 7.3.4 uapi, vendored under uapi-7.3.4/ (see the
+// README there): the build host's 6.1 headers lack iommufd and VFIO's device-file calls. They
+// come first so the system's older <linux/vfio.h> (the same VFIO_H include guard) is never read.
+#include <linux/stddef.h>
+// 7.3's vfio.h marks a flexible array with __counted_by, which 6.1's linux/stddef.h lacks; it is
+// only an annotation for the compiler's bounds checks.
+#ifndef __counted_by
+#define __counted_by(member)
+#endif
+#include "uapi-7.3.4/linux/vfio.h"
+#include "uapi-7.3.4/linux/iommufd.h"
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -55,6 +66,28 @@ static const unsigned long CVFIO_DEVICE_PCI_HOT_RESET = VFIO_DEVICE_PCI_HOT_RESE
 static const unsigned long CVFIO_DEVICE_FEATURE = VFIO_DEVICE_FEATURE;
 static const unsigned int CVFIO_DEVICE_FEATURE_SET = VFIO_DEVICE_FEATURE_SET;
 static const unsigned int CVFIO_DEVICE_FEATURE_PCI_VF_TOKEN = VFIO_DEVICE_FEATURE_PCI_VF_TOKEN;
+static const unsigned int CVFIO_DEVICE_FEATURE_GET = VFIO_DEVICE_FEATURE_GET;
+static const unsigned int CVFIO_DEVICE_FEATURE_DMA_BUF = VFIO_DEVICE_FEATURE_DMA_BUF;
+// MARK: VFIO device file (cdev, /dev/vfio/devices/vfioN) with iommufd
+static const unsigned long CVFIO_DEVICE_BIND_IOMMUFD = VFIO_DEVICE_BIND_IOMMUFD;
+static const unsigned long CVFIO_DEVICE_ATTACH_IOMMUFD_PT = VFIO_DEVICE_ATTACH_IOMMUFD_PT;
+static const unsigned long CVFIO_DEVICE_DETACH_IOMMUFD_PT = VFIO_DEVICE_DETACH_IOMMUFD_PT;
+static const uint32_t CVFIO_DEVICE_BIND_FLAG_TOKEN = VFIO_DEVICE_BIND_FLAG_TOKEN;
+static const size_t CVFIO_DEVICE_FEATURE_DATA_OFFSET = offsetof(struct vfio_device_feature, data);
+static const size_t CVFIO_DEVICE_FEATURE_DMA_BUF_RANGES_OFFSET = offsetof(struct vfio_device_feature_dma_buf, dma_ranges);
+// MARK: iommufd (/dev/iommu)
+static const unsigned long CIOMMU_DESTROY = IOMMU_DESTROY;
+static const unsigned long CIOMMU_IOAS_ALLOC = IOMMU_IOAS_ALLOC;
+static const unsigned long CIOMMU_IOAS_IOVA_RANGES = IOMMU_IOAS_IOVA_RANGES;
+static const unsigned long CIOMMU_IOAS_ALLOW_IOVAS = IOMMU_IOAS_ALLOW_IOVAS;
+static const unsigned long CIOMMU_IOAS_MAP = IOMMU_IOAS_MAP;
+static const unsigned long CIOMMU_IOAS_MAP_FILE = IOMMU_IOAS_MAP_FILE;
+static const unsigned long CIOMMU_IOAS_UNMAP = IOMMU_IOAS_UNMAP;
+static const uint32_t CIOMMU_IOAS_MAP_FIXED_IOVA = IOMMU_IOAS_MAP_FIXED_IOVA;
+static const uint32_t CIOMMU_IOAS_MAP_WRITEABLE = IOMMU_IOAS_MAP_WRITEABLE;
+static const uint32_t CIOMMU_IOAS_MAP_READABLE = IOMMU_IOAS_MAP_READABLE;
+static const size_t CIOMMU_IOAS_IOVA_RANGES_HEAD_SIZE = sizeof(struct iommu_ioas_iova_ranges);
+static const size_t CIOMMU_IOVA_RANGE_SIZE = sizeof(struct iommu_iova_range);
 
 // MARK: KVM system and VM
 static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
@@ -193,6 +226,9 @@ static const size_t CVFIO_IRQ_SET_DATA_OFFSET = offsetof(struct vfio_irq_set, da
 static const size_t CVFIO_REGION_INFO_CAP_OFFSET_OFFSET = offsetof(struct vfio_region_info, cap_offset);
 static const size_t CVFIO_IOMMU_TYPE1_INFO_CAP_OFFSET_OFFSET = offsetof(struct vfio_iommu_type1_info, cap_offset);
 static const size_t CKVM_IRQ_ROUTING_NR_OFFSET = offsetof(struct kvm_irq_routing, nr);
+/// The group_id (type1) / devid (iommufd) union of a hot-reset dependent device: Swift imports an
+/// anonymous union's members as computed properties, which have no offset of their own.
+static const size_t CVFIO_PCI_DEPENDENT_DEVICE_ID_OFFSET = offsetof(struct vfio_pci_dependent_device, group_id);
 
 // MARK: device numbers (glibc's major()/minor() are macros Swift cannot import)
 #include <sys/sysmacros.h>

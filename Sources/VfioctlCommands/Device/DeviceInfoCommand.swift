@@ -47,6 +47,7 @@ extension BAR {
 
 struct DeviceInfoOptions: ParsableArguments {
     @OptionGroup var device: DeviceArgument
+    @OptionGroup var backend: BackendOption
     @Flag(name: .long, help: "Also reset the device with VFIO_DEVICE_RESET.")
     var reset = false
 
@@ -54,7 +55,7 @@ struct DeviceInfoOptions: ParsableArguments {
         let target = device.address
         let report: DeviceInfoJSON
         do throws(VFIOError) {
-            report = try DeviceInfoJSON.read(target, sysfsRoot: global.resolvedRoot.path, reset: reset)
+            report = try DeviceInfoJSON.read(target, sysfsRoot: global.resolvedRoot.path, reset: reset, backend: backend)
         } catch {
             throw CommandFailure("\(command) \(target): \(error.description)")
         }
@@ -98,18 +99,20 @@ struct IRQJSON: Encodable {
 struct DeviceInfoJSON: Encodable {
     let address: String
     let group: Int
+    /// "type1" or "iommufd": how the device was opened.
+    let backend: String
     let flags: UInt32
     let supportsReset: Bool
     let regions: [RegionJSON]
     let irqs: [IRQJSON]
     /// "done" or "refused: why" with --reset; null without.
     let reset: String?
-    enum CodingKeys: String, CodingKey { case address, group, flags, regions, irqs, reset, supportsReset = "supports_reset" }
+    enum CodingKeys: String, CodingKey { case address, group, backend, flags, regions, irqs, reset, supportsReset = "supports_reset" }
 
     /// Opens the device and asks VFIO for every region and IRQ index it has; with `reset`,
     /// resets it (a refusal is reported, not thrown).
-    static func read(_ target: PCIAddress, sysfsRoot: String, reset: Bool) throws(VFIOError) -> DeviceInfoJSON {
-        let device = try openVFIODevice(target, sysfsRoot: sysfsRoot)
+    static func read(_ target: PCIAddress, sysfsRoot: String, reset: Bool, backend: BackendOption) throws(VFIOError) -> DeviceInfoJSON {
+        let device = try backend.open(target, sysfsRoot: sysfsRoot)
         var regions: [RegionJSON] = []
         for index in 0..<device.info.regionCount {
             let region: RegionInfo
@@ -147,12 +150,13 @@ struct DeviceInfoJSON: Encodable {
                 resetResult = "refused: \(error.description)"
             }
         }
-        return DeviceInfoJSON(address: target.description, group: device.group.number, flags: device.info.flags,
+        return DeviceInfoJSON(address: target.description, group: try device.iommuGroupNumber(),
+                              backend: device.backend.rawValue, flags: device.info.flags,
                               supportsReset: device.info.supportsReset, regions: regions, irqs: irqs, reset: resetResult)
     }
 
     func textLines() -> [String] {
-        var lines = ["\(address): IOMMU group \(group), \(regions.count) regions, \(irqs.count) IRQ indexes, reset \(supportsReset ? "supported" : "not supported")"]
+        var lines = ["\(address): IOMMU group \(group) (\(backend)), \(regions.count) regions, \(irqs.count) IRQ indexes, reset \(supportsReset ? "supported" : "not supported")"]
         for region in regions where region.size > 0 {
             let access = (region.readable ? "r" : "-") + (region.writable ? "w" : "-") + (region.mappable ? "m" : "-")
             var line = "  region \(region.index): \(byteCount(region.size)) \(access)"

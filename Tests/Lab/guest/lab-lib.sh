@@ -18,6 +18,21 @@ lab_finish() {
     echo "$LAB_FAILURES check(s) failed"; exit 1
 }
 
+# The VFIO backend for this boot (lab.backend= on the kernel command line, from the host's
+# VFIOCTL_LAB_BACKEND): added as --backend to every vfioctl command that opens a device and does
+# not name a backend itself. Unset: vfioctl's own default (auto).
+LAB_BACKEND=$(sed -n 's/.*lab\.backend=\([a-z0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$LAB_BACKEND" ]; then
+    vfioctl() {
+        case " $* " in *" --backend "*) command vfioctl "$@"; return ;; esac
+        case "$1 $2" in
+            "device info" | "dma check" | "dma bench" | "dma bench-bar" | "irq test") command vfioctl "$@" --backend "$LAB_BACKEND" ;;
+            reset\ *) command vfioctl "$@" --backend "$LAB_BACKEND" ;;
+            *) command vfioctl "$@" ;;
+        esac
+    }
+fi
+
 sysfs_dev() { echo "/sys/bus/pci/devices/$1"; }
 dev_driver() { # prints the bound driver's name, or nothing
     [ -e "$(sysfs_dev "$1")/driver" ] && basename "$(readlink "$(sysfs_dev "$1")/driver")"

@@ -81,8 +81,11 @@ do {
     let address = try PCIAddress(parsing: arguments[1])
     let vm = try KVMSystem().createVM()
     try vm.setX86RealModeAreas()
-    // One object for the VM's passthrough: container, irqchip, KVM-VFIO device.
-    let passthrough = try PassthroughVM(vm: vm)
+    // One object for the VM's passthrough: DMA space, irqchip, KVM-VFIO device. The backend is
+    // whatever the host offers for edu (iommufd where /dev/iommu and edu's device file exist);
+    // nothing below depends on which.
+    let backend = try VFIOBackendRequest.auto.resolve(VFIOBackendFacts.read(address), device: address)
+    let passthrough = try PassthroughVM(vm: vm, backend: backend)
     let edu = try passthrough.addDevice(address)
 
     // 2 MiB of RAM at gpa 0, a memslot and DMA-mapped at IOVA = gpa (edu reaches 28 bits).
