@@ -64,7 +64,8 @@ extension VirtualCPU {
         sregs.gdt.limit = UInt16(X86LongMode.gdt().count - 1)
         sregs.cr3 = pageTableRoot
         sregs.cr4 |= 1 << 5                          // PAE
-        sregs.cr0 |= 1 | 1 << 31                     // PE, PG
+        // PE, PG; caches on (CD and NW are set at reset, and some hosts honour them).
+        sregs.cr0 = (sregs.cr0 & ~(1 << 30 | 1 << 29)) | 1 | 1 << 31
         sregs.efer |= 1 << 8 | 1 << 10               // LME, LMA
         try setSpecialRegisters(sregs)
         var regs = registers
