@@ -8,6 +8,7 @@
 # at "nvme ready" and at the token round trip, and KVM exits per second (all exits, KVM's own
 # debugfs counter) while the guest reads the 64 MiB disk.
 # lab: host-root
+# lab: timeout 400
 . /lab/bin/lab-lib.sh
 
 NVME=0000:00:05.0
