@@ -56,12 +56,12 @@ run_nested() {
 }
 
 run_nested vmm-linux /tmp/l2-vmm-linux.log vmm-linux "$NESTED/vmlinuz" "$NESTED/initramfs.cpio.gz" --device $NVME --memory 256 \
-    --append "quiet no_timer_check" --timeout 140
+    --append "quiet no_timer_check lab.read64" --timeout 140
 log=$(cat /tmp/l2-vmm-linux.log)
 echo "$log" | grep -q "^vmm-linux: device BARs at BAR 0 0x[1-9a-f]" && ok "vmm-linux: the guest's PCI code placed BAR 0 and its memslot followed" ||
     fail "vmm-linux: BAR 0 was not placed by the guest"
 echo "$log" | grep -q "^vmm-linux: .*vectors delivered [1-9]" && ok "vmm-linux: MSI-X vectors delivered through irqfd" || fail "vmm-linux: no vector delivered"
 run_nested qemu /tmp/l2-qemu.log host_qemu -enable-kvm -machine q35 -cpu host -smp 1 -nodefaults -no-user-config -nic none -display none \
-    -no-reboot -m 256M -kernel "$NESTED/vmlinuz" -initrd "$NESTED/initramfs.cpio.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
+    -no-reboot -m 256M -kernel "$NESTED/vmlinuz" -initrd "$NESTED/initramfs.cpio.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check lab.read64" \
     -serial stdio -device vfio-pci,host=$NVME,rombar=0
 lab_finish
