@@ -77,7 +77,6 @@ do {
     let ramSize = UInt64(memoryMiB) << 20
     let ram = try GuestMemory(size: Int(ramSize))
     try vm.addSlot(MemslotID(slot: 0), guestPhysicalAddress: 0, memory: ram)
-    try passthrough?.mapGuestRAM(ram, guestPhysicalAddress: 0)
 
     let cpuid = try kvm.supportedCPUID()
     let physicalBits = Int(cpuid.first { $0.function == 0x8000_0008 }.map { $0.eax & 0xff } ?? 36)
@@ -88,6 +87,8 @@ do {
         device = try VFIOPCIDevice(vm: passthrough, address: try PCIAddress(parsing: bdf), rules: rules, firstSlot: 8,
                                    log: { emit("vmm-linux: device: \($0)") })
     }
+    // After the device: its group attached gives the container its IOMMU, which the DMA map needs.
+    try passthrough?.mapGuestRAM(ram, guestPhysicalAddress: 0)
     let bus = PCIHostBridge(device: device)
     let serial = Serial()
     serial.onLine = { line in
