@@ -22,6 +22,8 @@ public enum PassthroughError: Error, Equatable, CustomStringConvertible {
     case dma(String)
     /// A device did not finish in time.
     case timedOut(String)
+    /// A device the passthrough device model cannot present to a guest (a bridge, say).
+    case unsupportedDevice(String)
 
     /// What went wrong, with what to do where known.
     public var description: String {
@@ -35,7 +37,7 @@ public enum PassthroughError: Error, Equatable, CustomStringConvertible {
             return "BAR \(bar) (\(size.hex()) bytes) does not fit in the guest's device window \(window.lowerBound.hex())-\(window.upperBound.hex()) next to the other BARs"
         case let .unroutedMMIO(address, length, isWrite):
             return "guest MMIO \(isWrite ? "write" : "read") of \(length) bytes at \(address.hex()) hits no BAR"
-        case let .unexpectedGuestExit(message), let .dma(message), let .timedOut(message):
+        case let .unexpectedGuestExit(message), let .dma(message), let .timedOut(message), let .unsupportedDevice(message):
             return message
         }
     }

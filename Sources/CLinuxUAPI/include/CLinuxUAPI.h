@@ -131,6 +131,14 @@ static const uint64_t CKVM_DEV_VFIO_FILE_ADD = KVM_DEV_VFIO_GROUP_ADD;
 static const uint64_t CKVM_DEV_VFIO_FILE_DEL = KVM_DEV_VFIO_GROUP_DEL;
 #endif
 static const uint32_t CKVM_DEV_TYPE_VFIO = KVM_DEV_TYPE_VFIO;
+// MARK: KVM x86 platform: the in-kernel PIT and the vCPUs' CPUID
+static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+static const uint32_t CKVM_PIT_SPEAKER_DUMMY = KVM_PIT_SPEAKER_DUMMY;
+static const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
+/// Where kvm_cpuid2's flexible entries[] array starts, and its count field.
+static const size_t CKVM_CPUID2_ENTRIES_OFFSET = offsetof(struct kvm_cpuid2, entries);
+static const size_t CKVM_CPUID2_NENT_OFFSET = offsetof(struct kvm_cpuid2, nent);
 // MARK: KVM dirty ring entry flags (defined with _BITUL, which Swift cannot import)
 static const uint32_t CKVM_DIRTY_GFN_F_DIRTY = KVM_DIRTY_GFN_F_DIRTY;
 static const uint32_t CKVM_DIRTY_GFN_F_RESET = KVM_DIRTY_GFN_F_RESET;

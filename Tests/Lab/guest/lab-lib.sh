@@ -118,3 +118,40 @@ json_flat() {
 
 # json_get FLATFILE PATH: one value from json_flat output.
 json_get() { awk -v p="$2" 'index($0, p "=") == 1 { print substr($0, length(p) + 2); exit }' "$1"; }
+
+# --- Nested VMMs (scenarios with "# lab: host-root": vm-config-qemu, example-vmm-linux) ---------
+# mount_nested: mounts the host's root over 9p at /host and sets NESTED to the nested guest's
+# folder (vmlinuz, initramfs.cpio.gz; built by Tests/Lab/lab, lab.nested=DIR on the command line).
+mount_nested() {
+    NESTED=/host$(tr ' ' '\n' </proc/cmdline | sed -n 's/^lab\.nested=//p')
+    mkdir -p /host
+    grep -q ' /host 9p ' /proc/mounts || mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 hostroot /host ||
+        { fail "mount the host's root over 9p (is the boot's virtio-9p device there?)"; return 1; }
+    [ -r "$NESTED/vmlinuz" ] && [ -r "$NESTED/initramfs.cpio.gz" ] || { fail "no nested guest in $NESTED"; return 1; }
+}
+# host_qemu ARGS...: the host's QEMU through the host's loader and libraries (its /lib64 loader
+# link is absolute and does not resolve under /host). -L: Debian keeps bios-256k.bin in
+# /usr/share/seabios. It execs: run it in the background (its pid is then QEMU's).
+host_qemu() {
+    exec /host/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path /host/lib/x86_64-linux-gnu:/host/usr/lib/x86_64-linux-gnu \
+        /host/usr/bin/qemu-system-x86_64 -L /host/usr/share/qemu -L /host/usr/share/seabios "$@"
+}
+# nvme_disk: the lab NVMe's namespace, found by its serial (its name depends on probe order: the
+# SR-IOV NVMe's subsystem may take nvme0 first). wait_disk sets DISK to it, waiting up to 10 s.
+nvme_disk() {
+    for d in /sys/block/nvme*n1; do
+        [ "$(tr -d ' ' <"$d/device/serial" 2>/dev/null)" = vfioctl-lab ] && [ -e "/dev/${d##*/}" ] && { echo "/dev/${d##*/}"; return 0; }
+    done
+    return 1
+}
+wait_disk() { n=0; until DISK=$(nvme_disk); do n=$((n + 1)); [ $n -gt 100 ] && return 1; usleep 100000; done; }
+# write_token: a random token at byte 0 of the lab NVMe's namespace, byte 4096 cleared; sets TOKEN
+# and EXPECTED (the answer the nested guest must write back).
+write_token() {
+    wait_disk || { fail "no namespace of the lab NVMe (serial vfioctl-lab)"; return 1; }
+    TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    EXPECTED="answer $(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)"
+    { printf 'token:%s' "$TOKEN"; dd if=/dev/zero bs=1 count=$((4096 - 6 - ${#TOKEN})) 2>/dev/null; } |
+        dd of="$DISK" bs=4096 count=1 conv=fsync 2>/dev/null || fail "write the token"
+    dd if=/dev/zero of="$DISK" bs=4096 seek=1 count=1 conv=fsync 2>/dev/null || fail "clear the answer block"
+}

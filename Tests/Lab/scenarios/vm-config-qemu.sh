@@ -15,37 +15,9 @@ NVME=0000:00:05.0 EDU=0000:00:02.0
 LAB_RESTORE="$LAB_RESTORE $NVME=nvme $EDU=-"
 step() { echo "vmm: \$ $*"; "$@" 2>&1 | sed 's/^/vmm: /'; }
 
-# The nested guest's kernel and initramfs, built by Tests/Lab/lab on the host (lab.nested=DIR).
-nested=/host$(tr ' ' '\n' </proc/cmdline | sed -n 's/^lab\.nested=//p')
-mkdir -p /host
-grep -q ' /host 9p ' /proc/mounts || mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 hostroot /host ||
-    { fail "mount the host's root over 9p (is the boot's virtio-9p device there?)"; lab_finish; }
-[ -r "$nested/vmlinuz" ] && [ -r "$nested/initramfs.cpio.gz" ] || { fail "no nested guest in $nested"; lab_finish; }
-# The host's QEMU through the host's loader and libraries (its /lib64 loader link is absolute and
-# does not resolve under /host). -L: Debian keeps bios-256k.bin in /usr/share/seabios. It execs:
-# run it in the background (its pid is then QEMU's).
-host_qemu() {
-    exec /host/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path /host/lib/x86_64-linux-gnu:/host/usr/lib/x86_64-linux-gnu \
-        /host/usr/bin/qemu-system-x86_64 -L /host/usr/share/qemu -L /host/usr/share/seabios "$@"
-}
-
-# The lab NVMe's namespace, found by its serial: its name depends on probe order (the SR-IOV
-# NVMe's subsystem may take nvme0 first).
-nvme_disk() {
-    for d in /sys/block/nvme*n1; do
-        [ "$(tr -d ' ' <"$d/device/serial" 2>/dev/null)" = vfioctl-lab ] && [ -e "/dev/${d##*/}" ] && { echo "/dev/${d##*/}"; return 0; }
-    done
-    return 1
-}
-wait_disk() { n=0; until DISK=$(nvme_disk); do n=$((n + 1)); [ $n -gt 100 ] && return 1; usleep 100000; done; }
-
-# A random token at byte 0 of the namespace, through this guest's nvme driver; byte 4096 cleared.
-wait_disk || fail "no namespace of the lab NVMe (serial vfioctl-lab) before the test"
-token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-expected="answer $(printf '%s' "$token" | sha256sum | cut -d' ' -f1)"
-{ printf 'token:%s' "$token"; dd if=/dev/zero bs=1 count=$((4096 - 6 - ${#token})) 2>/dev/null; } |
-    dd of="$DISK" bs=4096 count=1 conv=fsync 2>/dev/null || fail "write the token"
-dd if=/dev/zero of="$DISK" bs=4096 seek=1 count=1 conv=fsync 2>/dev/null || fail "clear the answer block"
+mount_nested || lab_finish
+write_token
+token=$TOKEN expected=$EXPECTED
 echo "token $token written to $NVME"
 
 echo "vmm: ---"
@@ -66,7 +38,7 @@ check_eq "an address given twice is one <hostdev>" 2 "$hostdevs"
 echo "vmm: \$ qemu-system-x86_64 -enable-kvm -machine q35 -cpu host -smp 1 -nodefaults -nic none -display none -no-reboot -kernel vmlinuz -initrd initramfs.cpio.gz -serial stdio $args"
 t0=$(cut -d' ' -f1 /proc/uptime)
 host_qemu -enable-kvm -machine q35 -cpu host -smp 1 -nodefaults -no-user-config -nic none -display none -no-reboot \
-    -kernel "$nested/vmlinuz" -initrd "$nested/initramfs.cpio.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
+    -kernel "$NESTED/vmlinuz" -initrd "$NESTED/initramfs.cpio.gz" -append "console=ttyS0 quiet panic=-1 no_timer_check" \
     -serial stdio $args </dev/null >/tmp/l2.log 2>/tmp/qemu.err &
 qemu_pid=$!
 # The nested guest powers itself off; a hung one is killed after 100 s.
