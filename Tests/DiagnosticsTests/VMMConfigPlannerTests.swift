@@ -226,7 +226,7 @@ struct VMMConfigPlannerTests {
         #expect(plan.leftOnHost.allSatisfy { $0.reason == "bridge (pcieport): stays with the host" })
         // Slots that do not fit below 0x20 are refused rather than wrapped.
         let refusal = try #require(try Fixture.plan(host, .ready, Fixture.request(GPUWorkstation.sataBehindSwitch, .group, firstGuestSlot: 0x1f)).refusal)
-        #expect(refusal.reason.contains("choose a lower --guest-slot"))
+        #expect(refusal.reason.contains("choose --guest-slot 0x1e or lower"))
     }
 
     @Test func unboundDeviceInAViableGroupIsRefused() throws {
