@@ -87,6 +87,19 @@ public final class BindingJournal: @unchecked Sendable {
     public static let removedState = "removed"
     /// Far more than any host's devices need; a bigger file is not vfioctl's.
     static let maximumSize = 64 << 20
+    /// More than any one record takes (an address, two driver names, a state and a time).
+    static let maximumRecordLength = 64 << 10
+
+    /// The index of the first newline at or after `start` (memchr: a debug build's element loop
+    /// over a large damaged file would take seconds).
+    static func lineEnd(in bytes: [UInt8], from start: Int) -> Int? {
+        bytes.withUnsafeBufferPointer { buffer -> Int? in
+            guard let base = buffer.baseAddress, start >= 0, start < buffer.count else { return nil }
+            // memchr reads at most `buffer.count - start` bytes from `base + start`: inside the buffer.
+            guard let hit = memchr(base + start, Int32(UInt8(ascii: "\n")), buffer.count - start) else { return nil }
+            return base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+        }
+    }
 
     /// The journal's directory.
     public let directory: String
@@ -145,7 +158,14 @@ public final class BindingJournal: @unchecked Sendable {
         var validLength = 0
         while start < bytes.count {
             // A last line without its newline is a torn append: the change after it never began.
-            guard let end = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) else { break }
+            // Longer than any record, it is damage instead (a file overwritten or filled by
+            // something else), and a journal that may hide live entries is not read as empty.
+            guard let end = Self.lineEnd(in: bytes, from: start) else {
+                if bytes.count - start > Self.maximumRecordLength {
+                    throw .journalUnreadable(path: path, reason: "its last \(bytes.count - start) bytes have no line end, more than a torn record could leave; check which devices it held, then move it aside")
+                }
+                break
+            }
             lineNumber += 1
             let text = bytes[start..<end]
             start = end + 1
