@@ -35,6 +35,7 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The error for people: what went wrong, and what to do about it where there is something.
     public var description: String {
         switch self {
         case .notPermitted(let path):
