@@ -26,7 +26,7 @@ if [ -n "$LAB_BACKEND" ]; then
     vfioctl() {
         case " $* " in *" --backend "*) command vfioctl "$@"; return ;; esac
         case "$1 $2" in
-            "device info" | "dma check" | "dma bench" | "dma bench-bar" | "irq test") command vfioctl "$@" --backend "$LAB_BACKEND" ;;
+            "device info" | "bar info" | "dma check" | "dma bench" | "dma bench-bar" | "irq test") command vfioctl "$@" --backend "$LAB_BACKEND" ;;
             reset\ *) command vfioctl "$@" --backend "$LAB_BACKEND" ;;
             *) command vfioctl "$@" ;;
         esac
