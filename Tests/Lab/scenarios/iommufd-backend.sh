@@ -16,7 +16,7 @@ if [ ! -e /dev/iommu ]; then
     check_eq "--backend iommufd on a kernel without IOMMUFD exits 1" 1 "$?"
     cat /tmp/info.out
     grep -q "CONFIG_IOMMUFD" /tmp/info.out && ok "the error names CONFIG_IOMMUFD" || fail "no CONFIG_IOMMUFD in: $(cat /tmp/info.out)"
-    vfioctl device info $EDU --json | json_flat >/tmp/info.flat || fail "device info exited $?"
+    vfioctl device info $EDU --backend auto --json | json_flat >/tmp/info.flat || fail "device info exited $?"
     check_eq "auto picks type1" type1 "$(json_get /tmp/info.flat .backend)"
     lab_finish
 fi
@@ -32,7 +32,7 @@ check_eq "opened through iommufd" iommufd "$(json_get /tmp/info.flat .backend)"
 check_eq "IOMMU group from sysfs" "$(dev_group $EDU)" "$(json_get /tmp/info.flat .group)"
 check_eq "BAR0 region: 1 MiB" 1048576 "$(json_get /tmp/info.flat '.regions[0].size')"
 check_eq "MSI IRQ index has one vector" 1 "$(json_get /tmp/info.flat '.irqs[1].count')"
-vfioctl device info $EDU --json | json_flat >/tmp/auto.flat || fail "device info (auto) exited $?"
+vfioctl device info $EDU --backend auto --json | json_flat >/tmp/auto.flat || fail "device info (auto) exited $?"
 check_eq "auto picks iommufd where /dev/iommu and the device file exist" iommufd "$(json_get /tmp/auto.flat .backend)"
 vfioctl device info $EDU --backend type1 --json | json_flat >/tmp/type1.flat || fail "device info --backend type1 exited $?"
 check_eq "type1 still works beside it" type1 "$(json_get /tmp/type1.flat .backend)"
