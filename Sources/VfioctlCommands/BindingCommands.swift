@@ -99,11 +99,11 @@ struct BindCommand: ParsableCommand {
         commandName: "bind",
         abstract: "Bind a device (or its whole IOMMU group) to vfio-pci, safely.",
         discussion: """
-            Writes driver_override and then drivers_probe, verifies that the driver is vfio-pci and
-            /dev/vfio/<group> exists, and rolls back to the previous driver if not. The original
-            driver is journalled first (see `restore`). Refuses, unless --force, a bridge, a device
-            that carries a mounted filesystem or swap, a network interface that is up with an
-            address or route, the boot display, a framebuffer, or a device a process holds (its
+            Writes driver_override and then drivers_probe, verifies that the driver is vfio-pci and \
+            /dev/vfio/<group> exists, and rolls back to the previous driver if not. The original \
+            driver is journalled first (see `restore`). Refuses, unless --force, a bridge, a device \
+            that carries a mounted filesystem or swap, a network interface that is up with an \
+            address or route, the boot display, a framebuffer, or a device a process holds (its \
             nodes open, its BARs mapped). --slot binds every function of the device's slot.
 
             Exit status: 0 done, 3 refused (nothing changed), 4 rolled back, 1 other errors.
@@ -175,13 +175,13 @@ struct UnbindCommand: ParsableCommand {
         commandName: "unbind",
         abstract: "Return a device (or its group) from vfio-pci to the driver it had before.",
         discussion: """
-            Uses the journal written by `bind`: clears driver_override and binds the original
-            driver. A device vfioctl did not bind is reprobed and the kernel chooses its driver.
-            Refuses, unless --force, a device that is not the one journalled (vendor, device and
-            subsystem IDs) and a return that would take a device in use from a host driver (the
+            Uses the journal written by `bind`: clears driver_override and binds the original \
+            driver. A device vfioctl did not bind is reprobed and the kernel chooses its driver. \
+            Refuses, unless --force, a device that is not the one journalled (vendor, device and \
+            subsystem IDs) and a return that would take a device in use from a host driver (the \
             checks of `bind`).
 
-            Exit status: 0 done, 3 refused (nothing changed), 5 a device is not back on its
+            Exit status: 0 done, 3 refused (nothing changed), 5 a device is not back on its \
             driver (the report says where it is), 1 other errors.
 
             Example:
@@ -265,14 +265,14 @@ struct RestoreCommand: ParsableCommand {
         commandName: "restore",
         abstract: "Replay the binding journal: return devices left mid-change (or, with --all, every journalled device) to their original drivers.",
         discussion: """
-            After an interrupted bind or unbind (a crash, a kill, a power cut of a long script),
-            `vfioctl restore` finishes the job: each device whose change was in progress goes back
-            to the driver recorded before vfioctl touched it. With --all, devices that were bound
-            successfully go back too. Each entry is checked first as `unbind` checks it: the
-            address must still hold the journalled device, and a device in use on a host driver
+            After an interrupted bind or unbind (a crash, a kill, a power cut of a long script), \
+            `vfioctl restore` finishes the job: each device whose change was in progress goes back \
+            to the driver recorded before vfioctl touched it. With --all, devices that were bound \
+            successfully go back too. Each entry is checked first as `unbind` checks it: the \
+            address must still hold the journalled device, and a device in use on a host driver \
             is not taken from it (--force overrides both).
 
-            Exit status: 0 done, 3 refused (nothing changed), 5 a device is not back on its
+            Exit status: 0 done, 3 refused (nothing changed), 5 a device is not back on its \
             driver (the report says where it is), 1 other errors.
 
             Example:
@@ -314,8 +314,8 @@ struct PersistCommand: ParsableCommand {
         commandName: "persist",
         abstract: "Make a vfio-pci binding survive reboot and hot-plug with a udev rule keyed on the address.",
         discussion: """
-            Rules go to /etc/udev/rules.d/90-vfioctl-<address>.rules (--rules-dir moves
-            them). `add --early` also binds the device from the initramfs, before its native
+            Rules go to /etc/udev/rules.d/90-vfioctl-<address>.rules (--rules-dir moves \
+            them). `add --early` also binds the device from the initramfs, before its native \
             driver can load (initramfs-tools or dracut); `remove` undoes that too.
 
             Examples:
@@ -338,8 +338,8 @@ struct PersistCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write the udev rule for a device.",
             discussion: """
-                Refuses, unless --force, what `bind` refuses (a bridge, the disk of a mounted
-                filesystem or swap, a network interface in use, the boot display, a framebuffer, a
+                Refuses, unless --force, what `bind` refuses (a bridge, the disk of a mounted \
+                filesystem or swap, a network interface in use, the boot display, a framebuffer, a \
                 device a process holds): the next boot would take it without asking.
 
                 Exit status: 0 done, 3 refused (nothing written), 1 other errors.
@@ -506,10 +506,10 @@ struct PersistCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List devices bound at boot: vfioctl's udev rules, and every other way the host binds them.",
             discussion: """
-                Besides vfioctl's rules and early binding, lists what else binds devices at boot,
-                read without changing it: vfio-pci.ids=, vfio_pci.ids= and pci-stub.ids= on the
-                kernel command line, `options vfio-pci ids=` in modprobe.d, driverctl overrides
-                (/etc/driverctl.d) and udev rules that set driver_override; each with the file
+                Besides vfioctl's rules and early binding, lists what else binds devices at boot, \
+                read without changing it: vfio-pci.ids=, vfio_pci.ids= and pci-stub.ids= on the \
+                kernel command line, `options vfio-pci ids=` in modprobe.d, driverctl overrides \
+                (/etc/driverctl.d) and udev rules that set driver_override; each with the file \
                 (and line) it is written in, then any conflict.
 
                 Examples:

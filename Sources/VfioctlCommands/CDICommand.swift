@@ -9,10 +9,10 @@ struct CDICommand: ParsableCommand {
         commandName: "cdi",
         abstract: "Write a CDI spec (Container Device Interface) naming every vfio-pci device with its /dev/vfio nodes.",
         discussion: """
-            One CDI device per PCI function on a VFIO driver whose IOMMU group is viable, named
-            after its address with dashes for colons (0000-01-00.0), with /dev/vfio/<group>;
-            /dev/vfio/vfio is added for any of them. Write it where runtimes look
-            (/etc/cdi or /var/run/cdi), then request KIND=NAME, e.g.
+            One CDI device per PCI function on a VFIO driver whose IOMMU group is viable, named \
+            after its address with dashes for colons (0000-01-00.0), with /dev/vfio/<group>; \
+            /dev/vfio/vfio is added for any of them. Write it where runtimes look \
+            (/etc/cdi or /var/run/cdi), then request KIND=NAME, e.g. \
             `podman run --device vfioctl/pci=0000-01-00.0`.
 
             Examples:

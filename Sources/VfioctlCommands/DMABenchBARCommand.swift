@@ -13,12 +13,12 @@ extension DMA {
             commandName: "bench-bar",
             abstract: "Time DMA-mapping a BAR mapping for peer-to-peer (VFIO_IOMMU_MAP_DMA of a VM_PFNMAP VMA), placed or skewed.",
             discussion: """
-                Each repetition maps the BAR (or the --offset/--length window) afresh at vfioctl's
-                placement plus --skew, with MADV_HUGEPAGE unless --no-madvise, reads one byte per
-                page first with --touch, then times VFIO_IOMMU_MAP_DMA and VFIO_IOMMU_UNMAP_DMA of
-                the whole mapping and unmaps it. type1 translates a PFN-mapped VA by walking its
-                page tables (faulting in what is missing); from Linux 6.15 it steps one mapping
-                level at a time, so a BAR mapped with 1 GiB pages maps in a few steps. The median
+                Each repetition maps the BAR (or the --offset/--length window) afresh at vfioctl's \
+                placement plus --skew, with MADV_HUGEPAGE unless --no-madvise, reads one byte per \
+                page first with --touch, then times VFIO_IOMMU_MAP_DMA and VFIO_IOMMU_UNMAP_DMA of \
+                the whole mapping and unmaps it. type1 translates a PFN-mapped VA by walking its \
+                page tables (faulting in what is missing); from Linux 6.15 it steps one mapping \
+                level at a time, so a BAR mapped with 1 GiB pages maps in a few steps. The median \
                 is reported.
 
                 Example:

@@ -8,14 +8,14 @@ struct DoctorCommand: ParsableCommand {
         commandName: "doctor",
         abstract: "Say whether this host is ready for passthrough, and what to fix.",
         discussion: """
-            Checks the IOMMU (and interrupt remapping), ACS on shared groups, the vfio modules and
-            /dev/vfio/vfio, KVM, RLIMIT_MEMLOCK against the guest RAM a VM would pin, huge pages,
-            kernel-version facts that bite passthrough users, and each GPU: its group, what is
-            bound, reset methods, boot display, and the `vfioctl bind` line that would make it
-            assignable. It also lists every device bound at boot (vfio-pci.ids= and pci-stub.ids=
-            on the kernel command line, modprobe.d options and softdeps, driverctl overrides, udev
-            rules that set driver_override, vfioctl's own) with the file each is written in, and
-            flags conflicts: two mechanisms for one device, an ids= that also takes another
+            Checks the IOMMU (and interrupt remapping), ACS on shared groups, the vfio modules and \
+            /dev/vfio/vfio, KVM, RLIMIT_MEMLOCK against the guest RAM a VM would pin, huge pages, \
+            kernel-version facts that bite passthrough users, and each GPU: its group, what is \
+            bound, reset methods, boot display, and the `vfioctl bind` line that would make it \
+            assignable. It also lists every device bound at boot (vfio-pci.ids= and pci-stub.ids= \
+            on the kernel command line, modprobe.d options and softdeps, driverctl overrides, udev \
+            rules that set driver_override, vfioctl's own) with the file each is written in, and \
+            flags conflicts: two mechanisms for one device, an ids= that also takes another \
             device of the model or the boot display, a softdep without vfio-pci in the initramfs.
 
             Exit status: 0 ready (warnings allowed), 2 a problem blocks passthrough, 1 errors.

@@ -6,7 +6,7 @@ struct GroupsCommand: ParsableCommand {
         commandName: "groups",
         abstract: "Show IOMMU groups, whether each can be handed to VFIO, and what blocks it.",
         discussion: """
-            A group is viable when every member is bound to vfio-pci, pci-stub or no driver
+            A group is viable when every member is bound to vfio-pci, pci-stub or no driver \
             (bridges may stay on pcieport/shpchp). Each blocking member is named with the reason.
 
             Example:

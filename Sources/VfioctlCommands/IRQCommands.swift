@@ -23,13 +23,13 @@ public struct IRQCommand: ParsableCommand {
             commandName: "test",
             abstract: "Give every vector of an IRQ index its own eventfd, have the kernel signal each, and check it arrives there and nowhere else.",
             discussion: """
-                Works on any device: the kernel signals each vector's eventfd (VFIO_IRQ_SET_DATA_NONE
-                | ACTION_TRIGGER), which checks the wiring (vectors enabled, eventfds attached)
-                without the device's help. Making a device raise its own interrupts needs its
-                registers; the lab's test devices (QEMU's edu, e1000e) have that check in the
+                Works on any device: the kernel signals each vector's eventfd (VFIO_IRQ_SET_DATA_NONE \
+                | ACTION_TRIGGER), which checks the wiring (vectors enabled, eventfds attached) \
+                without the device's help. Making a device raise its own interrupts needs its \
+                registers; the lab's test devices (QEMU's edu, e1000e) have that check in the \
                 vfioctl-lab-probe tool built from the source tree (irq-test).
 
-                The command register is restored and the IRQ index disabled afterwards.
+                The command register is restored and the IRQ index disabled afterwards. \
                 Exit status: 0 every vector arrived once on its own eventfd, 1 otherwise.
 
                 Examples:

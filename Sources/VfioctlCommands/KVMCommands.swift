@@ -25,7 +25,7 @@ struct KVMInfoCommand: ParsableCommand {
         commandName: "info",
         abstract: "Show KVM's API version and capabilities on this host.",
         discussion: """
-            Opens /dev/kvm and creates a VM (with no memory and no vCPU) to ask for the
+            Opens /dev/kvm and creates a VM (with no memory and no vCPU) to ask for the \
             per-VM capabilities: memslots, dirty ring, manual dirty-log protect.
 
             Example:

@@ -7,17 +7,17 @@ extension PersistCommand {
         static let configuration = CommandConfiguration(
             abstract: "Say whether the next boot will bind a device to vfio-pci, and what could take it first.",
             discussion: """
-                Looks at the vfioctl udev rule, vfio-pci ids= (modprobe.d and the kernel command
-                line, which take every device of the same model), driverctl overrides and other
-                udev rules that set driver_override, the native driver (built in or a module,
-                blacklisted, ordered after vfio-pci by a softdep), and the early binding
-                (`persist add --early`): its files intact and the initramfs rebuilt after them.
+                Looks at the vfioctl udev rule, vfio-pci ids= (modprobe.d and the kernel command \
+                line, which take every device of the same model), driverctl overrides and other \
+                udev rules that set driver_override, the native driver (built in or a module, \
+                blacklisted, ordered after vfio-pci by a softdep), and the early binding \
+                (`persist add --early`): its files intact and the initramfs rebuilt after them. \
                 Conflicts are named with their file and line.
 
-                Every run also judges the device by `bind`'s safety rules (a bridge, the disk of a
+                Every run also judges the device by `bind`'s safety rules (a bridge, the disk of a \
                 mounted filesystem, the boot display...): a boot that binds one of those is a problem.
 
-                Exit status: 0 it will be bound, 2 it will not, 3 it will be bound but `bind` would
+                Exit status: 0 it will be bound, 2 it will not, 3 it will be bound but `bind` would \
                 refuse it (undo with `vfioctl persist remove`).
 
                 Example:

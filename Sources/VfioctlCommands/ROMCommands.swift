@@ -11,7 +11,7 @@ struct ROMCommand: ParsableCommand {
         commandName: "rom",
         abstract: "Read a device's option ROM and say whether it will serve a VM.",
         discussion: """
-            The ROM is read through VFIO's ROM region when the device is on vfio-pci, otherwise
+            The ROM is read through VFIO's ROM region when the device is on vfio-pci, otherwise \
             through sysfs (enabled, read, disabled again).
 
             Examples:

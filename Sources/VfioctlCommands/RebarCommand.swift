@@ -11,11 +11,11 @@ struct RebarCommand: ParsableCommand {
         commandName: "rebar",
         abstract: "Resize a BAR (PCIe Resizable BAR) of a device no driver holds.",
         discussion: """
-            Writes the size to sysfs resourceN_resize (Linux 6.1 and later) and checks that the
-            device's resource file shows it. The kernel resizes only while no driver is bound,
-            and from 6.15 not while VFs exist; vfioctl refuses those first, and a size the
-            upstream bridge's prefetchable window cannot hold, a size the device does not offer,
-            or a BAR without a Resizable BAR entry (exit 3, nothing changed). `vfioctl show BDF`
+            Writes the size to sysfs resourceN_resize (Linux 6.1 and later) and checks that the \
+            device's resource file shows it. The kernel resizes only while no driver is bound, \
+            and from 6.15 not while VFs exist; vfioctl refuses those first, and a size the \
+            upstream bridge's prefetchable window cannot hold, a size the device does not offer, \
+            or a BAR without a Resizable BAR entry (exit 3, nothing changed). `vfioctl show BDF` \
             lists each resizable BAR's size and supported sizes.
 
             Examples:

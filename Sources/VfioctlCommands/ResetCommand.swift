@@ -11,12 +11,12 @@ struct ResetCommand: ParsableCommand {
         commandName: "reset",
         abstract: "Reset a device bound to vfio-pci through VFIO, and check that it answers afterwards.",
         discussion: """
-            Without --method, the first of the device's sysfs reset_method (the kernel's order).
-            A function method (flr, af_flr, pm, bus, acpi, device_specific, cxl_bus) is done with
-            VFIO_DEVICE_RESET, reset_method narrowed to it for the call. `hot` (and `bus` when the
-            device shares its bus, so the kernel cannot reset it alone) resets the whole slot or
-            bus with VFIO_DEVICE_PCI_HOT_RESET: every device there (the affected set) must be on
-            vfio-pci and used by nobody else. Afterwards config space must answer with a vendor ID
+            Without --method, the first of the device's sysfs reset_method (the kernel's order). \
+            A function method (flr, af_flr, pm, bus, acpi, device_specific, cxl_bus) is done with \
+            VFIO_DEVICE_RESET, reset_method narrowed to it for the call. `hot` (and `bus` when the \
+            device shares its bus, so the kernel cannot reset it alone) resets the whole slot or \
+            bus with VFIO_DEVICE_PCI_HOT_RESET: every device there (the affected set) must be on \
+            vfio-pci and used by nobody else. Afterwards config space must answer with a vendor ID \
             other than all ones.
 
             Exit status: 0 reset and answering, 3 refused (nothing reset), 1 failed or not answering.

@@ -10,13 +10,13 @@ struct SRIOVCommand: ParsableCommand {
         commandName: "sriov",
         abstract: "Set a physical function's VF count and bind the VFs to vfio-pci, all or nothing.",
         discussion: """
-            Turns sriov_drivers_autoprobe off first (so no host driver grabs the new VFs), writes
-            sriov_numvfs (through 0 when changing a non-zero count), binds every VF to vfio-pci
-            and restores autoprobe. If a VF cannot be bound, the others are returned and the
-            count goes back to 0. --vfs 0 removes the VFs. Refused, nothing changed: a PF without
-            SR-IOV, a count above sriov_totalvfs, VFs in use by a host driver or a VM.
-            A PF bound to vfio-pci (loaded with enable_sriov=1) first gets a VF token through
-            VFIO (--vf-token, or a random one), printed with the name a VMM opens a VF by; the
+            Turns sriov_drivers_autoprobe off first (so no host driver grabs the new VFs), writes \
+            sriov_numvfs (through 0 when changing a non-zero count), binds every VF to vfio-pci \
+            and restores autoprobe. If a VF cannot be bound, the others are returned and the \
+            count goes back to 0. --vfs 0 removes the VFs. Refused, nothing changed: a PF without \
+            SR-IOV, a count above sriov_totalvfs, VFs in use by a host driver or a VM. \
+            A PF bound to vfio-pci (loaded with enable_sriov=1) first gets a VF token through \
+            VFIO (--vf-token, or a random one), printed with the name a VMM opens a VF by; the \
             first VF is then opened with it and must be refused without it.
 
             Exit status: 0 done, 3 refused (VFs in use), 4 undone, 1 other errors.

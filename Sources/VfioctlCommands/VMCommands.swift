@@ -6,7 +6,7 @@ public struct VMCommand: ParsableCommand {
         commandName: "vm",
         abstract: "Hand a device bound to vfio-pci to a real VMM (settings for QEMU, libvirt, Cloud Hypervisor).",
         discussion: """
-            The tiny KVM guests that check passthrough on the lab's test devices (vm-smoke,
+            The tiny KVM guests that check passthrough on the lab's test devices (vm-smoke, \
             vm-dma-smoke) are in the vfioctl-lab-probe tool built from the source tree.
 
             Example:

@@ -12,21 +12,21 @@ struct VMConfigCommand: ParsableCommand {
         commandName: "config",
         abstract: "Print the QEMU, libvirt and Cloud Hypervisor settings that hand bound devices to one VM.",
         discussion: """
-            For one VM's devices: each address given, alone (--device, the default), with every
-            function of its slot (--slot) or every endpoint of its IOMMU group (--group); a device
-            named twice or already in another's slot or group is counted once. Prints QEMU's
-            options (one -m and memory backing; -device vfio-pci host=; addr= and
-            multifunction=on for functions of one slot, guest slots that do not clash; x-vga=on
-            and no emulated display for the host's boot display; rombar=0 where the device has
-            no ROM, romfile= with --rom-file), libvirt's <hostdev managed='no'> elements (vfioctl
-            binds, so libvirt must not) and one <memory>, Cloud Hypervisor's --device path=, and
-            what the whole VM needs from the host for --memory of RAM (memlock, huge pages, the
+            For one VM's devices: each address given, alone (--device, the default), with every \
+            function of its slot (--slot) or every endpoint of its IOMMU group (--group); a device \
+            named twice or already in another's slot or group is counted once. Prints QEMU's \
+            options (one -m and memory backing; -device vfio-pci host=; addr= and \
+            multifunction=on for functions of one slot, guest slots that do not clash; x-vga=on \
+            and no emulated display for the host's boot display; rombar=0 where the device has \
+            no ROM, romfile= with --rom-file), libvirt's <hostdev managed='no'> elements (vfioctl \
+            binds, so libvirt must not) and one <memory>, Cloud Hypervisor's --device path=, and \
+            what the whole VM needs from the host for --memory of RAM (memlock, huge pages, the \
             DMA budget: the doctor's rules).
 
-            The devices must be bound to vfio-pci and their groups viable; otherwise nothing is
+            The devices must be bound to vfio-pci and their groups viable; otherwise nothing is \
             printed, stderr says what to bind first, and the exit status is 3.
 
-            With --vmm NAME only that VMM's settings go to stdout (one line of QEMU or Cloud
+            With --vmm NAME only that VMM's settings go to stdout (one line of QEMU or Cloud \
             Hypervisor arguments, or libvirt XML), host notes to stderr.
 
             Examples:

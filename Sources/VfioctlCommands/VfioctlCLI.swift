@@ -5,11 +5,11 @@ public struct VfioctlCLI: ParsableCommand {
         commandName: "vfioctl",
         abstract: "Inspect PCI devices and IOMMU groups, and manage VFIO passthrough.",
         discussion: """
-            --json prints machine-readable output (schema in the README); --sysfs-root DIR
-            reads another sysfs tree; --version prints the version (with --json, as JSON).
+            --json prints machine-readable output (schema in the README); --sysfs-root DIR \
+            reads another sysfs tree; --version prints the version (with --json, as JSON). \
             `vfioctl help <command>` shows each command's examples.
 
-            Exit status: 0 success, 1 failure, 2 `doctor` found a problem, 3 `bind`
+            Exit status: 0 success, 1 failure, 2 `doctor` found a problem, 3 `bind` \
             refused, 4 `bind` rolled back, 64 usage error (README: "Exit codes").
 
             Examples:

@@ -9,11 +9,11 @@ public struct BAR: ParsableCommand {
         commandName: "bar",
         abstract: "Read or write a device's BAR registers through VFIO (the device must be bound to vfio-pci).",
         discussion: """
-            The device's IOMMU group must be viable: every member bound to vfio-pci (or to no
-            driver). Accesses are single, naturally aligned loads and stores of 1, 2, 4 or 8 bytes
+            The device's IOMMU group must be viable: every member bound to vfio-pci (or to no \
+            driver). Accesses are single, naturally aligned loads and stores of 1, 2, 4 or 8 bytes \
             through an mmap of the BAR.
 
-            `bar plan` shows where vfioctl maps each BAR for huge pages, from sysfs alone;
+            `bar plan` shows where vfioctl maps each BAR for huge pages, from sysfs alone; \
             `bar touch` maps one there and reads every page. `bar info` moved to `device info`.
 
             Examples:

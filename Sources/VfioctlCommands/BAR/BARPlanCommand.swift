@@ -12,12 +12,12 @@ extension BAR {
             commandName: "plan",
             abstract: "Show where vfioctl maps each BAR and the page faults and mappings that gives, against naive placements.",
             discussion: """
-                Reads the BARs from sysfs `resource` (honours --sysfs-root); needs no root and no
-                VFIO. For each memory BAR: vfioctl's alignment (the virtual address is made
-                congruent to the bus address modulo the largest page that fits), the fewest
-                mappings possible, and, touching every page once in order, the mappings by page
-                size and the faults under Linux 6.12's fixed huge-fault rule and the older one,
-                for vfioctl's placement, a plain page-aligned mmap, QEMU's "align to size", and
+                Reads the BARs from sysfs `resource` (honours --sysfs-root); needs no root and no \
+                VFIO. For each memory BAR: vfioctl's alignment (the virtual address is made \
+                congruent to the bus address modulo the largest page that fits), the fewest \
+                mappings possible, and, touching every page once in order, the mappings by page \
+                size and the faults under Linux 6.12's fixed huge-fault rule and the older one, \
+                for vfioctl's placement, a plain page-aligned mmap, QEMU's "align to size", and \
                 vfioctl's placement moved by --skew.
 
                 Example:

@@ -13,11 +13,11 @@ extension BAR {
             commandName: "touch",
             abstract: "Map a BAR at vfioctl's placement (plus --skew), read one byte per page, report the time and the predicted faults.",
             discussion: """
-                The device must be bound to vfio-pci and its group viable. The mapping is made
-                read-only, with the rest of the 1 GiB page-table slots it touches reserved
-                (PROT_NONE) while it is in use, so the prediction (Linux 6.12's fault walk, see
-                `bar plan`) is exact: the lab compares it with a kprobe count.
-                Lines `predicted order=N outcome=inserted|fallback count=N` read like
+                The device must be bound to vfio-pci and its group viable. The mapping is made \
+                read-only, with the rest of the 1 GiB page-table slots it touches reserved \
+                (PROT_NONE) while it is in use, so the prediction (Linux 6.12's fault walk, see \
+                `bar plan`) is exact: the lab compares it with a kprobe count. \
+                Lines `predicted order=N outcome=inserted|fallback count=N` read like \
                 Tests/Lab/guest/hugefault-count's.
 
                 Example:
