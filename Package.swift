@@ -58,7 +58,7 @@ let package = Package(
         ),
         // The running kernel's version and the fault-path rules that depend on it and on the
         // host's THP settings (pure), with a thin reader of those facts.
-        .target(name: "HostKernel", dependencies: ["CLinuxUAPI", "PCIInventory"]),
+        .target(name: "HostKernel", dependencies: ["CLinuxUAPI", "SystemCalls"]),
         // Page geometry shared by VFIO, KVM and Passthrough: the base page size, rounding,
         // congruence and the huge page a range holds. Pure, a leaf.
         .target(name: "PageAlignment"),

@@ -1,5 +1,5 @@
 import CLinuxUAPI
-import PCIInventory
+import SystemCalls
 
 /// Reads the `HugeFaultHost` of the running system, or of a copied tree: the kernel release
 /// (`<proc>/sys/kernel/osrelease`), the THP mode (`<sysfs>/kernel/mm/transparent_hugepage/enabled`)
@@ -52,7 +52,7 @@ public struct HugeFaultHostReader: Sendable {
         return HugeFaultHost(kernel: kernel, mode: mode, modeKnown: live, process: process)
     }
 
-    var isLive: Bool { SysfsRoot.isSameDirectory(sysfsRoot, "/sys") && SysfsRoot.isSameDirectory(procRoot, "/proc") }
+    var isLive: Bool { SafeFile.isSameDirectory(sysfsRoot, "/sys") && SafeFile.isSameDirectory(procRoot, "/proc") }
 
     /// This process's PR_GET_THP_DISABLE state.
     public static func currentProcessSetting() -> ProcessTHPSetting {
@@ -62,6 +62,6 @@ public struct HugeFaultHostReader: Sendable {
 
     /// A file's text, trimmed; nil when missing, not a regular file (a FIFO would block) or empty.
     static func readText(_ path: String) -> String? {
-        SysfsReader().readString(path).flatMap { $0.isEmpty ? nil : $0 }
+        SafeFile.readTrimmedText(path)
     }
 }

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import SystemPackage
+import SystemCalls
 
 /// The directory that stands for `/sys`. Every path vfioctl reads is taken under it, so tests
 /// and users can point the tool at a copied or generated tree.
@@ -40,9 +41,7 @@ public struct SysfsRoot: Sendable, Equatable, CustomStringConvertible {
 
     /// True when both paths exist and are the same directory (device and inode, links followed).
     public static func isSameDirectory(_ first: String, _ second: String) -> Bool {
-        var a = stat(), b = stat()
-        guard stat(first, &a) == 0, stat(second, &b) == 0 else { return false }
-        return a.st_mode & S_IFMT == S_IFDIR && a.st_dev == b.st_dev && a.st_ino == b.st_ino
+        SafeFile.isSameDirectory(first, second)
     }
 
     /// `relative` under the root.

@@ -151,6 +151,26 @@ public enum SafeFile {
         return try readAll(descriptor, path: shown, limit: limit)
     }
 
+    /// Whether both paths name the same existing directory (same device and inode), so that a
+    /// bind mount or a symlink to /sys counts as the live /sys.
+    public static func isSameDirectory(_ first: String, _ second: String) -> Bool {
+        var a = stat(), b = stat()
+        guard stat(first, &a) == 0, stat(second, &b) == 0 else { return false }
+        return a.st_mode & S_IFMT == S_IFDIR && a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    }
+
+    /// A small text file's contents, trimmed of surrounding whitespace; nil when it is missing,
+    /// not a regular file (a FIFO would block), larger than `limit` or empty after trimming.
+    public static func readTrimmedText(_ path: String, limit: Int = 4096) -> String? {
+        guard let bytes = try? read(path, limit: limit) else { return nil }
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D }
+        var end = bytes.count
+        while end > 0, isSpace(bytes[end - 1]) { end -= 1 }
+        var start = 0
+        while start < end, isSpace(bytes[start]) { start += 1 }
+        return start < end ? String(decoding: bytes[start..<end], as: UTF8.self) : nil
+    }
+
     /// Whether `path` names nothing (lstat: a dangling symlink is something).
     public static func isAbsent(_ path: String) -> Bool {
         var status = stat()
