@@ -51,63 +51,29 @@ struct ResetCommand: ParsableCommand {
         let root = global.resolvedRoot
         let inventory = try InventoryLoader.load(global, detail: .full)
         let device = try InventoryLoader.device(target, in: inventory)
-        var chosen: ResetMethod
-        do throws(VFIOError) {
-            chosen = try ResetMethod.choose(requested: method, offered: device.resetMethods, address: target)
-        } catch { throw CommandFailure(error.description) }
-        // Someone else using the device (a VM) would have it reset under them.
-        try refuseUnlessFree([AffectedDevice(address: target, group: device.iommuGroup ?? -1)], inventory: inventory, root: root)
-        var answers: [Answer] = []
-        var affected: [AffectedDevice] = []
-        do throws(VFIOError) {
-            // Closed at the end of this block: a hot reset reopens its group with the others.
-            let opened = try backend.open(target, sysfsRoot: root.path)
-            // The kernel resets the bus for one function only when it is alone there.
-            if chosen == .bus && !opened.info.supportsReset { chosen = .hot }
-            if chosen == .hot {
-                affected = try opened.hotResetAffected()
-            } else {
-                try opened.reset(method: chosen, sysfsRoot: root.path)
-                answers.append(try answer(opened))
+        let outcome: ResetOutcome
+        do {
+            outcome = try DeviceReset.perform(target, requested: method, offered: device.resetMethods, group: device.iommuGroup ?? -1,
+                                              backend: backend.backend, sysfsRoot: root.path) { affected in
+                try refuseUnlessFree(affected, inventory: inventory, root: root)
             }
-        } catch {
-            throw CommandFailure("reset \(target): \(error.description)")
+        } catch let failure as DeviceResetError {
+            throw CommandFailure(failure.description)
         }
-        if chosen == .hot {
-            try refuseUnlessFree(affected, inventory: inventory, root: root)
-            do throws(VFIOError) {
-                // One DMA space holds every affected device, as the kernel requires of its caller:
-                // one container with every group (type1), or one iommufd (iommufd).
-                let space = try makeDMASpace(try backend.resolve(target, sysfsRoot: root.path))
-                let devices = try affected.map { (member) throws(VFIOError) in
-                    try space.openDevice(member.address, sysfsRoot: root.path, devVFIO: "/dev/vfio")
-                }
-                guard let own = devices.first(where: { $0.address == target }) else {
-                    throw VFIOError.unsupported("\(target) is not in its own hot reset set")
-                }
-                try own.hotReset(groups: (space as? VFIOContainer)?.attachedGroups ?? [])
-                for member in devices { answers.append(try answer(member)) }
-            } catch {
-                throw CommandFailure("hot reset \(target): \(error.description)")
-            }
+        let answers = outcome.devices.map {
+            Answer(address: $0.address.description, group: $0.group, vendor: $0.vendor.hex(), answers: $0.answers)
         }
-        let report = Report(address: target.description, method: chosen.rawValue, devices: answers, ok: answers.allSatisfy(\.answers))
+        let report = Report(address: target.description, method: outcome.method.rawValue, devices: answers, ok: outcome.allAnswer)
         if global.json {
             print(try JSONOutput.encode(report))
         } else {
-            let scope = chosen == .hot ? "hot reset of \(answers.count) device(s)" : "\(chosen.rawValue) reset"
+            let scope = outcome.method == .hot ? "hot reset of \(answers.count) device(s)" : "\(outcome.method.rawValue) reset"
             print("\(target): \(scope)")
             for item in answers {
                 print("  \(item.address) (group \(item.group)): " + (item.answers ? "answers, vendor \(item.vendor)" : "does not answer (config space reads \(item.vendor))"))
             }
         }
         if !report.ok { throw ExitCode(1) }
-    }
-
-    func answer(_ device: VFIODevice) throws(VFIOError) -> Answer {
-        let vendor = try device.vendorAfterReset()
-        return Answer(address: device.address.description, group: try device.iommuGroupNumber(),
-                      vendor: vendor.hex(), answers: vendor != 0xffff && vendor != 0)
     }
 
     /// A reset (a hot reset: every affected device) must not hit a device under a host driver or
