@@ -126,30 +126,13 @@ struct ROMSource {
         return ROMSource(bytes: bytes, name: "file \(path)")
     }
 
-    /// Through VFIO when the device is on a vfio-pci driver (sysfs would enable the BAR under
-    /// the VFIO user's feet), otherwise through the sysfs attribute.
+    /// The device's ROM, read the one safe way for its state (DeviceROM.read in VFIO).
     static func read(_ device: PCIDevice, _ global: GlobalOptions) throws -> ROMSource {
-        let root = global.resolvedRoot
-        guard device.rom != nil || FileManager.default.fileExists(atPath: SysfsROMAttribute(root: root, address: device.address).path) else {
-            throw CommandFailure("\(device.address) has no option ROM (no ROM BAR in its resource file, no rom attribute); nothing to read")
-        }
-        // A copied tree has no device behind it: its rom file is what there is to read.
-        if root.isSystem, let driver = device.driver, GroupViability.isVFIODriver(driver) {
-            do throws(VFIOError) {
-                let vfio = try openVFIODevice(device.address, sysfsRoot: root.path)
-                return ROMSource(bytes: try vfio.readROM(), name: "VFIO ROM region")
-            } catch {
-                throw CommandFailure("rom: reading \(device.address)'s ROM through VFIO failed: \(error.description) (is the device in use by a VM?)")
-            }
-        }
-        guard getuid() == 0 || !root.isSystem else {
-            throw CommandFailure("rom: reading \(device.address)'s ROM through sysfs needs root (it enables the ROM BAR); run as root")
-        }
-        do throws(ROMReadError) {
-            return ROMSource(bytes: try ROMReader.read(root: root, address: device.address),
-                             name: root.isSystem ? "sysfs rom" : "rom file of the copied tree \(root.path)")
+        do throws(DeviceROMError) {
+            let rom = try DeviceROM.read(device, root: global.resolvedRoot)
+            return ROMSource(bytes: rom.bytes, name: rom.source.description)
         } catch {
-            throw CommandFailure("rom: \(error.description)")
+            throw CommandFailure(error.description)
         }
     }
 }
