@@ -194,6 +194,34 @@ public final class VFIODevice {
         return IRQInfo(index: index, flags: raw.flags, count: raw.count)
     }
 
+    /// Every region the device has, in index order. vfio-pci answers EINVAL for an index the
+    /// device lacks (VGA on a non-VGA device), so those are left out; any other error is thrown.
+    public func regions() throws(VFIOError) -> [RegionInfo] {
+        var found: [RegionInfo] = []
+        for index in 0..<info.regionCount {
+            do throws(VFIOError) {
+                found.append(try regionInfo(index))
+            } catch .system(_, .invalidArgument) {
+                continue
+            }
+        }
+        return found
+    }
+
+    /// Every IRQ index the device has, in index order; an index it lacks (EINVAL: ERR on a
+    /// conventional PCI device) is left out, any other error is thrown.
+    public func irqs() throws(VFIOError) -> [IRQInfo] {
+        var found: [IRQInfo] = []
+        for index in 0..<info.irqCount {
+            do throws(VFIOError) {
+                found.append(try irqInfo(index))
+            } catch .system(_, .invalidArgument) {
+                continue
+            }
+        }
+        return found
+    }
+
     /// VFIO_DEVICE_RESET; refused up front when the device offers no reset method
     /// (`info.supportsReset` false, e.g. edu), rather than left to fail in the kernel.
     public func reset() throws(VFIOError) {

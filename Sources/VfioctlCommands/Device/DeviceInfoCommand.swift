@@ -113,33 +113,17 @@ struct DeviceInfoJSON: Encodable {
     /// resets it (a refusal is reported, not thrown).
     static func read(_ target: PCIAddress, sysfsRoot: String, reset: Bool, backend: BackendOption) throws(VFIOError) -> DeviceInfoJSON {
         let device = try backend.open(target, sysfsRoot: sysfsRoot)
-        var regions: [RegionJSON] = []
-        for index in 0..<device.info.regionCount {
-            let region: RegionInfo
-            do throws(VFIOError) {
-                region = try device.regionInfo(index)
-            } catch .system(_, .invalidArgument) {
-                // vfio-pci answers EINVAL for a region the device lacks (VGA on a non-VGA device).
-                continue
-            }
-            regions.append(RegionJSON(index: index, size: region.size, offset: region.offset, flags: region.flags,
-                                      readable: region.isReadable, writable: region.isWritable, mappable: region.isMappable,
-                                      sparseAreas: region.capabilities.sparseAreas?.map { AreaJSON(offset: $0.offset, size: $0.size) },
-                                      mmapAreas: region.mappableAreas.map { AreaJSON(offset: $0.offset, size: $0.size) },
-                                      msixMappable: region.capabilities.msixMappable,
-                                      type: region.capabilities.type.map { "\($0.type):\($0.subtype)" }))
+        let regions = try device.regions().map { region in
+            RegionJSON(index: region.index, size: region.size, offset: region.offset, flags: region.flags,
+                       readable: region.isReadable, writable: region.isWritable, mappable: region.isMappable,
+                       sparseAreas: region.capabilities.sparseAreas?.map { AreaJSON(offset: $0.offset, size: $0.size) },
+                       mmapAreas: region.mappableAreas.map { AreaJSON(offset: $0.offset, size: $0.size) },
+                       msixMappable: region.capabilities.msixMappable,
+                       type: region.capabilities.type.map { "\($0.type):\($0.subtype)" })
         }
-        var irqs: [IRQJSON] = []
-        for index in 0..<device.info.irqCount {
-            let irq: IRQInfo
-            do throws(VFIOError) {
-                irq = try device.irqInfo(index)
-            } catch .system(_, .invalidArgument) {
-                // EINVAL: an index the device lacks (ERR on a conventional PCI device).
-                continue
-            }
-            irqs.append(IRQJSON(index: index, name: PCIIRQ.name(index), count: irq.count, eventfd: irq.supportsEventFD,
-                                maskable: irq.isMaskable, automasked: irq.isAutomasked))
+        let irqs = try device.irqs().map { irq in
+            IRQJSON(index: irq.index, name: PCIIRQ.name(irq.index), count: irq.count, eventfd: irq.supportsEventFD,
+                    maskable: irq.isMaskable, automasked: irq.isAutomasked)
         }
         var resetResult: String?
         if reset {
