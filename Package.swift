@@ -11,6 +11,10 @@ let package = Package(
         .library(name: "VFIO", targets: ["VFIO"]),
         .library(name: "KVM", targets: ["KVM"]),
         .library(name: "Passthrough", targets: ["Passthrough"]),
+        // Their public API names types from these two, so they are products too: the host's
+        // kernel facts and huge-page advice, and the owned file descriptor.
+        .library(name: "HostKernel", targets: ["HostKernel"]),
+        .library(name: "SystemCalls", targets: ["SystemCalls"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
