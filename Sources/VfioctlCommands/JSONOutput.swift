@@ -3,38 +3,14 @@ import PCIInventory
 import TextFormat
 
 /// JSON output. Keys are snake_case (each report's CodingKeys or property names say so) and
-/// sorted, absent values are written as null rather than left out (below), so the schema
-/// documented in the README is the same for every device.
+/// sorted, and absent values are written as null rather than left out, so the schema documented
+/// in the README is the same for every device. Every executable (vfioctl, vfioctl-lab-probe)
+/// encodes through here: any Encodable becomes a JSONValue tree (JSONTreeEncoder, which holds
+/// the null rule for report types of any module), rendered the way JSONValue documents.
 package enum JSONOutput {
     package static func encode<T: Encodable>(_ value: T) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = try encoder.encode(value)
-        return String(decoding: data, as: UTF8.self)
+        try JSONTreeEncoder.tree(value).rendered()
     }
-}
-
-// Every report's optional properties are written as null when absent, never left out: the
-// conformances Swift synthesizes for Encodable call encodeIfPresent for optionals, and these
-// overloads, declared in this module, shadow the standard ones for every synthesized
-// conformance here, so no report type writes encode(to:) by hand for it. JSONNullTests checks
-// each report type.
-extension KeyedEncodingContainer {
-    mutating func encodeIfPresent<T: Encodable>(_ value: T?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: Bool?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: String?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: Double?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: Float?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: Int?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: Int8?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: Int16?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: Int32?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: Int64?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: UInt?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: UInt8?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: UInt16?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: UInt32?, forKey key: Key) throws { try encode(value, forKey: key) }
-    mutating func encodeIfPresent(_ value: UInt64?, forKey key: Key) throws { try encode(value, forKey: key) }
 }
 
 // Fixed-width lower-case hex, without Foundation's String(format:), which is slow enough to

@@ -11,6 +11,8 @@ enum JSONValue: Encodable, Equatable {
     case unsigned(UInt64)
     case integer(Int)
     case bool(Bool)
+    /// A number already in its JSON text (floating point, as JSONTreeEncoder writes it).
+    case number(String)
     case null
     case array([JSONValue])
     case object([(String, JSONValue)])
@@ -47,6 +49,7 @@ enum JSONValue: Encodable, Equatable {
         case .unsigned(let value): out.append(contentsOf: String(value).utf8)
         case .integer(let value): out.append(contentsOf: String(value).utf8)
         case .bool(let value): out.append(contentsOf: (value ? "true" : "false").utf8)
+        case .number(let text): out.append(contentsOf: text.utf8)
         case .null: out.append(contentsOf: "null".utf8)
         case .array(let items):
             out.append(UInt8(ascii: "["))
@@ -114,6 +117,7 @@ enum JSONValue: Encodable, Equatable {
         case .unsigned(let value): var container = encoder.singleValueContainer(); try container.encode(value)
         case .integer(let value): var container = encoder.singleValueContainer(); try container.encode(value)
         case .bool(let value): var container = encoder.singleValueContainer(); try container.encode(value)
+        case .number(let text): var container = encoder.singleValueContainer(); try container.encode(Double(text) ?? .nan)
         case .null: var container = encoder.singleValueContainer(); try container.encodeNil()
         case .array(let items):
             var container = encoder.unkeyedContainer()
