@@ -114,7 +114,7 @@ let package = Package(
             ]
         ),
         // `vfioctl vm config`: pure planner from sysfs facts to QEMU, libvirt and Cloud Hypervisor settings.
-        .target(name: "VMMConfig", dependencies: ["Diagnostics", "GuestMMIOWindow", "PCIInventory", "TextFormat"]),
+        .target(name: "VMMConfig", dependencies: ["Diagnostics", "GuestMMIOWindow", "PCIInventory", "TextFormat", "VFIO", "HostKernel"]),
         // Test devices (edu, e1000e), probe and interrupt guests: for tests, examples and
         // vfioctl-lab-probe; no shipping product depends on it (Tests/check-shipping-targets).
         .target(name: "TestKit", dependencies: ["KVM", "VFIO", "Passthrough", "CLinuxUAPI", "TextFormat"]),

@@ -238,6 +238,10 @@ private struct TreeBuild {
         if device.iommuGroup != nil, let unit = iommuUnitDirectory {
             try handle.relativeSymlink("iommu", to: unit)
         }
+        if let name = device.vfioDeviceFile {
+            try writer.makeDirectory(directory + ["vfio-dev"])
+            try writer.makeDirectory(directory + ["vfio-dev", name])
+        }
 
         if let sriov = device.sriov {
             try attribute("sriov_totalvfs", String(sriov.totalVFs) + "\n")

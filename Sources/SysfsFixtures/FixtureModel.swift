@@ -125,6 +125,9 @@ public struct FixtureDevice: Sendable, Hashable {
     public var faults: [FixtureFault]
     /// BARs it can resize: a Resizable BAR capability (PCIe devices only) and `resourceN_resize`.
     public var resizableBARs: [FixtureResizableBAR] = []
+    /// The VFIO device file the kernel made for it (`vfio-dev/vfioN`, with CONFIG_VFIO_DEVICE_CDEV
+    /// on a device bound to vfio-pci); nil: none.
+    public var vfioDeviceFile: String? = nil
 
     public init(
         address: FixtureAddress,

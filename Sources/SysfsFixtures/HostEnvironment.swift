@@ -48,6 +48,8 @@ public struct HostEnvironment: Sendable, Hashable {
     public var transparentHugePages: String?
     /// The CPU's physical address bits on the "address sizes" line of `proc/cpuinfo`; nil: no file.
     public var physicalAddressBits: Int? = nil
+    /// `dev/iommu` (a plain file: readers only check that it exists), as CONFIG_IOMMUFD makes it.
+    public var iommufdNode = false
 
     public init(
         kernelRelease: String? = nil,
@@ -133,6 +135,7 @@ extension HostEnvironment {
             try base.write(["dev", "vfio", "vfio"], "", mode: 0o666)
         }
         if kvmNode { try base.write(["dev", "kvm"], "", mode: 0o660) }
+        if iommufdNode { try base.write(["dev", "iommu"], "", mode: 0o660) }
         try base.makeDirectories(["lib", "modules"])
         if let kernelRelease {
             let directory = ["lib", "modules", kernelRelease]

@@ -1,7 +1,9 @@
 import Diagnostics
 import GuestMMIOWindow
+import HostKernel
 import PCIInventory
 import TextFormat
+import VFIO
 
 /// What `vfioctl vm config` is asked for: which devices go to the VM and how much RAM it has.
 public struct VMMConfigRequest: Sendable, Equatable {
@@ -23,6 +25,12 @@ public struct VMMConfigRequest: Sendable, Equatable {
     public var firstGuestSlot: UInt8
 
     public static let defaultFirstGuestSlot: UInt8 = 0x10
+    /// How the VMM opens the devices: type1 (group and container), iommufd (device file and
+    /// /dev/iommu), or auto (iommufd where the host and every device have it, as the library does).
+    public var backend: VFIOBackendRequest = .auto
+    /// Whether QEMU's form (or libvirt's, which runs QEMU) is wanted: only then does the host's
+    /// QEMU version decide anything (an iommufd form for a QEMU before 8.2 is refused).
+    public var includesQEMU = true
 
     public init(address: PCIAddress, scope: Scope = .device, guestMemory: UInt64 = 8 << 30, romFile: String? = nil,
                 firstGuestSlot: UInt8 = Self.defaultFirstGuestSlot) {
@@ -56,6 +64,8 @@ public struct VMMDevicePlan: Sendable, Equatable {
     /// The host's boot display (boot_vga=1): the guest gets its legacy VGA ranges (QEMU x-vga=on)
     /// and no emulated display.
     public let primaryDisplay: Bool
+    /// The device's VFIO device file (vfioN in /dev/vfio/devices), where the kernel made one.
+    public var deviceFile: String? = nil
 }
 
 /// What `vfioctl vm config` prints, decided from sysfs facts alone. Render it with
@@ -78,6 +88,10 @@ public struct VMMConfigPlan: Sendable {
     /// The guest's 64-bit MMIO window for these devices (nil: no 64-bit prefetchable BAR); its
     /// settings join each VMM's (the doctor's `vm.mmio-window` finding is in `host`).
     public var mmioWindow: MMIOWindowPlan?
+    /// The backend the printed settings use (the request's, with auto resolved).
+    public var backend: VFIOBackend = .type1
+    /// Why the iommufd form cannot be given for these devices on this host (nil: it can).
+    public var iommufdUnavailable: String?
 }
 
 /// Why no configuration was printed; `bindFirst` are the commands that fix it.
@@ -176,8 +190,27 @@ public enum VMMConfigPlanner {
                 notes.append("\(member.address) is the host's boot display: the ROM the kernel shows may be its shadowed copy; if the guest shows nothing, give a clean dump with --rom-file")
             }
             return VMMDevicePlan(address: member.address, guestSlot: item.slot, guestFunction: item.function,
-                                 multifunction: item.multifunction, rom: rom, primaryDisplay: primary)
+                                 multifunction: item.multifunction, rom: rom, primaryDisplay: primary,
+                                 deviceFile: member.vfioDeviceFile)
         }
+        let iommufdUnavailable = iommufdRefusal(selected, host: readiness, includesQEMU: request.includesQEMU)
+        let backend: VFIOBackend
+        switch request.backend {
+        case .type1:
+            backend = .type1
+        case .iommufd:
+            if let iommufdUnavailable { throw VMMConfigRefusal(reason: "--backend iommufd: \(iommufdUnavailable)", bindFirst: []) }
+            backend = .iommufd
+        case .auto:
+            // A set where some devices have a device file and others none is refused: the VMM
+            // would need both backends at once, and one of them for the wrong reason.
+            if let mixed = mixedDeviceFiles(selected) {
+                throw VMMConfigRefusal(reason: "\(mixed); pass --backend type1 to hand every device over through its group", bindFirst: [])
+            }
+            backend = iommufdUnavailable == nil ? .iommufd : .type1
+        }
+        notes += backendNotes(backend, devices: selected, host: readiness, iommufdUnavailable: iommufdUnavailable,
+                              requested: request.backend)
         if devices.contains(where: \.primaryDisplay) {
             notes.append("x-vga=on needs a host kernel built with CONFIG_VFIO_PCI_VGA")
         }
@@ -193,7 +226,66 @@ public enum VMMConfigPlanner {
                                  host: host, hugePages: hugePages, notes: notes)
         plan.mmioWindow = Doctor.mmioWindowPlan(devices: assigned, guestMemory: request.guestMemory,
                                                 hostAddressBits: readiness.physicalAddressBits)
+        plan.backend = backend
+        plan.iommufdUnavailable = iommufdUnavailable
         return plan
+    }
+
+    /// The first QEMU release with `-object iommufd` and vfio-pci's `iommufd=` (the version table's row).
+    static var qemuIOMMUFDVersion: KernelVersion {
+        KernelHistory.versionFacts.first { $0.id == "qemu.iommufd" }?.version ?? KernelVersion(8, 2)
+    }
+
+    /// Why these devices cannot be handed over through iommufd on this host, or nil: the kernel
+    /// must have /dev/iommu (CONFIG_IOMMUFD), every device a VFIO device file
+    /// (CONFIG_VFIO_DEVICE_CDEV), and QEMU, where its version can be read, must be 8.2 or later.
+    static func iommufdRefusal(_ devices: [PCIDevice], host: HostReadiness, includesQEMU: Bool) -> String? {
+        guard host.iommufdNode else {
+            return "this kernel has no /dev/iommu: it lacks CONFIG_IOMMUFD (and, for device files, CONFIG_VFIO_DEVICE_CDEV); use --backend type1, or a kernel built with both"
+        }
+        if let mixed = mixedDeviceFiles(devices) { return mixed }
+        let without = devices.filter { $0.vfioDeviceFile == nil }
+        if !without.isEmpty {
+            return "\(without.map(\.address.description).joined(separator: ", ")) \(without.count == 1 ? "has" : "have") no VFIO device file (no vfio-dev/ in sysfs, so no /dev/vfio/devices/vfioN): the kernel lacks CONFIG_VFIO_DEVICE_CDEV; use --backend type1"
+        }
+        if includesQEMU, let text = host.qemuVersion, let version = KernelVersion(release: text), version < qemuIOMMUFDVersion {
+            return "the host's QEMU is \(text), and QEMU takes -object iommufd and vfio-pci iommufd= only from \(qemuIOMMUFDVersion.major).\(qemuIOMMUFDVersion.minor); use --backend type1, or a newer QEMU"
+        }
+        return nil
+    }
+
+    /// Names the devices of a set where some have a VFIO device file and some none; nil otherwise.
+    static func mixedDeviceFiles(_ devices: [PCIDevice]) -> String? {
+        let with = devices.filter { $0.vfioDeviceFile != nil }, without = devices.filter { $0.vfioDeviceFile == nil }
+        guard !with.isEmpty, !without.isEmpty else { return nil }
+        return "a mixed set: \(with.map { "\($0.address) (\($0.vfioDeviceFile ?? ""))" }.joined(separator: ", ")) \(with.count == 1 ? "has a" : "have") VFIO device file, "
+            + "\(without.map(\.address.description).joined(separator: ", ")) \(without.count == 1 ? "has" : "have") none (not bound to vfio-pci itself, or a driver without device files)"
+    }
+
+    /// What the chosen form needs, for stderr: QEMU's version, how pinned RAM is charged, and
+    /// peer-to-peer through dma-bufs from Linux 6.19.
+    static func backendNotes(_ backend: VFIOBackend, devices: [PCIDevice], host: HostReadiness, iommufdUnavailable: String?,
+                             requested: VFIOBackendRequest) -> [String] {
+        switch backend {
+        case .type1:
+            guard requested == .auto, host.iommufdNode, let why = iommufdUnavailable else { return [] }
+            return ["auto took type1: \(why)"]
+        case .iommufd:
+            let qemu = qemuIOMMUFDVersion
+            var notes = ["the iommufd form needs QEMU \(qemu.major).\(qemu.minor) or later (-object iommufd, vfio-pci iommufd=)"
+                         + (host.qemuVersion.map { "; the host's QEMU is \($0)" } ?? ""),
+                         "under iommufd, pinned guest RAM counts against the RLIMIT_MEMLOCK of the VMM's user (all its iommufd pins together), not only the process's: raise it for that user or give the VMM CAP_IPC_LOCK",
+                         "libvirt's iommufd form (<driver iommufd='yes'/>) is untested here: the newest libvirt in Debian's archive (11.3) predates it; libvirt 12.2 and later document it"]
+            if devices.count > 1 {
+                let dmabuf = KernelHistory.versionFacts.first { $0.id == "linux.dmabuf-p2p" }?.version ?? KernelVersion(6, 19)
+                let kernel = host.kernelRelease.flatMap { KernelVersion(release: $0) }
+                if kernel.map({ $0 < dmabuf }) ?? true {
+                    notes.append("peer-to-peer DMA between these devices under iommufd needs Linux \(dmabuf.major).\(dmabuf.minor) (BARs exported as dma-bufs, CONFIG_VFIO_PCI_DMABUF)"
+                                 + (host.kernelRelease.map { "; this kernel is \($0)" } ?? ""))
+                }
+            }
+            return notes
+        }
     }
 
     /// The endpoints the scope names, in address order.

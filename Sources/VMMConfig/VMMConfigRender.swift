@@ -1,16 +1,26 @@
 import PCIInventory
 import TextFormat
+import VFIO
 
 /// The plan in each VMM's own words. Pure text; every value comes from the plan, whose ROM path
 /// the CLI has checked to need no quoting (`VMMConfigPlan.isSafeROMPath`).
 extension VMMConfigPlan {
+    /// QEMU's options for the plan's backend (`qemuArguments(for:)`).
+    public var qemuArguments: [String] { qemuArguments(for: backend) }
+
+    /// QEMU's id for the one iommufd object all devices share.
+    static let qemuIOMMUFDObject = "iommufd0"
+
     /// QEMU's options: guest RAM (on huge pages where some are reserved), one `-device vfio-pci`
-    /// per device, and no emulated display when the guest gets the host's boot display.
-    public var qemuArguments: [String] {
+    /// per device, and no emulated display when the guest gets the host's boot display. With
+    /// iommufd, one `-object iommufd` first and `iommufd=` on each device (QEMU 8.2 and later).
+    public func qemuArguments(for backend: VFIOBackend) -> [String] {
         var arguments = ["-m", Self.sizeText(request.guestMemory)]
         if hugePages { arguments += ["-mem-path", "/dev/hugepages", "-mem-prealloc"] }
+        if backend == .iommufd { arguments += ["-object", "iommufd,id=\(Self.qemuIOMMUFDObject)"] }
         for device in devices {
             var options = ["vfio-pci", "host=\(device.address)"]
+            if backend == .iommufd { options.append("iommufd=\(Self.qemuIOMMUFDObject)") }
             if let slot = device.guestSlot {
                 options.append("addr=\(slot.hex()).\(device.guestFunction)")
                 if device.multifunction { options.append("multifunction=on") }
@@ -27,12 +37,18 @@ extension VMMConfigPlan {
         return arguments + (mmioWindow?.qemuArguments ?? [])
     }
 
+    /// libvirt's `<devices>` elements for the plan's backend (`libvirtDevices(for:)`).
+    public var libvirtDevices: String { libvirtDevices(for: backend) }
+
     /// libvirt elements for the domain's `<devices>`: a `<hostdev managed='no'>` per device
     /// (vfioctl binds, so libvirt must not rebind), and no emulated video for a boot display.
-    public var libvirtDevices: String {
+    /// With iommufd each hostdev gets `<driver iommufd='yes'/>` (the form libvirt 12.2 and later
+    /// document; not in the schema of the newest libvirt in Debian's archive).
+    public func libvirtDevices(for backend: VFIOBackend) -> String {
         var lines: [String] = []
         for device in devices {
             lines.append("<hostdev mode='subsystem' type='pci' managed='no'>")
+            if backend == .iommufd { lines.append("  <driver iommufd='yes'/>") }
             lines.append("  <source>")
             lines.append("    " + Self.libvirtAddress(device.address, type: nil, multifunction: false))
             lines.append("  </source>")
@@ -73,11 +89,16 @@ extension VMMConfigPlan {
         return lines.joined(separator: "\n")
     }
 
+    /// Cloud Hypervisor's options for the plan's backend (`cloudHypervisorArguments(for:)`).
+    public var cloudHypervisorArguments: [String] { cloudHypervisorArguments(for: backend) }
+
     /// Cloud Hypervisor's options: RAM and one `path=` per device (it has no option ROM or legacy
-    /// VGA support, so ROM and display settings have no equivalent there).
-    public var cloudHypervisorArguments: [String] {
-        ["--memory", "size=\(Self.sizeText(request.guestMemory))" + (hugePages ? ",hugepages=on" : ""),
-         "--device"] + devices.map { "path=/sys/bus/pci/devices/\($0.address)/" }
+    /// VGA support, so ROM and display settings have no equivalent there); with iommufd, its
+    /// platform setting `--platform iommufd=on`.
+    public func cloudHypervisorArguments(for backend: VFIOBackend) -> [String] {
+        ["--memory", "size=\(Self.sizeText(request.guestMemory))" + (hugePages ? ",hugepages=on" : "")]
+            + (backend == .iommufd ? ["--platform", "iommufd=on"] : [])
+            + ["--device"] + devices.map { "path=/sys/bus/pci/devices/\($0.address)/" }
             + (mmioWindow?.cloudHypervisorArguments ?? [])
     }
 

@@ -3,6 +3,7 @@ import Diagnostics
 import Foundation
 import PCIInventory
 import TextFormat
+import VFIO
 import VMMConfig
 
 /// `vfioctl vm config BDF [--device|--slot|--group] [--vmm ...] [--memory SIZE]`: what a real
@@ -29,6 +30,13 @@ struct VMConfigCommand: ParsableCommand {
             With --vmm NAME only that VMM's settings go to stdout (one line of QEMU or Cloud \
             Hypervisor arguments, or libvirt XML), host notes to stderr.
 
+            --backend iommufd prints the iommufd forms (QEMU 8.2+: -object iommufd,id=iommufd0
+            and iommufd=iommufd0 on each device; libvirt's <driver iommufd='yes'/>; Cloud
+            Hypervisor's --platform iommufd=on); it is refused (exit 3, nothing on stdout) where
+            the kernel has no /dev/iommu, a device has no VFIO device file, or the host's QEMU is
+            older than 8.2. auto (the default) takes iommufd where every device can use it, and
+            refuses a mixed set. --json carries the type1 and the iommufd forms.
+
             Examples:
               vfioctl vm config 0000:01:00.0 --slot
               vfioctl vm config 0000:01:00.0 --group --json
@@ -49,6 +57,10 @@ struct VMConfigCommand: ParsableCommand {
     var romFile: ROMFilePath?
     @Option(help: ArgumentHelp("Guest slot of the first host slot with --slot or --group (0x01-0x1f).", valueName: "slot"))
     var guestSlot = GuestSlotArgument(VMMConfigRequest.defaultFirstGuestSlot)
+    @Option(help: ArgumentHelp("How the VMM opens the devices: auto (iommufd where /dev/iommu and every device's VFIO device file exist, else type1), type1 (host= through the group) or iommufd.", valueName: "backend"))
+    var backend: VFIOBackendRequest = .auto
+    @Option(name: .long, help: ArgumentHelp("Look for iommu and vfio/vfio here instead of /dev.", valueName: "dir"))
+    var devRoot: String = "/dev"
 
     func validate() throws {
         if addresses.isEmpty { throw ValidationError("name at least one device address") }
@@ -60,6 +72,7 @@ struct VMConfigCommand: ParsableCommand {
         let named = addresses.map(\.description).joined(separator: " ")
         var reader = HostReadinessReader(sysfs: global.resolvedRoot)
         reader.plannedGuestMemory = memory.bytes
+        reader.devRoot = devRoot
         let host: HostReadiness
         do { host = try reader.read(names: nil) } catch { throw CommandFailure(error.description) }
         // An unknown device is an error (exit 1, as everywhere), not a refusal.
@@ -75,6 +88,8 @@ struct VMConfigCommand: ParsableCommand {
         var request = VMMConfigRequest(address: target, scope: scope.planScope, guestMemory: memory.bytes,
                                        romFile: romFile?.path, firstGuestSlot: guestSlot.value)
         request.moreAddresses = Array(addresses.dropFirst())
+        request.backend = backend
+        request.includesQEMU = global.json || vmm != .cloudHypervisor
         let plan: VMMConfigPlan
         do {
             plan = try VMMConfigPlanner.plan(request, host: host)
@@ -107,7 +122,7 @@ struct VMConfigCommand: ParsableCommand {
     static func describe(_ plan: VMMConfigPlan) -> [String] {
         let indent = { (text: String) in text.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 } }
         let groups = plan.groups.map(String.init).joined(separator: ", ")
-        var lines = ["vm config \(plan.request.addresses.map(\.description).joined(separator: " ")) (\(plan.request.scope.rawValue), IOMMU group\(plan.groups.count == 1 ? "" : "s") \(groups)): "
+        var lines = ["vm config \(plan.request.addresses.map(\.description).joined(separator: " ")) (\(plan.request.scope.rawValue), IOMMU group\(plan.groups.count == 1 ? "" : "s") \(groups), \(plan.backend.rawValue)): "
                      + plan.devices.map(\.address.description).joined(separator: " ")]
         for left in plan.leftOnHost { lines.append("  \(left.address): \(left.reason)") }
         lines.append("QEMU:")
@@ -131,7 +146,7 @@ struct VMConfigJSON: Encodable {
 
     struct Device: Encodable {
         let device: VMMDevicePlan
-        enum Keys: String, CodingKey { case address, guest_address, multifunction, rom, rom_file, rom_reason, primary_display }
+        enum Keys: String, CodingKey { case address, guest_address, multifunction, rom, rom_file, rom_reason, primary_display, device_file }
         func encode(to encoder: Encoder) throws {
             var item = encoder.container(keyedBy: Keys.self)
             try item.encode(device.address.description, forKey: .address)
@@ -149,6 +164,18 @@ struct VMConfigJSON: Encodable {
             try item.encode(file, forKey: .rom_file)
             try item.encode(reason, forKey: .rom_reason)
             try item.encode(device.primaryDisplay, forKey: .primary_display)
+            try item.encode(device.deviceFile.map { "\(VFIODeviceFile.devicesDirectory)/\($0)" }, forKey: .device_file)
+        }
+    }
+    /// One backend's settings for every VMM.
+    struct Form: Encodable {
+        let qemu: [String]
+        let libvirt_devices: String
+        let cloud_hypervisor: [String]
+        init(_ plan: VMMConfigPlan, _ backend: VFIOBackend) {
+            qemu = plan.qemuArguments(for: backend)
+            libvirt_devices = plan.libvirtDevices(for: backend)
+            cloud_hypervisor = plan.cloudHypervisorArguments(for: backend)
         }
     }
     struct Left: Encodable {
@@ -157,7 +184,9 @@ struct VMConfigJSON: Encodable {
     }
     enum Keys: String, CodingKey {
         case address, addresses, scope, group, groups, memory, devices, left_on_host, qemu, libvirt_devices, libvirt_domain, cloud_hypervisor, host, notes
+        case backend, forms, iommufd_unavailable
     }
+    enum FormKeys: String, CodingKey { case type1, iommufd }
     func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: Keys.self)
         try container.encode(plan.request.address.description, forKey: .address)
@@ -174,6 +203,13 @@ struct VMConfigJSON: Encodable {
         try container.encode(plan.cloudHypervisorArguments, forKey: .cloud_hypervisor)
         try container.encode(plan.host.map(JSONValue.finding), forKey: .host)
         try container.encode(plan.notes, forKey: .notes)
+        try container.encode(plan.backend.rawValue, forKey: .backend)
+        // Both forms: the iommufd one only where this host and these devices allow it (null
+        // otherwise, with the reason).
+        var forms = container.nestedContainer(keyedBy: FormKeys.self, forKey: .forms)
+        try forms.encode(Form(plan, .type1), forKey: .type1)
+        try forms.encode(plan.iommufdUnavailable == nil ? Form(plan, .iommufd) : nil, forKey: .iommufd)
+        try container.encode(plan.iommufdUnavailable, forKey: .iommufd_unavailable)
     }
 }
 
