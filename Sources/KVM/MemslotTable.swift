@@ -373,3 +373,22 @@ public struct MemslotTable: Sendable, Equatable {
             && a.allowedFlags == b.allowedFlags && a.hugePageSizes == b.hugePageSizes && a.slots == b.slots
     }
 }
+
+/// Chooses the number of a VM's next memslot. A VMM keeps one and hands it to every part that
+/// adds slots (Cloud Hypervisor's memory manager hands its allocator to each VFIO device), so
+/// two parts never pick the same number by each counting on its own.
+public protocol MemslotAllocator {
+    /// The id for a new slot in `table` (in address space 0); nil when every number within the
+    /// table's limit is taken. The caller adds the slot before asking again.
+    func nextSlot(in table: MemslotTable) -> MemslotID?
+}
+
+/// KVM's own rule (`MemslotTable.firstFreeSlot`): the lowest number not in use, below the VM's
+/// KVM_CAP_NR_MEMSLOTS, so numbers freed by deleted slots are used again.
+public struct LowestFreeMemslot: MemslotAllocator {
+    /// The allocator.
+    public init() {}
+
+    /// The lowest free slot number in address space 0, or nil when the VM's limit is reached.
+    public func nextSlot(in table: MemslotTable) -> MemslotID? { table.firstFreeSlot() }
+}

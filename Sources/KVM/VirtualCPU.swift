@@ -25,8 +25,9 @@ public enum VMExit: Sendable, Equatable {
     case dirtyRingFull
     /// VM entry failed; `reason` is the hardware's (hardware_entry_failure_reason).
     case failEntry(reason: UInt64)
-    /// KVM could not emulate something; `suberror` is a KVM_INTERNAL_ERROR_* value.
-    case internalError(suberror: UInt32)
+    /// KVM could not emulate something; `suberror` is a KVM_INTERNAL_ERROR_* value and `data` the
+    /// words KVM adds (for an emulation failure: the exit reason, its qualifications, the GPA).
+    case internalError(suberror: UInt32, data: [UInt64])
     /// Triple fault or similar: the guest would reset.
     case shutdown
     /// KVM_RUN returned EINTR (a signal, or immediate_exit): nothing happened in the guest.
@@ -117,7 +118,10 @@ public final class VirtualCPU {
         case UInt32(KVM_EXIT_FAIL_ENTRY):
             return .failEntry(reason: state.fail_entry.hardware_entry_failure_reason)
         case UInt32(KVM_EXIT_INTERNAL_ERROR):
-            return .internalError(suberror: state.internal.suberror)
+            // ndata comes from the kernel: at most the 16 words the struct holds.
+            let count = min(Int(state.internal.ndata), 16)
+            let data = withUnsafeBytes(of: state.internal.data) { raw in (0..<count).map { raw.load(fromByteOffset: $0 * 8, as: UInt64.self) } }
+            return .internalError(suberror: state.internal.suberror, data: data)
         case UInt32(KVM_EXIT_SHUTDOWN):
             return .shutdown
         case UInt32(KVM_EXIT_INTR):

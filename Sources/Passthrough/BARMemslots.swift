@@ -98,23 +98,21 @@ public final class BARMemslots {
     /// MMIO write exits answered by `serve`, since creation.
     public private(set) var servedWrites = 0
 
-    /// Places the BARs (see `GuestPlacement`) and adds one slot per area, numbered from
-    /// `firstSlot` up. Slots added before a failure are deleted again.
+    /// Places the BARs (see `GuestPlacement`) and adds one slot per area, each numbered by
+    /// `allocator` (the VMM's one). Slots added before a failure are deleted again.
     public init(vm: VirtualMachine, bars: [BARMemory], window: Range<UInt64>, reserved: [Range<UInt64>] = [],
-                firstSlot: UInt16, regions: RegionAccess) throws(PassthroughError) {
+                allocator: any MemslotAllocator = LowestFreeMemslot(), regions: RegionAccess) throws(PassthroughError) {
         let placed = try GuestPlacement.place(bars.map(\.request), in: window, reserved: reserved,
                                               pageSizes: vm.memslots.hugePageSizes, basePageSize: vm.memslots.pageSize)
         var toggles: [SlotToggle] = []
-        var next = firstSlot
         do throws(PassthroughError) {
             for placedBar in placed {
                 guard let memory = bars.first(where: { $0.bar == placedBar.bar }) else { continue }
                 for area in memory.areas.sorted(by: { $0.offset < $1.offset }) {
                     let gpa = placedBar.guestPhysicalAddress + area.offset
-                    let slot = Memslot(id: MemslotID(slot: next), guestPhysicalAddress: gpa, size: UInt64(area.memory.size),
+                    let slot = Memslot(id: try PassthroughVM.allocate(allocator, in: vm.memslots), guestPhysicalAddress: gpa, size: UInt64(area.memory.size),
                                        userspaceAddress: area.memory.hostAddress, kind: .deviceMemory)
                     toggles.append(try viaKVM { () throws(KVMError) in try SlotToggle(vm: vm, slot: slot, backing: area.memory) })
-                    next += 1
                 }
             }
         } catch {

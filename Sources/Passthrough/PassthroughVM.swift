@@ -35,31 +35,39 @@ public final class PassthroughVM {
     public private(set) var devices: [PassthroughDevice] = []
     /// Guest RAM mapped for DMA, in the order it was mapped.
     public private(set) var guestRAM: [GuestRAMDMAMapping] = []
+    /// Numbers every memslot this object adds (BARs of every device): the VMM's one allocator.
+    public let memslotAllocator: any MemslotAllocator
     /// Files registered with the KVM-VFIO device (a group's node, or a device file on iommufd),
     /// by path, each with the object whose descriptor was registered (held: registered while held).
     private var registeredFiles: [String: AnyObject] = [:]
 
     /// Opens the DMA space of `backend` (a type1 container, or an iommufd IOAS at `devRoot`/iommu)
-    /// and creates the irqchip and the KVM-VFIO device. `vm` must have no vCPU yet.
+    /// and creates the irqchip and the KVM-VFIO device. `vm` must have no vCPU yet. Memslots for
+    /// devices' BARs are numbered by `memslotAllocator`: pass the VMM's own where it adds slots
+    /// of its own too.
     public init(vm: VirtualMachine, backend: VFIOBackend = .type1, sysfsRoot: String = "/sys", devVFIO: String = "/dev/vfio",
-                devRoot: String = "/dev") throws(PassthroughError) {
+                devRoot: String = "/dev", memslotAllocator: any MemslotAllocator = LowestFreeMemslot()) throws(PassthroughError) {
         self.dmaSpace = try viaVFIO { () throws(VFIOError) in try makeDMASpace(backend, devVFIO: devVFIO, devRoot: devRoot) }
         (self.interrupts, self.kvmVFIO) = try viaKVM { () throws(KVMError) in (try InterruptController(vm: vm), try KVMVFIODevice(vm: vm)) }
         self.vm = vm
         self.sysfsRoot = sysfsRoot
         self.devVFIO = devVFIO
+        self.memslotAllocator = memslotAllocator
     }
 
     /// Opens a device bound to vfio-pci into this VM's DMA space; its group (type1) is attached
     /// and registered with KVM the first time one of its devices is added, its device file
     /// (iommufd) when it is added.
     public func addDevice(_ address: PCIAddress) throws(PassthroughError) -> PassthroughDevice {
-        let device = try viaVFIO { () throws(VFIOError) in try dmaSpace.openDevice(address, sysfsRoot: sysfsRoot, devVFIO: devVFIO) }
-        let node = device.nodePath
-        if registeredFiles[node] == nil {
-            // The descriptor is borrowed for the call; KVM takes its own reference.
-            try viaKVM { () throws(KVMError) in try kvmVFIO.addFile(FileDescriptor(rawValue: device.kvmFileDescriptor)) }
-            registeredFiles[node] = device.group ?? device
+        let device = try during({ .openDevice(address, cause: $0) }) { () throws(PassthroughError) in
+            let device = try viaVFIO { () throws(VFIOError) in try dmaSpace.openDevice(address, sysfsRoot: sysfsRoot, devVFIO: devVFIO) }
+            let node = device.nodePath
+            if registeredFiles[node] == nil {
+                // The descriptor is borrowed for the call; KVM takes its own reference.
+                try viaKVM { () throws(KVMError) in try kvmVFIO.addFile(FileDescriptor(rawValue: device.kvmFileDescriptor)) }
+                registeredFiles[node] = device.group ?? device
+            }
+            return device
         }
         let added = PassthroughDevice(device: device, owner: self)
         devices.append(added)
@@ -88,11 +96,15 @@ public final class PassthroughVM {
         vm.memslots.allSlots.map { $0.guestPhysicalAddress..<($0.guestPhysicalAddress + $0.size) }
     }
 
-    /// The slot number after the highest in use, where a device's BAR slots start.
-    func nextFreeSlot() throws(PassthroughError) -> UInt16 {
-        guard let highest = vm.memslots.allSlots.map(\.id.slot).max() else { return 0 }
-        guard highest < UInt16.max else { throw .invalidBar(bar: 0, reason: "no memslot number is left") }
-        return highest + 1
+    /// The id for the next memslot, from `memslotAllocator`.
+    func allocateMemslot() throws(PassthroughError) -> MemslotID {
+        try Self.allocate(memslotAllocator, in: vm.memslots)
+    }
+
+    /// The id `allocator` gives for a new slot in `table`, or `.noFreeMemslot`.
+    static func allocate(_ allocator: any MemslotAllocator, in table: MemslotTable) throws(PassthroughError) -> MemslotID {
+        guard let id = allocator.nextSlot(in: table) else { throw .noFreeMemslot(limit: table.slotsPerAddressSpace) }
+        return id
     }
 }
 
@@ -129,12 +141,14 @@ public final class PassthroughDevice {
     @discardableResult
     public func addBARMemslots(window: Range<UInt64>, reserved: [Range<UInt64>] = []) throws(PassthroughError) -> BARMemslots {
         if let memslots { return memslots }
-        let mapped = try device.mapBarsForPassthrough(pageSize: owner.vm.memslots.pageSize)
-        guard !mapped.bars.isEmpty else {
-            throw .invalidBar(bar: 0, reason: "\(device.address) has no mmap-able memory BAR (\(mapped.skipped.map { "BAR \($0.bar): \($0.reason)" }.joined(separator: "; ")))")
+        let (mapped, slots) = try during({ .addBARMemslots(address, cause: $0) }) { () throws(PassthroughError) in
+            let mapped = try device.mapBarsForPassthrough(pageSize: owner.vm.memslots.pageSize)
+            guard !mapped.bars.isEmpty else {
+                throw .invalidBar(bar: 0, reason: "no mmap-able memory BAR (\(mapped.skipped.map { "BAR \($0.bar): \($0.reason)" }.joined(separator: "; ")))")
+            }
+            return (mapped, try BARMemslots(vm: owner.vm, bars: mapped.bars, window: window, reserved: owner.occupiedGuestRanges + reserved,
+                                            allocator: owner.memslotAllocator, regions: .vfio(device)))
         }
-        let slots = try BARMemslots(vm: owner.vm, bars: mapped.bars, window: window, reserved: owner.occupiedGuestRanges + reserved,
-                                    firstSlot: try owner.nextFreeSlot(), regions: .vfio(device))
         barMappings = mapped
         memslots = slots
         return slots
@@ -145,8 +159,12 @@ public final class PassthroughDevice {
     /// on an MSI route carrying the message. Returns the GSIs, in vector order. Undone on error.
     @discardableResult
     public func routeMSI(index: UInt32, messages: [MSIMessage]) throws(PassthroughError) -> [UInt32] {
-        guard index == PCIIRQ.msi || index == PCIIRQ.msix else { throw .dma("IRQ index \(index) is not MSI or MSI-X") }
-        guard msiIndex == nil else { throw .invalidBar(bar: 0, reason: "\(device.address): \(PCIIRQ.name(msiIndex ?? index)) is routed already") }
+        try during({ .routeMSI(address, index: index, cause: $0) }) { () throws(PassthroughError) in try routeMessages(index: index, messages) }
+    }
+
+    private func routeMessages(index: UInt32, _ messages: [MSIMessage]) throws(PassthroughError) -> [UInt32] {
+        guard index == PCIIRQ.msi || index == PCIIRQ.msix else { throw .notMessageSignalled(index: index) }
+        if let msiIndex { throw .interruptsRoutedAlready(index: msiIndex) }
         guard !messages.isEmpty else { return [] }
         let interrupts = owner.interrupts
         var routed: [(eventFD: EventFD, gsi: UInt32)] = []
@@ -175,8 +193,10 @@ public final class PassthroughDevice {
     /// Points one routed vector at a new message (the guest reprogrammed that MSI-X entry):
     /// one KVM_SET_GSI_ROUTING; eventfd, irqfd and device stay as they are.
     public func updateMSIRoute(vector: Int, _ message: MSIMessage) throws(PassthroughError) {
-        guard msiVectors.indices.contains(vector) else { throw .dma("vector \(vector) of \(device.address) is not routed") }
-        try viaKVM { () throws(KVMError) in try owner.interrupts.setMSIRoute(msiVectors[vector].gsi, message) }
+        try during({ .updateMSIRoute(address, vector: vector, cause: $0) }) { () throws(PassthroughError) in
+            guard msiVectors.indices.contains(vector) else { throw .vectorNotRouted(index: msiIndex ?? PCIIRQ.msix, vector: vector) }
+            try viaKVM { () throws(KVMError) in try owner.interrupts.setMSIRoute(msiVectors[vector].gsi, message) }
+        }
     }
 
     /// Routes INTx to IOAPIC pin `gsi`: VFIO signals the trigger eventfd, an irqfd raises the
@@ -184,23 +204,29 @@ public final class PassthroughDevice {
     /// (the line is level-triggered and automasked), all in the kernel.
     public func routeINTx(gsi: UInt32) throws(PassthroughError) {
         guard intx == nil else { return }
-        let (trigger, resample) = try viaVFIO { () throws(VFIOError) in (try EventFD(), try EventFD()) }
-        do throws(PassthroughError) {
-            try viaVFIO { () throws(VFIOError) in
-                try device.setIRQTriggers(PCIIRQ.intx, eventFDs: [trigger])
-                try device.setINTxUnmaskEventFD(resample)
+        intx = try during({ .routeINTx(address, gsi: gsi, cause: $0) }) { () throws(PassthroughError) in
+            let (trigger, resample) = try viaVFIO { () throws(VFIOError) in (try EventFD(), try EventFD()) }
+            do throws(PassthroughError) {
+                try viaVFIO { () throws(VFIOError) in
+                    try device.setIRQTriggers(PCIIRQ.intx, eventFDs: [trigger])
+                    try device.setINTxUnmaskEventFD(resample)
+                }
+                try viaKVM { () throws(KVMError) in try owner.interrupts.assignIRQFD(trigger.fd, gsi: gsi, resample: resample.fd) }
+            } catch {
+                _ = try? device.disableIRQs(PCIIRQ.intx)
+                throw error
             }
-            try viaKVM { () throws(KVMError) in try owner.interrupts.assignIRQFD(trigger.fd, gsi: gsi, resample: resample.fd) }
-        } catch {
-            _ = try? device.disableIRQs(PCIIRQ.intx)
-            throw error
+            return (trigger, resample, gsi)
         }
-        intx = (trigger, resample, gsi)
     }
 
     /// Stops the device's interrupts (VFIO first, so no signal arrives at a dropped irqfd) and
     /// removes their irqfds and routes.
     public func unrouteInterrupts() throws(PassthroughError) {
+        try during({ .unrouteInterrupts(address, cause: $0) }) { () throws(PassthroughError) in try stopInterrupts() }
+    }
+
+    private func stopInterrupts() throws(PassthroughError) {
         let interrupts = owner.interrupts
         if let index = msiIndex {
             try viaVFIO { () throws(VFIOError) in try device.disableIRQs(index) }

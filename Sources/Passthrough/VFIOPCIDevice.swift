@@ -39,32 +39,32 @@ public final class VFIOPCIDevice {
     /// Where log lines go (standard error by default).
     public var log: (String) -> Void
     let regions: RegionAccess
-    let firstSlot: UInt16
     /// Per IRQ index, per vector: its eventfd, GSI once routed, whether its irqfd is assigned.
     private var vectors: [UInt32: [(eventFD: EventFD, gsi: UInt32?, assigned: Bool)]] = [:]
 
     /// Opens `address` (bound to vfio-pci) in `vm`, maps its BARs on the host and reads its
-    /// config space. Its memslots use numbers from `firstSlot` up, one per mmap-able BAR area
-    /// (keep that range free). The BARs are not in the guest until the guest places them.
-    public init(vm: PassthroughVM, address: PCIAddress, rules: GuestBARRules, firstSlot: UInt16,
+    /// config space. Its memslots, one per mmap-able BAR area, are numbered by the VM's
+    /// `memslotAllocator` when the guest places the BARs; they are not in the guest before.
+    public init(vm: PassthroughVM, address: PCIAddress, rules: GuestBARRules,
                 rom: ExpansionROMPolicy = .hidden, log: @escaping (String) -> Void = VFIOPCIDevice.standardError) throws(PassthroughError) {
         let added = try vm.addDevice(address)
         let device = added.device
-        let sizes = try viaVFIO { () throws(VFIOError) in
-            try (0...GuestBAR.romIndex).map { (index: Int) throws(VFIOError) -> UInt64 in
-                UInt32(index) < device.info.regionCount ? try device.regionInfo(UInt32(index)).size : 0
+        (self.model, self.barMappings) = try during({ .openDevice(address, cause: $0) }) { () throws(PassthroughError) in
+            let sizes = try viaVFIO { () throws(VFIOError) in
+                try (0...GuestBAR.romIndex).map { (index: Int) throws(VFIOError) -> UInt64 in
+                    UInt32(index) < device.info.regionCount ? try device.regionInfo(UInt32(index)).size : 0
+                }
             }
+            func irqCount(_ index: UInt32) -> Int {
+                guard index < device.info.irqCount, let info = try? device.irqInfo(index), info.supportsEventFD else { return 0 }
+                return Int(info.count)
+            }
+            return (try PCIDeviceModel(config: try VFIOConfigRegion(device: device), regionSizes: sizes, msixVectors: irqCount(PCIIRQ.msix),
+                                       msiVectors: irqCount(PCIIRQ.msi), rules: rules, rom: rom),
+                    try device.mapBarsForPassthrough(pageSize: vm.vm.memslots.pageSize))
         }
-        func irqCount(_ index: UInt32) -> Int {
-            guard index < device.info.irqCount, let info = try? device.irqInfo(index), info.supportsEventFD else { return 0 }
-            return Int(info.count)
-        }
-        self.model = try PCIDeviceModel(config: try VFIOConfigRegion(device: device), regionSizes: sizes,
-                                        msixVectors: irqCount(PCIIRQ.msix), msiVectors: irqCount(PCIIRQ.msi), rules: rules, rom: rom)
-        self.barMappings = try device.mapBarsForPassthrough(pageSize: vm.vm.memslots.pageSize)
         self.passthrough = added
         self.regions = .vfio(device)
-        self.firstSlot = firstSlot
         self.log = log
     }
 
@@ -172,25 +172,23 @@ public final class VFIOPCIDevice {
     private func map(bar: Int, at gpa: UInt64) throws(PassthroughError) {
         guard let memory = barMappings.bars.first(where: { $0.bar == bar }) else { return }  // I/O, ROM, or not mmap-able: exits
         let vm = passthrough.owner.vm
-        let base = Int(firstSlot) + barMappings.bars.filter { $0.bar < bar }.reduce(0) { $0 + $1.areas.count }
         var added: [Memslot] = []
-        for (number, area) in memory.areas.sorted(by: { $0.offset < $1.offset }).enumerated() {
-            guard let slotNumber = UInt16(exactly: base + number) else { throw .invalidBar(bar: bar, reason: "no memslot number is left") }
+        for area in memory.areas.sorted(by: { $0.offset < $1.offset }) {
             let guestAddress = gpa + area.offset
             let congruent = HugePagesCheck.congruent(hostAddress: area.memory.hostAddress, guestAddress: guestAddress,
                                                      size: UInt64(area.memory.size), pageSizes: vm.memslots.hugePageSizes)
             if !congruent {
                 note("BAR \(bar) area at \(guestAddress.hex()) is not congruent with its host mapping for huge pages: mapped with 4 KiB pages")
             }
-            let slot = Memslot(id: MemslotID(slot: slotNumber), guestPhysicalAddress: guestAddress, size: UInt64(area.memory.size),
-                               userspaceAddress: area.memory.hostAddress, kind: congruent ? .deviceMemory : .ram)
             do throws(PassthroughError) {
+                let slot = Memslot(id: try passthrough.owner.allocateMemslot(), guestPhysicalAddress: guestAddress, size: UInt64(area.memory.size),
+                                   userspaceAddress: area.memory.hostAddress, kind: congruent ? .deviceMemory : .ram)
                 _ = try viaKVM { () throws(KVMError) in try vm.setMemoryRegion(slot, backing: area.memory) }
+                added.append(slot)
             } catch {
                 for done in added { _ = try? viaKVM { () throws(KVMError) in try vm.deleteSlot(done.id) } }
                 throw error
             }
-            added.append(slot)
         }
         slots[bar] = added
     }
@@ -211,7 +209,7 @@ public final class VFIOPCIDevice {
             try viaVFIO { () throws(VFIOError) in try device.setIRQTriggers(index, eventFDs: eventFDs) }
             vectors[index] = eventFDs.map { ($0, nil, false) }
         case let .route(index, vector, message):
-            guard var entry = vectors[index]?[safe: vector] else { throw .dma("\(PCIIRQ.name(index)) vector \(vector) is not enabled in VFIO") }
+            guard var entry = vectors[index]?[safe: vector] else { throw .vectorNotRouted(index: index, vector: vector) }
             try viaKVM { () throws(KVMError) in
                 if let gsi = entry.gsi { try interrupts.setMSIRoute(gsi, message) } else { entry.gsi = try interrupts.addMSIRoute(message) }
             }

@@ -115,6 +115,24 @@ struct MemslotTableTests {
         #expect(t.firstFreeSlot() == MemslotID(slot: 0))
     }
 
+    /// The one allocator: the lowest number not in use (numbers of deleted slots come back),
+    /// never one at or past the VM's limit, address space 0 only.
+    @Test func lowestFreeMemslotFillsGapsAndStopsAtTheLimit() throws {
+        var t = table(slots: 4)
+        let allocator = LowestFreeMemslot()
+        #expect(allocator.nextSlot(in: t) == MemslotID(slot: 0))
+        try t.add(slot(0, 0, 0x1000))
+        try t.add(slot(2, 0x2000, 0x1000))
+        try t.add(slot(0, 0, 0x1000, space: 1))
+        #expect(allocator.nextSlot(in: t) == MemslotID(slot: 1), "the gap below a used number")
+        try t.add(slot(1, 0x1000, 0x1000))
+        #expect(allocator.nextSlot(in: t) == MemslotID(slot: 3))
+        try t.add(slot(3, 0x3000, 0x1000))
+        #expect(allocator.nextSlot(in: t) == nil, "4 of 4 in use")
+        _ = try t.remove(MemslotID(slot: 2))
+        #expect(allocator.nextSlot(in: t) == MemslotID(slot: 2), "a deleted slot's number is used again")
+    }
+
     @Test func removeFreesTheRangeAndTheNumber() throws {
         var t = table()
         try t.add(slot(0, 0, 0x10000))

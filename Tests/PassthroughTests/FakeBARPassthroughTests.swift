@@ -96,7 +96,7 @@ struct FakeBARPassthroughTests {
             BARMemory(bar: 2, regionIndex: 2, regionSize: 0x1000, areas: [(0, other)]),
         ]
         let memslots = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange],
-                                       firstSlot: 1, regions: regions)
+                                       regions: regions)
         #expect(memslots.toggles.count == 3)
         #expect(guest.vm.memslots.count == 4)
         for toggle in memslots.toggles { #expect(guest.vm.memslots[toggle.slot.id]?.kind == .deviceMemory) }
@@ -149,7 +149,7 @@ struct FakeBARPassthroughTests {
         let area = try FakeBARArea(size: 0x1000)
         let region = FakeRegion(index: 1, areas: [(0, area)])
         let memslots = try BARMemslots(vm: guest.vm, bars: [BARMemory(bar: 1, regionIndex: 1, regionSize: 0x2000, areas: [(0, area)])],
-                                       window: Self.window, reserved: [guest.ramRange], firstSlot: 1, regions: region.access)
+                                       window: Self.window, reserved: [guest.ramRange], regions: region.access)
         let base = try #require(memslots.guestPhysicalAddress(bar: 1, offset: 0))
         #expect(try memslots.serve(.mmio(address: base + 0x1008, isWrite: true, length: 4, data: [0x44, 0x33, 0x22, 0x11]), on: guest.vcpu))
         #expect(try memslots.serve(.mmio(address: base + 0x1ffe, isWrite: true, length: 2, data: [0xcd, 0xab]), on: guest.vcpu))
@@ -186,7 +186,7 @@ struct FakeBARPassthroughTests {
             let area = try FakeBARArea(size: 0x2000, onRelease: check)
             weakArea = area
             memslots = try BARMemslots(vm: vm, bars: [BARMemory(bar: 0, regionIndex: 0, regionSize: 0x2000, areas: [(0, area)])],
-                                       window: Self.window, reserved: [guest.ramRange], firstSlot: 1,
+                                       window: Self.window, reserved: [guest.ramRange],
                                        regions: FakeRegion(index: 0, areas: []).access)
         }
         #expect(weakArea != nil, "the slot holder keeps the mapping")
@@ -204,23 +204,32 @@ struct FakeBARPassthroughTests {
     @Test func aFailedAddRollsBack() throws {
         let guest = try ProbeGuest(system: KVMSystem())
         let areas = try (0..<3).map { _ in try FakeBARArea(size: 0x1000) }
-        // Slot 0 is RAM: numbering the BAR slots from 65534 runs into the 16-bit slot-number wrap
-        // for the third area; use an explicit collision instead: RAM is slot 0, so start at 0.
         let bars = [BARMemory(bar: 0, regionIndex: 0, regionSize: 0x3000, areas: [(0, areas[0]), (0x1000, areas[1]), (0x2000, areas[2])])]
+        // An allocator that hands out RAM's slot 0: the first add fails, nothing is left behind.
         #expect(throws: PassthroughError.self) {
-            _ = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange], firstSlot: 0,
-                                regions: FakeRegion(index: 0, areas: []).access)
+            _ = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange],
+                                allocator: FixedSlots([0]), regions: FakeRegion(index: 0, areas: []).access)
         }
         #expect(guest.vm.memslots.count == 1)
-        // Starting past a slot number in use from the second area on: the first is rolled back.
+        // Slot 6 in use from the second area on: the first area's slot 5 is deleted again.
         let extra = try GuestMemory(size: 0x1000)
         try guest.vm.addSlot(MemslotID(slot: 6), guestPhysicalAddress: 0x30_0000, memory: extra)
         #expect(throws: PassthroughError.self) {
-            _ = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange], firstSlot: 5,
-                                regions: FakeRegion(index: 0, areas: []).access)
+            _ = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange],
+                                allocator: FixedSlots([5, 6, 7]), regions: FakeRegion(index: 0, areas: []).access)
         }
         #expect(guest.vm.memslots.count == 2, "RAM and the extra slot only")
         #expect(guest.vm.memslots[MemslotID(slot: 5)] == nil)
+        // An allocator with nothing left: the typed error, with the VM's limit.
+        #expect(throws: PassthroughError.noFreeMemslot(limit: guest.vm.memslots.slotsPerAddressSpace)) {
+            _ = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange],
+                                allocator: FixedSlots([]), regions: FakeRegion(index: 0, areas: []).access)
+        }
+        // The default, the lowest free number: RAM is 0, the extra slot 6, so 1, 2, 3.
+        let placed = try BARMemslots(vm: guest.vm, bars: bars, window: Self.window, reserved: [guest.ramRange],
+                                     regions: FakeRegion(index: 0, areas: []).access)
+        #expect(guest.vm.memslots.allSlots.map(\.id.slot) == [0, 1, 2, 3, 6])
+        try placed.detach()
     }
 
     /// At a size where huge pages matter (4 MiB of shared memory standing in for a BAR): the
@@ -232,7 +241,7 @@ struct FakeBARPassthroughTests {
         try area.memory.write([0xef, 0xbe, 0xad, 0xde], at: 0x20_0000)
         let region = FakeRegion(index: 2, areas: [(0, area)])
         let memslots = try BARMemslots(vm: guest.vm, bars: [BARMemory(bar: 2, regionIndex: 2, regionSize: 4 << 20, areas: [(0, area)])],
-                                       window: Self.window, reserved: [guest.ramRange], firstSlot: 1, regions: region.access)
+                                       window: Self.window, reserved: [guest.ramRange], regions: region.access)
         let placed = try #require(memslots.bars.first?.areas.first)
         #expect(placed.hugePageCongruence == 2 << 20)
         #expect(HugePages.isCongruent(placed.guestPhysicalAddress, area.hostAddress, modulo: 2 << 20))
@@ -240,4 +249,11 @@ struct FakeBARPassthroughTests {
         #expect(run.values == [0xdead_beef])
         #expect(run.mmioExits == 0)
     }
+}
+
+/// Hands out the given slot numbers in order (whether free or not), then none.
+final class FixedSlots: MemslotAllocator {
+    private var numbers: [UInt16]
+    init(_ numbers: [UInt16]) { self.numbers = numbers }
+    func nextSlot(in table: MemslotTable) -> MemslotID? { numbers.isEmpty ? nil : MemslotID(slot: numbers.removeFirst()) }
 }

@@ -50,7 +50,7 @@ func demonstrate() throws(PassthroughError) -> Int {
     let mapped = try device.mapBarsForPassthrough()
     guard !mapped.bars.isEmpty else { fail("\(address) has no mmap-able memory BAR") }
     let memslots = try BARMemslots(vm: guest.vm, bars: mapped.bars, window: deviceWindow, reserved: [guest.ramRange],
-                                   firstSlot: 1, regions: .vfio(device))
+                                   regions: .vfio(device))
     defer { try? memslots.detach() }
     for bar in memslots.bars {
         for area in bar.areas {

@@ -84,7 +84,7 @@ do {
     if let passthrough, let bdf = options["--device"] {
         let rules = GuestBARRules(reservedMemory: [0..<ramSize, 0xfec0_0000..<0x1_0000_0000], addressBits: physicalBits,
                                   reservedPorts: [0..<0x1000])
-        device = try VFIOPCIDevice(vm: passthrough, address: try PCIAddress(parsing: bdf), rules: rules, firstSlot: 8,
+        device = try VFIOPCIDevice(vm: passthrough, address: try PCIAddress(parsing: bdf), rules: rules,
                                    log: { emit("vmm-linux: device: \($0)") })
     }
     // After the device: its group attached gives the container its IOMMU, which the DMA map needs.
@@ -149,6 +149,9 @@ do {
         }
     }
     stamp("stopped: \(stopped ?? "")")
+    for (bar, slots) in device?.slots ?? [:] {
+        for slot in slots { emit("vmm-linux: memslot \(slot.id) gpa 0x\(String(slot.guestPhysicalAddress, radix: 16)) size 0x\(String(slot.size, radix: 16)) BAR \(bar)") }
+    }
     device?.detach()
     _ = irqchip
     emit("vmm-linux: exits to userspace: \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); device exits served \(device?.servedExits ?? 0); config cycles \(bus.cycles)")
