@@ -72,6 +72,8 @@ public struct HostReadiness: Sendable {
     public var physicalAddressBits: Int?
     /// `qemu-system-x86_64 --version`'s version ("7.2.22"); nil when none is on PATH (or not the live host).
     public var qemuVersion: String?
+    /// Owners and modes of /dev/vfio/*, /dev/vfio/devices/* and /dev/iommu.
+    public var deviceNodes: [DeviceNodeAccess] = []
 
     public init(inventory: PCIInventory) { self.inventory = inventory }
 }
@@ -105,6 +107,7 @@ public enum Doctor {
         findings += iommu(host)
         findings += modules(host)
         findings += backends(host)
+        findings += nodeAccess(host)
         findings += kvm(host)
         findings += memory(host)
         findings += dmaBudget(host)

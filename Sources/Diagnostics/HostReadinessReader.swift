@@ -56,6 +56,7 @@ public struct HostReadinessReader {
         host.kvmNode = reader.exists(devRoot + "/kvm")
         host.iommufdNode = reader.exists(devRoot + "/iommu")
         host.vfioDeviceFiles = reader.exists(devRoot + "/vfio/devices")
+        host.deviceNodes = readDeviceNodes()
         host.holders = HolderReader(sysfs: sysfs, procRoot: procRoot, devRoot: devRoot).holdersOfEveryDevice()
         if host.kvmNode && isLive {
             do {
@@ -97,6 +98,25 @@ public struct HostReadinessReader {
         host.physicalAddressBits = readPhysicalAddressBits()
         if isLive { host.qemuVersion = Self.qemuVersion() }
         return host
+    }
+
+    /// /dev/vfio/vfio, /dev/vfio/N, /dev/vfio/devices/vfioN and /dev/iommu as lstat sees them
+    /// (a link or any other kind of file is not a node and is skipped), owners named through
+    /// this host's accounts.
+    func readDeviceNodes() -> [DeviceNodeAccess] {
+        var paths: [(String, Bool)] = []
+        let groups = (reader.listDirectory(devRoot + "/vfio") ?? []).filter { $0 == "vfio" || ($0.count <= 9 && $0.allSatisfy { ("0"..."9").contains($0) }) }
+        paths += groups.sorted { (Int($0) ?? -1) < (Int($1) ?? -1) }.map { (devRoot + "/vfio/" + $0, $0 == "vfio") }
+        paths += (reader.listDirectory(devRoot + "/vfio/devices") ?? []).filter(VFIODeviceFileName.isValid).sorted().map { (devRoot + "/vfio/devices/" + $0, false) }
+        paths.append((devRoot + "/iommu", false))
+        let accounts = SystemAccounts()
+        return paths.compactMap { path, isContainer in
+            var status = stat()
+            guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFCHR else { return nil }
+            return DeviceNodeAccess(path: path, uid: status.st_uid, gid: status.st_gid,
+                                    userName: accounts.userName(id: status.st_uid), groupName: accounts.groupName(id: status.st_gid),
+                                    mode: UInt32(status.st_mode & 0o7777), isContainer: isContainer)
+        }
     }
 
     /// A soft resource limit as /proc/PID/limits writes it.

@@ -391,6 +391,66 @@ public struct Binder {
         }
     }
 
+    // MARK: Node owners
+
+    /// The IOMMU group number from the device's `iommu_group` link (its last component must be
+    /// a decimal group number); nil without one.
+    func groupNumber(of address: PCIAddress) -> Int? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink(devicePath(address) + "/iommu_group", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        let target = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let last = target.split(separator: "/").last, last.count <= 9, last.allSatisfy({ ("0"..."9").contains($0) }) else { return nil }
+        return Int(last)
+    }
+
+    /// The VFIO nodes of `addresses` that exist now (their groups' nodes and device files), once each.
+    func vfioNodes(of addresses: [PCIAddress]) -> [String] {
+        let ownership = VFIONodeOwnership(devRoot: devRoot)
+        var seen = Set<String>()
+        return addresses.flatMap { address -> [String] in
+            guard let group = groupNumber(of: address) else { return [] }
+            return ownership.nodes(group: group, deviceDirectory: devicePath(address))
+        }.filter { seen.insert($0).inserted }
+    }
+
+    /// Gives the VFIO nodes of `addresses` (devices on vfio-pci) to `owner`, mode 0600, and
+    /// returns the nodes changed. The journal records the owner first for the devices it holds,
+    /// so `restore` gives the nodes back to root after a crash; a failure part-way gives the
+    /// nodes already changed back to root and throws. The caller holds the `BindingLock`.
+    public func giveNodes(of addresses: [PCIAddress], to owner: NodeOwner) throws(BindingError) -> [String] {
+        for address in addresses where try driver(of: address) != BindPlan.targetDriver {
+            throw .owner("\(address) is not on vfio-pci, so it has no VFIO node to give to \(owner)")
+        }
+        let entries = try journal.entries().filter { addresses.contains($0.address) }
+        try journal.record(entries.map { entry in
+            var changed = entry
+            changed.nodeOwner = owner == .root ? nil : owner
+            changed.updated = Date()
+            return changed
+        })
+        let nodes = vfioNodes(of: addresses)
+        guard !nodes.isEmpty else { throw .owner("no VFIO node exists for \(addresses.map(\.description).joined(separator: " "))") }
+        let ownership = VFIONodeOwnership(devRoot: devRoot)
+        do { try ownership.give(nodes, to: owner) } catch {
+            try? ownership.give(nodes.filter { VFIONodeOwnership.status(of: $0)?.uid == owner.uid }, to: .root)
+            throw error
+        }
+        return nodes
+    }
+
+    /// Gives the VFIO nodes of `addresses` back to root (mode 0600), those that exist and are
+    /// not root's already; returns why it could not, or nil.
+    func giveNodesBackToRoot(_ addresses: [PCIAddress]) -> String? {
+        let nodes = vfioNodes(of: addresses).filter { node in
+            guard let status = VFIONodeOwnership.status(of: node) else { return false }
+            return status.uid != 0 || status.gid != 0 || status.mode != UInt32(NodeOwner.mode)
+        }
+        guard !nodes.isEmpty else { return nil }
+        do { try VFIONodeOwnership(devRoot: devRoot).give(nodes, to: .root) } catch { return error.description }
+        return nil
+    }
+
     // MARK: Return to the original driver
 
     struct Returned {
@@ -421,6 +481,11 @@ public struct Binder {
             journalProblem = "the journal could not be updated (\(error.failureOnly))"
         }
         let addresses = items.map(\.0)
+        // Nodes given to a VMM's user go back to root before the device moves: a group node that
+        // stays (another member still on vfio-pci) must not stay with that user.
+        if let problem = giveNodesBackToRoot(addresses) {
+            journalProblem = [journalProblem, "the VFIO nodes could not be given back to root (\(problem))"].compactMap { $0 }.joined(separator: "; ")
+        }
         var results: [Returned] = []
         for (address, entry) in items {
             let from = (try? driver(of: address)) ?? nil

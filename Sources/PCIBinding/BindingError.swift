@@ -18,6 +18,9 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
     case sysfsTimeout(path: String, value: String, seconds: Double, state: String)
     /// An SR-IOV request that cannot be carried out as asked (no SR-IOV, a count out of range).
     case sriov(String)
+    /// A `--owner` that cannot be used (an unknown user or group, a bad name), or a node whose
+    /// owner could not be changed.
+    case owner(String)
 
     /// What failed, with what to do where known.
     /// The failure alone, without the "nothing was changed" the description adds for an error
@@ -31,6 +34,7 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
         case .noIOMMUGroup(let address): "\(address) has no IOMMU group"
         case .refused(let evidence): "refused: \(evidence)"
         case .sriov(let reason): reason
+        case .owner(let reason): reason
         default: description
         }
     }
@@ -64,6 +68,8 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
             "writing \"\(value)\" to \(path) did not return within \(formatSeconds(seconds)) s (a driver's probe or remove is stuck); now: \(state); the journal keeps the entries: run `vfioctl restore` once the kernel settles"
         case .sriov(let reason):
             "\(reason); nothing was changed"
+        case .owner(let reason):
+            reason
         }
     }
 }

@@ -40,16 +40,20 @@ public final class BindingJournal: @unchecked Sendable {
         public var state: State
         /// When the entry was last written.
         public var updated: Date
+        /// Who the device's VFIO nodes were given to (`bind --owner`); nil: root, the kernel's owner.
+        /// `unbind` and `restore` give them back to root.
+        public var nodeOwner: NodeOwner?
 
         /// An entry as given.
         public init(address: PCIAddress, originalDriver: String?, originalOverride: String?,
-                    identity: DeviceIdentity?, state: State, updated: Date = Date()) {
+                    identity: DeviceIdentity?, state: State, updated: Date = Date(), nodeOwner: NodeOwner? = nil) {
             self.address = address
             self.originalDriver = originalDriver
             self.originalOverride = originalOverride
             self.identity = identity
             self.state = state
             self.updated = updated
+            self.nodeOwner = nodeOwner
         }
     }
 
@@ -62,11 +66,30 @@ public final class BindingJournal: @unchecked Sendable {
         var originalOverride: String?
         var identity: DeviceIdentity?
         var updated: Date
+        var nodeOwner: NodeOwner?
 
         enum CodingKeys: String, CodingKey {
             case address, state, identity, updated
             case originalDriver = "original_driver"
             case originalOverride = "original_override"
+            case nodeOwner = "node_owner"
+        }
+
+        init(address: String, state: String, originalDriver: String? = nil, originalOverride: String? = nil,
+             identity: DeviceIdentity? = nil, updated: Date, nodeOwner: NodeOwner? = nil) {
+            self.address = address
+            self.state = state
+            self.originalDriver = originalDriver
+            self.originalOverride = originalOverride
+            self.identity = identity
+            self.updated = updated
+            self.nodeOwner = nodeOwner
+        }
+
+        init(_ entry: Entry) {
+            self.init(address: entry.address.description, state: entry.state.rawValue, originalDriver: entry.originalDriver,
+                      originalOverride: entry.originalOverride, identity: entry.identity, updated: entry.updated,
+                      nodeOwner: entry.nodeOwner)
         }
 
         /// "No driver" is a fact worth recording: written as null, not left out.
@@ -78,6 +101,8 @@ public final class BindingJournal: @unchecked Sendable {
             try container.encode(originalOverride, forKey: .originalOverride)
             try container.encode(identity, forKey: .identity)
             try container.encode(updated, forKey: .updated)
+            // Only where set: a journal without owners reads as before.
+            try container.encodeIfPresent(nodeOwner, forKey: .nodeOwner)
         }
     }
 
@@ -185,6 +210,9 @@ public final class BindingJournal: @unchecked Sendable {
                     throw .journalUnreadable(path: path, reason: "line \(lineNumber): driver \"\(name)\" \(problem)")
                 }
             }
+            if let owner = line.nodeOwner, let problem = NodeOwner.nameProblem(owner.user) ?? NodeOwner.nameProblem(owner.group) {
+                throw .journalUnreadable(path: path, reason: "line \(lineNumber): node owner \"\(owner)\" \(problem)")
+            }
             if line.state == Self.removedState {
                 live[address] = nil
                 continue
@@ -193,7 +221,7 @@ public final class BindingJournal: @unchecked Sendable {
                 throw .journalUnreadable(path: path, reason: "line \(lineNumber): unknown state \"\(line.state)\"")
             }
             live[address] = Entry(address: address, originalDriver: line.originalDriver, originalOverride: line.originalOverride,
-                                  identity: line.identity, state: state, updated: line.updated)
+                                  identity: line.identity, state: state, updated: line.updated, nodeOwner: line.nodeOwner)
         }
         return (live, lineNumber, validLength)
     }
@@ -201,10 +229,7 @@ public final class BindingJournal: @unchecked Sendable {
     /// Inserts or replaces entries, all in one append.
     public func record(_ entries: [Entry]) throws(BindingError) {
         guard !entries.isEmpty else { return }
-        try append(entries.map {
-            Line(address: $0.address.description, state: $0.state.rawValue, originalDriver: $0.originalDriver,
-                 originalOverride: $0.originalOverride, identity: $0.identity, updated: $0.updated)
-        })
+        try append(entries.map(Line.init))
     }
 
     /// Appends `entry`; throws when it cannot be written.
@@ -253,7 +278,7 @@ public final class BindingJournal: @unchecked Sendable {
                 state.live[address] = nil
             } else if let value = State(rawValue: line.state) {
                 state.live[address] = Entry(address: address, originalDriver: line.originalDriver, originalOverride: line.originalOverride,
-                                            identity: line.identity, state: value, updated: line.updated)
+                                            identity: line.identity, state: value, updated: line.updated, nodeOwner: line.nodeOwner)
             }
         }
         state.lines += lines.count
@@ -287,10 +312,7 @@ public final class BindingJournal: @unchecked Sendable {
 
     /// Replaces the file by the live entries alone: write a temporary file, flush, rename.
     private func rewrite(_ live: [PCIAddress: Entry]) throws(BindingError) {
-        let lines = live.values.sorted { $0.address < $1.address }.map {
-            Line(address: $0.address.description, state: $0.state.rawValue, originalDriver: $0.originalDriver,
-                 originalOverride: $0.originalOverride, identity: $0.identity, updated: $0.updated)
-        }
+        let lines = live.values.sorted { $0.address < $1.address }.map(Line.init)
         let temporary = path + ".tmp"
         _ = unlink(temporary)
         try write(lines, to: temporary, appending: false)

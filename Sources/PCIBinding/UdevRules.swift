@@ -35,10 +35,26 @@ public struct UdevRules {
         Self.template.replacingOccurrences(of: "@ADDRESS@", with: address.description)
     }
 
+    /// The rule for `address` whose VFIO nodes go to `owner` only (mode 0600): the group node
+    /// matched through the group's membership (`/sys/kernel/iommu_groups/N/devices/ADDRESS`),
+    /// never a group number, which can change between boots; the device file through its
+    /// parent, the device. Without an owner, the nodes stay the kernel's (root, 0600).
+    public func ruleText(for address: PCIAddress, owner: NodeOwner?) -> String {
+        guard let owner else { return ruleText(for: address) }
+        // Names were checked (`NodeOwner.nameProblem`): no quote or newline can reach the rule.
+        let assign = "OWNER=\"\(owner.user)\", GROUP=\"\(owner.group)\", MODE=\"0600\""
+        return ruleText(for: address) + """
+            # Its VFIO nodes for \(owner) only (vfioctl persist add --owner), mode 0600.
+            SUBSYSTEM=="vfio", KERNEL=="[0-9]*", TEST=="/sys/kernel/iommu_groups/%k/devices/\(address)", \(assign)
+            SUBSYSTEM=="vfio-dev", KERNELS=="\(address)", \(assign)
+
+            """
+    }
+
     /// Writes the rule; returns false when an identical rule was already there.
     @discardableResult
-    public func add(_ address: PCIAddress) throws(BindingError) -> Bool {
-        try write(ruleText(for: address), to: path(for: address))
+    public func add(_ address: PCIAddress, owner: NodeOwner? = nil) throws(BindingError) -> Bool {
+        try write(ruleText(for: address, owner: owner), to: path(for: address))
     }
 
     /// Every vfioctl rule file begins with this (the device rules and the SR-IOV ones).

@@ -120,10 +120,14 @@ struct BindCommand: ParsableCommand {
     @Flag(help: "Bind every function of the device's slot (a GPU with its audio or USB functions), across groups, all or nothing.") var slot = false
     @Flag(help: "Bind even a device the safety checks refuse.") var force = false
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
+    @Option(help: ArgumentHelp("Give the device's VFIO nodes (/dev/vfio/GROUP, and its /dev/vfio/devices file) to this user, mode 0600, so a VMM run as that user opens it and no other user can; the group defaults to the user's own. `unbind` and `restore` give them back to root.", valueName: "user[:group]"))
+    var owner: String?
 
     func run() throws {
         let target = address
         let root = global.resolvedRoot
+        // An unknown user stops the run before anything changes.
+        let nodeOwner = try owner.map(OwnerArgument.resolve)
         let inventory = try InventoryLoader.load(global, detail: .full)
         let facts = HostFactsReader(sysfs: root, procRoot: options.procRoot).read()
         let plans: [BindPlan]
@@ -143,12 +147,15 @@ struct BindCommand: ParsableCommand {
                             reason: step.reasons.isEmpty ? nil : step.reasons.joined(separator: "; "))
             }
             try BindingReport.print(outcomes, json: global.json)
+            if let nodeOwner, !global.json { print("would give the VFIO nodes to \(nodeOwner), mode 0600") }
             plans.forEach { reportRemaining($0, json: global.json) }
             return
         }
 
         let binder = Binder(root: root, devRoot: options.devRoot, journal: options.journal, hooks: TestHookSeam.binding)
         let outcomes: [BindOutcome]
+        var nodes: [String] = []
+        var ownerFailure: BindingError?
         do {
             // Permission problems first, before the lock (whose directory a non-root user
             // cannot create either): the error then says what to do.
@@ -156,8 +163,20 @@ struct BindCommand: ParsableCommand {
             let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds, hooks: TestHookSeam.binding)
             defer { withExtendedLifetime(lock) {} }
             outcomes = try binder.apply(plans)
+            // Only once every device is on vfio-pci: a rolled-back bind has no node to give.
+            if let nodeOwner, !outcomes.contains(where: { ![.bound, .unchanged].contains($0.action) }) {
+                let onVFIO = outcomes.filter { $0.toDriver == BindPlan.targetDriver }.compactMap { try? PCIAddress(parsing: $0.address) }
+                do { nodes = try binder.giveNodes(of: onVFIO, to: nodeOwner) } catch { ownerFailure = error }
+            }
         } catch { throw bindingFailure(error) }
         try BindingReport.print(outcomes, json: global.json)
+        if let ownerFailure {
+            throw CommandFailure("the devices are bound, but their VFIO nodes stay root's: \(ownerFailure.description); run `vfioctl bind \(target) --owner \(owner ?? "")` again once that is fixed")
+        }
+        if let nodeOwner, !nodes.isEmpty {
+            let line = "VFIO nodes given to \(nodeOwner), mode 0600: \(nodes.joined(separator: " "))"
+            if global.json { warn(line) } else { print(line) }
+        }
         try BindingExit.finish(outcomes)
         plans.forEach { reportRemaining($0, json: global.json) }
     }
@@ -358,6 +377,8 @@ struct PersistCommand: ParsableCommand {
         var updateInitramfs = false
         @Flag(help: "Persist even a device the safety checks refuse (as `bind --force`), or one that another mechanism (driverctl, a udev rule, pci-stub.ids=) binds to another driver at boot; that one is left in place and named.")
         var force = false
+        @Option(help: ArgumentHelp("Also give the device's VFIO nodes to this user at every boot (udev OWNER=, GROUP=, MODE=0600); the group defaults to the user's own.", valueName: "user[:group]"))
+        var owner: String?
         @OptionGroup var options: BindingOptions
 
         func validate() throws {
@@ -368,6 +389,7 @@ struct PersistCommand: ParsableCommand {
 
         func run() throws {
             let target = address
+            let nodeOwner = try owner.map(OwnerArgument.resolve)
             let inventory = try InventoryLoader.load(global, detail: .full)
             guard let device = inventory.device(target) else {
                 throw CommandFailure("no PCI device \(target); run `vfioctl list` to see the devices")
@@ -387,9 +409,13 @@ struct PersistCommand: ParsableCommand {
             }
             let udev = UdevRules(directory: rules.rulesDir)
             let written: Bool
-            do { written = try udev.add(target) } catch { throw bindingFailure(error) }
+            do { written = try udev.add(target, owner: nodeOwner) } catch { throw bindingFailure(error) }
             if rules.rulesDir == UdevRules.defaultDirectory { UdevRules.reload() }
             try report(target, path: udev.path(for: target), action: written ? "added" : "unchanged", json: global.json, early: early)
+            if let nodeOwner {
+                let line = "  VFIO nodes for \(nodeOwner) only (mode 0600) from the next boot or hot-plug; now: `vfioctl bind \(target) --owner \(nodeOwner)`"
+                if global.json { warn(line) } else { print(line) }
+            }
             for source in leftInPlace {
                 let line = "  left in place: \(BootBindingLoader.text(source))"
                 if global.json { warn(line) } else { print(line) }
@@ -597,3 +623,13 @@ struct PersistCommand: ParsableCommand {
 
 /// `--initramfs initramfs-tools|dracut`.
 extension InitramfsTool: ExpressibleByArgument {}
+
+/// `--owner USER[:GROUP]`, looked up in this host's accounts.
+enum OwnerArgument {
+    static func resolve(_ text: String) throws -> NodeOwner {
+        switch NodeOwner.parse(text) {
+        case .success(let owner): return owner
+        case .failure(let error): throw CommandFailure("--owner \(text): \(error.description); nothing was changed")
+        }
+    }
+}

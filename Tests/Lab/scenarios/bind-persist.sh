@@ -1,7 +1,8 @@
 # bind-persist: `vfioctl persist add` writes a udev rule keyed on the address; with
 # systemd-udevd running, a remove and rescan of the e1000e brings it back bound to vfio-pci.
 # After `persist remove`, the same remove and rescan brings it back on e1000e, and no rule,
-# override or journal entry is left.
+# override or journal entry is left. `persist add --owner vmm` writes udev OWNER=/GROUP=/MODE=0600
+# for the device's VFIO nodes: after the rescan its group node is vmm's, mode 0600.
 . /lab/bin/lab-lib.sh
 . /lab/bin/bind-lib.sh
 NET=0000:00:04.0
@@ -28,11 +29,11 @@ rescan() {
 }
 
 mkdir -p /run/udev "$RULES"
-/lib/systemd/systemd-udevd --daemon --resolve-names=never 2>/tmp/udevd.err || { cat /tmp/udevd.err; fail "systemd-udevd did not start"; }
+/lib/systemd/systemd-udevd --daemon --resolve-names=early 2>/tmp/udevd.err || { cat /tmp/udevd.err; fail "systemd-udevd did not start"; }
 udevadm control --ping --timeout=5 && ok "systemd-udevd answers" || fail "systemd-udevd does not answer"
 check_eq "e1000e on its driver at first" e1000e "$(dev_driver "$NET")"
 
-vfioctl persist add "$NET" --json | json_flat >/tmp/persist.flat
+vfioctl persist add "$NET" --owner vmm --json 2>/dev/null | json_flat >/tmp/persist.flat
 check_eq "persist add" added "$(json_get /tmp/persist.flat .action)"
 rule=$(json_get /tmp/persist.flat .rule)
 grep -q "KERNEL==\"$NET\"" "$rule" && ok "rule keyed on the address" || fail "rule $rule not keyed on $NET"
@@ -42,6 +43,8 @@ vfioctl persist list | grep -q "$NET" && ok "persist list shows it" || fail "per
 rescan vfio-pci
 check_eq "after remove+rescan with the rule" vfio-pci "$(dev_driver "$NET")"
 [ -c "/dev/vfio/$(dev_group "$NET")" ] && ok "/dev/vfio/$(dev_group "$NET") exists" || fail "no /dev/vfio node"
+grep -q 'OWNER="vmm", GROUP="vmm", MODE="0600"' "$rule" && ok "the rule gives the nodes to vmm" || fail "no OWNER in $rule"
+check_eq "owner of /dev/vfio/$(dev_group "$NET") from the rule" "vmm:vmm 600" "$(stat -c '%U:%G %a' "/dev/vfio/$(dev_group "$NET")")"
 
 vfioctl persist remove "$NET" --json | json_flat >/tmp/remove.flat
 check_eq "persist remove" removed "$(json_get /tmp/remove.flat .action)"
