@@ -1,4 +1,5 @@
 import PCIInventory
+import TextFormat
 
 /// What a bind or unbind will do to each device, decided before anything changes. Pure.
 public struct BindPlan: Sendable {
@@ -121,7 +122,7 @@ public struct BindPlan: Sendable {
     public static func restore(_ journal: [BindingJournal.Entry], all: Bool, inventory: PCIInventory,
                                facts: HostFacts, force: Bool) -> BindPlan {
         var steps: [Step] = []
-        for entry in journal where all || entry.state != .bound {
+        for entry in journal where all || !entry.state.isComplete {
             guard let device = inventory.device(entry.address) else {
                 steps.append(Step(address: entry.address, fromDriver: nil, toDriver: nil, action: .unchanged,
                                   reasons: ["device is not present; its journal entry is kept"]))
@@ -161,12 +162,39 @@ public struct BindPlan: Sendable {
                 reasons.append("\(device.address) has no readable vendor and device IDs to check against the journal")
             default: break
             }
+            reasons += barSizeMismatches(device, entry: entry)
         }
-        let detaches = device.driver != nil && device.driver != targetDriver && device.driver != entry?.originalDriver
+        // Putting a BAR back needs the device without a driver, even its original one.
+        let barsPending = entry?.barSizes.contains { record in
+            record.resized != record.original && device.bars.first { $0.index == record.bar }?.size == record.resized
+        } ?? false
+        let detaches = device.driver != nil && device.driver != targetDriver && (device.driver != entry?.originalDriver || barsPending)
         if detaches {
             reasons += BindSafety.refusals(for: device, facts: facts).map(\.evidence)
         }
         return reasons
+    }
+
+    /// Why the BAR sizes `entry` records cannot be put back on `device`: each resized BAR must
+    /// be at the size vfioctl gave it (or already at its original size, after a run stopped
+    /// before its write), and the kernel must still offer the original size. Pure.
+    public static func barSizeMismatches(_ device: PCIDevice, entry: BindingJournal.Entry) -> [String] {
+        entry.barSizes.compactMap { record -> String? in
+            let name = "\(device.address) BAR \(record.bar)"
+            let now = device.bars.first { $0.index == record.bar }?.size
+            let recorded = "the journal records a resize from \(byteCount(record.original)) to \(byteCount(record.resized))"
+            guard let now, now == record.resized || now == record.original else {
+                return "\(name) is \(now.map { byteCount($0) } ?? "absent") now, but \(recorded): the device is not as vfioctl left it; check it with `vfioctl show \(device.address)` (--force returns the driver and leaves the BAR as it is)"
+            }
+            guard now != record.original else { return nil }
+            guard let resizable = device.resizableBARs.first(where: { $0.index == record.bar }), let offered = resizable.kernelSizes else {
+                return "\(name): \(recorded), but the kernel offers no resource\(record.bar)_resize now to put it back (--force returns the driver and leaves the BAR at \(byteCount(now)))"
+            }
+            guard offered.contains(record.original) else {
+                return "\(name): \(recorded), but resource\(record.bar)_resize no longer offers \(byteCount(record.original)) (it offers \(offered.map { byteCount($0) }.joined(separator: ", "))); --force returns the driver and leaves the BAR at \(byteCount(now))"
+            }
+            return nil
+        }
     }
 
     /// The driver a bind hands devices to.

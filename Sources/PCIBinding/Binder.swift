@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import PCIInventory
+import TextFormat
 
 /// What happened to one device, for the CLI's text and JSON.
 public struct BindOutcome: Sendable, Equatable {
@@ -27,14 +28,35 @@ public struct BindOutcome: Sendable, Equatable {
     public let action: Action
     /// Why, where there is more to say (a refusal's evidence, a failure's cause).
     public let reason: String?
+    /// The BARs this run resized (`bind --rebar`) or put back (`unbind`, `restore`).
+    public var barChanges: [BARChange] = []
+
+    /// One BAR's size change, in bytes.
+    public struct BARChange: Sendable, Equatable {
+        /// The BAR's index.
+        public let bar: Int
+        /// Its size before.
+        public let from: UInt64
+        /// Its size after.
+        public let to: UInt64
+
+        /// A change as given.
+        public init(bar: Int, from: UInt64, to: UInt64) {
+            self.bar = bar
+            self.from = from
+            self.to = to
+        }
+    }
 
     /// An outcome as given.
-    public init(address: String, fromDriver: String?, toDriver: String?, action: Action, reason: String?) {
+    public init(address: String, fromDriver: String?, toDriver: String?, action: Action, reason: String?,
+                barChanges: [BARChange] = []) {
         self.address = address
         self.fromDriver = fromDriver
         self.toDriver = toDriver
         self.action = action
         self.reason = reason
+        self.barChanges = barChanges
     }
 }
 
@@ -249,13 +271,18 @@ public struct Binder {
         let address: PCIAddress
         let fromDriver: String?
         let entry: BindingJournal.Entry
+        /// BARs to resize while the device has no driver, between the unbind and the probe.
+        var resizes: [ResizableBARPlan] = []
     }
 
     /// Carries out a bind plan, all or nothing: binds every `.bind` step in order and, if one
     /// fails (or the journal cannot record the result), returns every device this call touched,
     /// so a group is never left half assigned. Refused plans change nothing (check
-    /// `plan.isRefused` first; this throws). The caller holds the `BindingLock`.
-    public func apply(_ plan: BindPlan) throws(BindingError) -> [BindOutcome] {
+    /// `plan.isRefused` first; this throws). `resizes` (`bind --rebar`, planned with
+    /// `unbindingFirst`) are carried out as a step of the bind of their device, after its driver
+    /// lets go and before vfio-pci probes it, their old sizes journalled with the rest, so a
+    /// rollback, `unbind` and `restore` put them back. The caller holds the `BindingLock`.
+    public func apply(_ plan: BindPlan, resizes: [ResizableBARPlan] = []) throws(BindingError) -> [BindOutcome] {
         guard !plan.isRefused else {
             throw .refused(plan.steps.filter { $0.action == .refused }.map { "\($0.address): \($0.reasons.joined(separator: "; "))" }.joined(separator: "; "))
         }
@@ -274,10 +301,15 @@ public struct Binder {
             let kept = earlier[step.address].flatMap { entry in
                 entry.identity == nil || step.identity == nil || entry.identity == step.identity ? entry : nil
             }
-            let entry = BindingJournal.Entry(address: step.address, originalDriver: kept.map(\.originalDriver) ?? driver,
+            var entry = BindingJournal.Entry(address: step.address, originalDriver: kept.map(\.originalDriver) ?? driver,
                                              originalOverride: kept.map(\.originalOverride) ?? override,
-                                             identity: step.identity ?? kept?.identity, state: .binding)
-            targets.append(Target(address: step.address, fromDriver: driver, entry: entry))
+                                             identity: step.identity ?? kept?.identity, state: .binding,
+                                             barSizes: kept?.barSizes ?? [])
+            let mine = resizes.filter { $0.address == step.address && !$0.isUnchanged }
+            for resize in mine {
+                entry.barSizes = entry.recordingResize(bar: resize.bar, from: resize.currentSize, to: resize.newSize)
+            }
+            targets.append(Target(address: step.address, fromDriver: driver, entry: entry, resizes: mine))
         }
         // One append for the whole plan, on disk before the first sysfs write. If it fails,
         // nothing has changed.
@@ -315,7 +347,10 @@ public struct Binder {
             let from = targetsByAddress[step.address]?.fromDriver
             return BindOutcome(address: step.address.description, fromDriver: from, toDriver: BindPlan.targetDriver,
                                action: from == BindPlan.targetDriver ? .unchanged : .bound,
-                               reason: from == BindPlan.targetDriver ? "already bound to vfio-pci" : nil)
+                               reason: from == BindPlan.targetDriver ? "already bound to vfio-pci" : nil,
+                               barChanges: (targetsByAddress[step.address]?.resizes ?? []).map {
+                                   BindOutcome.BARChange(bar: $0.bar, from: $0.currentSize, to: $0.newSize)
+                               })
         }
     }
 
@@ -339,6 +374,7 @@ public struct Binder {
                 try unbindDriver(address)
             }
             injectFault(after: "unbound")
+            for resize in target.resizes { try self.resize(resize) }
             try probe(address)
             injectFault(after: "probed")
         }
@@ -461,6 +497,8 @@ public struct Binder {
         let returned: Bool
         let problem: String?
         let journalProblem: String?
+        /// The BARs put back at their original sizes.
+        var restoredBARs: [BindOutcome.BARChange] = []
     }
 
     /// Returns devices to the drivers their entries record (without an entry: clears the
@@ -490,6 +528,7 @@ public struct Binder {
         for (address, entry) in items {
             let from = (try? driver(of: address)) ?? nil
             var problem: String?
+            let pendingBefore = pendingBARRestores(address, entry: entry)
             try withState(addresses) { () throws(BindingError) in
                 do throws(BindingError) { try returnOne(address, entry: entry) } catch {
                     if case .sysfsTimeout = error { throw error }
@@ -501,16 +540,22 @@ public struct Binder {
                 now = nil
                 problem = problem ?? error.failureOnly
             }
-            let back = entry.map { now == $0.originalDriver } ?? (now != BindPlan.targetDriver)
+            let barsLeft = pendingBARRestores(address, entry: entry)
+            if let first = barsLeft.first, problem == nil {
+                problem = "BAR \(first.bar) is still \(byteCount(first.resized)), not \(byteCount(first.original))"
+            }
+            let back = barsLeft.isEmpty && (entry.map { now == $0.originalDriver } ?? (now != BindPlan.targetDriver))
+            let restored = pendingBefore.filter { record in !barsLeft.contains { $0.bar == record.bar } }
+                .map { BindOutcome.BARChange(bar: $0.bar, from: $0.resized, to: $0.original) }
             results.append(Returned(address: address, from: from, now: now, returned: back,
-                                    problem: problem, journalProblem: journalProblem))
+                                    problem: problem, journalProblem: journalProblem, restoredBARs: restored))
         }
         let back = results.filter(\.returned).map(\.address)
         do { try journal.remove(back) } catch {
             let note = "back, but the journal still lists it (\(error.failureOnly)); `vfioctl restore` clears that"
             results = results.map {
                 Returned(address: $0.address, from: $0.from, now: $0.now, returned: $0.returned, problem: $0.problem,
-                         journalProblem: $0.returned ? note : $0.journalProblem)
+                         journalProblem: $0.returned ? note : $0.journalProblem, restoredBARs: $0.restoredBARs)
             }
         }
         return results
@@ -521,9 +566,12 @@ public struct Binder {
         let path = devicePath(address)
         // Writing a lone newline clears driver_override.
         try write((entry?.originalOverride ?? "") + "\n", to: path + "/driver_override")
-        if let driver = try driver(of: address), driver != entry?.originalDriver {
+        let pending = pendingBARRestores(address, entry: entry)
+        if let driver = try driver(of: address), driver != entry?.originalDriver || !pending.isEmpty {
             try unbindDriver(address)
         }
+        // With no driver bound, as the kernel requires, before the original driver sees the device.
+        for record in pending { try restoreBARSize(address, record) }
         if let original = entry?.originalDriver {
             if try driver(of: address) != original {
                 // Bind straight to the recorded driver: a reprobe could pick another one. A driver
@@ -552,14 +600,15 @@ public struct Binder {
             let note = result.journalProblem.map { "; \($0)" } ?? ""
             if result.returned {
                 return BindOutcome(address: result.address.description, fromDriver: result.from, toDriver: result.now,
-                                   action: .unbound, reason: note.isEmpty ? nil : String(note.dropFirst(2)))
+                                   action: .unbound, reason: note.isEmpty ? nil : String(note.dropFirst(2)), barChanges: result.restoredBARs)
             }
             let expected = entry.map { $0.originalDriver ?? "no driver" } ?? "a host driver"
             return BindOutcome(address: result.address.description, fromDriver: result.from, toDriver: result.now,
                                action: .notReturned,
                                reason: "could not return to \(expected): now on \(result.now ?? "no driver")"
                                    + (result.problem.map { " (\($0))" } ?? "")
-                                   + (entry == nil ? "" : "; the journal keeps the entry, retry with `vfioctl restore`") + note)
+                                   + (entry == nil ? "" : "; the journal keeps the entry, retry with `vfioctl restore`") + note,
+                               barChanges: result.restoredBARs)
         }
     }
 

@@ -22,6 +22,18 @@ public enum BindingError: Error, Equatable, CustomStringConvertible {
     /// owner could not be changed.
     case owner(String)
 
+    /// The same error with `note` added to its reason (what else is known); unchanged when empty.
+    func appending(_ note: String) -> BindingError {
+        guard !note.isEmpty else { return self }
+        switch self {
+        case .sysfsWrite(let path, let value, let reason): return .sysfsWrite(path: path, value: value, reason: reason + note)
+        case .refused(let evidence): return .refused(evidence + note)
+        case .untrustedSysfs(let path, let reason): return .untrustedSysfs(path: path, reason: reason + note)
+        case .journalUnwritable(let path, let reason): return .journalUnwritable(path: path, reason: reason + note)
+        default: return self
+        }
+    }
+
     /// What failed, with what to do where known.
     /// The failure alone, without the "nothing was changed" the description adds for an error
     /// that stops a change before it starts: for the reasons of a change that had begun (a

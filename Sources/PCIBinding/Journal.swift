@@ -24,6 +24,39 @@ public final class BindingJournal: @unchecked Sendable {
         case bound
         /// A return to the original driver was started.
         case unbinding
+        /// `vfioctl rebar` resized a BAR of a device no driver held; the entry remembers the
+        /// sizes to put back (`unbind`, `restore --all`).
+        case resized
+
+        /// Whether the change is complete (kept by a plain `restore`, returned by `--all`).
+        public var isComplete: Bool { self == .bound || self == .resized }
+    }
+
+    /// A BAR vfioctl resized: the size it had before and the size vfioctl gave it, so that a
+    /// return can put it back and tell when the device no longer matches the record.
+    public struct BARSize: Sendable, Equatable, Codable {
+        /// The BAR's index (0-5).
+        public var bar: Int
+        /// Its size before vfioctl's first resize, in bytes.
+        public var original: UInt64
+        /// The size vfioctl gave it, in bytes.
+        public var resized: UInt64
+
+        /// A record as given.
+        public init(bar: Int, original: UInt64, resized: UInt64) {
+            self.bar = bar
+            self.original = original
+            self.resized = resized
+        }
+
+        /// Why the record cannot be what vfioctl wrote; nil when it can.
+        var problem: String? {
+            guard (0..<6).contains(bar) else { return "BAR index \(bar) is not 0-5" }
+            for size in [original, resized] where ResizableBARSize.code(bytes: size) == nil {
+                return "BAR \(bar) size \(size) is not a power of two of at least 1 MiB"
+            }
+            return nil
+        }
     }
 
     /// One device's journal entry: what to give it back to.
@@ -43,10 +76,13 @@ public final class BindingJournal: @unchecked Sendable {
         /// Who the device's VFIO nodes were given to (`bind --owner`); nil: root, the kernel's owner.
         /// `unbind` and `restore` give them back to root.
         public var nodeOwner: NodeOwner?
+        /// The BARs vfioctl resized, to be put back before the original driver binds.
+        public var barSizes: [BARSize]
 
         /// An entry as given.
         public init(address: PCIAddress, originalDriver: String?, originalOverride: String?,
-                    identity: DeviceIdentity?, state: State, updated: Date = Date(), nodeOwner: NodeOwner? = nil) {
+                    identity: DeviceIdentity?, state: State, updated: Date = Date(), nodeOwner: NodeOwner? = nil,
+                    barSizes: [BARSize] = []) {
             self.address = address
             self.originalDriver = originalDriver
             self.originalOverride = originalOverride
@@ -54,6 +90,16 @@ public final class BindingJournal: @unchecked Sendable {
             self.state = state
             self.updated = updated
             self.nodeOwner = nodeOwner
+            self.barSizes = barSizes
+        }
+
+        /// `barSizes` with `bar` recorded as resized to `size`: the first original is kept, and
+        /// a BAR back at its original size is dropped.
+        public func recordingResize(bar: Int, from current: UInt64, to size: UInt64) -> [BARSize] {
+            var sizes = barSizes.filter { $0.bar != bar }
+            let original = barSizes.first { $0.bar == bar }?.original ?? current
+            if original != size { sizes.append(BARSize(bar: bar, original: original, resized: size)) }
+            return sizes.sorted { $0.bar < $1.bar }
         }
     }
 
@@ -67,16 +113,19 @@ public final class BindingJournal: @unchecked Sendable {
         var identity: DeviceIdentity?
         var updated: Date
         var nodeOwner: NodeOwner?
+        /// Absent in journals of vfioctl before Resizable BAR support: no BAR was resized.
+        var barSizes: [BARSize]? = nil
 
         enum CodingKeys: String, CodingKey {
             case address, state, identity, updated
             case originalDriver = "original_driver"
             case originalOverride = "original_override"
             case nodeOwner = "node_owner"
+            case barSizes = "bar_sizes"
         }
 
         init(address: String, state: String, originalDriver: String? = nil, originalOverride: String? = nil,
-             identity: DeviceIdentity? = nil, updated: Date, nodeOwner: NodeOwner? = nil) {
+             identity: DeviceIdentity? = nil, updated: Date, nodeOwner: NodeOwner? = nil, barSizes: [BARSize]? = nil) {
             self.address = address
             self.state = state
             self.originalDriver = originalDriver
@@ -84,12 +133,13 @@ public final class BindingJournal: @unchecked Sendable {
             self.identity = identity
             self.updated = updated
             self.nodeOwner = nodeOwner
+            self.barSizes = barSizes
         }
 
         init(_ entry: Entry) {
             self.init(address: entry.address.description, state: entry.state.rawValue, originalDriver: entry.originalDriver,
                       originalOverride: entry.originalOverride, identity: entry.identity, updated: entry.updated,
-                      nodeOwner: entry.nodeOwner)
+                      nodeOwner: entry.nodeOwner, barSizes: entry.barSizes)
         }
 
         /// "No driver" is a fact worth recording: written as null, not left out.
@@ -103,6 +153,8 @@ public final class BindingJournal: @unchecked Sendable {
             try container.encode(updated, forKey: .updated)
             // Only where set: a journal without owners reads as before.
             try container.encodeIfPresent(nodeOwner, forKey: .nodeOwner)
+            // Left out when no BAR was resized, so such lines read the same in older vfioctl.
+            if let barSizes, !barSizes.isEmpty { try container.encode(barSizes, forKey: .barSizes) }
         }
     }
 
@@ -213,6 +265,13 @@ public final class BindingJournal: @unchecked Sendable {
             if let owner = line.nodeOwner, let problem = NodeOwner.nameProblem(owner.user) ?? NodeOwner.nameProblem(owner.group) {
                 throw .journalUnreadable(path: path, reason: "line \(lineNumber): node owner \"\(owner)\" \(problem)")
             }
+            let barSizes = line.barSizes ?? []
+            if let problem = barSizes.lazy.compactMap(\.problem).first {
+                throw .journalUnreadable(path: path, reason: "line \(lineNumber): \(problem)")
+            }
+            if Set(barSizes.map(\.bar)).count != barSizes.count {
+                throw .journalUnreadable(path: path, reason: "line \(lineNumber): a BAR is recorded twice")
+            }
             if line.state == Self.removedState {
                 live[address] = nil
                 continue
@@ -221,7 +280,8 @@ public final class BindingJournal: @unchecked Sendable {
                 throw .journalUnreadable(path: path, reason: "line \(lineNumber): unknown state \"\(line.state)\"")
             }
             live[address] = Entry(address: address, originalDriver: line.originalDriver, originalOverride: line.originalOverride,
-                                  identity: line.identity, state: state, updated: line.updated, nodeOwner: line.nodeOwner)
+                                  identity: line.identity, state: state, updated: line.updated, nodeOwner: line.nodeOwner,
+                                  barSizes: barSizes)
         }
         return (live, lineNumber, validLength)
     }
@@ -278,7 +338,8 @@ public final class BindingJournal: @unchecked Sendable {
                 state.live[address] = nil
             } else if let value = State(rawValue: line.state) {
                 state.live[address] = Entry(address: address, originalDriver: line.originalDriver, originalOverride: line.originalOverride,
-                                            identity: line.identity, state: value, updated: line.updated, nodeOwner: line.nodeOwner)
+                                            identity: line.identity, state: value, updated: line.updated, nodeOwner: line.nodeOwner,
+                                            barSizes: line.barSizes ?? [])
             }
         }
         state.lines += lines.count

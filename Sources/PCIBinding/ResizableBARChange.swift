@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import PCIInventory
 import TextFormat
@@ -49,8 +52,10 @@ public struct ResizableBARPlan: Sendable, Equatable {
 /// can hold the new size.
 public enum ResizableBARPlanner {
     /// Plans `request` on `inventory`; `bridgeWindow` gives a bridge's prefetchable window
-    /// (`resource` line 16) when it has one. Throws `.refused` with the numbers.
-    public static func plan(_ request: ResizableBARRequest, inventory: PCIInventory,
+    /// (`resource` line 16) when it has one. With `unbindingFirst` (a step of `bind`, which
+    /// unbinds the driver before it resizes) a bound driver is not refused. Throws `.refused`
+    /// with the numbers.
+    public static func plan(_ request: ResizableBARRequest, inventory: PCIInventory, unbindingFirst: Bool = false,
                             bridgeWindow: (PCIAddress) -> ClosedRange<UInt64>?) throws(BindingError) -> ResizableBARPlan {
         guard let device = inventory.device(request.address) else { throw .noSuchDevice(address: request.address.description) }
         let name = "\(device.address) BAR \(request.bar)"
@@ -83,7 +88,7 @@ public enum ResizableBARPlanner {
         let bridge = device.parentBridges.last
         let plan = ResizableBARPlan(address: device.address, bar: request.bar, currentSize: current, newSize: newSize, code: code, bridge: bridge)
         if plan.isUnchanged { return plan }
-        if let driver = device.driver {
+        if let driver = device.driver, !unbindingFirst {
             throw .refused("\(device.address) is bound to \(driver): the kernel resizes BARs only with no driver bound; run `vfioctl unbind \(device.address)` or bind with `vfioctl bind \(device.address) --rebar max`")
         }
         if let vfs = device.sriov?.enabledVFs, vfs > 0 {
@@ -104,26 +109,124 @@ public enum ResizableBARPlanner {
     }
 }
 
+extension ResizableBARPlanner {
+    /// Plans `bind --rebar`: with `bar` that BAR; without it, for `max` each resizable BAR of the
+    /// device, for a size its only resizable BAR. Each is planned as if the driver were already
+    /// unbound (the bind unbinds it first). A device already on vfio-pci is refused: the bind
+    /// would not unbind it, so no resize could happen.
+    public static func planForBind(_ address: PCIAddress, size: ResizableBARRequest.Size, bar: Int?, inventory: PCIInventory,
+                                   bridgeWindow: (PCIAddress) -> ClosedRange<UInt64>?) throws(BindingError) -> [ResizableBARPlan] {
+        guard let device = inventory.device(address) else { throw .noSuchDevice(address: address.description) }
+        if device.driver == BindPlan.targetDriver {
+            throw .refused("\(address) is on vfio-pci already, so the bind would not unbind it and no BAR could be resized; run `vfioctl unbind \(address)` first, or `vfioctl rebar` once no driver holds it")
+        }
+        let indexes: [Int]
+        if let bar {
+            indexes = [bar]
+        } else if case .maximum = size {
+            indexes = device.resizableBARs.map(\.index)
+        } else if device.resizableBARs.count == 1, let only = device.resizableBARs.first {
+            indexes = [only.index]
+        } else {
+            indexes = []
+        }
+        guard !indexes.isEmpty else {
+            let listed = device.resizableBARs.map { String($0.index) }.joined(separator: ", ")
+            throw .refused(device.resizableBARs.isEmpty ? "\(address) has no Resizable BAR capability: --rebar cannot resize any BAR"
+                           : "\(address) has resizable BARs \(listed): name one with --rebar-bar")
+        }
+        var plans: [ResizableBARPlan] = []
+        for index in indexes {
+            plans.append(try plan(ResizableBARRequest(address: address, bar: index, size: size), inventory: inventory,
+                                  unbindingFirst: true, bridgeWindow: bridgeWindow))
+        }
+        return plans
+    }
+}
+
 extension Binder {
     /// Writes `plan.code` to the device's `resourceN_resize`, then checks that `resource` shows
-    /// the new size. The caller holds the `BindingLock` and planned on a fresh inventory.
+    /// the new size. Journals nothing (`resizeJournalled` and `apply` do). The caller holds the
+    /// `BindingLock` and planned on a fresh inventory.
     public func resize(_ plan: ResizableBARPlan) throws(BindingError) {
         guard !plan.isUnchanged else { return }
+        try writeBARSize(plan.address, bar: plan.bar, code: plan.code, size: plan.newSize)
+    }
+
+    /// `vfioctl rebar`: journals the BAR's old size (state `resized`, or the device's existing
+    /// entry), resizes, and leaves the record for `unbind` and `restore`. A resize back to the
+    /// original size drops the record. If the kernel refuses the write, the journal is put back
+    /// as it was. `device` is the inventory's view the plan was made on. The caller holds the
+    /// `BindingLock`.
+    public func resizeJournalled(_ plan: ResizableBARPlan, device: PCIDevice) throws(BindingError) {
+        guard !plan.isUnchanged else { return }
+        let before = try journal.entry(for: plan.address)
+        if let before, !before.state.isComplete {
+            throw .refused("the journal holds an unfinished change of \(plan.address) (state \(before.state.rawValue)); run `vfioctl restore` first")
+        }
+        if let before, let recorded = before.identity, let now = DeviceIdentity(device), recorded != now {
+            throw .refused("\(plan.address) now holds \(now), but the journal recorded \(recorded); check the entry (`vfioctl restore --dry-run`) first")
+        }
+        let override = try self.override(of: plan.address)
+        var entry = before ?? BindingJournal.Entry(address: plan.address, originalDriver: nil, originalOverride: override,
+                                                   identity: DeviceIdentity(device), state: .resized)
+        entry.barSizes = entry.recordingResize(bar: plan.bar, from: plan.currentSize, to: plan.newSize)
+        entry.updated = Date()
+        // On disk before the write: a run killed after it leaves a record `restore --all` reads.
+        if entry.state == .resized && entry.barSizes.isEmpty {
+            try journal.remove(plan.address)
+        } else {
+            try journal.record(entry)
+        }
+        do { try resize(plan) } catch {
+            let journalNote: String
+            do throws(BindingError) {
+                if let before { try journal.record(before) } else { try journal.remove(plan.address) }
+                journalNote = ""
+            } catch let problem {
+                journalNote = "; the journal could not be put back (\(problem.failureOnly)): `vfioctl restore --all` will find the BAR at its old size and drop the entry"
+            }
+            throw error.appending(journalNote)
+        }
+    }
+
+    /// The journalled BARs of `address` still at the size vfioctl gave them (not original).
+    func pendingBARRestores(_ address: PCIAddress, entry: BindingJournal.Entry?) -> [BindingJournal.BARSize] {
+        guard let entry, !entry.barSizes.isEmpty else { return [] }
+        let sizes = currentBARSizes(address)
+        return entry.barSizes.filter { $0.resized != $0.original && sizes[$0.bar] == $0.resized }
+    }
+
+    /// Puts one journalled BAR back at its original size.
+    func restoreBARSize(_ address: PCIAddress, _ record: BindingJournal.BARSize) throws(BindingError) {
+        guard let code = ResizableBARSize.code(bytes: record.original) else {
+            throw .untrustedSysfs(path: journal.path, reason: "BAR \(record.bar)'s original size \(record.original) has no size code")
+        }
+        try writeBARSize(address, bar: record.bar, code: code, size: record.original)
+    }
+
+    /// The device's BAR sizes from sysfs `resource`, by index; empty when unreadable.
+    func currentBARSizes(_ address: PCIAddress) -> [Int: UInt64] {
+        guard let bytes = SysfsReader().readBytes(devicePath(address) + "/resource", limit: 1 << 14) else { return [:] }
+        let bars = parseResourceFile(String(decoding: bytes, as: UTF8.self)).bars
+        return Dictionary(bars.map { ($0.index, $0.size) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Writes `code` to `resourceN_resize` with no driver bound, then checks `resource`.
+    func writeBARSize(_ address: PCIAddress, bar: Int, code: Int, size: UInt64) throws(BindingError) {
         // The kernel rechecks under the device lock: a driver bound since the plan gets EBUSY.
-        if let driver = try driver(of: plan.address) {
-            throw .refused("\(plan.address) is bound to \(driver) now: the kernel resizes BARs only with no driver bound")
+        if let driver = try driver(of: address) {
+            throw .refused("\(address) is bound to \(driver) now: the kernel resizes BARs only with no driver bound")
         }
-        let path = devicePath(plan.address) + "/resource\(plan.bar)_resize"
-        try write(String(plan.code), to: path)
-        let resources = devicePath(plan.address) + "/resource"
-        guard let bytes = SysfsReader().readBytes(resources, limit: 1 << 14) else {
-            throw .sysfsWrite(path: resources, value: "", reason: "unreadable after the resize; check `vfioctl show \(plan.address)`")
+        let path = devicePath(address) + "/resource\(bar)_resize"
+        guard access(path, F_OK) == 0 else {
+            throw .sysfsWrite(path: path, value: String(code), reason: "it does not exist: this kernel cannot resize BAR \(bar) (Linux 6.1 or later is needed)")
         }
-        let parsed = parseResourceFile(String(decoding: bytes, as: UTF8.self))
-        let size = parsed.bars.first { $0.index == plan.bar }?.size
-        guard size == plan.newSize else {
-            throw .sysfsWrite(path: path, value: String(plan.code),
-                              reason: "the kernel took the write but BAR \(plan.bar) is \(size.map { byteCount($0) } ?? "absent") in `resource`, not \(byteCount(plan.newSize))")
+        try write(String(code), to: path)
+        let now = currentBARSizes(address)[bar]
+        guard now == size else {
+            throw .sysfsWrite(path: path, value: String(code),
+                              reason: "the kernel took the write but BAR \(bar) is \(now.map { byteCount($0) } ?? "absent") in `resource`, not \(byteCount(size)); check `vfioctl show \(address)`")
         }
     }
 

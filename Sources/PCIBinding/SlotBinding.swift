@@ -22,12 +22,12 @@ extension Binder {
     /// Carries out several plans (the functions of a slot, across groups) all or nothing: when
     /// a device of one plan is rolled back, every device the earlier plans bound goes back too.
     /// The caller holds the `BindingLock`.
-    public func apply(_ plans: [BindPlan]) throws(BindingError) -> [BindOutcome] {
+    public func apply(_ plans: [BindPlan], resizes: [ResizableBARPlan] = []) throws(BindingError) -> [BindOutcome] {
         // A refused plan changes nothing: `apply` throws its refusal before any device moves.
         if let refused = plans.first(where: \.isRefused) { _ = try apply(refused) }
         var outcomes: [BindOutcome] = []
         for plan in plans {
-            let these = try apply(plan)
+            let these = try apply(plan, resizes: resizes)
             guard let failed = these.first(where: { $0.action == .rolledBack }) else {
                 outcomes += these
                 continue

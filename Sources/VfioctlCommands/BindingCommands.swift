@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import PCIBinding
 import PCIInventory
+import TextFormat
 
 /// Options shared by the commands that change bindings.
 struct BindingOptions: ParsableArguments {
@@ -60,7 +61,8 @@ enum BindingExit {
 
 struct OutcomeJSON: Encodable {
     let outcome: BindOutcome
-    enum Keys: String, CodingKey { case address, from_driver, to_driver, action, reason }
+    enum Keys: String, CodingKey { case address, from_driver, to_driver, action, reason, bar_changes }
+    struct BARChangeJSON: Encodable { let bar: Int; let from: UInt64; let to: UInt64 }
     func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: Keys.self)
         try container.encode(outcome.address, forKey: .address)
@@ -68,6 +70,7 @@ struct OutcomeJSON: Encodable {
         try container.encode(outcome.toDriver, forKey: .to_driver)
         try container.encode(outcome.action.rawValue, forKey: .action)
         try container.encode(outcome.reason, forKey: .reason)
+        try container.encode(outcome.barChanges.map { BARChangeJSON(bar: $0.bar, from: $0.from, to: $0.to) }, forKey: .bar_changes)
     }
 }
 
@@ -87,6 +90,7 @@ enum BindingReport {
             case .rollbackFailed, .notReturned: line += " (now on \(to))"
             }
             if let reason = outcome.reason { line += ": \(reason)" }
+            for change in outcome.barChanges { line += "; BAR \(change.bar) \(byteCount(change.from)) -> \(byteCount(change.to))" }
             Swift.print(line)
         }
     }
@@ -122,6 +126,15 @@ struct BindCommand: ParsableCommand {
     @Flag(help: "Print what would happen; change nothing.") var dryRun = false
     @Option(help: ArgumentHelp("Give the device's VFIO nodes (/dev/vfio/GROUP, and its /dev/vfio/devices file) to this user, mode 0600, so a VMM run as that user opens it and no other user can; the group defaults to the user's own. `unbind` and `restore` give them back to root.", valueName: "user[:group]"))
     var owner: String?
+    @Option(help: ArgumentHelp("Also resize the device's resizable BARs (PCIe Resizable BAR) while no driver holds it: a power of two of at least 1M, or max; the old sizes are journalled and `unbind` puts them back.", valueName: "size"))
+    var rebar: RebarSize?
+    @Option(help: ArgumentHelp("With --rebar: the BAR to resize (default: each resizable BAR for max; the only one for a size).", valueName: "n"))
+    var rebarBar: BARIndex?
+
+    func validate() throws {
+        if rebarBar != nil && rebar == nil { throw ValidationError("--rebar-bar goes with --rebar") }
+        if rebar != nil && slot { throw ValidationError("--rebar resizes the named device: use it without --slot") }
+    }
 
     func run() throws {
         let target = address
@@ -140,11 +153,26 @@ struct BindCommand: ParsableCommand {
             try BindingReport.print(plans.flatMap(BindingReport.refusedOutcomes), json: global.json)
             throw ExitCode(BindingExit.refused)
         }
+        let binder = Binder(root: root, devRoot: options.devRoot, journal: options.journal, hooks: TestHookSeam.binding)
+        var resizes: [ResizableBARPlan] = []
+        if let rebar {
+            do {
+                resizes = try ResizableBARPlanner.planForBind(target, size: rebar.value, bar: rebarBar?.value, inventory: inventory,
+                                                              bridgeWindow: binder.prefetchableWindow(of:))
+            } catch .refused(let reason) {
+                let device = inventory.device(target)
+                try BindingReport.print([BindOutcome(address: target.description, fromDriver: device?.driver, toDriver: device?.driver,
+                                                     action: .refused, reason: reason)], json: global.json)
+                throw ExitCode(BindingExit.refused)
+            } catch { throw bindingFailure(error) }
+        }
         if dryRun {
             let outcomes = plans.flatMap(\.steps).map { step in
                 BindOutcome(address: step.address.description, fromDriver: step.fromDriver, toDriver: step.toDriver,
                             action: step.action == .bind ? .wouldBind : .unchanged,
-                            reason: step.reasons.isEmpty ? nil : step.reasons.joined(separator: "; "))
+                            reason: step.reasons.isEmpty ? nil : step.reasons.joined(separator: "; "),
+                            barChanges: step.action == .bind ? resizes.filter { $0.address == step.address && !$0.isUnchanged }
+                                .map { BindOutcome.BARChange(bar: $0.bar, from: $0.currentSize, to: $0.newSize) } : [])
             }
             try BindingReport.print(outcomes, json: global.json)
             if let nodeOwner, !global.json { print("would give the VFIO nodes to \(nodeOwner), mode 0600") }
@@ -152,7 +180,6 @@ struct BindCommand: ParsableCommand {
             return
         }
 
-        let binder = Binder(root: root, devRoot: options.devRoot, journal: options.journal, hooks: TestHookSeam.binding)
         let outcomes: [BindOutcome]
         var nodes: [String] = []
         var ownerFailure: BindingError?
@@ -162,7 +189,7 @@ struct BindCommand: ParsableCommand {
             try binder.checkPreconditions(for: plans.flatMap(\.steps).filter { $0.action == .bind }.map(\.address.description))
             let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds, hooks: TestHookSeam.binding)
             defer { withExtendedLifetime(lock) {} }
-            outcomes = try binder.apply(plans)
+            outcomes = try binder.apply(plans, resizes: resizes)
             // Only once every device is on vfio-pci: a rolled-back bind has no node to give.
             if let nodeOwner, !outcomes.contains(where: { ![.bound, .unchanged].contains($0.action) }) {
                 let onVFIO = outcomes.filter { $0.toDriver == BindPlan.targetDriver }.compactMap { try? PCIAddress(parsing: $0.address) }
@@ -316,7 +343,8 @@ struct RestoreCommand: ParsableCommand {
             outcomes = try ReturnRun(binder: binder, options: options, dryRun: dryRun).carryOut(plan) { step, outcome in
                 guard outcome.action == .unbound, let entry = entries.first(where: { $0.address == step.address }) else { return outcome }
                 return BindOutcome(address: outcome.address, fromDriver: outcome.fromDriver, toDriver: outcome.toDriver,
-                                   action: .unbound, reason: "restored (journal state \(entry.state.rawValue))" + (outcome.reason.map { "; \($0)" } ?? ""))
+                                   action: .unbound, reason: "restored (journal state \(entry.state.rawValue))" + (outcome.reason.map { "; \($0)" } ?? ""),
+                                   barChanges: outcome.barChanges)
             }
         } catch { throw bindingFailure(error) }
         if outcomes.isEmpty && !global.json {

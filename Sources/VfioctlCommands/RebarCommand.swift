@@ -12,7 +12,9 @@ struct RebarCommand: ParsableCommand {
         abstract: "Resize a BAR (PCIe Resizable BAR) of a device no driver holds.",
         discussion: """
             Writes the size to sysfs resourceN_resize (Linux 6.1 and later) and checks that the \
-            device's resource file shows it. The kernel resizes only while no driver is bound, \
+            device's resource file shows it. The old size is journalled first: `vfioctl unbind \
+            BDF` and `vfioctl restore --all` put it back (`bind --rebar` resizes as a step of a \
+            bind). The kernel resizes only while no driver is bound, \
             and from 6.15 not while VFs exist; vfioctl refuses those first, and a size the \
             upstream bridge's prefetchable window cannot hold, a size the device does not offer, \
             or a BAR without a Resizable BAR entry (exit 3, nothing changed). `vfioctl show BDF` \
@@ -40,13 +42,14 @@ struct RebarCommand: ParsableCommand {
             let lock = try BindingLock(directory: options.journal.directory, timeout: options.lockTimeout.seconds)
             defer { withExtendedLifetime(lock) {} }
             let inventory = try InventoryLoader.load(global, detail: .full)
-            do {
+            do throws(BindingError) {
                 plan = try ResizableBARPlanner.plan(request, inventory: inventory, bridgeWindow: binder.prefetchableWindow(of:))
+                guard let device = inventory.device(plan.address) else { throw .noSuchDevice(address: address.description) }
+                try binder.resizeJournalled(plan, device: device)
             } catch .refused(let reason) {
                 report(nil, status: "refused", reason: reason)
                 throw ExitCode(BindingExit.refused)
             }
-            try binder.resize(plan)
         } catch let error as BindingError {
             throw bindingFailure(error)
         }

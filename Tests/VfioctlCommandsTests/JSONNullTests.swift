@@ -1,6 +1,7 @@
 import BARPlacement
 import Foundation
 import HostKernel
+import PCIInventory
 import Testing
 @testable import VfioctlCommands
 
@@ -59,6 +60,15 @@ import Testing
         #expect(object["sparse_areas"] is NSNull && object["type"] is NSNull)
         try Self.check(DeviceInfoJSON(address: "0000:01:00.0", group: 1, backend: "type1", flags: 0, supportsReset: false,
                                       regions: [region], irqs: [], reset: nil), "DeviceInfoJSON")
+        // Each resizable BAR: its size now and the sizes offered, in the text and the JSON.
+        let resizable = ResizableBAR(index: 1, currentSize: 256 << 20, supportedSizes: [256 << 20, 512 << 20, 1 << 30],
+                                     kernelSizes: [256 << 20, 512 << 20, 1 << 30])
+        let info = DeviceInfoJSON(address: "0000:01:00.0", group: 1, backend: "type1", flags: 0, supportsReset: false,
+                                  regions: [region], irqs: [], reset: nil, resizableBARs: [resizable])
+        #expect(info.textLines().contains("  Resizable BAR1: 256 MiB now; supports 256 MiB-1 GiB (3 sizes) through resource1_resize"))
+        let entries = try #require(try Self.check(info, "DeviceInfoJSON with a resizable BAR")["resizable_bars"] as? [[String: Any]])
+        #expect(entries.first?["current_size"] as? UInt64 == 256 << 20)
+        #expect(entries.first?["kernel_sizes"] as? [UInt64] == [256 << 20, 512 << 20, 1 << 30])
     }
 
     // vm-smoke's report lives in the lab's probe tool (vfioctl-lab-probe), not in the CLI.

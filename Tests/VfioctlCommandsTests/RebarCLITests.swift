@@ -48,4 +48,36 @@ import Testing
             #expect(badBAR.status == 64)
         }
     }
+
+    /// `bind --rebar` on the GPU given a host driver: refused with the bridge window's numbers
+    /// (exit 3, the bind's JSON array, nothing written); `--rebar-bar` without `--rebar` is a
+    /// usage error; on vfio-pci already, the resize could not happen and is refused.
+    @Test func bindWithRebarRefusesWhatTheWindowCannotHold() throws {
+        var host = Self.host
+        host.devices = host.devices.map { device in
+            guard device.address == GPUWorkstation.gpu else { return device }
+            var device = device
+            device.driver = "nouveau"
+            device.driverOverride = nil
+            return device
+        }
+        try withTemporarySysfsTree(host) { tree in
+            let state = tree.rootPath + "-state"
+            defer { try? FileManager.default.removeItem(atPath: state) }
+            let refused = try VfioctlBinary.run(["bind", "01:00.0", "--rebar", "max", "--json", "--sysfs-root", tree.rootPath, "--state-dir", state])
+            #expect(refused.status == 3, "\(refused.stderr)")
+            let array = try #require(try JSONSerialization.jsonObject(with: Data(refused.stdout.utf8)) as? [[String: Any]])
+            #expect(array.first?["action"] as? String == "refused")
+            #expect((array.first?["reason"] as? String)?.contains("prefetchable window is 288 MiB") == true)
+            #expect((array.first?["bar_changes"] as? [Any])?.isEmpty == true)
+            #expect(!FileManager.default.fileExists(atPath: state + "/journal.jsonl"))
+            let usage = try VfioctlBinary.run(["bind", "01:00.0", "--rebar-bar", "1", "--sysfs-root", tree.rootPath, "--state-dir", state])
+            #expect(usage.status == 64)
+        }
+        try withTemporarySysfsTree(Self.host) { tree in
+            let onVFIO = try VfioctlBinary.run(["bind", "01:00.0", "--rebar", "max", "--sysfs-root", tree.rootPath, "--state-dir", tree.rootPath + "-state"])
+            #expect(onVFIO.status == 3)
+            #expect(onVFIO.stdout.contains("on vfio-pci already"))
+        }
+    }
 }

@@ -107,7 +107,25 @@ struct DeviceInfoJSON: Encodable {
     let irqs: [IRQJSON]
     /// "done" or "refused: why" with --reset; null without.
     let reset: String?
-    enum CodingKeys: String, CodingKey { case address, group, backend, flags, regions, irqs, reset, supportsReset = "supports_reset" }
+    /// The device's resizable BARs (sysfs: the capability and `resourceN_resize`), as `show`
+    /// lists them.
+    var resizableBARs: [ResizableBAR] = []
+    enum CodingKeys: String, CodingKey {
+        case address, group, backend, flags, regions, irqs, reset, supportsReset = "supports_reset", resizableBARs = "resizable_bars"
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(address, forKey: .address)
+        try container.encode(group, forKey: .group)
+        try container.encode(backend, forKey: .backend)
+        try container.encode(flags, forKey: .flags)
+        try container.encode(supportsReset, forKey: .supportsReset)
+        try container.encode(regions, forKey: .regions)
+        try container.encode(irqs, forKey: .irqs)
+        try container.encode(reset, forKey: .reset)
+        try container.encode(resizableBARs.map(JSONValue.resizableBAR), forKey: .resizableBARs)
+    }
 
     /// Opens the device and asks VFIO for every region and IRQ index it has; with `reset`,
     /// resets it (a refusal is reported, not thrown).
@@ -134,9 +152,12 @@ struct DeviceInfoJSON: Encodable {
                 resetResult = "refused: \(error.description)"
             }
         }
+        // Sysfs, not VFIO, says which BARs are resizable; an unreadable tree lists none.
+        let resizable = (try? PCIInventory.scan(root: SysfsRoot(path: sysfsRoot), detail: .full))?.device(target)?.resizableBARs ?? []
         return DeviceInfoJSON(address: target.description, group: try device.iommuGroupNumber(),
                               backend: device.backend.rawValue, flags: device.info.flags,
-                              supportsReset: device.info.supportsReset, regions: regions, irqs: irqs, reset: resetResult)
+                              supportsReset: device.info.supportsReset, regions: regions, irqs: irqs, reset: resetResult,
+                              resizableBARs: resizable)
     }
 
     func textLines() -> [String] {
@@ -152,6 +173,7 @@ struct DeviceInfoJSON: Encodable {
         for irq in irqs where irq.count > 0 {
             lines.append("  irq \(irq.name): \(irq.count) vector(s)\(irq.eventfd ? ", eventfd" : "")\(irq.maskable ? ", maskable" : "")")
         }
+        lines += resizableBARs.map { "  " + TextFormat.resizableBARLine($0) }
         if let reset { lines.append("reset: \(reset)") }
         return lines
     }
