@@ -30,11 +30,11 @@ struct VMConfigCommand: ParsableCommand {
             With --vmm NAME only that VMM's settings go to stdout (one line of QEMU or Cloud \
             Hypervisor arguments, or libvirt XML), host notes to stderr.
 
-            --backend iommufd prints the iommufd forms (QEMU 8.2+: -object iommufd,id=iommufd0
-            and iommufd=iommufd0 on each device; libvirt's <driver iommufd='yes'/>; Cloud
-            Hypervisor's --platform iommufd=on); it is refused (exit 3, nothing on stdout) where
-            the kernel has no /dev/iommu, a device has no VFIO device file, or the host's QEMU is
-            older than 8.2. auto (the default) takes iommufd where every device can use it, and
+            --backend iommufd prints the iommufd forms (QEMU 8.2+: -object iommufd,id=iommufd0 \
+            and iommufd=iommufd0 on each device; libvirt's <driver iommufd='yes'/>; Cloud \
+            Hypervisor's --platform iommufd=on); it is refused (exit 3, nothing on stdout) where \
+            the kernel has no /dev/iommu, a device has no VFIO device file, or the host's QEMU is \
+            older than 8.2. auto (the default) takes iommufd where every device can use it, and \
             refuses a mixed set. --json carries the type1 and the iommufd forms.
 
             Examples:

@@ -87,7 +87,7 @@ struct PeerToPeerCommand: ParsableCommand {
         commandName: "p2p",
         abstract: "Map a peer's BAR into the same container as an edu device; edu reads it by DMA (peer-to-peer).",
         discussion: """
-            Both devices are opened in one DMA space (type1: one container, each group
+            Both devices are opened in one DMA space (type1: one container, each group \
             attached once; iommufd: one IOAS, the peer's BAR mapped as a dma-buf).
 
             Example:

@@ -13,9 +13,9 @@ struct IRQTestCommand: ParsableCommand {
         abstract: "Make a test device raise every vector of an IRQ index and check each arrives once on its own eventfd.",
         discussion: """
             The device raises the interrupts through its registers: QEMU's edu (1234:11e8:
-            intx, msi) or the Intel 82574L / QEMU e1000e (8086:10d3: intx, msi, msix, one vector
-            per interrupt cause). For INTx it also checks the kernel's automasking: an
-            interrupt raised while the line is masked must wait for the unmask and then arrive
+            intx, msi) or the Intel 82574L / QEMU e1000e (8086:10d3: intx, msi, msix, one vector \
+            per interrupt cause). For INTx it also checks the kernel's automasking: an \
+            interrupt raised while the line is masked must wait for the unmask and then arrive \
             once. The output is `vfioctl irq test`'s.
 
             Examples:

@@ -19,17 +19,17 @@ struct VMSmokeCommand: ParsableCommand {
         commandName: "vm-smoke",
         abstract: "Boot a tiny guest with the device's memory BARs as memslots and read a dword from each.",
         discussion: """
-            Maps every mmap-able area of the device's memory BARs (placed for huge pages), adds
-            each as a KVM memslot at a guest address congruent to its mapping, and runs a 32-bit
-            guest that reads the first dword of each BAR's first area and reports it with `out`.
+            Maps every mmap-able area of the device's memory BARs (placed for huge pages), adds \
+            each as a KVM memslot at a guest address congruent to its mapping, and runs a 32-bit \
+            guest that reads the first dword of each BAR's first area and reports it with `out`. \
             Each value is compared with a pread of the same register through VFIO.
 
-            With --toggle the guest runs three times: slots present (reads go straight to the
-            device, no MMIO exit), slots deleted (every read exits to vfioctl, which serves it
+            With --toggle the guest runs three times: slots present (reads go straight to the \
+            device, no MMIO exit), slots deleted (every read exits to vfioctl, which serves it \
             with a VFIO region read), and slots added again.
 
-            The VM is built as a VMM builds one, on the public Passthrough API: one PassthroughVM
-            (its container, in-kernel irqchip and KVM-VFIO device), the device added to it, its
+            The VM is built as a VMM builds one, on the public Passthrough API: one PassthroughVM \
+            (its container, in-kernel irqchip and KVM-VFIO device), the device added to it, its \
             BARs added as memslots.
 
             The device must be bound to vfio-pci (vfioctl bind) and /dev/kvm usable.
@@ -208,10 +208,10 @@ struct VMDMASmokeCommand: ParsableCommand {
         commandName: "vm-dma-smoke",
         abstract: "DMA a pattern into a tiny guest's RAM through QEMU's edu device (IOVA = guest-physical address).",
         discussion: """
-            Maps the guest's 2 MiB of RAM for the device's DMA at IOVA = gpa, enables bus
-            mastering, writes a pattern into guest RAM at gpa 0x180000, and programs edu's DMA
-            engine through its BAR0 mapping to copy it into the device's buffer and back out to
-            gpa 0x100000. The guest reads that range before (zeros) and after (the pattern) and
+            Maps the guest's 2 MiB of RAM for the device's DMA at IOVA = gpa, enables bus \
+            mastering, writes a pattern into guest RAM at gpa 0x180000, and programs edu's DMA \
+            engine through its BAR0 mapping to copy it into the device's buffer and back out to \
+            gpa 0x100000. The guest reads that range before (zeros) and after (the pattern) and \
             reports every dword. The device's command register is restored afterwards.
 
             Example:

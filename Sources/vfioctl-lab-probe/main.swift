@@ -15,7 +15,7 @@ struct LabProbe: ParsableCommand {
         commandName: "vfioctl-lab-probe",
         abstract: "Passthrough checks on test devices (edu, e1000e) and probe guests; for the lab, not shipped.",
         discussion: """
-            Every command needs a device bound to vfio-pci (vfioctl bind); the vm-* commands also
+            Every command needs a device bound to vfio-pci (vfioctl bind); the vm-* commands also \
             need /dev/kvm. Exit status: 0 the check passed, 1 it failed, 64 usage error.
             """,
         subcommands: [VMSmokeCommand.self, VMDMASmokeCommand.self, EduTestCommand.self, PeerToPeerCommand.self, IRQTestCommand.self, WithTestHooksCommand.self]
