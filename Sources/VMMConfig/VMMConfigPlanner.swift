@@ -193,22 +193,9 @@ public enum VMMConfigPlanner {
                                  multifunction: item.multifunction, rom: rom, primaryDisplay: primary,
                                  deviceFile: member.vfioDeviceFile)
         }
-        let iommufdUnavailable = iommufdRefusal(selected, host: readiness, includesQEMU: request.includesQEMU)
-        let backend: VFIOBackend
-        switch request.backend {
-        case .type1:
-            backend = .type1
-        case .iommufd:
-            if let iommufdUnavailable { throw VMMConfigRefusal(reason: "--backend iommufd: \(iommufdUnavailable)", bindFirst: []) }
-            backend = .iommufd
-        case .auto:
-            // A set where some devices have a device file and others none is refused: the VMM
-            // would need both backends at once, and one of them for the wrong reason.
-            if let mixed = mixedDeviceFiles(selected) {
-                throw VMMConfigRefusal(reason: "\(mixed); pass --backend type1 to hand every device over through its group", bindFirst: [])
-            }
-            backend = iommufdUnavailable == nil ? .iommufd : .type1
-        }
+        let choice = try HandOffBackend.choose(request.backend, devices: selected, hasIOMMUFD: readiness.iommufdNode,
+                                               qemuVersion: request.includesQEMU ? readiness.qemuVersion : nil)
+        let backend = choice.backend, iommufdUnavailable = choice.iommufdUnavailable
         notes += backendNotes(backend, devices: selected, host: readiness, iommufdUnavailable: iommufdUnavailable,
                               requested: request.backend)
         if devices.contains(where: \.primaryDisplay) {
@@ -231,37 +218,6 @@ public enum VMMConfigPlanner {
         return plan
     }
 
-    /// The first QEMU release with `-object iommufd` and vfio-pci's `iommufd=` (the version table's row).
-    static var qemuIOMMUFDVersion: KernelVersion {
-        KernelHistory.versionFacts.first { $0.id == "qemu.iommufd" }?.version ?? KernelVersion(8, 2)
-    }
-
-    /// Why these devices cannot be handed over through iommufd on this host, or nil: the kernel
-    /// must have /dev/iommu (CONFIG_IOMMUFD), every device a VFIO device file
-    /// (CONFIG_VFIO_DEVICE_CDEV), and QEMU, where its version can be read, must be 8.2 or later.
-    static func iommufdRefusal(_ devices: [PCIDevice], host: HostReadiness, includesQEMU: Bool) -> String? {
-        guard host.iommufdNode else {
-            return "this kernel has no /dev/iommu: it lacks CONFIG_IOMMUFD (and, for device files, CONFIG_VFIO_DEVICE_CDEV); use --backend type1, or a kernel built with both"
-        }
-        if let mixed = mixedDeviceFiles(devices) { return mixed }
-        let without = devices.filter { $0.vfioDeviceFile == nil }
-        if !without.isEmpty {
-            return "\(without.map(\.address.description).joined(separator: ", ")) \(without.count == 1 ? "has" : "have") no VFIO device file (no vfio-dev/ in sysfs, so no /dev/vfio/devices/vfioN): the kernel lacks CONFIG_VFIO_DEVICE_CDEV; use --backend type1"
-        }
-        if includesQEMU, let text = host.qemuVersion, let version = KernelVersion(release: text), version < qemuIOMMUFDVersion {
-            return "the host's QEMU is \(text), and QEMU takes -object iommufd and vfio-pci iommufd= only from \(qemuIOMMUFDVersion.major).\(qemuIOMMUFDVersion.minor); use --backend type1, or a newer QEMU"
-        }
-        return nil
-    }
-
-    /// Names the devices of a set where some have a VFIO device file and some none; nil otherwise.
-    static func mixedDeviceFiles(_ devices: [PCIDevice]) -> String? {
-        let with = devices.filter { $0.vfioDeviceFile != nil }, without = devices.filter { $0.vfioDeviceFile == nil }
-        guard !with.isEmpty, !without.isEmpty else { return nil }
-        return "a mixed set: \(with.map { "\($0.address) (\($0.vfioDeviceFile ?? ""))" }.joined(separator: ", ")) \(with.count == 1 ? "has a" : "have") VFIO device file, "
-            + "\(without.map(\.address.description).joined(separator: ", ")) \(without.count == 1 ? "has" : "have") none (not bound to vfio-pci itself, or a driver without device files)"
-    }
-
     /// What the chosen form needs, for stderr: QEMU's version, how pinned RAM is charged, and
     /// peer-to-peer through dma-bufs from Linux 6.19.
     static func backendNotes(_ backend: VFIOBackend, devices: [PCIDevice], host: HostReadiness, iommufdUnavailable: String?,
@@ -271,7 +227,7 @@ public enum VMMConfigPlanner {
             guard requested == .auto, host.iommufdNode, let why = iommufdUnavailable else { return [] }
             return ["auto took type1: \(why)"]
         case .iommufd:
-            let qemu = qemuIOMMUFDVersion
+            let qemu = HandOffBackend.qemuIOMMUFDVersion
             var notes = ["the iommufd form needs QEMU \(qemu.major).\(qemu.minor) or later (-object iommufd, vfio-pci iommufd=)"
                          + (host.qemuVersion.map { "; the host's QEMU is \($0)" } ?? ""),
                          "under iommufd, pinned guest RAM counts against the RLIMIT_MEMLOCK of the VMM's user (all its iommufd pins together), not only the process's: raise it for that user or give the VMM CAP_IPC_LOCK",

@@ -64,12 +64,15 @@ extension JSONValue {
 
     /// The standard attributes Kubernetes DRA drivers publish for a PCI device in a ResourceSlice,
     /// under their qualified names: pciBusID (extended BDF), pcieRoot (the root complex,
-    /// "pci<domain>:<bus>") and numaNode (the kernel's numa_node; null where it reports none).
+    /// "pci<domain>:<bus>") and numaNode (the kernel's numa_node; null where it reports none);
+    /// and vfioctl's own vfioDeviceFile (vfioN under /dev/vfio/devices; null where none), which
+    /// an iommufd consumer needs besides the group.
     static func draAttributes(_ device: PCIDevice) -> JSONValue {
         .object([
             ("resource.kubernetes.io/numaNode", .optional(device.numaNode)),
             ("resource.kubernetes.io/pciBusID", .string(device.address.description)),
             ("resource.kubernetes.io/pcieRoot", .optional(device.rootComplex)),
+            ("vfioctl/vfioDeviceFile", .optional(device.vfioDeviceFile)),
         ])
     }
 

@@ -87,7 +87,8 @@ import Testing
                     #expect(device.keys.contains("pcie_root_port") && device.keys.contains("local_cpus"))
                     let dra = try #require(device["dra_attributes"] as? [String: Any])
                     #expect(dra["resource.kubernetes.io/numaNode"] is NSNull)
-                    #expect(dra.keys.count == 3)
+                    #expect(dra.keys.count == 4)
+                    #expect(dra["vfioctl/vfioDeviceFile"] is NSNull)
                 }
             }
         }
