@@ -116,7 +116,25 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     }
 
     static func format(_ domain: UInt32, _ bus: UInt8, _ device: UInt8, _ function: UInt8) -> String {
-        "\(domain.hexDigits(4)):\(hex2(bus)):\(hex2(device)).\(function)"
+        // Written byte by byte: `list` and `groups` format thousands of addresses, and
+        // interpolation cost more than the sysfs reads of a device. A domain above ffff (VMD)
+        // takes up to 8 digits.
+        guard domain <= 0xffff, function <= 7 else {
+            return "\(domain.hexDigits(4)):\(hex2(bus)):\(hex2(device)).\(function)"
+        }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 12) { buffer -> String in
+            func digit(_ value: UInt8) -> UInt8 { value < 10 ? 0x30 + value : 0x57 + value }
+            for index in 0..<4 { buffer[index] = digit(UInt8(truncatingIfNeeded: (domain >> UInt32(12 - 4 * index)) & 0xf)) }
+            buffer[4] = UInt8(ascii: ":")
+            buffer[5] = digit(bus >> 4)
+            buffer[6] = digit(bus & 0xf)
+            buffer[7] = UInt8(ascii: ":")
+            buffer[8] = digit(device >> 4)
+            buffer[9] = digit(device & 0xf)
+            buffer[10] = UInt8(ascii: ".")
+            buffer[11] = 0x30 + function
+            return String(decoding: UnsafeBufferPointer(buffer), as: UTF8.self)
+        }
     }
 }
 

@@ -9,6 +9,25 @@ extension BinaryInteger {
 
     /// Lower-case hex without a prefix, zero-padded to at least `width` digits: 1f, 001f.
     public func hexDigits(_ width: Int = 0) -> String {
+        // Values that fit 64 bits (all vfioctl prints) are written into a small buffer: no
+        // generic radix conversion, and a result of up to 15 bytes needs no allocation.
+        if let value = UInt64(exactly: self), width <= 32 {
+            return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer -> String in
+                var end = 32
+                var rest = value
+                repeat {
+                    end -= 1
+                    let digit = UInt8(truncatingIfNeeded: rest & 0xf)
+                    buffer[end] = digit < 10 ? 0x30 + digit : 0x57 + digit
+                    rest >>= 4
+                } while rest != 0
+                while 32 - end < width {
+                    end -= 1
+                    buffer[end] = 0x30
+                }
+                return String(decoding: UnsafeBufferPointer(rebasing: buffer[end..<32]), as: UTF8.self)
+            }
+        }
         let digits = String(self, radix: 16)
         return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
     }
