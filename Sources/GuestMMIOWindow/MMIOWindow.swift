@@ -21,22 +21,25 @@ public struct MMIOWindowRequest: Sendable, Equatable {
 }
 
 /// The guest firmwares in Debian's archive whose 64-bit window rule vfioctl models, each named
-/// with the source file and function the rule is taken from.
+/// with the source file and function the rule is taken from. Checked against the Debian source
+/// packages themselves: `edk2` 2022.11-6+deb12u2 (the `ovmf` package of bookworm) and `seabios`
+/// 1.16.2-1. OVMF 2022.11 already has both of its window rules; which one a guest gets depends on
+/// whether OVMF trusts the physical address bits the guest CPU reports.
 public enum GuestFirmware: String, Sendable, CaseIterable {
-    /// edk2 2022.11 (Debian bookworm's `ovmf`): a fixed 64-bit window, 32 GiB unless
-    /// `opt/ovmf/X-PciMmio64Mb` says otherwise.
-    case ovmfClassic = "ovmf-2022.11"
-    /// edk2-stable202302 and later (Debian trixie's `ovmf` 2025.02): a window of 1/8 of the guest's
-    /// address space when the guest CPU reports trustworthy physical address bits.
-    case ovmfDynamic = "ovmf-2023.02+"
+    /// OVMF 2022.11 when it does not trust the CPU's address bits (QEMU's default 40 bits on an
+    /// Intel CPU model): the fixed window, 32 GiB unless `opt/ovmf/X-PciMmio64Mb` says otherwise.
+    case ovmfClassic = "ovmf-2022.11-fixed"
+    /// OVMF 2022.11 when it trusts the CPU's address bits (`-cpu host`, whose address bits QEMU
+    /// takes from the host under KVM): 1/8 of the guest's address space, at its top.
+    case ovmfDynamic = "ovmf-2022.11-dynamic"
     /// SeaBIOS 1.16.2 (Debian bookworm's `seabios`, QEMU's default BIOS): a window sized to the BARs.
     case seaBIOS = "seabios-1.16.2"
 
     /// The firmware as people know it.
     public var name: String {
         switch self {
-        case .ovmfClassic: "OVMF 2022.11 (Debian bookworm's ovmf)"
-        case .ovmfDynamic: "OVMF edk2-stable202302 and later (Debian trixie's ovmf)"
+        case .ovmfClassic: "OVMF 2022.11 (Debian bookworm's ovmf) with an Intel CPU model's default 40 address bits"
+        case .ovmfDynamic: "OVMF 2022.11 (Debian bookworm's ovmf) with -cpu host"
         case .seaBIOS: "SeaBIOS 1.16.2 (Debian bookworm's seabios)"
         }
     }
@@ -45,11 +48,11 @@ public enum GuestFirmware: String, Sendable, CaseIterable {
     public var source: String {
         switch self {
         case .ovmfClassic:
-            "edk2 OvmfPkg/Library/PlatformInitLib/MemDetect.c PlatformGetFirstNonAddress; PcdPciMmio64Size 0x800000000 in OvmfPkg/OvmfPkgX64.dsc"
+            "edk2 2022.11 OvmfPkg/Library/PlatformInitLib/MemDetect.c PlatformGetFirstNonAddress (X-PciMmio64Mb, base aligned to 1 GiB and to the window's size), PlatformAddressWidthFromCpuid (40 bits not trusted on GenuineIntel); PcdPciMmio64Size 0x800000000 in OvmfPkg/OvmfPkgX64.dsc"
         case .ovmfDynamic:
-            "edk2 OvmfPkg/Library/PlatformInitLib/MemDetect.c PlatformAddressWidthFromCpuid, PlatformDynamicMmioWindow"
+            "edk2 2022.11 OvmfPkg/Library/PlatformInitLib/MemDetect.c PlatformAddressWidthFromCpuid (trusted: 41 bits or more, 36/39 on GenuineIntel, 40 on AuthenticAMD; capped at 47), PlatformDynamicMmioWindow (2^(bits-3) at 2^bits - 2^(bits-3) when larger than the fixed window)"
         case .seaBIOS:
-            "SeaBIOS src/fw/pciinit.c pci_bios_map_devices (64-bit BARs move above 4 GiB when the 32-bit window is full)"
+            "SeaBIOS 1.16.2 src/fw/pciinit.c pci_bios_map_devices (64-bit BARs move above 4 GiB only when the 32-bit window is full; base max(4 GiB + RAM above 4 GiB, etc/reserved-memory-end), aligned to the largest BAR and 1 GiB; no check against the CPU's address bits)"
         }
     }
 }
@@ -140,7 +143,7 @@ public struct MMIOWindowPlan: Sendable, Equatable {
     /// of the guest's address space (vmm/src/memory_manager.rs), whose bits `max_phys_bits`
     /// (default 46) caps below the host's: it needs raising only past 46 bits.
     public var cloudHypervisorArguments: [String] {
-        guard guestAddressBits > MMIOWindowRule.ovmfMaximumPhysBits else { return [] }
+        guard guestAddressBits > MMIOWindowRule.cloudHypervisorDefaultPhysBits else { return [] }
         return ["--cpus", "max_phys_bits=\(guestAddressBits)"]
     }
 }
@@ -150,10 +153,11 @@ public enum MMIOWindowRule {
     /// QEMU's default guest physical address bits for named CPU models (target/i386/cpu.h
     /// TCG_PHYS_ADDR_BITS / the phys-bits property default).
     public static let qemuDefaultPhysBits = 40
-    /// OVMF limits the address width it uses to 46 bits on 4-level paging (edk2
-    /// PlatformAddressWidthFromCpuid: "some older linux kernels apparently have problems
-    /// handling phys-bits > 46").
-    public static let ovmfMaximumPhysBits = 46
+    /// OVMF 2022.11 limits the address width it uses to 47 bits (PlatformAddressWidthFromCpuid:
+    /// "Avoid 5-level paging altogether for now ... So the actual limit is 47").
+    public static let ovmfMaximumPhysBits = 47
+    /// Cloud Hypervisor's default `max_phys_bits`: past it the guest needs the option.
+    public static let cloudHypervisorDefaultPhysBits = 46
     /// OVMF's default 64-bit window: PcdPciMmio64Size 0x800000000 (OvmfPkgX64.dsc).
     public static let ovmfDefaultWindow: UInt64 = 32 << 30
     /// The largest `X-PciMmio64Mb` OVMF accepts (0x1000000 MiB, 16 TiB); a larger value is
@@ -179,7 +183,9 @@ public enum MMIOWindowRule {
         let minimumEnd = minimumBase.flatMap { base in window.flatMap { add(base, $0) } }
         let guestBits = bars.isEmpty ? 0 : bitsToCover(end)
         let minimumBits = bars.isEmpty ? 0 : bitsToCover(minimumEnd)
-        let verdicts = GuestFirmware.allCases.map { verdict($0, bars: bars, span: span, firstNonAddress: start) }
+        let verdicts = GuestFirmware.allCases.map {
+            verdict($0, bars: bars, span: span, firstNonAddress: start, hostBits: request.hostPhysicalAddressBits)
+        }
         return MMIOWindowPlan(request: request, placedBARs: bars, span: span, window: window, windowBase: base,
                               windowEnd: end, guestAddressBits: guestBits, minimumGuestAddressBits: minimumBits,
                               verdicts: verdicts)
@@ -201,21 +207,50 @@ public enum MMIOWindowRule {
         return alignUp(firstNonAddress, gibibyte).flatMap { alignUp($0, powerOfTwoFloor(size)) }
     }
 
-    static func verdict(_ firmware: GuestFirmware, bars: [UInt64], span: UInt64?, firstNonAddress: UInt64) -> FirmwareWindowVerdict {
+    /// OVMF 2022.11's 64-bit window (MemDetect.c): the fixed window (`requestedWindow` from
+    /// X-PciMmio64Mb, else 32 GiB; sized up to 1 GiB; based at the first address above RAM aligned
+    /// to 1 GiB and to the window's largest power of two), replaced by the dynamic one when the
+    /// CPU's address bits are trusted, the dynamic window is larger, and it fits below 2^bits.
+    public static func ovmfWindow(physBits: Int, trusted: Bool, firstNonAddress: UInt64,
+                                  requestedWindow: UInt64?) -> (base: UInt64, size: UInt64, isDynamic: Bool) {
+        let size = alignUp(requestedWindow ?? ovmfDefaultWindow, gibibyte) ?? ovmfDefaultWindow
+        let base = classicBase(firstNonAddress: firstNonAddress, window: size) ?? .max
+        // PlatformAddressWidthFromCpuid: no 5-level paging, so at most 47 bits; 40 without 1 GiB pages
+        // (every CPU model QEMU offers for passthrough has them).
+        let bits = min(physBits, ovmfMaximumPhysBits)
+        guard trusted, bits >= 4, bits < 64 else { return (base, size, false) }
+        let addressSpace = UInt64(1) << UInt64(bits)
+        let dynamic = UInt64(1) << UInt64(bits - 3)
+        if size < dynamic, let end = add(base, dynamic), end < addressSpace {
+            return (addressSpace - dynamic, dynamic, true)
+        }
+        return (base, size, false)
+    }
+
+    /// Whether OVMF 2022.11 trusts the address bits a guest CPU reports (PlatformAddressWidthFromCpuid
+    /// with QemuQuirk): 41 or more; 36 or 39 on GenuineIntel; 40 on AuthenticAMD.
+    public static func ovmfTrustsPhysBits(_ bits: Int, intel: Bool) -> Bool {
+        bits >= 41 || (intel ? bits == 36 || bits == 39 : bits == 40)
+    }
+
+    static func verdict(_ firmware: GuestFirmware, bars: [UInt64], span: UInt64?, firstNonAddress: UInt64,
+                        hostBits: Int?) -> FirmwareWindowVerdict {
         let need = span.map { byteCount($0) } ?? "more than 2^64 bytes"
         if bars.isEmpty {
             return FirmwareWindowVerdict(firmware: firmware, fitsByDefault: true, explanation: "no 64-bit prefetchable BARs to place")
         }
         switch firmware {
-        case .ovmfClassic, .ovmfDynamic:
-            // QEMU's default CPU reports 40 bits, which the dynamic rule does not trust on Intel
-            // (PlatformAddressWidthFromCpuid), so both versions fall back to the fixed window.
+        case .ovmfClassic:
             let fits = span.map { $0 <= ovmfDefaultWindow } ?? false
             let base = classicBase(firstNonAddress: firstNonAddress, window: ovmfDefaultWindow) ?? 0
-            var text = "default 64-bit window \(byteCount(ovmfDefaultWindow)) at \(base.hex()); the BARs need \(need)"
-            if firmware == .ovmfDynamic {
-                text += " (with phys-bits of 41 or more, or host-phys-bits=on, the window is 1/8 of the guest's address space instead)"
-            }
+            let text = "fixed 64-bit window \(byteCount(ovmfDefaultWindow)) at \(base.hex()); the BARs need \(need)"
+            return FirmwareWindowVerdict(firmware: firmware, fitsByDefault: fits, explanation: text + (fits ? "" : ": BARs left unassigned"))
+        case .ovmfDynamic:
+            let bits = hostBits ?? qemuDefaultPhysBits
+            let window = ovmfWindow(physBits: bits, trusted: true, firstNonAddress: firstNonAddress, requestedWindow: nil)
+            let fits = span.map { $0 <= window.size } ?? false
+            let text = "\(window.isDynamic ? "dynamic" : "fixed") 64-bit window \(byteCount(window.size)) at \(window.base.hex()) for \(bits) address bits"
+                + (hostBits == nil ? " (the host's are unknown; QEMU's default assumed)" : " (the host's)") + "; the BARs need \(need)"
             return FirmwareWindowVerdict(firmware: firmware, fitsByDefault: fits, explanation: text + (fits ? "" : ": BARs left unassigned"))
         case .seaBIOS:
             // pci_bios_map_devices: base = max(4 GiB + RAM above 4 GiB, etc/reserved-memory-end),

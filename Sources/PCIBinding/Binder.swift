@@ -583,10 +583,11 @@ public struct Binder {
                 }
             }
             _ = settle { (try? driver(of: address)) == original }
-        } else {
+        } else if entry?.state != .resized {
             try probe(address)
             _ = settle { (try? driver(of: address)) != BindPlan.targetDriver }
         }
+        // A `rebar` entry: the device had no driver and keeps none (no probe picks one for it).
     }
 
     /// Returns devices to their original drivers (`vfioctl unbind` and `restore`), each with the

@@ -29,7 +29,9 @@ struct MMIOWindowRuleTests {
         #expect(!plan.needsAddressBits)
         #expect(plan.hostHolds == true)
         let fits = Dictionary(uniqueKeysWithValues: plan.verdicts.map { ($0.firmware, $0.fitsByDefault) })
-        #expect(fits == [.ovmfClassic: false, .ovmfDynamic: false, .seaBIOS: true])
+        // OVMF's fixed 32 GiB window cannot hold 32 GiB + 32 MiB; with -cpu host on this 39-bit
+        // host OVMF trusts the bits and opens 2^36 = 64 GiB at 448 GiB instead.
+        #expect(fits == [.ovmfClassic: false, .ovmfDynamic: true, .seaBIOS: true])
         #expect(plan.qemuArguments == ["-fw_cfg", "name=opt/ovmf/X-PciMmio64Mb,string=34816"])
         #expect(plan.libvirtElements == """
             <sysinfo type='fwcfg'>
@@ -59,7 +61,10 @@ struct MMIOWindowRuleTests {
         #expect(plan.guestAddressBits == 44)
         #expect(plan.minimumGuestAddressBits == 44)
         #expect(plan.hostHolds == true)
-        #expect(plan.verdicts.allSatisfy { !$0.fitsByDefault })
+        // Fixed window and SeaBIOS's 40 default bits fail; -cpu host on a 46-bit host gets OVMF's
+        // dynamic window, 2^43 = 8 TiB at 56 TiB, which holds 4 TiB.
+        let fits = Dictionary(uniqueKeysWithValues: plan.verdicts.map { ($0.firmware, $0.fitsByDefault) })
+        #expect(fits == [.ovmfClassic: false, .ovmfDynamic: true, .seaBIOS: false])
         #expect(plan.qemuArguments == ["-fw_cfg", "name=opt/ovmf/X-PciMmio64Mb,string=4196352", "-cpu", "host,phys-bits=44"])
         #expect(plan.libvirtElements.contains("<maxphysaddr mode='emulate' bits='44'/>"))
         #expect(plan.cloudHypervisorArguments.isEmpty)
@@ -90,6 +95,29 @@ struct MMIOWindowRuleTests {
         #expect(plan.guestAddressBits == 34)   // RAM ends at 10 GiB; window 2 GiB at 10 GiB
         #expect(!plan.needsSettings && !plan.needsAddressBits)
         #expect(plan.hostHolds == true)
+    }
+
+    /// OVMF 2022.11's two rules, worked from MemDetect.c: which CPU bits it trusts, and where
+    /// each window lands.
+    @Test func ovmfWindowFollowsTheFirmwaresSource() {
+        #expect(MMIOWindowRule.ovmfTrustsPhysBits(40, intel: false))
+        #expect(!MMIOWindowRule.ovmfTrustsPhysBits(40, intel: true))
+        #expect(MMIOWindowRule.ovmfTrustsPhysBits(39, intel: true))
+        #expect(!MMIOWindowRule.ovmfTrustsPhysBits(38, intel: true))
+        #expect(MMIOWindowRule.ovmfTrustsPhysBits(41, intel: true))
+        // Untrusted: the fixed 32 GiB at 32 GiB (RAM ends at 4 GiB + a little).
+        let fixed = MMIOWindowRule.ovmfWindow(physBits: 40, trusted: false, firstNonAddress: 4 * Self.gib, requestedWindow: nil)
+        #expect(fixed.base == 32 * Self.gib && fixed.size == 32 * Self.gib && !fixed.isDynamic)
+        // 40 trusted bits (an AMD model, or -cpu host on such a host): 2^37 = 128 GiB at 896 GiB.
+        let dynamic = MMIOWindowRule.ovmfWindow(physBits: 40, trusted: true, firstNonAddress: 4 * Self.gib, requestedWindow: nil)
+        #expect(dynamic.base == 896 * Self.gib && dynamic.size == 128 * Self.gib && dynamic.isDynamic)
+        // X-PciMmio64Mb at least as large as the dynamic window keeps the fixed rule: 257 GiB
+        // based at 256 GiB (the largest power of two in 257 GiB).
+        let asked = MMIOWindowRule.ovmfWindow(physBits: 40, trusted: true, firstNonAddress: 4 * Self.gib, requestedWindow: 257 * Self.gib)
+        #expect(asked.base == 256 * Self.gib && asked.size == 257 * Self.gib && !asked.isDynamic)
+        // 52 bits are capped at 47: 2^44 = 16 TiB at 2^47 - 2^44.
+        let capped = MMIOWindowRule.ovmfWindow(physBits: 52, trusted: true, firstNonAddress: 4 * Self.gib, requestedWindow: nil)
+        #expect(capped.size == 16 * Self.tib && capped.base == 112 * Self.tib)
     }
 
     @Test func noBARsNeedNothing() {

@@ -65,6 +65,8 @@ struct ResizableBARJournalTests {
         #expect(try Self.barSize(lab) == 256 << 20)
         #expect(try lab.binder().journal.entries().isEmpty)
         #expect(lab.kernel.writes.last { $0.contains("resource1_resize") }?.hasSuffix(" 8") == true)
+        // It had no driver and keeps none: no probe hands it to one.
+        #expect(!lab.kernel.writes.contains { $0.contains("drivers_probe") })
     }
 
     @Test func aResizeBackToTheOriginalSizeDropsTheRecord() throws {
