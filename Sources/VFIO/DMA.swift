@@ -23,6 +23,7 @@ public final class DMABuffer {
         case hugeTLB1G = "hugetlb-1g", hugeTLB2M = "hugetlb-2m"
         /// Transparent huge pages requested with madvise(MADV_HUGEPAGE); the kernel may still use 4 KiB.
         case transparentHuge = "thp"
+        /// 4 KiB pages only.
         case basePages = "4k"
     }
 
@@ -62,6 +63,40 @@ public final class DMABuffer {
         self.base = memory
         self.size = size
         self.backing = preferHugePages && size >= 2 << 20 && madvise(memory, size, MADV_HUGEPAGE) == 0 ? .transparentHuge : .basePages
+    }
+
+    /// Allocates `size` bytes backed exactly as `backing` says, or fails: hugetlb pages must be
+    /// reserved (/proc/sys/vm/nr_hugepages, or the 1 GiB pool) and `size` a multiple of them;
+    /// `.basePages` is advised MADV_NOHUGEPAGE, so transparent huge pages (THP `always`) stay out.
+    public init(size: Int, backing: Backing) throws(VFIOError) {
+        let page = Int(clamping: BasePage.size)
+        guard size > 0, size % page == 0 else { throw .invalidDMABufferSize(bytes: size, page: page) }
+        var flags = MAP_PRIVATE | MAP_ANONYMOUS
+        switch backing {
+        case .hugeTLB1G, .hugeTLB2M:
+            let pageFlag = backing == .hugeTLB1G ? CUAPI_MAP_HUGE_1GB : CUAPI_MAP_HUGE_2MB
+            let hugePage = 1 << Int(pageFlag >> CUAPI_MAP_HUGE_SHIFT)
+            guard size % hugePage == 0 else { throw .invalidDMABufferSize(bytes: size, page: hugePage) }
+            flags |= MAP_HUGETLB | pageFlag
+        case .transparentHuge, .basePages:
+            break
+        }
+        // Safety: a fresh private mapping chosen by the kernel.
+        let memory = mmap(nil, size, PROT_READ | PROT_WRITE, flags, -1, 0)
+        guard let memory, memory != MAP_FAILED else {
+            let reserve = flags & MAP_HUGETLB != 0 ? " (are enough \(backing.rawValue) pages reserved? see /proc/meminfo HugePages_Free)" : ""
+            throw .system(operation: "mmap of a \(size)-byte \(backing.rawValue) DMA buffer\(reserve)", errno: Errno(rawValue: errno))
+        }
+        let advice: Int32? = backing == .transparentHuge ? MADV_HUGEPAGE : backing == .basePages ? MADV_NOHUGEPAGE : nil
+        if let advice, madvise(memory, size, advice) != 0 {
+            let code = errno
+            // Safety: the mapping just made, not yet shared with anything.
+            _ = munmap(memory, size)
+            throw .system(operation: "madvise of a \(size)-byte DMA buffer for \(backing.rawValue) pages", errno: Errno(rawValue: code))
+        }
+        self.base = memory
+        self.size = size
+        self.backing = backing
     }
 
     deinit {

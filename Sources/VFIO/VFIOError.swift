@@ -145,7 +145,7 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
         case let .deviceBusy(device, path):
             return "\(path) (\(device)) is busy (EBUSY): the device is bound to another iommufd, or its IOMMU group is open through the legacy /dev/vfio/N path (a VM or another vfioctl); close that user first"
         case let .pfnmapNotMappable(size, iova):
-            return "IOMMU_IOAS_MAP of a \(size.hex())-byte BAR mapping at IOVA \(iova.hex()) failed with EFAULT: iommufd cannot pin a BAR's PFNMAP mapping; map the BAR for peer-to-peer as a dma-buf (DMASpace.mapPeerBAR, IOMMU_IOAS_MAP_FILE; Linux 6.19+ with CONFIG_VFIO_PCI_DMABUF)"
+            return "IOMMU_IOAS_MAP of a \(size.hex())-byte BAR mapping at IOVA \(iova.hex()) failed with EFAULT: iommufd pins the pages it maps, and a BAR's mapping (a PFNMAP VMA) has none; map the BAR for peer-to-peer as a dma-buf instead (DMASpace.mapPeerBAR: VFIO_DEVICE_FEATURE_DMA_BUF, then IOMMU_IOAS_MAP_FILE; Linux 6.19+ with CONFIG_VFIO_PCI_DMABUF), or use --backend type1, which maps PFNMAP mappings"
         case let .resetUnsupported(device):
             return "\(device) has no reset method VFIO can use (no FLR, PM or bus reset; VFIO_DEVICE_FLAGS_RESET is clear)"
         }
@@ -159,6 +159,8 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
             return " (the group is already open, e.g. by a VM; VFIO allows one user at a time)"
         case .noSuchFileOrDirectory where operation.contains("/dev/vfio/vfio"):
             return " (is the vfio module loaded?)"
+        case .badAddress where operation.hasPrefix("IOMMU_IOAS_MAP "):
+            return " (iommufd pins the pages it maps: part of the range is not pinnable memory, such as a BAR's PFNMAP mapping; map a BAR for peer-to-peer as a dma-buf with DMASpace.mapPeerBAR, Linux 6.19+)"
         default:
             return ""
         }

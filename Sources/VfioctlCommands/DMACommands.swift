@@ -143,6 +143,18 @@ struct DMABenchJSON: Encodable {
     let unmap_ms: Double
     let map_ms_per_gib: Double
     let unmap_ms_per_gib: Double
+    let map_median_ms: Double
+    let unmap_median_ms: Double
+}
+
+/// `dma bench --backing`: what backs the buffer.
+enum BenchBacking: String, ExpressibleByArgument, CaseIterable {
+    /// hugetlb 1 GiB or 2 MiB pages where reserved, else transparent huge pages (DMABuffer's default).
+    case auto
+    /// 4 KiB pages only (MADV_NOHUGEPAGE).
+    case base = "4k"
+    /// Reserved 2 MiB hugetlb pages, or an error.
+    case huge2M = "2m"
 }
 
 struct IOVARangeJSON: Encodable { let start: UInt64; let end: UInt64 }
@@ -235,8 +247,10 @@ extension DMA {
         @OptionGroup var backend: BackendOption
         @Option(name: .long, help: ArgumentHelp("Buffer bytes (0x hex or K/M/G).", valueName: "bytes"))
         var size: HugePageMultiple = HugePageMultiple(256 << 20)
-        @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions; the best is reported.", valueName: "n"))
+        @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions; the best and the median are reported.", valueName: "n"))
         var repetitions: PositiveCount = PositiveCount(3)
+        @Option(name: .long, help: ArgumentHelp("What backs the buffer: auto (hugetlb pages where reserved, else transparent huge pages), 4k (4 KiB pages only) or 2m (reserved 2 MiB hugetlb pages).", valueName: "backing"))
+        var backing: BenchBacking = .auto
 
         func run() throws {
             let target = address
@@ -247,7 +261,12 @@ extension DMA {
             do throws(VFIOError) {
                 let device = try backend.open(target, sysfsRoot: global.resolvedRoot.path)
                 guard let container = device.dmaSpace else { throw VFIOError.unsupported("\(target) has no DMA space") }
-                let buffer = try DMABuffer(size: count)
+                let buffer: DMABuffer
+                switch self.backing {
+                case .auto: buffer = try DMABuffer(size: count)
+                case .base: buffer = try DMABuffer(size: count, backing: .basePages)
+                case .huge2M: buffer = try DMABuffer(size: count, backing: .hugeTLB2M)
+                }
                 backing = buffer.backing.rawValue
                 // Touch every page first, so the timing is the IOMMU work, not page allocation.
                 for offset in stride(from: 0, to: count, by: 4096) { try buffer.store8(1, at: offset) }
@@ -266,13 +285,15 @@ extension DMA {
             }
             let gib = Double(bytes) / Double(1 << 30)
             let bestMap = mapTimes.min() ?? 0, bestUnmap = unmapTimes.min() ?? 0
+            let medianMap = median(mapTimes), medianUnmap = median(unmapTimes)
             if global.json {
                 print(try JSONOutput.encode(DMABenchJSON(address: target.description, bytes: bytes, backing: backing, repetitions: mapTimes.count,
-                                                         map_ms: bestMap, unmap_ms: bestUnmap, map_ms_per_gib: bestMap / gib, unmap_ms_per_gib: bestUnmap / gib)))
+                                                         map_ms: bestMap, unmap_ms: bestUnmap, map_ms_per_gib: bestMap / gib, unmap_ms_per_gib: bestUnmap / gib,
+                                                         map_median_ms: medianMap, unmap_median_ms: medianUnmap)))
                 return
             }
-            print(String(format: "vfioctl map_ms=%.3f unmap_ms=%.3f map_ms_per_gib=%.3f unmap_ms_per_gib=%.3f bytes=%llu backing=%@",
-                         bestMap, bestUnmap, bestMap / gib, bestUnmap / gib, bytes, backing))
+            print(String(format: "vfioctl map_ms=%.3f unmap_ms=%.3f map_ms_per_gib=%.3f unmap_ms_per_gib=%.3f map_median_ms=%.3f unmap_median_ms=%.3f bytes=%llu backing=%@",
+                         bestMap, bestUnmap, bestMap / gib, bestUnmap / gib, medianMap, medianUnmap, bytes, backing))
         }
     }
 }

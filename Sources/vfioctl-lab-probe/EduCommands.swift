@@ -104,6 +104,8 @@ struct PeerToPeerCommand: ParsableCommand {
     var bar: Int
     @Option(name: .long, help: ArgumentHelp("Byte offset in the BAR that edu reads from (0x hex or decimal).", valueName: "bytes"))
     var offset: ByteOffset = ByteOffset(0x1000)
+    @Flag(name: .long, help: "Map the peer BAR's own mapping (a PFNMAP VMA) at IOVA 2 MiB with the space's mapDMA(unsafeAddress:), as a type1 VMM does, instead of mapPeerBAR: iommufd refuses it (EFAULT), and the command fails with that error and how many mappings are left.")
+    var mapBarMapping = false
 
     func validate() throws {
         guard (0..<PCIRegion.barCount).contains(bar) else { throw ValidationError("--bar must be 0-\(PCIRegion.barCount - 1), not \(bar)") }
@@ -128,7 +130,19 @@ struct PeerToPeerCommand: ParsableCommand {
             let translated = try peerBar.physicalAddress(atOffset: offset.index)
             // 2 MiB alignment keeps the IOVA low enough for edu's 28-bit DMA mask.
             // type1 maps the BAR's PFNMAP mapping; iommufd a dma-buf VFIO exports for it.
-            let peerMapping = try container.mapPeerBAR(peerBar, of: peerDevice, alignment: 2 << 20)
+            let peerMapping: DMAMapping
+            if mapBarMapping {
+                do throws(VFIOError) {
+                    // Safety: the BAR mapping outlives this DMA mapping: unmapAllDMA runs below
+                    // before peerBar.unmap(), and a failed map leaves nothing behind.
+                    peerMapping = try unsafe container.mapDMA(unsafeAddress: peerBar.base, size: UInt64(peerBar.size), iova: 2 << 20,
+                                                              isDeviceMemory: true, owner: nil, readable: true, writable: true)
+                } catch {
+                    throw CommandFailure("\(error.description) (mappings left in the DMA space: \(container.dmaMappings.count))")
+                }
+            } else {
+                peerMapping = try container.mapPeerBAR(peerBar, of: peerDevice, alignment: 2 << 20)
+            }
             let buffer = try DMABuffer(size: 4096, preferHugePages: false)
             let ramMapping = try container.mapDMA(buffer, limit: EduRegisters.dmaLimit)
             // readOffset lies inside the BAR (the stores above checked it), so inside the mapping.

@@ -128,3 +128,31 @@ struct PinAccountingTests {
         }
     }
 }
+
+@Suite("iommufd errors name the case and the fix")
+struct IOMMUFDErrorTextTests {
+    @Test("a BAR's PFNMAP mapping: EFAULT, the dma-buf path, Linux 6.19, and type1 as the other way")
+    func pfnmap() {
+        let text = VFIOError.pfnmapNotMappable(size: 1 << 30, iova: 2 << 20).description
+        for needed in ["EFAULT", "PFNMAP", "dma-buf", "IOMMU_IOAS_MAP_FILE", "mapPeerBAR", "6.19", "CONFIG_VFIO_PCI_DMABUF", "--backend type1"] {
+            #expect(text.contains(needed), "\(needed) missing from: \(text)")
+        }
+    }
+
+    @Test("EFAULT from IOMMU_IOAS_MAP of memory not known to be a BAR still points at the dma-buf path")
+    func efaultHint() {
+        let text = VFIOError.system(operation: "IOMMU_IOAS_MAP of 0x1000 bytes at IOVA 0x200000", errno: .badAddress).description
+        #expect(text.contains("PFNMAP") && text.contains("mapPeerBAR"), "\(text)")
+        // Only that call gets the hint.
+        let other = VFIOError.system(operation: "VFIO_IOMMU_MAP_DMA of 0x1000 bytes", errno: .badAddress).description
+        #expect(!other.contains("mapPeerBAR"), "\(other)")
+    }
+
+    @Test("a busy device file and a kernel without iommufd say what to do")
+    func busyAndUnavailable() {
+        let busy = VFIOError.deviceBusy(device: "0000:00:02.0", path: "/dev/vfio/devices/vfio0").description
+        #expect(busy.contains("EBUSY") && busy.contains("another iommufd") && busy.contains("/dev/vfio/N"), "\(busy)")
+        let missing = VFIOError.iommufdUnavailable(device: nil, missing: "CONFIG_IOMMUFD", detail: "/dev/iommu does not exist").description
+        #expect(missing.contains("CONFIG_IOMMUFD") && missing.contains("--backend type1"), "\(missing)")
+    }
+}
