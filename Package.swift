@@ -11,10 +11,13 @@ let package = Package(
         .library(name: "VFIO", targets: ["VFIO"]),
         .library(name: "KVM", targets: ["KVM"]),
         .library(name: "Passthrough", targets: ["Passthrough"]),
-        // Their public API names types from these two, so they are products too: the host's
+        // Their public API names types from these, so they are products too: the host's
         // kernel facts and huge-page advice, and the owned file descriptor.
         .library(name: "HostKernel", targets: ["HostKernel"]),
         .library(name: "SystemCalls", targets: ["SystemCalls"]),
+        // The kernel's uapi structs (kvm_regs, kvm_sregs, vfio_* ...) that KVM's and VFIO's API
+        // pass through unchanged, as rust-vmm's kvm-bindings and vfio-bindings are public crates.
+        .library(name: "CLinuxUAPI", targets: ["CLinuxUAPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
