@@ -33,20 +33,45 @@ public struct VFIOBackendFacts: Sendable, Equatable {
     /// The device's VFIO device file name (vfioN), from sysfs `vfio-dev/`; nil when the kernel
     /// made none (no CONFIG_VFIO_DEVICE_CDEV, or the device is not bound to vfio-pci).
     public var deviceFile: String?
+    /// The device's driver where it is not a VFIO driver ("none" for no driver): it then has no
+    /// device file because it is not bound, not because the kernel lacks them. nil: on a VFIO
+    /// driver, or not known.
+    public var nonVFIODriver: String?
 
     /// Facts as given (tests, planners).
-    public init(hasIOMMUFD: Bool, hasContainer: Bool, deviceFile: String?) {
+    public init(hasIOMMUFD: Bool, hasContainer: Bool, deviceFile: String?, nonVFIODriver: String? = nil) {
         self.hasIOMMUFD = hasIOMMUFD
         self.hasContainer = hasContainer
         self.deviceFile = deviceFile
+        self.nonVFIODriver = nonVFIODriver
+    }
+
+    /// The device's driver under `sysfsRoot` when it is not a VFIO driver ("none" without one);
+    /// nil when it is on one, or the device is not there.
+    static func readNonVFIODriver(_ address: PCIAddress, sysfsRoot: String) -> String? {
+        let reader = SysfsReader()
+        let directory = "\(sysfsRoot)/bus/pci/devices/\(address)"
+        guard reader.exists(directory) else { return nil }
+        guard let driver = reader.readLinkBasename(directory + "/driver") else { return "none" }
+        return GroupViability.isVFIODriver(driver) ? nil : driver
+    }
+
+    /// Why `address` has no device file: not bound to a VFIO driver (bind it), or a kernel
+    /// without CONFIG_VFIO_DEVICE_CDEV.
+    static func missingDeviceFile(_ address: PCIAddress, nonVFIODriver: String?) -> VFIOError {
+        if let driver = nonVFIODriver { return .notBoundToVFIO(device: address.description, driver: driver) }
+        return .iommufdUnavailable(device: address.description, missing: "CONFIG_VFIO_DEVICE_CDEV",
+                                   detail: "the device is on vfio-pci but has no VFIO device file (no vfio-dev/ entry in sysfs)")
     }
 
     /// Reads the facts for `address`: nodes under `devRoot` (/dev), the device file under
     /// `sysfsRoot`. A malformed `vfio-dev/` entry throws rather than being guessed at.
     public static func read(_ address: PCIAddress, sysfsRoot: String = "/sys", devRoot: String = "/dev") throws(VFIOError) -> VFIOBackendFacts {
-        VFIOBackendFacts(hasIOMMUFD: access("\(devRoot)/iommu", F_OK) == 0,
-                         hasContainer: access("\(devRoot)/vfio/vfio", F_OK) == 0,
-                         deviceFile: try VFIODeviceFile.name(of: address, sysfsRoot: sysfsRoot))
+        let deviceFile = try VFIODeviceFile.name(of: address, sysfsRoot: sysfsRoot)
+        return VFIOBackendFacts(hasIOMMUFD: access("\(devRoot)/iommu", F_OK) == 0,
+                                hasContainer: access("\(devRoot)/vfio/vfio", F_OK) == 0,
+                                deviceFile: deviceFile,
+                                nonVFIODriver: deviceFile == nil ? readNonVFIODriver(address, sysfsRoot: sysfsRoot) : nil)
     }
 }
 
@@ -66,8 +91,7 @@ extension VFIOBackendRequest {
                                           detail: "/dev/iommu does not exist")
             }
             guard facts.deviceFile != nil else {
-                throw .iommufdUnavailable(device: device.description, missing: "CONFIG_VFIO_DEVICE_CDEV",
-                                          detail: "the device has no VFIO device file (no vfio-dev/ entry in sysfs); if the kernel has CONFIG_VFIO_DEVICE_CDEV, bind the device to vfio-pci first")
+                throw VFIOBackendFacts.missingDeviceFile(device, nonVFIODriver: facts.nonVFIODriver)
             }
             return .iommufd
         }

@@ -117,8 +117,7 @@ public final class IOMMUFDAddressSpace {
     public func openDevice(_ address: PCIAddress, sysfsRoot: String, devVFIO: String,
                            vfToken: VFToken?) throws(VFIOError) -> VFIODevice {
         guard let name = try VFIODeviceFile.name(of: address, sysfsRoot: sysfsRoot) else {
-            throw .iommufdUnavailable(device: address.description, missing: "CONFIG_VFIO_DEVICE_CDEV",
-                                      detail: "the device has no VFIO device file (no vfio-dev/ entry in sysfs); if the kernel has CONFIG_VFIO_DEVICE_CDEV, bind the device to vfio-pci first")
+            throw VFIOBackendFacts.missingDeviceFile(address, nonVFIODriver: VFIOBackendFacts.readNonVFIODriver(address, sysfsRoot: sysfsRoot))
         }
         let path = "\(devVFIO)/devices/\(name)"
         let device: OwnedFileDescriptor
@@ -233,13 +232,14 @@ extension VFIODevice {
         place(&feature, at: 0)
         place(&request, at: head)
         place(&range, at: head + payload)
-        let what = "VFIO_DEVICE_FEATURE(GET|DMA_BUF) of region \(index) (\(length.hex()) bytes at \(offset.hex())) on \(address)"
+        // Built only for an error: this runs on every peer map, where a string costs measurably.
+        func what() -> String { "VFIO_DEVICE_FEATURE(GET|DMA_BUF) of region \(index) (\(length.hex()) bytes at \(offset.hex())) on \(address)" }
         let result: Int32
         do throws(VFIOError) {
-            result = try ioctlBytes(fd, CVFIO_DEVICE_FEATURE, &bytes, what)
+            result = try ioctlBytes(fd, CVFIO_DEVICE_FEATURE, &bytes, what())
         } catch {
             if case .system(_, let code) = error, code == .notSupported || code == .invalidArgument || code == Errno(rawValue: ENODEV) {
-                throw .unsupported("\(what) failed: \(code); the kernel exports BARs as dma-bufs from Linux 6.19 with CONFIG_VFIO_PCI_DMABUF (it needs CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER), for a mappable memory BAR")
+                throw .unsupported("\(what()) failed: \(code); the kernel exports BARs as dma-bufs from Linux 6.19 with CONFIG_VFIO_PCI_DMABUF (it needs CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER), for a mappable memory BAR")
             }
             throw error
         }

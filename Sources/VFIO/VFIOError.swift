@@ -71,6 +71,9 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
     case inUse(String)
     /// The iommufd backend cannot be used: the kernel lacks `missing` (a CONFIG_ option), as `detail` shows.
     case iommufdUnavailable(device: String?, missing: String, detail: String)
+    /// The device is not bound to a VFIO driver (`driver` is its driver, or "none"), so it has
+    /// no VFIO device file yet.
+    case notBoundToVFIO(device: String, driver: String)
     /// The device file is busy (EBUSY): bound to another iommufd, or its group is open through
     /// the legacy /dev/vfio/N path, by this or another process.
     case deviceBusy(device: String, path: String)
@@ -142,6 +145,8 @@ public enum VFIOError: Error, Equatable, CustomStringConvertible {
             return message
         case let .iommufdUnavailable(device, missing, detail):
             return "\(device.map { "\($0): " } ?? "")the iommufd backend needs \(missing), which this kernel lacks (\(detail)); use --backend type1 (or auto, which falls back to it)"
+        case let .notBoundToVFIO(device, driver):
+            return "\(device) is not bound to vfio-pci (\(driver == "none" ? "no driver" : "driver \(driver)")), so it has no VFIO device file: bind \(device) to vfio-pci first (vfioctl bind \(device))"
         case let .deviceBusy(device, path):
             return "\(path) (\(device)) is busy (EBUSY): the device is bound to another iommufd, or its IOMMU group is open through the legacy /dev/vfio/N path (a VM or another vfioctl); close that user first"
         case let .pfnmapNotMappable(size, iova):

@@ -55,6 +55,29 @@ struct BackendChoiceTests {
             guard case .iommufdUnavailable(_, let missing, _) = error else { Issue.record("\(error)"); return }
             #expect(missing == "CONFIG_VFIO_DEVICE_CDEV")
         }
+        // No device file because the device is not on vfio-pci: say to bind it, not that the
+        // kernel lacks device files.
+        let unbound = VFIOBackendFacts(hasIOMMUFD: true, hasContainer: true, deviceFile: nil, nonVFIODriver: "none")
+        do {
+            _ = try VFIOBackendRequest.iommufd.resolve(unbound, device: edu)
+            Issue.record("an unbound device was accepted")
+        } catch {
+            #expect(error == .notBoundToVFIO(device: "0000:00:02.0", driver: "none"))
+            #expect(error.description.contains("bind 0000:00:02.0 to vfio-pci") && !error.description.contains("CONFIG_"), "\(error)")
+        }
+    }
+
+    @Test("a device on another driver, or none, is read as not bound; one on vfio-pci is not")
+    func nonVFIODriverFromSysfs() throws {
+        let sys = try ScratchTree(directories: ["bus/pci/devices/0000:00:02.0", "bus/pci/drivers/e1000e", "bus/pci/drivers/vfio-pci"])
+        defer { sys.remove() }
+        let device = sys.root + "/bus/pci/devices/0000:00:02.0"
+        #expect(try VFIOBackendFacts.read(edu, sysfsRoot: sys.root, devRoot: sys.root).nonVFIODriver == "none")
+        try FileManager.default.createSymbolicLink(atPath: device + "/driver", withDestinationPath: "../../drivers/e1000e")
+        #expect(try VFIOBackendFacts.read(edu, sysfsRoot: sys.root, devRoot: sys.root).nonVFIODriver == "e1000e")
+        try FileManager.default.removeItem(atPath: device + "/driver")
+        try FileManager.default.createSymbolicLink(atPath: device + "/driver", withDestinationPath: "../../drivers/vfio-pci")
+        #expect(try VFIOBackendFacts.read(edu, sysfsRoot: sys.root, devRoot: sys.root).nonVFIODriver == nil)
     }
 
     @Test("facts come from /dev and the device's sysfs vfio-dev entry")

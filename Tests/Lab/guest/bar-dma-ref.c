@@ -3,10 +3,16 @@
 // bus address modulo 1 GiB plus SKEW (the placement vfioctl uses), madvise it MADV_HUGEPAGE,
 // optionally read one byte per page, then time VFIO_IOMMU_MAP_DMA and VFIO_IOMMU_UNMAP_DMA of the
 // whole mapping at IOVA 1 GiB. A fresh mapping each repetition; the median is printed.
+// --iommufd: the device is bound to a new iommufd and attached to an IOAS (iommufd-ref.h; GROUP
+// is not used), and the timed map is what vfioctl's iommufd backend does for a peer BAR: export
+// the window as a dma-buf (VFIO_DEVICE_FEATURE_DMA_BUF), IOMMU_IOAS_MAP_FILE it, close the
+// dma-buf's fd; the unmap is IOMMU_IOAS_UNMAP. --iommufd --map-va: IOMMU_IOAS_MAP of the BAR's
+// mapping itself (a PFNMAP VMA), once; prints the errno it fails with (or that it succeeded).
 //
-//   bar-dma-ref GROUP DEVICE BAR OFFSET LENGTH SKEW TOUCH(0|1) REPEAT
+//   bar-dma-ref [--iommufd [--map-va]] GROUP DEVICE BAR OFFSET LENGTH SKEW TOUCH(0|1) REPEAT
 //
 // Prints: c-reference bar-dma map_ms=... unmap_ms=... bytes=... skew=0x... touched=yes|no
+//         (--map-va: c-reference ioas-map-va errno=N (NAME))
 // Built static by Tests/Lab/lab for the guest.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,6 +26,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include "iommufd-ref.h"
 
 #define GIB (1ULL << 30)
 
@@ -45,7 +52,14 @@ static double median(double *values, int count) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 9) { fprintf(stderr, "usage: bar-dma-ref GROUP DEVICE BAR OFFSET LENGTH SKEW TOUCH REPEAT\n"); return 2; }
+    int use_iommufd = 0, map_va = 0;
+    while (argc > 1 && strncmp(argv[1], "--", 2) == 0) {
+        if (strcmp(argv[1], "--iommufd") == 0) use_iommufd = 1;
+        else if (strcmp(argv[1], "--map-va") == 0) map_va = 1;
+        else break;
+        argc--; argv++;
+    }
+    if (argc < 9 || (map_va && !use_iommufd)) { fprintf(stderr, "usage: bar-dma-ref [--iommufd [--map-va]] GROUP DEVICE BAR OFFSET LENGTH SKEW TOUCH REPEAT\n"); return 2; }
     char path[128];
     const char *device = argv[2];
     int bar = atoi(argv[3]);
@@ -66,15 +80,23 @@ int main(int argc, char **argv) {
     }
     fclose(resource);
 
-    int container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
-    if (container < 0) return die("open /dev/vfio/vfio");
-    snprintf(path, sizeof path, "/dev/vfio/%s", argv[1]);
-    int group = open(path, O_RDWR | O_CLOEXEC);
-    if (group < 0) return die(path);
-    if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) < 0) return die("VFIO_GROUP_SET_CONTAINER");
-    if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0) return die("VFIO_SET_IOMMU");
-    int fd = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, device);
-    if (fd < 0) return die("VFIO_GROUP_GET_DEVICE_FD");
+    int container = -1, iommufd = -1, fd;
+    uint32_t ioas = 0;
+    if (use_iommufd) {
+        const char *what = "";
+        fd = iommufd_open_device(device, &iommufd, &ioas, &what);
+        if (fd < 0) return die(what);
+    } else {
+        container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+        if (container < 0) return die("open /dev/vfio/vfio");
+        snprintf(path, sizeof path, "/dev/vfio/%s", argv[1]);
+        int group = open(path, O_RDWR | O_CLOEXEC);
+        if (group < 0) return die(path);
+        if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) < 0) return die("VFIO_GROUP_SET_CONTAINER");
+        if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0) return die("VFIO_SET_IOMMU");
+        fd = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, device);
+        if (fd < 0) return die("VFIO_GROUP_GET_DEVICE_FD");
+    }
     struct vfio_region_info region = { .argsz = sizeof region, .index = VFIO_PCI_BAR0_REGION_INDEX + bar };
     if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &region) < 0) return die("VFIO_DEVICE_GET_REGION_INFO");
     if (window + length > region.size) { fprintf(stderr, "bar-dma-ref: window outside the BAR\n"); return 2; }
@@ -97,16 +119,43 @@ int main(int argc, char **argv) {
             for (uint64_t offset = 0; offset < length; offset += 4096) sink += ((volatile char *)base)[offset];
             (void)sink;
         }
-        struct vfio_iommu_type1_dma_map map = {
-            .argsz = sizeof map, .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-            .vaddr = (uint64_t)base, .iova = GIB, .size = length,
-        };
-        double t0 = now_ms();
-        if (ioctl(container, VFIO_IOMMU_MAP_DMA, &map) < 0) return die("VFIO_IOMMU_MAP_DMA");
-        double t1 = now_ms();
-        struct vfio_iommu_type1_dma_unmap unmap = { .argsz = sizeof unmap, .iova = GIB, .size = length };
-        if (ioctl(container, VFIO_IOMMU_UNMAP_DMA, &unmap) < 0) return die("VFIO_IOMMU_UNMAP_DMA");
-        double t2 = now_ms();
+        double t0, t1, t2;
+        if (map_va) {
+            struct iommu_ioas_map map = {
+                .size = sizeof map, .ioas_id = ioas,
+                .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+                .user_va = (uint64_t)base, .length = length, .iova = GIB,
+            };
+            int rc = ioctl(iommufd, IOMMU_IOAS_MAP, &map), code = errno;
+            if (rc == 0) { printf("c-reference ioas-map-va ok\n"); return 0; }
+            printf("c-reference ioas-map-va errno=%d (%s)\n", code, strerror(code));
+            return 0;
+        } else if (use_iommufd) {
+            t0 = now_ms();
+            int dmabuf = iommufd_export_dmabuf(fd, region.index, window, length);
+            if (dmabuf < 0) return die("VFIO_DEVICE_FEATURE(GET|DMA_BUF)");
+            struct iommu_ioas_map_file map = {
+                .size = sizeof map, .ioas_id = ioas, .fd = dmabuf, .start = 0, .length = length, .iova = GIB,
+                .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+            };
+            if (ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &map) < 0) return die("IOMMU_IOAS_MAP_FILE");
+            close(dmabuf);
+            t1 = now_ms();
+            struct iommu_ioas_unmap unmap = { .size = sizeof unmap, .ioas_id = ioas, .iova = GIB, .length = length };
+            if (ioctl(iommufd, IOMMU_IOAS_UNMAP, &unmap) < 0) return die("IOMMU_IOAS_UNMAP");
+            t2 = now_ms();
+        } else {
+            struct vfio_iommu_type1_dma_map map = {
+                .argsz = sizeof map, .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+                .vaddr = (uint64_t)base, .iova = GIB, .size = length,
+            };
+            t0 = now_ms();
+            if (ioctl(container, VFIO_IOMMU_MAP_DMA, &map) < 0) return die("VFIO_IOMMU_MAP_DMA");
+            t1 = now_ms();
+            struct vfio_iommu_type1_dma_unmap unmap = { .argsz = sizeof unmap, .iova = GIB, .size = length };
+            if (ioctl(container, VFIO_IOMMU_UNMAP_DMA, &unmap) < 0) return die("VFIO_IOMMU_UNMAP_DMA");
+            t2 = now_ms();
+        }
         map_times[i] = t1 - t0;
         unmap_times[i] = t2 - t1;
         munmap(reservation, reserve);

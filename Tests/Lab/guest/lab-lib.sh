@@ -31,6 +31,15 @@ if [ -n "$LAB_BACKEND" ]; then
             *) command vfioctl "$@" ;;
         esac
     }
+    # The probe tool's device checks take the same --backend.
+    vfioctl_lab_probe_backend() {
+        case " $* " in *" --backend "*) command vfioctl-lab-probe "$@"; return ;; esac
+        case "$1" in
+            edu-test | p2p | vm-smoke | vm-dma-smoke | irq-test) command vfioctl-lab-probe "$@" --backend "$LAB_BACKEND" ;;
+            *) command vfioctl-lab-probe "$@" ;;
+        esac
+    }
+    alias vfioctl-lab-probe=vfioctl_lab_probe_backend
 fi
 
 sysfs_dev() { echo "/sys/bus/pci/devices/$1"; }

@@ -1,6 +1,6 @@
 # dma-edu: DMA through the emulated IOMMU with vfioctl's VFIO library, on QEMU's edu device.
 # `dma check` reports the container (IOMMU page sizes 4K/2M/1G, IOVA ranges, dma_avail, the
-# memlock limit) and maps and unmaps a test buffer; `vfioctl-lab-probe edu-test` round-trips bytes
+# memlock limit; with the iommufd backend the IOAS: its 4 KiB alignment and no dma_avail) and maps and unmaps a test buffer; `vfioctl-lab-probe edu-test` round-trips bytes
 # RAM -> device -> RAM through a mapped IOVA and takes edu's MSI on an eventfd; config space read
 # through VFIO matches sysfs `config`; `bar toggle` shows a mapping refusing access while
 # memory decoding is off, and unmap/remap.
@@ -12,11 +12,21 @@ lab_bind $EDU vfio-pci || fail "could not bind $EDU to vfio-pci"
 vfioctl dma check $EDU --json >/tmp/check.json || fail "dma check exited $?"
 cat /tmp/check.json
 json_flat </tmp/check.json >/tmp/check.flat
-check_eq "IOMMU page sizes (4K, 2M, 1G)" 1075843072 "$(json_get /tmp/check.flat .iova_pgsizes)"
-avail=$(json_get /tmp/check.flat .dma_avail)
-[ -n "$avail" ] && [ "$avail" != null ] && ok "dma_avail reported ($avail)" || fail "no dma_avail"
-check_eq "dma_avail while the test buffer is mapped" $((avail - 1)) "$(json_get /tmp/check.flat .dma_avail_while_mapped)"
-check_eq "dma_avail after unmapping" "$avail" "$(json_get /tmp/check.flat .dma_avail_after)"
+backend=$(json_get /tmp/check.flat .backend)
+check_eq "dma check used the boot's backend" "${LAB_BACKEND:-$backend}" "$backend"
+if [ "$backend" = iommufd ]; then
+    # iommufd reports the alignment a mapping needs (4 KiB here), not the IOMMU's page sizes,
+    # and has no entry limit (no dma_avail).
+    check_eq "IOAS alignment (4 KiB)" 4096 "$(json_get /tmp/check.flat .iova_pgsizes)"
+    check_eq "no dma_avail on iommufd (before, while mapped, after)" "null null null" \
+        "$(json_get /tmp/check.flat .dma_avail) $(json_get /tmp/check.flat .dma_avail_while_mapped) $(json_get /tmp/check.flat .dma_avail_after)"
+else
+    check_eq "IOMMU page sizes (4K, 2M, 1G)" 1075843072 "$(json_get /tmp/check.flat .iova_pgsizes)"
+    avail=$(json_get /tmp/check.flat .dma_avail)
+    [ -n "$avail" ] && [ "$avail" != null ] && ok "dma_avail reported ($avail)" || fail "no dma_avail"
+    check_eq "dma_avail while the test buffer is mapped" $((avail - 1)) "$(json_get /tmp/check.flat .dma_avail_while_mapped)"
+    check_eq "dma_avail after unmapping" "$avail" "$(json_get /tmp/check.flat .dma_avail_after)"
+fi
 check_eq "IOVA ranges start at 0" 0 "$(json_get /tmp/check.flat '.iova_ranges[0].start')"
 check_eq "test buffer at the first 2 MiB-aligned IOVA" 2097152 "$(json_get /tmp/check.flat '.test_mappings[0].iova')"
 check_eq "nothing left mapped" 0 "$(json_get /tmp/check.flat .left_mapped)"

@@ -3,7 +3,9 @@
 # /dev/vfio/devices/vfioN node; `device info --backend iommufd` binds it through that file (BIND,
 # ATTACH to an IOAS) and reads its regions and IRQs; auto picks iommufd; edu DMA round-trips RAM
 # through the IOAS and its MSI arrives on the eventfd; edu reads ivshmem's BAR2 through a dma-buf
-# mapped with IOMMU_IOAS_MAP_FILE; `dma check` reports no dma_avail; a device whose group is held
+# mapped with IOMMU_IOAS_MAP_FILE, while IOMMU_IOAS_MAP of the BAR's own mapping fails with EFAULT
+# and an error naming the case (type1 maps it); `dma check` reports no dma_avail; `cdi` names
+# only nodes that exist, for both backends; a device whose group is held
 # open through the legacy path is refused as busy. Where the kernel lacks IOMMUFD (6.12, 7.3):
 # `--backend iommufd` exits 1 naming CONFIG_IOMMUFD, and auto picks type1.
 . /lab/bin/lab-lib.sh
@@ -57,6 +59,33 @@ cat /tmp/p2p.json
 json_flat </tmp/p2p.json >/tmp/p2p.flat
 check_eq "edu read ivshmem's BAR through a dma-buf mapping" true "$(json_get /tmp/p2p.flat .matches)"
 check_eq "the whole 2 GiB BAR is mapped" 2147483648 "$(json_get /tmp/p2p.flat .peer_mapping_size)"
+
+# The BAR's own mapping (a PFNMAP VMA) with IOMMU_IOAS_MAP, as a type1 VMM maps it: the kernel
+# answers EFAULT; the error names the case and the dma-buf path, and nothing is left mapped.
+vfioctl-lab-probe p2p $EDU --peer $IVSHMEM --bar 2 --backend iommufd --map-bar-mapping >/tmp/pfn.out 2>&1
+check_eq "IOMMU_IOAS_MAP of the BAR's PFNMAP mapping exits 1" 1 "$?"
+cat /tmp/pfn.out
+for needed in EFAULT PFNMAP dma-buf IOMMU_IOAS_MAP_FILE 6.19 "--backend type1" "mappings left in the DMA space: 0"; do
+    grep -q -- "$needed" /tmp/pfn.out && ok "the PFNMAP error says '$needed'" || fail "the PFNMAP error lacks '$needed'"
+done
+vfioctl-lab-probe p2p $EDU --peer $IVSHMEM --bar 2 --backend type1 --map-bar-mapping --json | json_flat >/tmp/pfn1.flat ||
+    fail "p2p --backend type1 --map-bar-mapping exited $?"
+check_eq "type1 maps the same PFNMAP mapping, and edu reads through it" true "$(json_get /tmp/pfn1.flat .matches)"
+
+# cdi: each backend's spec names only nodes this kernel made (character devices), iommufd's the
+# device files and /dev/iommu, type1's the group and /dev/vfio/vfio.
+for backend in type1 iommufd; do
+    vfioctl cdi --backend $backend >/tmp/cdi-$backend.json 2>/tmp/cdi.err || fail "cdi --backend $backend exited $?: $(cat /tmp/cdi.err)"
+    paths=$(sed -n 's/.*"path" *: *"\([^"]*\)".*/\1/p' /tmp/cdi-$backend.json)
+    [ -n "$paths" ] || fail "cdi --backend $backend named no nodes"
+    for path in $paths; do
+        [ -c "$path" ] && ok "cdi $backend: $path is a character device" || fail "cdi $backend names $path, which is no character device"
+    done
+done
+grep -q "\"/dev/vfio/devices/$name\"" /tmp/cdi-iommufd.json && grep -q '"/dev/iommu"' /tmp/cdi-iommufd.json &&
+    ok "cdi iommufd names edu's device file and /dev/iommu" || fail "cdi iommufd: $(cat /tmp/cdi-iommufd.json)"
+grep -q "\"/dev/vfio/$(dev_group $EDU)\"" /tmp/cdi-type1.json && grep -q '"/dev/vfio/vfio"' /tmp/cdi-type1.json &&
+    ok "cdi type1 names edu's group and /dev/vfio/vfio" || fail "cdi type1: $(cat /tmp/cdi-type1.json)"
 
 # A group held open through the legacy path: the device file refuses (EBUSY), nothing is left open.
 vfio-hold "$(dev_group $EDU)" $EDU >/tmp/hold.out 2>&1 &
