@@ -4,11 +4,13 @@ import VFIO
 public struct DeviceNodeAccess: Sendable, Equatable {
     /// The node's path (/dev/vfio/12, /dev/vfio/devices/vfio0, /dev/iommu, /dev/vfio/vfio).
     public var path: String
-    /// Owner and group ids.
+    /// The owner's user id.
     public var uid: UInt32
+    /// The node's group id.
     public var gid: UInt32
-    /// Their names where the host has them (nil: an id with no name).
+    /// The owner's name where the host has one (nil: an id with no name).
     public var userName: String?
+    /// The group's name where the host has one.
     public var groupName: String?
     /// The permission bits (st_mode & 07777).
     public var mode: UInt32

@@ -32,13 +32,13 @@ check_eq "driver after driverctl set-override" vfio-pci "$(dev_driver $NET)"
 check_eq "driverctl's saved override" vfio-pci "$(cat /etc/driverctl.d/pci-$NET 2>&1)"
 
 vfioctl persist list >/tmp/list.out 2>&1
-grep -q "^$NET  driverctl → vfio-pci (/etc/driverctl.d/pci-$NET)" /tmp/list.out && ok "persist list names driverctl and its file" || fail "persist list: $(cat /tmp/list.out)"
+grep -q "^$NET  driverctl → vfio-pci (/etc/driverctl.d/pci-$NET:1)" /tmp/list.out && ok "persist list names driverctl and its file" || fail "persist list: $(cat /tmp/list.out)"
 vfioctl persist list --json 2>/dev/null | json_flat >/tmp/list.flat
 grep -q '^\[0\]\.mechanism=driverctl$' /tmp/list.flat && ok "persist list --json: mechanism driverctl" || fail "persist list --json: $(cat /tmp/list.flat)"
 vfioctl persist check $NET >/tmp/check.out 2>&1
 grep -q "driverctl" /tmp/check.out && grep -q "/etc/driverctl.d/pci-$NET" /tmp/check.out && ok "persist check names driverctl and its file" || fail "persist check: $(cat /tmp/check.out)"
 vfioctl persist add $NET >/tmp/add.out 2>&1 || fail "persist add beside driverctl's vfio-pci: $(cat /tmp/add.out)"
-grep -q "left in place: driverctl → vfio-pci (/etc/driverctl.d/pci-$NET)" /tmp/add.out && ok "persist add names the driverctl override it leaves in place" || fail "persist add: $(cat /tmp/add.out)"
+grep -q "left in place: driverctl → vfio-pci (/etc/driverctl.d/pci-$NET:1)" /tmp/add.out && ok "persist add names the driverctl override it leaves in place" || fail "persist add: $(cat /tmp/add.out)"
 vfioctl persist check $NET >/tmp/check2.out 2>&1
 grep -q "by 2 mechanisms" /tmp/check2.out && ok "persist check: two mechanisms for one device" || fail "persist check after add: $(cat /tmp/check2.out)"
 vfioctl persist remove $NET >/dev/null 2>&1
@@ -46,7 +46,7 @@ vfioctl persist remove $NET >/dev/null 2>&1
 # An override driverctl saved for a device that is gone.
 echo vfio-pci >/etc/driverctl.d/pci-$GONE
 vfioctl persist list >/tmp/gone.out 2>&1
-grep -q "/etc/driverctl.d/pci-$GONE: driverctl binds $GONE to vfio-pci, but no device $GONE exists" /tmp/gone.out && ok "an override for a missing device is named with its file" || fail "persist list: $(cat /tmp/gone.out)"
+grep -q "/etc/driverctl.d/pci-$GONE:1: driverctl binds $GONE to vfio-pci, but no device $GONE exists" /tmp/gone.out && ok "an override for a missing device is named with its file" || fail "persist list: $(cat /tmp/gone.out)"
 rm -f /etc/driverctl.d/pci-$GONE
 
 out=$(bash $DRIVERCTL unset-override $NET 2>&1) || fail "driverctl unset-override: $out"
