@@ -1,5 +1,6 @@
-// The two devices every small VMM has: a 16550 UART on 0x3f8 (output only, no interrupt: Linux
-// then polls it with its THRE backup timer) and a PCI host bridge reached through conf1
+// The two devices every small VMM has: a 16550 UART on 0x3f8 (output only, no interrupt line: it
+// answers Linux's THRE test as a UART that does not reassert THRE, so Linux sends with its backup
+// timer instead of waiting for an interrupt) and a PCI host bridge reached through conf1
 // (0xcf8/0xcfc) with the passed-through function at 00:01.0. The function itself is vfioctl's
 // `VFIOPCIDevice`.
 #if canImport(Glibc)
@@ -13,6 +14,7 @@ final class Serial {
     private var registers = [UInt8](repeating: 0, count: 8)   // IER, LCR, MCR, SCR as written
     private var divisor: [UInt8] = [0x0c, 0]
     private var line: [UInt8] = []
+    private var threTested = false, threPending = false
     /// Kernel messages that mean the guest is done (no ACPI: it halts instead of powering off).
     var sawPowerOff = false
     var onLine: (String) -> Void = { _ in }
@@ -26,13 +28,17 @@ final class Serial {
             if value == 0x0a {
                 let text = String(decoding: line, as: UTF8.self)
                 emit(text)
-                if text.contains("reboot: Power down") || text.contains("reboot: System halted") || text.contains("reboot: Restarting system") { sawPowerOff = true }
+                if text.contains("reboot: Power down") || text.contains("System halted") || text.contains("reboot: Restarting system") { sawPowerOff = true }
                 onLine(text)
                 line = []
             } else if line.count < 4096 {
                 line.append(value)
             }
         case 2: break                        // FCR
+        case 1 where value == 0x02 && !threTested:   // IER = THRI: Linux's THRE test, once
+            registers[1] = value
+            threTested = true
+            threPending = true
         default: registers[Int(offset)] = value
         }
     }
@@ -42,7 +48,9 @@ final class Serial {
         switch offset {
         case 0: return dlab ? divisor[0] : 0
         case 1: return dlab ? divisor[1] : registers[1]
-        case 2: return 0xc1                  // FIFOs on, no interrupt pending
+        case 2:                              // FIFOs on; THRE once for the test, then no interrupt
+            defer { threPending = false }
+            return threPending ? 0xc2 : 0xc1
         case 5: return 0x60                  // transmitter empty
         case 6:
             let mcr = registers[4]

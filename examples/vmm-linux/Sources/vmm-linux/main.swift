@@ -55,6 +55,8 @@ guard positional.count == 2 else { fail("usage: vmm-linux BZIMAGE INITRAMFS [--d
 let memoryMiB = Int(options["--memory"] ?? "256") ?? 0
 guard (64...2048).contains(memoryMiB) else { fail("--memory must be 64...2048 MiB") }
 let commandLine = "console=ttyS0 earlyprintk=serial reboot=k panic=-1 acpi=off pci=conf1 " + (options["--append"] ?? "")
+// The timeout interrupts KVM_RUN (EINTR) and the loop stops with a report; the handler does nothing.
+signal(SIGALRM) { _ in }
 alarm(UInt32(options["--timeout"] ?? "120") ?? 120)
 
 let clock = ContinuousClock()
@@ -111,7 +113,7 @@ do {
         let exit = try vcpu.run()
         switch exit {
         case let .io(port, direction, size, count, data):
-            exits["io", default: 0] += 1
+            exits["io 0x\(String(port, radix: 16))", default: 0] += 1
             if try device?.serveIO(exit, on: vcpu) == true { continue }
             var input: [UInt8] = []
             for index in 0..<count {
@@ -123,6 +125,8 @@ do {
                     if direction == .out { serial.write(port - Serial.base, UInt8(truncatingIfNeeded: value)) } else { answer = UInt64(serial.read(port - Serial.base)) }
                 case PCIHostBridge.addressPort..<PCIHostBridge.dataPort + 4:
                     if direction == .out { bus.write(port, size: size, value: value) } else { answer = bus.read(port, size: size) }
+                case 0x71 where direction == .in:
+                    answer = 0                       // CMOS/RTC: all registers 0, so never "update in progress"
                 case 0x64 where direction == .out && value == 0xfe:
                     stopped = "the guest reset (i8042)"
                 default: break
@@ -136,7 +140,7 @@ do {
             if try device?.serveMMIO(exit, on: vcpu) == true { continue }
             if !isWrite { try vcpu.provideInput([UInt8](repeating: 0xff, count: length)) }
         case .interrupted:
-            continue
+            stopped = "timed out"
         case .shutdown:
             stopped = "the guest shut down (triple fault or reset)"
         case .halt:
@@ -155,6 +159,7 @@ do {
     device?.detach()
     _ = irqchip
     emit("vmm-linux: exits to userspace: \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); device exits served \(device?.servedExits ?? 0); config cycles \(bus.cycles)")
+    if stopped == "timed out" { fail("timed out at rip 0x\(String(try vcpu.registers().rip, radix: 16))") }
     if let device {
         emit("vmm-linux: device BARs at \(device.model.mapped.sorted { $0.key < $1.key }.map { "BAR \($0.key) 0x\(String($0.value, radix: 16))" }.joined(separator: ", ")); vectors delivered \(device.deliveredGSIs.values.map(\.count).reduce(0, +))")
     }
