@@ -44,4 +44,18 @@ vfioctl doctor >/tmp/doctor.txt 2>&1
 cat /tmp/doctor.txt
 grep -q "fix: vfioctl bind 0000:00:01.0 --force" /tmp/doctor.txt && ok "text names the bind line" || fail "text lacks the bind line"
 grep -q "^verdict: ready" /tmp/doctor.txt && ok "text verdict ready" || fail "text verdict: $(grep verdict /tmp/doctor.txt)"
+
+# Version findings (KernelHistory.versionFacts) for this kernel (the guest has no QEMU).
+release=$(uname -r)
+kernel_lacks() { field_of /tmp/doctor.flat id "version.linux.$1" status; }
+case $release in
+    6.12.*)
+        check_eq "6.12 lacks 6.15's PFNMAP walk by level" info "$(kernel_lacks type1-pfnmap-levels)"
+        check_eq "6.12 lacks 6.19's dma-buf P2P" info "$(kernel_lacks dmabuf-p2p)"
+        check_eq "6.12 has huge faults" "" "$(kernel_lacks vfio-huge-fault)" ;;
+    7.*)
+        for fact in vfio-huge-fault type1-pfnmap-levels dmabuf-p2p; do check_eq "$release has $fact" "" "$(kernel_lacks $fact)"; done ;;
+    *) fail "no expectation for kernel $release" ;;
+esac
+grep '\.title=Linux ' /tmp/doctor.flat | sed 's/^[^=]*=/doctor-version: /'
 lab_finish
