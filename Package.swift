@@ -200,6 +200,6 @@ let package = Package(
         .testTarget(name: "TextFormatTests", dependencies: ["TextFormat"]),
         .testTarget(name: "GuestMMIOWindowTests", dependencies: ["GuestMMIOWindow"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "BARPlacement", "CLinuxUAPI", "PCIInventory", "SysfsFixtures"]),
-        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"]),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls", "CLinuxUAPI"]),
     ]
 )

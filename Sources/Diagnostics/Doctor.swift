@@ -126,7 +126,7 @@ public enum Doctor {
     static func numa(_ host: HostReadiness) -> [Finding] {
         let devices = host.inventory.devices
         guard Set(devices.compactMap(\.numaNode)).count > 1 else { return [] }
-        let assigned = devices.filter { device in device.driver.map(GroupViability.isVFIODriver) == true && device.numaNode != nil }
+        let assigned = devices.filter { device in device.isOnVFIO && device.numaNode != nil }
         var findings: [Finding] = []
         for device in assigned {
             guard let node = device.numaNode else { continue }
@@ -221,7 +221,7 @@ public enum Doctor {
         var have: [String] = [], missing: [String] = []
         if host.vfioContainerNode { have.append("type1 (group + container, /dev/vfio/vfio)") } else { missing.append("CONFIG_VFIO_CONTAINER (no /dev/vfio/vfio)") }
         if host.iommufdNode {
-            if host.vfioDeviceFiles || !host.inventory.devices.contains(where: { $0.driver == "vfio-pci" }) {
+            if host.vfioDeviceFiles || !host.inventory.devices.contains(where: \.isOnVFIO) {
                 have.append("iommufd (/dev/iommu, device files in /dev/vfio/devices)")
             } else {
                 missing.append("CONFIG_VFIO_DEVICE_CDEV (/dev/iommu exists, but devices bound to vfio-pci get no device file)")
@@ -468,8 +468,8 @@ public enum Doctor {
                 if !companions.isEmpty {
                     evidence.append("companion functions: " + companions.map { "\($0.address) (\($0.driver ?? "no driver"), group \($0.iommuGroup.map(String.init) ?? "none"))" }.joined(separator: ", "))
                 }
-                if gpu.driver == "vfio-pci" && group.isViable && !needsSlot(gpu, in: inventory) {
-                    evidence.append("ready: bound to vfio-pci and the group is viable")
+                if gpu.isOnVFIO && group.isViable && !needsSlot(gpu, in: inventory) {
+                    evidence.append("ready: bound to \(gpu.driver ?? "vfio-pci") and the group is viable")
                 } else {
                     status = gpu.bootVGA == true ? .warning : .info
                     remedy = bindCommand(for: gpu, in: inventory)
@@ -500,7 +500,7 @@ public enum Doctor {
     /// Functions of the device's slot in other groups, not yet on vfio-pci, go to the VM too:
     /// `bind --slot` takes them all.
     static func needsSlot(_ device: PCIDevice, in inventory: PCIInventory) -> Bool {
-        inventory.companions(of: device.address).contains { $0.iommuGroup != device.iommuGroup && $0.driver != "vfio-pci" }
+        inventory.companions(of: device.address).contains { $0.iommuGroup != device.iommuGroup && !$0.isOnVFIO }
     }
 
     public static func bytes(_ value: UInt64) -> String { byteCount(value, bytesUnit: "bytes") }

@@ -192,15 +192,8 @@ public final class InterruptController {
     /// KVM_SET_GSI_ROUTING with every entry of `table`; adopts it once the kernel did.
     private func install(_ table: GSIRoutingTable) throws(KVMError) {
         let entries = table.entries
-        let entrySize = MemoryLayout<kvm_irq_routing_entry>.stride
-        let size = Int(CKVM_IRQ_ROUTING_ENTRIES_OFFSET) + entries.count * entrySize
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-        // Safety: the buffer holds the header and `entries.count` entries, as the kernel reads it.
-        buffer.storeBytes(of: UInt32(entries.count), toByteOffset: Int(CKVM_IRQ_ROUTING_NR_OFFSET),
-                          as: UInt32.self)
-        for (index, item) in entries.enumerated() {
+        var routes: [kvm_irq_routing_entry] = []
+        for item in entries {
             var entry = kvm_irq_routing_entry()
             entry.gsi = item.gsi
             switch item.route {
@@ -214,13 +207,15 @@ public final class InterruptController {
                 entry.u.msi.address_hi = message.addressHigh
                 entry.u.msi.data = message.data
             }
-            withUnsafeBytes(of: &entry) { bytes in
-                guard let source = bytes.baseAddress else { return }
-                (buffer + Int(CKVM_IRQ_ROUTING_ENTRIES_OFFSET) + index * entrySize).copyMemory(from: source, byteCount: bytes.count)
-            }
+            routes.append(entry)
         }
-        // Safety: `buffer` is the kvm_irq_routing with its entries, valid for the call.
-        _ = try SystemCall.value({ cuapi_ioctl_ptr(vm.fd.rawValue, CKVM_SET_GSI_ROUTING, buffer) }) {
+        // kvm_irq_routing has no argsz: the kernel reads `nr` entries after the header.
+        var buffer: FlexibleArrayBuffer<kvm_irq_routing, kvm_irq_routing_entry>
+        do { buffer = try FlexibleArrayBuffer(header: kvm_irq_routing(), elements: routes, arrayOffset: Int(CKVM_IRQ_ROUTING_ENTRIES_OFFSET), countField: \.nr) } catch {
+            throw .invalidArgument("KVM_SET_GSI_ROUTING with \(entries.count) routes: \(error)")
+        }
+        // Safety: the buffer is the kvm_irq_routing with its `nr` entries, as the kernel reads it.
+        try SystemCall.ioctl(vm.fd, CKVM_SET_GSI_ROUTING, bytes: &buffer.bytes) {
             KVMError.system(operation: "KVM_SET_GSI_ROUTING (\(entries.count) routes)", errno: $0)
         }
         routing = table

@@ -55,7 +55,7 @@ public struct BindPlan: Sendable {
     /// `BindSafety`'s refusals for a boot-time binding: all of them, except that a VFIO user
     /// holding a device already on vfio-pci (a running VM) is what the binding is for.
     public static func persistRefusals(_ device: PCIDevice, facts: HostFacts) -> [Refusal] {
-        let onVFIO = device.driver.map(GroupViability.isVFIODriver) ?? false
+        let onVFIO = device.isOnVFIO
         return BindSafety.refusals(for: device, facts: facts).filter { !(onVFIO && $0.kind == .held) }
     }
 

@@ -11,6 +11,8 @@ public struct Refusal: Sendable, Equatable, CustomStringConvertible {
         case bootDisplay = "boot-display"
         case framebufferConsole = "framebuffer-console"
         case held
+        /// The mount table could not be read, so no mounted filesystem can be ruled out.
+        case mountsUnknown = "mounts-unknown"
     }
 
     /// The kind of use found.
@@ -33,6 +35,9 @@ public enum BindSafety {
             refusals.append(Refusal(kind: .bridge, evidence: "\(address) is a PCI bridge; VFIO assigns the devices below a bridge, not the bridge (bind those, or use --group)"))
         } else if device.isHostBridge {
             refusals.append(Refusal(kind: .bridge, evidence: "\(address) is a host bridge (the CPU's link to PCI); it cannot be assigned to a VM"))
+        }
+        if let reason = facts.mountsUnreadable {
+            refusals.append(Refusal(kind: .mountsUnknown, evidence: "cannot read the mount table (\(reason)): it is the evidence that \(address) holds no mounted filesystem, such as the root disk; check that /proc is mounted and readable, or pass --force"))
         }
         for mount in facts.mounts where mount.pciDevices.contains(address) {
             let what = mount.mountPoint == "/" ? "the root filesystem" : "a mounted filesystem"

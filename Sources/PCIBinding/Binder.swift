@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import PCIInventory
 import TextFormat
+import SystemCalls
 
 /// What happened to one device, for the CLI's text and JSON.
 public struct BindOutcome: Sendable, Equatable {
@@ -88,7 +89,7 @@ public struct Binder {
     /// before the run stops and reports where each device is.
     public var ioTimeout: Double = 30
     /// Where writes go: the kernel, or an emulation of it in tests.
-    public var kernel: any SysfsWriting = KernelSysfsWriter()
+    public var kernel: any SysfsWriting
     /// The root with its links resolved: everything read or written must stay below it.
     let resolvedRoot: String
 
@@ -102,6 +103,7 @@ public struct Binder {
         self.journal = journal
         self.hooks = hooks
         self.resolvedRoot = BindingValidation.resolvedPath(root.path) ?? root.path
+        self.kernel = KernelSysfsWriter(root: resolvedRoot)
     }
 
     // MARK: Validated reads
@@ -150,10 +152,10 @@ public struct Binder {
     func override(of address: PCIAddress) throws(BindingError) -> String? {
         let path = devicePath(address) + "/driver_override"
         let resolved = try resolveInside(path)
-        // Opened and checked here; read by a child (the show takes the device lock, which a
-        // hung probe or remove holds).
+        // Opened and checked here, beneath the root; read by a child (the show takes the device
+        // lock, which a hung probe or remove holds).
         let descriptor: Int32
-        do { descriptor = try AttributeFile.open(resolved, flags: O_RDONLY) } catch {
+        do { descriptor = try SafeFile.openBeneath(root: resolvedRoot, relative: String(resolved.dropFirst(resolvedRoot.count)), flags: O_RDONLY) } catch {
             throw .untrustedSysfs(path: path, reason: error.reason)
         }
         defer { close(descriptor) }

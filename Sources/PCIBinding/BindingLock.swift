@@ -27,20 +27,12 @@ public final class BindingLock {
         guard timeout.isFinite, timeout >= 0, timeout <= Self.maximumTimeout else {
             throw .lockUnavailable(path: path, reason: "the timeout \(timeout) is not between 0 and \(Int(Self.maximumTimeout)) seconds")
         }
-        do {
-            try SystemPackage.FilePath(directory).withPlatformString { pointer in
-                if mkdir(pointer, 0o755) != 0 && errno != EEXIST { throw Errno(rawValue: errno) }
-            }
-            // Non-blocking and never through a symlink: the lock is a regular file of ours.
-            descriptor = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec, .nonBlocking, .noFollow],
-                                                 permissions: [.ownerReadWrite])
-        } catch {
-            throw .lockUnavailable(path: path, reason: (error as? Errno)?.rawValue == ELOOP ? "it is a symbolic link; vfioctl's lock is a regular file (move it away)" : "\(error)")
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw .lockUnavailable(path: path, reason: "cannot create its directory: \(String(cString: strerror(errno)))")
         }
-        var status = stat()
-        guard fstat(descriptor.rawValue, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
-            try? descriptor.close()
-            throw .lockUnavailable(path: path, reason: "it is \(SafeFile.kindName(status.st_mode)), not a regular file; move it away")
+        // Non-blocking, never through a symlink, only a regular file: the lock is a file of ours.
+        do { descriptor = FileDescriptor(rawValue: try SafeFile.openOwnFile(path, flags: O_RDWR | O_CREAT)) } catch {
+            throw .lockUnavailable(path: path, reason: error.reason)
         }
         let deadline = Self.now() + timeout
         while flock(descriptor.rawValue, LOCK_EX | LOCK_NB) != 0 {
@@ -80,11 +72,8 @@ public final class BindingLock {
     }
 
     static func holder(_ path: String) -> String? {
-        guard let descriptor = try? FileDescriptor.open(path, .readOnly) else { return nil }
-        defer { try? descriptor.close() }
-        var buffer = [UInt8](repeating: 0, count: 32)
-        let count = (try? buffer.withUnsafeMutableBytes { try descriptor.read(into: $0) }) ?? 0
-        let text = String(decoding: buffer[..<count], as: UTF8.self).trimmingCharacters(in: [" ", "\n"])
+        guard let bytes = try? SafeFile.read(path, limit: 64, followFinalLink: false) else { return nil }
+        let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: [" ", "\n"])
         return text.isEmpty ? nil : text
     }
 

@@ -22,9 +22,11 @@ public enum BoundedWrite {
         case pending(helper: Int32)
     }
 
-    /// Writes `value` to `path` in a child process and waits at most `timeout` seconds for it.
-    public static func write(_ value: String, to path: String, timeout: Double, shell: String = "/bin/sh") -> Result {
-        switch run(shell: shell, script: "printf '%s' \"$1\" > \"$2\"", arguments: [value, path], input: nil, timeout: timeout) {
+    /// Writes `value` in one write(2) to `descriptor` (an attribute the caller opened and
+    /// checked, beneath its root: the child opens nothing) in a child process, whose standard
+    /// output it becomes, and waits at most `timeout` seconds for it.
+    public static func write(_ value: String, descriptor: Int32, timeout: Double, shell: String = "/bin/sh") -> Result {
+        switch run(shell: shell, script: "printf '%s' \"$1\"", arguments: [value], input: nil, output: descriptor, timeout: timeout) {
         case .exited(let status, _, let errors):
             // WIFEXITED / WEXITSTATUS are macros Swift cannot import.
             if status & 0x7f == 0 && (status >> 8) & 0xff == 0 { return .written }
@@ -46,7 +48,7 @@ public enum BoundedWrite {
     /// Reads up to `limit` bytes from `descriptor` (an attribute the caller opened and checked)
     /// in a child process, whose standard input it becomes.
     static func read(_ descriptor: Int32, limit: Int, timeout: Double, shell: String = "/bin/sh") -> ReadResult {
-        switch run(shell: shell, script: "exec head -c \"$1\"", arguments: [String(limit + 1)], input: descriptor, timeout: timeout) {
+        switch run(shell: shell, script: "exec head -c \"$1\"", arguments: [String(limit + 1)], input: descriptor, output: nil, timeout: timeout) {
         case .exited(let status, let output, let errors):
             guard status & 0x7f == 0 && (status >> 8) & 0xff == 0 else {
                 return .failed(reason(errors) ?? "the read failed (status \(status))")
@@ -73,9 +75,10 @@ public enum BoundedWrite {
     }
 
     /// Runs `shell -c script` with `arguments` as $1..., standard input from `input` (or
-    /// /dev/null), standard output and error into pipes read once it exits. The outputs must
-    /// fit a pipe's buffer (64 KiB): they are a sysfs attribute and a one-line message.
-    private static func run(shell: String, script: String, arguments: [String], input: Int32?, timeout: Double) -> Outcome {
+    /// /dev/null), standard output to `output` (or a pipe) and standard error into a pipe, the
+    /// pipes read once it exits. The outputs must fit a pipe's buffer (64 KiB): they are a sysfs
+    /// attribute and a one-line message.
+    private static func run(shell: String, script: String, arguments: [String], input: Int32?, output target: Int32?, timeout: Double) -> Outcome {
         var output: [Int32] = [-1, -1]
         var errors: [Int32] = [-1, -1]
         guard pipe(&output) == 0 else { return .failed("pipe: \(String(cString: strerror(errno)))") }
@@ -95,7 +98,7 @@ public enum BoundedWrite {
         } else {
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         }
-        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, target ?? output[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
         // The child starts with no signal blocked and every signal at its default, whatever the
         // spawning thread had: a helper left pending must stay killable.
@@ -166,7 +169,7 @@ extension Binder {
             guard case .sysfsTimeout(_, _, _, let pending) = error else { throw error }
             var holders: [Holder] = []
             if root.isSystem {
-                holders = HolderReader(sysfs: root).holders(of: [address], leavingVFIO: driver == BindPlan.targetDriver)[address] ?? []
+                holders = HolderReader(sysfs: root).holders(of: [address], leavingVFIO: driver.map(GroupViability.isVFIODriver) ?? false)[address] ?? []
             }
             let waitingFor = holders.isEmpty ? "a user of the device vfioctl cannot see"
                 : holders.map(\.description).joined(separator: "; ")

@@ -46,7 +46,7 @@ public struct HolderReader {
 
     /// Every device node below the PCI function in sysfs (disks, partitions, DRM, sound, the
     /// driver's char devices, USB devices below a controller), the block devices stacked on its
-    /// disks (dm, md), its VFIO group node when it is on vfio-pci, and the nvidia nodes when it is
+    /// disks (dm, md), its VFIO group node when it is on a VFIO driver, and the nvidia nodes when it is
     /// on nvidia.
     /// `leavingVFIO`: the device is being removed from vfio-pci, whose driver link sysfs drops
     /// before the driver's remove runs (and waits for the group's users).
@@ -56,7 +56,7 @@ public struct HolderReader {
         var budget = Self.directoryBudget
         collect(in: devicePath, depth: 0, budget: &budget, into: &nodes)
         let driver = reader.readLinkBasename(devicePath + "/driver")
-        if driver == BindPlan.targetDriver || leavingVFIO, let group = reader.readLinkBasename(devicePath + "/iommu_group"), Int(group) != nil,
+        if driver.map(GroupViability.isVFIODriver) == true || leavingVFIO, let group = reader.readLinkBasename(devicePath + "/iommu_group"), Int(group) != nil,
            let number = reader.readString(sysfs.appending("class/vfio/\(group)/dev")).flatMap(DeviceNumber.init(sysfsText:)) {
             nodes.append(OwnedNode(kind: .char, number: number, name: "/dev/vfio/\(group)"))
         }

@@ -2,12 +2,16 @@
 import Glibc
 #endif
 import PCIInventory
+import SystemCalls
 
 /// What on the host depends on PCI devices: the evidence the safety checks judge. Gathered once
 /// per run by `HostFactsReader`; plain data, so the judge that reads it is pure.
 public struct HostFacts: Sendable {
     /// Mounted filesystems on PCI-attached block devices.
     public var mounts: [MountFact] = []
+    /// Why the mount table (/proc/self/mountinfo) could not be read; nil when it was. Without it
+    /// no device can be cleared of a mounted filesystem, the root disk's included.
+    public var mountsUnreadable: String?
     /// Active swap on PCI-attached block devices.
     public var swaps: [SwapFact] = []
     /// Network interfaces and the devices behind them.
@@ -109,7 +113,10 @@ public struct HostFactsReader {
     /// Reads every fact, the holders of every device included; what cannot be read is left out, never fatal.
     public func read() -> HostFacts {
         var facts = HostFacts()
-        facts.mounts = readMounts()
+        switch readMounts() {
+        case .success(let mounts): facts.mounts = mounts
+        case .failure(let error): facts.mountsUnreadable = error.description
+        }
         facts.swaps = readSwaps()
         facts.interfaces = readInterfaces()
         (facts.framebuffers, facts.framebufferConsoleActive) = readFramebuffers()
@@ -146,9 +153,13 @@ public struct HostFactsReader {
         reader.readLinkBasename(sysfs.appending("dev/block/\(majorMinor)"))
     }
 
-    func readMounts() -> [MountFact] {
-        guard let text = reader.readBytes(procRoot + "/self/mountinfo", limit: 1 << 20)
-            .map({ String(decoding: $0, as: UTF8.self) }) else { return [] }
+    /// The mounts on PCI devices; fails when the mount table cannot be read whole (missing,
+    /// unreadable, not a regular file, or larger than any real one), never read in part.
+    func readMounts() -> Result<[MountFact], SafeFileError> {
+        let text: String
+        do { text = String(decoding: try SafeFile.read(procRoot + "/self/mountinfo", limit: 8 << 20, followFinalLink: false), as: UTF8.self) } catch {
+            return .failure(error)
+        }
         var mounts: [MountFact] = []
         for line in text.split(separator: "\n") {
             // mountinfo: id parent major:minor root mountpoint options ... - fstype source superoptions
@@ -162,7 +173,7 @@ public struct HostFactsReader {
                                     source: unescapeMountField(fields[separator + 2]),
                                     blockDevice: name, pciDevices: devices))
         }
-        return mounts
+        return .success(mounts)
     }
 
     func readSwaps() -> [SwapFact] {

@@ -181,7 +181,9 @@ public final class BindingJournal: @unchecked Sendable {
     /// The journal's directory.
     public let directory: String
     /// The journal file (one JSON line per change, appended).
-    public var path: String { directory + "/journal.jsonl" }
+    public var path: String { directory + "/" + Self.fileName }
+    /// The journal's file name in its directory.
+    static let fileName = "journal.jsonl"
     /// The single-file journal of vfioctl before 0.2 (rewritten whole per step).
     public var legacyPath: String { directory + "/journal.json" }
 
@@ -224,7 +226,7 @@ public final class BindingJournal: @unchecked Sendable {
         var status = stat()
         if lstat(path, &status) != 0 && errno == ENOENT { return ([:], 0, 0) }
         let bytes: [UInt8]
-        do { bytes = try AttributeFile.read(path, limit: Self.maximumSize) } catch {
+        do { bytes = try SafeFile.read(path, limit: Self.maximumSize, followFinalLink: false) } catch {
             throw .journalUnreadable(path: path, reason: error.reason)
         }
         let decoder = JSONDecoder()
@@ -345,8 +347,9 @@ public final class BindingJournal: @unchecked Sendable {
         state.lines += lines.count
         if state.live.isEmpty {
             // Nothing left to undo: no journal at all is the clean state.
-            if unlink(path) != 0 && errno != ENOENT {
-                throw .journalUnwritable(path: path, reason: String(cString: strerror(errno)))
+            // Only a regular file is removed: a symlink or a node in its place is left alone.
+            do { try SafeFile.removeBeneath(root: directory, relative: Self.fileName) } catch {
+                throw .journalUnwritable(path: path, reason: error.reason)
             }
             cache = (state.live, 0)
             return
@@ -374,13 +377,10 @@ public final class BindingJournal: @unchecked Sendable {
     /// Replaces the file by the live entries alone: write a temporary file, flush, rename.
     private func rewrite(_ live: [PCIAddress: Entry]) throws(BindingError) {
         let lines = live.values.sorted { $0.address < $1.address }.map(Line.init)
-        let temporary = path + ".tmp"
-        _ = unlink(temporary)
-        try write(lines, to: temporary, appending: false)
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            _ = unlink(temporary)
-            throw .journalUnwritable(path: path, reason: reason)
+        // A temporary file beside it, renamed over it, never over anything but a regular file.
+        let bytes = try encode(lines)
+        do { try SafeFile.writeAtomically(bytes, to: path, mode: 0o600) } catch {
+            throw .journalUnwritable(path: path, reason: error.reason)
         }
         syncDirectory()
     }
@@ -396,14 +396,13 @@ public final class BindingJournal: @unchecked Sendable {
         if mkdir(directory, 0o755) != 0 && errno != EEXIST {
             throw .journalUnwritable(path: target, reason: String(cString: strerror(errno)))
         }
-        let flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (appending ? O_APPEND : O_TRUNC)
-        let descriptor = open(target, flags, 0o600)
-        guard descriptor >= 0 else { throw .journalUnwritable(path: target, reason: String(cString: strerror(errno))) }
+        let descriptor: Int32
+        do { descriptor = try SafeFile.openOwnFile(target, flags: O_WRONLY | O_CREAT | (appending ? O_APPEND : O_TRUNC)) } catch {
+            throw .journalUnwritable(path: target, reason: error.reason)
+        }
         defer { close(descriptor) }
         var status = stat()
-        guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
-            throw .journalUnwritable(path: target, reason: "not a regular file")
-        }
+        guard fstat(descriptor, &status) == 0 else { throw .journalUnwritable(path: target, reason: String(cString: strerror(errno))) }
         let before = Int(status.st_size)
         var offset = 0
         while offset < bytes.count {

@@ -64,6 +64,10 @@ public struct PCIDevice: Sendable {
     /// A device with only its address known.
     public init(address: PCIAddress) { self.address = address }
 
+    /// Whether the device is on a VFIO driver: vfio-pci or a variant driver (nvgrace_gpu_vfio_pci,
+    /// mlx5_vfio_pci...). The one rule for "this device is on VFIO" (`GroupViability.isVFIODriver`).
+    public var isOnVFIO: Bool { driver.map(GroupViability.isVFIODriver) ?? false }
+
     /// Base class 0x06, sub-class 0x04: PCI-to-PCI bridge (root ports and switch ports too).
     public var isBridge: Bool { classCode.map { $0 >> 8 == 0x0604 } ?? false }
     /// Class 0x0600: a host bridge.

@@ -38,6 +38,8 @@ public enum FileSafetyTable {
         public let writes: Bool
         /// The outcome for each planted kind.
         public let expected: [Planted: Expected]
+        /// The fixture host the command runs on.
+        public var host: FixtureHost = .gpuWorkstation
     }
 
     static let failsUnlessOrdinary: [Planted: Expected] = [
@@ -50,7 +52,30 @@ public enum FileSafetyTable {
         .unreadable: .status(1), .readOnlyMount: .status(1), .missing: .asOrdinary, .oversized: .status(1),
     ]
 
+    /// Failures with exit 3: evidence a safety check needs could not be read, so the command
+    /// refuses (unless --force), as it does for a device in use.
+    static let refusesUnlessOrdinary: [Planted: Expected] = failsUnlessOrdinary.mapValues { $0 == .status(1) ? .status(3) : $0 }
+    /// A boot-binding file that cannot be read is reported (`persist check` names it and says
+    /// the next boot is unknown), never waited on or written.
+    static let reportedUnlessOrdinary: [Planted: Expected] = [
+        .fifo: .status(1), .directory: .status(1), .characterDevice: .status(1), .symlinkOutOfRoot: .asOrdinary,
+        .unreadable: .status(1), .readOnlyMount: .asOrdinary, .missing: .asOrdinary, .oversized: .status(1),
+    ]
+
     static let gpu = "0000:01:00.0"
+    /// The workstation with its GPU unbound and a resizable BAR1, for `rebar`.
+    static var resizableHost: FixtureHost {
+        var host = FixtureHost.gpuWorkstation
+        host.devices = host.devices.map { device in
+            guard device.address.description == gpu else { return device }
+            var device = device
+            device.resizableBARs = [.sizes(1, codes: 8...15)]
+            device.driver = nil
+            return device
+        }
+        return host
+    }
+    static let persistCheck = ["persist", "check", gpu, "--sysfs-root", "{SYSFS}", "--modprobe-dir", "{CONFIG}/etc/modprobe.d"] + bindingDirs
     static let bindingDirs = ["--rules-dir", "{RULES}", "--config-root", "{CONFIG}", "--state-dir", "{STATE}", "--proc-root", "{PROC}"]
 
     /// The table.
@@ -67,12 +92,22 @@ public enum FileSafetyTable {
               arguments: ["show", gpu, "--sysfs-root", "{SYSFS}"], ordinary: nil, writes: false, expected: optional),
         Entry(name: "sysfs sriov_totalvfs attribute", place: .sysfs, path: "bus/pci/devices/0000:08:00.0/sriov_totalvfs",
               arguments: ["show", "0000:08:00.0", "--sysfs-root", "{SYSFS}"], ordinary: nil, writes: false, expected: optional),
+        // The evidence for the root-disk refusal: without it `persist add` and `bind` refuse.
         Entry(name: "/proc/self/mountinfo (persist add)", place: .proc, path: "self/mountinfo",
-              arguments: ["persist", "add", gpu, "--sysfs-root", "{SYSFS}"] + bindingDirs, ordinary: Array("22 1 0:21 / /proc rw - proc proc rw\n".utf8),
-              writes: false, expected: optional),
+              arguments: ["persist", "add", gpu, "--sysfs-root", "{SYSFS}"] + bindingDirs, ordinary: Array(HostEnvironment.mountTable.utf8),
+              writes: false, expected: refusesUnlessOrdinary),
         Entry(name: "/proc/cmdline (persist check)", place: .proc, path: "cmdline",
               arguments: ["persist", "check", gpu, "--sysfs-root", "{SYSFS}", "--modprobe-dir", "{CONFIG}/none"] + bindingDirs, ordinary: Array("ro quiet\n".utf8),
               writes: false, expected: optional),
+        Entry(name: "modprobe.d file (persist check)", place: .config, path: "etc/modprobe.d/other.conf",
+              arguments: persistCheck, ordinary: Array("options snd_hda_intel index=1\n".utf8), writes: false, expected: reportedUnlessOrdinary),
+        Entry(name: "driverctl override (persist check)", place: .config, path: "etc/driverctl.d/pci-0000:03:00.0",
+              arguments: persistCheck, ordinary: Array("vfio-pci\n".utf8), writes: false, expected: reportedUnlessOrdinary),
+        Entry(name: "udev rule under --config-root (persist check)", place: .config, path: "etc/udev/rules.d/70-other.rules",
+              arguments: persistCheck, ordinary: Array("# nothing here\n".utf8), writes: false, expected: reportedUnlessOrdinary),
+        Entry(name: "sysfs resourceN_resize attribute (rebar)", place: .sysfs, path: "bus/pci/devices/\(gpu)/resource1_resize",
+              arguments: ["rebar", gpu, "--bar", "1", "--size", "512M", "--sysfs-root", "{SYSFS}", "--state-dir", "{STATE}"], ordinary: nil,
+              writes: true, expected: optional, host: resizableHost),
         Entry(name: "binding journal (restore)", place: .state, path: "journal.jsonl",
               arguments: ["restore", "--sysfs-root", "{SYSFS}", "--state-dir", "{STATE}", "--proc-root", "{PROC}"], ordinary: [],
               writes: false, expected: [.fifo: .status(1), .directory: .status(1), .characterDevice: .status(1), .symlinkOutOfRoot: .status(1),

@@ -189,10 +189,21 @@ extension HostEnvironment {
                              + "address sizes\t: \(physicalAddressBits) bits physical, 48 bits virtual\n\n")
         }
         if let interruptRemapping { try writer.write(proc + ["interrupts"], Self.interrupts(remapped: interruptRemapping)) }
-        if let memlock {
-            try writer.makeDirectory(proc + ["self"])
-            try writer.write(proc + ["self", "limits"], Self.limits(memlock: memlock))
-        }
+        try writer.makeDirectory(proc + ["self"])
+        try writer.write(proc + ["self", "mountinfo"], Self.mountTable)
+        if let memlock { try writer.write(proc + ["self", "limits"], Self.limits(memlock: memlock)) }
+    }
+
+    /// A mount table with no filesystem on a PCI device (proc only): what `bind` and `persist
+    /// add` need to rule out the root disk on a fixture host.
+    public static let mountTable = "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw\n"
+
+    /// Writes `mountTable` as `procRoot`/self/mountinfo (for proc roots a test makes by hand).
+    public static func writeMountTable(procRoot: String) throws {
+        // An absolute path: its components from "/" down, each made when missing.
+        try TreeWriter(rootPath: "").makeDirectories(procRoot.split(separator: "/").map(String.init) + ["self"])
+        let writer = TreeWriter(rootPath: procRoot)
+        try writer.write(["self", "mountinfo"], mountTable)
     }
 
     /// Where a module's file sits below `lib/modules/<release>`; file names use dashes where the

@@ -171,6 +171,26 @@ public enum SafeFile {
         return start < end ? String(decoding: bytes[start..<end], as: UTF8.self) : nil
     }
 
+    /// Opens a file vfioctl keeps for itself at `path` (the binding journal, the lock) with
+    /// `flags` (O_WRONLY or O_RDWR, and O_CREAT, O_APPEND or O_TRUNC as wanted), creating it with
+    /// `mode`: never through a symlink, never blocking, and only when what is there is a regular
+    /// file (or nothing, for O_CREAT). Checked before the open, since opening a device node can
+    /// act on the device, and after it (fstat). The caller closes the descriptor.
+    public static func openOwnFile(_ path: String, flags: Int32, mode: mode_t = 0o600) throws(SafeFileError) -> Int32 {
+        var status = stat()
+        if lstat(path, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFREG else {
+                throw SafeFileError(path: path, reason: "is \(kindName(status.st_mode)), not a regular file; vfioctl leaves it alone (move it away)")
+            }
+        } else if errno != ENOENT {
+            throw SafeFileError(path: path, reason: errnoText())
+        }
+        let descriptor = open(path, flags | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard descriptor >= 0 else { throw openFailure(path, errno) }
+        try requireRegular(descriptor, path: path)
+        return descriptor
+    }
+
     /// Whether `path` names nothing (lstat: a dangling symlink is something).
     public static func isAbsent(_ path: String) -> Bool {
         var status = stat()

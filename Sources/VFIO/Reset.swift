@@ -67,10 +67,10 @@ extension VFIODevice {
     /// would reset, this one included.
     public func hotResetAffected() throws(VFIOError) -> [AffectedDevice] {
         // A bus holds at most 256 functions: one buffer always fits the answer.
-        let head = MemoryLayout<vfio_pci_hot_reset_info>.size
-        let stride = MemoryLayout<vfio_pci_dependent_device>.stride
-        let buffer = try ioctlBuffer(fd, CVFIO_DEVICE_GET_PCI_HOT_RESET_INFO, template: vfio_pci_hot_reset_info(),
-                                     size: head + 256 * stride, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO on \(address)")
+        let layout = try flexibleLayout(vfio_pci_hot_reset_info.self, vfio_pci_dependent_device.self,
+                                        arrayOffset: Int(CVFIO_PCI_HOT_RESET_INFO_DEVICES_OFFSET), count: 256)
+        let buffer = try ioctlBuffer(fd, CVFIO_DEVICE_GET_PCI_HOT_RESET_INFO, template: vfio_pci_hot_reset_info(), argsz: \.argsz,
+                                     size: layout.byteCount, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO on \(address)")
         guard let count = buffer.load(\vfio_pci_hot_reset_info.count, ofStructAt: 0), count <= 256 else {
             throw .unsupported("the kernel's hot reset info for \(address) is malformed")
         }
@@ -81,7 +81,7 @@ extension VFIODevice {
         var affected: [AffectedDevice] = []
         for index in 0..<Int(count) {
             // Read field by field: the entry's group_id/devid union keeps Swift from copying it whole.
-            let entry = head + index * stride
+            let entry = layout.offset(ofElement: index)
             guard let segment = buffer.load(\vfio_pci_dependent_device.segment, ofStructAt: entry),
                   let bus = buffer.load(\vfio_pci_dependent_device.bus, ofStructAt: entry),
                   let devfn = buffer.load(\vfio_pci_dependent_device.devfn, ofStructAt: entry),
@@ -101,24 +101,10 @@ extension VFIODevice {
     /// bound to this device's iommufd. The kernel refuses (EBUSY) while another user has any
     /// affected device open.
     public func hotReset(groups: [VFIOGroup]) throws(VFIOError) {
-        let head = MemoryLayout<vfio_pci_hot_reset>.size
-        var request = vfio_pci_hot_reset()
-        request.count = UInt32(groups.count)
-        request.argsz = UInt32(head + groups.count * MemoryLayout<Int32>.size)
-        var bytes = [UInt8](repeating: 0, count: Int(request.argsz))
-        withUnsafeBytes(of: &request) { source in
-            bytes.withUnsafeMutableBytes { $0.copyMemory(from: source) }
-        }
-        for (index, group) in groups.enumerated() {
-            withUnsafeBytes(of: group.fd.rawValue) { value in
-                bytes.withUnsafeMutableBytes { target in
-                    // Safety: the buffer was sized for `groups.count` fds after the head.
-                    UnsafeMutableRawBufferPointer(rebasing: target[(head + index * 4)..<(head + index * 4 + 4)]).copyMemory(from: value)
-                }
-            }
-        }
+        var buffer = try flexibleArray(header: vfio_pci_hot_reset(), elements: groups.map(\.fd.rawValue),
+                                       arrayOffset: Int(CVFIO_PCI_HOT_RESET_GROUP_FDS_OFFSET), argsz: \.argsz, countField: \.count)
         // Safety: the kernel reads argsz (= the buffer's size) bytes.
-        try ioctlBytes(fd, CVFIO_DEVICE_PCI_HOT_RESET, &bytes, "VFIO_DEVICE_PCI_HOT_RESET on \(address) with groups \(groups.map(\.number))")
+        try ioctlBytes(fd, CVFIO_DEVICE_PCI_HOT_RESET, &buffer.bytes, "VFIO_DEVICE_PCI_HOT_RESET on \(address) with groups \(groups.map(\.number))")
     }
 
     /// The vendor ID config space returns now: after a reset, a device that answers gives its

@@ -43,21 +43,40 @@ func ioctlBytes(_ fd: FileDescriptor, _ request: UInt, _ bytes: inout [UInt8], _
 func argsz<T>(_: T.Type) -> UInt32 { UInt32(MemoryLayout<T>.size) }
 
 /// ioctl whose argument is a variable-size info struct (one with a capability chain): `template`
-/// fills the fixed head of a zeroed `size`-byte buffer, with argsz set to `size`; returns the
-/// buffer as the kernel filled it.
-/// Contract: `T` is the uapi struct `request` expects, and its first field is `argsz` (u32).
-func ioctlBuffer<T>(_ fd: FileDescriptor, _ request: UInt, template: T, size: Int, _ what: @autoclosure () -> String) throws(VFIOError) -> InfoBuffer {
-    var bytes = [UInt8](repeating: 0, count: max(size, MemoryLayout<T>.size))
-    var head = template
-    withUnsafeBytes(of: &head) { source in
-        bytes.withUnsafeMutableBytes { target in
-            // Safety: the buffer is at least as large as T (see max above).
-            target.copyMemory(from: source)
-        }
-    }
-    let argsz = UInt32(bytes.count)
-    for index in 0..<4 { bytes[index] = UInt8(truncatingIfNeeded: argsz >> (8 * UInt32(index))) }
+/// heads a zeroed `size`-byte buffer (`FlexibleArrayBuffer`, the chain as its byte array), its
+/// `argsz` set to `size`; returns the buffer as the kernel filled it. The size comes from the
+/// kernel's own argsz: at most 1 MiB (a capability chain is a few hundred bytes) is allocated.
+/// Contract: `T` is the uapi struct `request` expects.
+func ioctlBuffer<T>(_ fd: FileDescriptor, _ request: UInt, template: T, argsz: WritableKeyPath<T, UInt32>, size: Int,
+                    _ what: @autoclosure () -> String) throws(VFIOError) -> InfoBuffer {
+    let chain = max(0, size - MemoryLayout<T>.size)
+    var buffer = try flexibleArray(header: template, capacity: chain, of: UInt8.self, arrayOffset: MemoryLayout<T>.size, argsz: argsz,
+                                   limit: 1 << 20, what())
     // Safety: the kernel writes at most argsz (= the buffer's size) bytes.
-    try ioctlBytes(fd, request, &bytes, what())
-    return InfoBuffer(bytes: bytes)
+    try ioctlBytes(fd, request, &buffer.bytes, what())
+    return InfoBuffer(bytes: buffer.bytes)
+}
+
+/// `FlexibleArrayLayout` for a VFIO struct; a size no argsz can hold is `.unsupported`.
+func flexibleLayout<Header, Element>(_ header: Header.Type, _ element: Element.Type, arrayOffset: Int, count: Int) throws(VFIOError) -> FlexibleArrayLayout {
+    do { return try FlexibleArrayLayout(header, element, arrayOffset: arrayOffset, count: count) } catch {
+        throw .unsupported("\(Header.self): \(error)")
+    }
+}
+
+/// A VFIO header with `elements` after it (`FlexibleArrayBuffer`); a size no argsz can hold is
+/// `.unsupported`.
+func flexibleArray<Header, Element>(header: Header, elements: [Element], arrayOffset: Int, argsz: WritableKeyPath<Header, UInt32>,
+                                    countField: WritableKeyPath<Header, UInt32>? = nil) throws(VFIOError) -> FlexibleArrayBuffer<Header, Element> {
+    do { return try FlexibleArrayBuffer(header: header, elements: elements, arrayOffset: arrayOffset, argsz: argsz, countField: countField) } catch {
+        throw .unsupported("\(Header.self) with \(elements.count) elements: \(error)")
+    }
+}
+
+/// A VFIO header with room for `capacity` elements the kernel fills in.
+func flexibleArray<Header, Element>(header: Header, capacity: Int, of _: Element.Type, arrayOffset: Int, argsz: WritableKeyPath<Header, UInt32>,
+                                    limit: Int, _ what: @autoclosure () -> String) throws(VFIOError) -> FlexibleArrayBuffer<Header, Element> {
+    do { return try FlexibleArrayBuffer(header: header, capacity: capacity, arrayOffset: arrayOffset, argsz: argsz, limit: limit) } catch {
+        throw .unsupported("\(what()): \(error)")
+    }
 }

@@ -80,7 +80,7 @@ public final class VFIOContainer {
         var result = IOMMUInfo(flags: info.flags, iovaPageSizes: info.iova_pgsizes)
         // The kernel says in argsz how much room the capability chain needs: ask again with it.
         if info.flags & CVFIO_IOMMU_INFO_CAPS != 0, info.argsz > argsz(vfio_iommu_type1_info.self) {
-            let buffer = try ioctlBuffer(fd, CVFIO_IOMMU_GET_INFO, template: info, size: Int(info.argsz), what)
+            let buffer = try ioctlBuffer(fd, CVFIO_IOMMU_GET_INFO, template: info, argsz: \.argsz, size: Int(info.argsz), what)
             let capOffset = buffer.load(UInt32.self, at: Int(CVFIO_IOMMU_TYPE1_INFO_CAP_OFFSET_OFFSET)) ?? 0
             let capabilities = IOMMUCapabilities.parse(buffer, firstOffset: Int(capOffset))
             result.iovaRanges = capabilities.iovaRanges

@@ -198,7 +198,7 @@ extension VFIODevice {
     }
 
     private func setIRQs(_ index: UInt32, flags: UInt32, start: UInt32, count: UInt32, data: [Int32]) throws(VFIOError) {
-        var bytes = irqSetBytes(index: index, flags: flags, start: start, count: count, eventFDs: data)
+        var bytes = try irqSetBytes(index: index, flags: flags, start: start, count: count, eventFDs: data)
         // Safety: `bytes` is a vfio_irq_set with its payload, argsz bytes long.
         try ioctlBytes(fd, CVFIO_DEVICE_SET_IRQS, &bytes,
                        "VFIO_DEVICE_SET_IRQS(\(PCIIRQ.name(index)), count \(count)) on \(address)")
@@ -206,29 +206,13 @@ extension VFIODevice {
 }
 
 /// A struct vfio_irq_set followed by its data[] payload (`eventFDs`, one s32 each; none for
-/// DATA_NONE), with argsz covering both: the head is the C struct itself, the payload starts
-/// where the compiler puts data[].
-func irqSetBytes(index: UInt32, flags: UInt32, start: UInt32, count: UInt32, eventFDs: [Int32]) -> [UInt8] {
-    let dataOffset = Int(CVFIO_IRQ_SET_DATA_OFFSET)
-    let payload = eventFDs.count * MemoryLayout<Int32>.stride
+/// DATA_NONE), with argsz covering both (`FlexibleArrayBuffer`: the payload starts where the
+/// compiler puts data[]).
+func irqSetBytes(index: UInt32, flags: UInt32, start: UInt32, count: UInt32, eventFDs: [Int32]) throws(VFIOError) -> [UInt8] {
     var head = vfio_irq_set()
-    head.argsz = UInt32(max(MemoryLayout<vfio_irq_set>.size, dataOffset + payload))
     head.flags = flags
     head.index = index
     head.start = start
     head.count = count
-    var bytes = [UInt8](repeating: 0, count: Int(head.argsz))
-    withUnsafeBytes(of: &head) { source in
-        bytes.withUnsafeMutableBytes { target in
-            // Safety: the buffer is at least MemoryLayout<vfio_irq_set>.size bytes (argsz above).
-            target.copyMemory(from: source)
-        }
-    }
-    bytes.withUnsafeMutableBytes { target in
-        for (slot, descriptor) in eventFDs.enumerated() {
-            // Safety: slot `slot` of the payload lies inside the buffer (argsz counts them all).
-            target.storeBytes(of: descriptor, toByteOffset: dataOffset + slot * MemoryLayout<Int32>.stride, as: Int32.self)
-        }
-    }
-    return bytes
+    return try flexibleArray(header: head, elements: eventFDs, arrayOffset: Int(CVFIO_IRQ_SET_DATA_OFFSET), argsz: \.argsz).bytes
 }

@@ -178,7 +178,7 @@ public final class VFIODevice {
         var region = RegionInfo(index: index, flags: raw.flags, size: raw.size, offset: raw.offset)
         // With capabilities the kernel says how big a buffer it needs in argsz: ask again with one.
         if raw.flags & UInt32(VFIO_REGION_INFO_FLAG_CAPS) != 0, raw.argsz > argsz(vfio_region_info.self) {
-            let buffer = try ioctlBuffer(fd, CVFIO_DEVICE_GET_REGION_INFO, template: raw, size: Int(raw.argsz), what)
+            let buffer = try ioctlBuffer(fd, CVFIO_DEVICE_GET_REGION_INFO, template: raw, argsz: \.argsz, size: Int(raw.argsz), what)
             let fresh = buffer.load(UInt32.self, at: Int(CVFIO_REGION_INFO_CAP_OFFSET_OFFSET)) ?? 0
             region.capabilities = RegionCapabilities.parse(buffer, firstOffset: Int(fresh))
         }

@@ -62,18 +62,13 @@ public final class VFIOGroup {
         self.sysfsRoot = sysfsRoot
     }
 
-    /// Members of the group that keep it from being viable, as "ADDRESS (driver)", by the
-    /// inventory's rule (`GroupViability.blocks`), so the reason VFIO gives for a refused group
-    /// and what `vfioctl groups` says agree.
+    /// Members of the group that keep it from being viable, as "ADDRESS (driver)" ("?" when
+    /// the binding cannot be read), from the inventory itself (`GroupViability.blockReason`,
+    /// which fails closed on an unreadable driver link), so the reason VFIO gives for a refused
+    /// group and what `vfioctl groups` says agree. Empty when the tree cannot be read.
     public static func blockingMembers(group: Int, sysfsRoot: String = "/sys") -> [String] {
-        let reader = SysfsReader()
-        let directory = "\(sysfsRoot)/kernel/iommu_groups/\(group)/devices"
-        return (reader.listDirectory(directory) ?? []).sorted().compactMap { member in
-            guard let driver = reader.readLinkBasename("\(directory)/\(member)/driver") else { return nil }
-            let isBridge = reader.readHex("\(directory)/\(member)/class").map { $0 >> 8 == 0x0604 } ?? false
-            guard GroupViability.blocks(driver: driver, isBridge: isBridge) else { return nil }
-            return "\(member) (\(driver))"
-        }
+        guard let inventory = try? PCIInventory.scan(root: SysfsRoot(path: sysfsRoot), detail: .summary, names: nil) else { return [] }
+        return (inventory.group(group)?.blockers ?? []).map { "\($0.address) (\($0.driver ?? "?"))" }.sorted()
     }
 
     /// The group's descriptor, borrowed: valid while this object lives; do not close it. This is

@@ -65,25 +65,10 @@ extension VFIODevice {
     /// only with this token. The kernel refuses (ENOTTY) a device that is not an SR-IOV physical
     /// function on vfio-pci.
     public func setVFToken(_ token: VFToken) throws(VFIOError) {
-        let head = MemoryLayout<vfio_device_feature>.size
         var feature = vfio_device_feature()
-        feature.argsz = UInt32(head + token.bytes.count)
         feature.flags = CVFIO_DEVICE_FEATURE_SET | CVFIO_DEVICE_FEATURE_PCI_VF_TOKEN
-        var bytes = [UInt8](repeating: 0, count: head + token.bytes.count)
-        withUnsafeBytes(of: &feature) { source in
-            // Safety: the buffer holds the head followed by the 16 token bytes.
-            bytes.withUnsafeMutableBytes { $0.copyMemory(from: source) }
-        }
-        bytes.replaceSubrange(head..<(head + token.bytes.count), with: token.bytes)
-        while true {
-            let result = bytes.withUnsafeMutableBytes { buffer in
-                // Safety: the kernel reads argsz (= the buffer's size) bytes.
-                cuapi_ioctl_ptr(fd.rawValue, CVFIO_DEVICE_FEATURE, buffer.baseAddress)
-            }
-            if result >= 0 { return }
-            let code = Errno(rawValue: errno)
-            if code == .interrupted { continue }
-            throw .system(operation: "VFIO_DEVICE_FEATURE(PCI_VF_TOKEN) on \(address)", errno: code)
-        }
+        var buffer = try flexibleArray(header: feature, elements: token.bytes, arrayOffset: Int(CVFIO_DEVICE_FEATURE_DATA_OFFSET), argsz: \.argsz)
+        // Safety: the buffer is the feature header with the 16 token bytes, argsz long.
+        try ioctlBytes(fd, CVFIO_DEVICE_FEATURE, &buffer.bytes, "VFIO_DEVICE_FEATURE(PCI_VF_TOKEN) on \(address)")
     }
 }

@@ -162,7 +162,7 @@ public enum VMMConfigPlanner {
         }
         // A viable group may still hold members on no driver or pci-stub: a VMM opens only
         // what vfio-pci (or a variant) drives.
-        let notOnVFIO = selected.filter { !($0.driver.map(GroupViability.isVFIODriver) ?? false) }
+        let notOnVFIO = selected.filter { !$0.isOnVFIO }
         if !notOnVFIO.isEmpty {
             throw VMMConfigRefusal(
                 reason: notOnVFIO.map { "\($0.address) is \($0.driver.map { "bound to \($0)" } ?? "bound to no driver"), not vfio-pci" }

@@ -80,7 +80,7 @@ struct ResetCommand: ParsableCommand {
     /// one another process (a VM) holds. Refused with exit 3, nothing reset.
     func refuseUnlessFree(_ affected: [AffectedDevice], inventory: PCIInventory, root: SysfsRoot) throws {
         var reasons: [String] = []
-        for member in affected where inventory.device(member.address)?.driver != BindPlan.targetDriver {
+        for member in affected where inventory.device(member.address)?.isOnVFIO != true {
             let driver = inventory.device(member.address)?.driver ?? "no driver"
             reasons.append("\(member.address) (group \(member.group)) is on \(driver), and a hot reset would reset it too: bind it to vfio-pci first (vfioctl bind \(member.address) --group)")
         }

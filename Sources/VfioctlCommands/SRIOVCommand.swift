@@ -56,7 +56,7 @@ struct SRIOVCommand: ParsableCommand {
             throw ExitCode(BindingExit.refused)
         } catch { throw bindingFailure(error) }
 
-        let pfOnVFIO = inventory.device(target)?.driver == BindPlan.targetDriver
+        let pfOnVFIO = inventory.device(target)?.isOnVFIO ?? false
         if vfToken != nil && !pfOnVFIO {
             throw CommandFailure("\(target) is on \(inventory.device(target)?.driver ?? "no driver"), not vfio-pci: a VF token is vfio-pci's (bind the PF with `vfioctl bind \(target)` first, or leave out --vf-token)")
         }

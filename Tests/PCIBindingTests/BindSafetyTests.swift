@@ -15,6 +15,23 @@ import Testing
         #expect(BindSafety.refusals(for: try device("01:00.0"), facts: HostFacts()).isEmpty)
     }
 
+    /// Without the mount table no device can be cleared of the root disk: every bind and
+    /// `persist add` is refused (exit 3) until it can be read, or --force.
+    @Test func anUnreadableMountTableRefusesEveryDevice() throws {
+        let directory = NSTemporaryDirectory() + "vfioctl-mounts-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.createDirectory(atPath: directory + "/proc/self", withIntermediateDirectories: true)
+        #expect(mkfifo(directory + "/proc/self/mountinfo", 0o600) == 0)
+        let started = Date()
+        let facts = HostFactsReader(sysfs: SysfsRoot(path: directory + "/sys"), procRoot: directory + "/proc").read()
+        #expect(Date().timeIntervalSince(started) < 5, "a FIFO as mountinfo was waited on")
+        #expect(facts.mountsUnreadable?.contains("FIFO") == true, "\(facts.mountsUnreadable ?? "read")")
+        let refusals = BindSafety.refusals(for: try device("01:00.0"), facts: facts)
+        #expect(refusals.map(\.kind) == [.mountsUnknown])
+        #expect(refusals.first?.evidence.contains("--force") == true)
+        #expect(BindSafety.refusals(for: try device("01:00.0"), facts: HostFacts()).isEmpty)
+    }
+
     @Test func rootAndMountedFilesystemsAreRefusedWithTheMountPoint() throws {
         let nvme = try device("02:00.0", class: 0x010802)
         var facts = HostFacts()

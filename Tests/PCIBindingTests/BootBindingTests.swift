@@ -277,6 +277,7 @@ private let audioModel = PCIModelID(vendor: 0x10de, device: 0x1aef)
             try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try text.write(toFile: path, atomically: true, encoding: .utf8)
         }
+        try HostEnvironment.writeMountTable(procRoot: root + "/proc")
         let common = ["--sysfs-root", tree.rootPath]
         let dirs = ["--config-root", root, "--rules-dir", root + "/rules"]
         let listed = try VfioctlBinary.run(common + ["persist", "list", "--proc-root", root + "/proc"] + dirs)

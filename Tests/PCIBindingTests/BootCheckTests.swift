@@ -47,6 +47,7 @@ import Testing
         defer { try? tree.remove(); try? FileManager.default.removeItem(atPath: extra) }
         try FileManager.default.createDirectory(atPath: extra + "/modprobe.d", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: extra + "/proc", withIntermediateDirectories: true)
+        try HostEnvironment.writeMountTable(procRoot: extra + "/proc")
         try "# comment\nsoftdep nouveau pre: vfio-pci\noptions vfio-pci ids=10de:1aef\nblacklist snd-hda-intel\n"
             .write(toFile: extra + "/modprobe.d/vfio.conf", atomically: true, encoding: .utf8)
         try "BOOT_IMAGE=/vmlinuz ro\n".write(toFile: extra + "/proc/cmdline", atomically: true, encoding: .utf8)

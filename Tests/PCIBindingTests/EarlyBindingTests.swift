@@ -121,6 +121,16 @@ import Testing
         #expect(!EarlyBindingPlan.isValidModuleName("") && !EarlyBindingPlan.isValidModuleName("../x") && !EarlyBindingPlan.isValidModuleName("a b"))
     }
 
+    /// Found by the earlybinding fuzz harness: a module name read from a crafted sysfs went into
+    /// the record's JSON as it stood, so `a", "native_module": "b` read back as module "b".
+    @Test func aModuleNameThatIsNotOneNeverReachesTheRecord() throws {
+        let crafted = EarlyDevice(address: Self.gpu, nativeModule: "a\", \"native_module\": \"b")
+        #expect(crafted.nativeModule == nil)
+        let record = EarlyBindingRecord(tool: .initramfsTools, devices: [crafted], files: [EarlyBindingPlan.modprobeFile])
+        #expect(try EarlyBindingRecord.decode(record.encoded()).get() == record)
+        #expect(!EarlyBindingPlan.files(for: [crafted], tool: .initramfsTools)[0].contents.contains("softdep"))
+    }
+
     @Test func theStoreWritesRefusesForeignFilesAndUndoes() throws {
         let root = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -179,6 +189,7 @@ import Testing
         let gpu = GPUWorkstation.gpu.description
         let common = ["--sysfs-root", tree.rootPath]
         let dirs = ["--config-root", root, "--rules-dir", root + "/rules"]
+        try HostEnvironment.writeMountTable(procRoot: root + "/proc")
         let check = ["persist", "check", gpu] + dirs + ["--proc-root", root + "/proc", "--modprobe-dir", root + "/etc/modprobe.d", "--state-dir", root + "/state"]
         // Neither tool under the root: a clear error, nothing written.
         let undetected = try VfioctlBinary.run(common + ["persist", "add", gpu, "--early"] + dirs)

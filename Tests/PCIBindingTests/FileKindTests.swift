@@ -16,11 +16,14 @@ import Testing
         let base = NSTemporaryDirectory() + "vfioctl-kinds-\(UUID().uuidString)"
         let tree: TemporarySysfsTree
 
-        init() throws {
-            tree = try TemporarySysfsTree.create(.gpuWorkstation)
+        init(_ host: FixtureHost) throws {
+            tree = try TemporarySysfsTree.create(host)
             for name in ["proc", "state", "rules", "config", "out", "in", "outside"] {
                 try FileManager.default.createDirectory(atPath: base + "/" + name, withIntermediateDirectories: true)
             }
+            // A host's mount table, the evidence bind and persist add need (the mountinfo entry
+            // plants its own kinds over it).
+            try HostEnvironment.writeMountTable(procRoot: base + "/proc")
             try Data("SENTINEL".utf8).write(to: URL(fileURLWithPath: sentinel))
         }
 
@@ -116,15 +119,16 @@ import Testing
         return (result, Date().timeIntervalSince(started))
     }
 
-    /// 144 vfioctl runs on fresh fixture trees: about ten minutes on a loaded 2-core machine, so
-    /// it runs when asked (VFIOCTL_FILE_KIND_TESTS=1 swift test --filter FileKindTests).
+    /// One vfioctl run per case and one ordinary run per entry, on fresh fixture trees: minutes
+    /// on a loaded 2-core machine, so it runs when asked (VFIOCTL_FILE_KIND_TESTS=1 swift test
+    /// --filter FileKindTests); Tests/run-all asks.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["VFIOCTL_FILE_KIND_TESTS"] == "1",
-                   "slow (144 runs): set VFIOCTL_FILE_KIND_TESTS=1 to run it"),
+                   "slow (a vfioctl run per case): set VFIOCTL_FILE_KIND_TESTS=1 to run it"),
           arguments: FileSafetyTable.entries.indices)
     func everyKindOfFileAtThisPath(index: Int) throws {
         let entry = FileSafetyTable.entries[index]
         // The ordinary run: its status and time are the reference.
-        let ordinaryCase = try Case()
+        let ordinaryCase = try Case(entry.host)
         defer { ordinaryCase.remove() }
         let ordinaryPath = ordinaryCase.directory(entry.place) + "/" + entry.path
         if let ordinary = entry.ordinary {
@@ -135,7 +139,7 @@ import Testing
         #expect(!ordinary.timedOut, "\(entry.name): the ordinary run timed out")
         var skipped: [String] = []
         for planted in FileSafetyTable.Planted.allCases {
-            let context = try Case()
+            let context = try Case(entry.host)
             defer { context.remove() }
             let path = context.directory(entry.place) + "/" + entry.path
             let label = "\(entry.name) as \(planted.rawValue)"

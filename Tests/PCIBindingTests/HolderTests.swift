@@ -46,6 +46,7 @@ struct HostWithHolders {
         try write("1:5\n", "\(root)/class/vfio/\(GPUWorkstation.Group.gpu)/dev")
 
         procRoot = root + "-proc"
+        try HostEnvironment.writeMountTable(procRoot: procRoot)
         func process(_ pid: Int, _ command: String, fds: [Int: String], maps: String = "") throws {
             try write(command + "\n", "\(procRoot)/\(pid)/comm")
             try manager.createDirectory(atPath: "\(procRoot)/\(pid)/fd", withIntermediateDirectories: true)

@@ -73,8 +73,10 @@ enum SplitSlotHost {
         #expect(show.stdout.contains("driver snd_hda_intel, group \(SplitSlotHost.audioGroup)"))
         let groups = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "groups"])
         #expect(groups.stdout.contains("companion in group \(SplitSlotHost.audioGroup): \(audio) (snd_hda_intel)"), "\(groups.stdout)")
+        try HostEnvironment.writeMountTable(procRoot: tree.rootPath + "-proc")
+        defer { try? FileManager.default.removeItem(atPath: tree.rootPath + "-proc") }
         let dry = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "bind", gpu.description, "--slot", "--dry-run",
-                                         "--proc-root", tree.rootPath + "/none", "--state-dir", tree.rootPath + "-state"])
+                                         "--proc-root", tree.rootPath + "-proc", "--state-dir", tree.rootPath + "-state"])
         #expect(dry.status == 0, "\(dry.stderr)")
         #expect(dry.stdout.contains("\(gpu): would-bind (nouveau -> vfio-pci)") && dry.stdout.contains("\(audio): would-bind (snd_hda_intel -> vfio-pci)"), "\(dry.stdout)")
         let doctor = try VfioctlBinary.run(["--sysfs-root", tree.rootPath, "doctor", "--json", "--proc-root", tree.rootPath + "/none"])

@@ -9,8 +9,8 @@ struct IRQSetLayoutTests {
 
     /// The kernel's struct vfio_irq_set: argsz, flags, index, start, count (u32 each, 20 bytes),
     /// then data[]: with eventfds one s32 each, argsz counting them.
-    @Test func eventFDPayloadFollowsTheHead() {
-        let bytes = irqSetBytes(index: 2, flags: 0x24, start: 1, count: 3, eventFDs: [7, 8, -1])
+    @Test func eventFDPayloadFollowsTheHead() throws {
+        let bytes = try irqSetBytes(index: 2, flags: 0x24, start: 1, count: 3, eventFDs: [7, 8, -1])
         #expect(bytes.count == 20 + 3 * 4)
         #expect(u32(bytes, 0) == 32)
         #expect(u32(bytes, 4) == 0x24)
@@ -23,8 +23,8 @@ struct IRQSetLayoutTests {
     }
 
     /// DATA_NONE carries no payload: argsz is the head alone, even with a count.
-    @Test func noPayloadIsTheHeadAlone() {
-        let bytes = irqSetBytes(index: 0, flags: 0x21, start: 0, count: 4, eventFDs: [])
+    @Test func noPayloadIsTheHeadAlone() throws {
+        let bytes = try irqSetBytes(index: 0, flags: 0x21, start: 0, count: 4, eventFDs: [])
         #expect(bytes.count == 20)
         #expect(u32(bytes, 0) == 20)
         #expect(u32(bytes, 16) == 4)

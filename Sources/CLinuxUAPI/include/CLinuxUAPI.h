@@ -234,6 +234,8 @@ static const size_t CVFIO_IRQ_SET_DATA_OFFSET = offsetof(struct vfio_irq_set, da
 static const size_t CVFIO_REGION_INFO_CAP_OFFSET_OFFSET = offsetof(struct vfio_region_info, cap_offset);
 static const size_t CVFIO_IOMMU_TYPE1_INFO_CAP_OFFSET_OFFSET = offsetof(struct vfio_iommu_type1_info, cap_offset);
 static const size_t CKVM_IRQ_ROUTING_NR_OFFSET = offsetof(struct kvm_irq_routing, nr);
+static const size_t CVFIO_PCI_HOT_RESET_GROUP_FDS_OFFSET = offsetof(struct vfio_pci_hot_reset, group_fds);
+static const size_t CVFIO_PCI_HOT_RESET_INFO_DEVICES_OFFSET = offsetof(struct vfio_pci_hot_reset_info, devices);
 /// The group_id (type1) / devid (iommufd) union of a hot-reset dependent device: Swift imports an
 /// anonymous union's members as computed properties, which have no offset of their own.
 static const size_t CVFIO_PCI_DEPENDENT_DEVICE_ID_OFFSET = offsetof(struct vfio_pci_dependent_device, group_id);
