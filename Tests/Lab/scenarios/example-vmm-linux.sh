@@ -8,6 +8,7 @@
 # start, on this guest's clock), and exits while the nested guest reads the 64 MiB disk (this
 # guest's kvm_exit and kvm_userspace_exit tracepoints). Lines "bench:" are what BENCHMARKS.md quotes.
 # lab: host-root
+# lab: manual (run by name: it passed in parts, not yet whole in one run; see examples/README.md)
 # lab: timeout 330
 . /lab/bin/lab-lib.sh
 
