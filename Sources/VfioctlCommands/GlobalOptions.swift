@@ -10,7 +10,7 @@ public struct GlobalOptions: ParsableArguments {
         valueName: "dir"))
     public var sysfsRoot: String?
 
-    @Flag(name: .long, help: "Print machine-readable JSON (schema in the README).")
+    @Flag(name: .long, help: "Print machine-readable JSON (schema in docs/json.md).")
     public var json = false
 
     public init() {}

@@ -5,7 +5,7 @@ public struct VfioctlCLI: ParsableCommand {
         commandName: "vfioctl",
         abstract: "Inspect PCI devices and IOMMU groups, and manage VFIO passthrough.",
         discussion: """
-            --json prints machine-readable output (schema in the README); --sysfs-root DIR \
+            --json prints machine-readable output (schema in docs/json.md); --sysfs-root DIR \
             reads another sysfs tree; --version prints the version (with --json, as JSON). \
             `vfioctl help <command>` shows each command's examples.
 

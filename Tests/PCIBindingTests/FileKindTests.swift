@@ -187,12 +187,12 @@ import Testing
         if !skipped.isEmpty { print("FileKindTests: \(entry.name): skipped (not root): \(skipped.joined(separator: "; "))") }
     }
 
-    /// The README says how many cases there are.
+    /// The command reference (docs/commands.md) says how many cases there are.
     @Test func theReadmeStatesTheCaseCount() throws {
         let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("README.md")
+            .appendingPathComponent("docs/commands.md")
         let text = try String(contentsOf: readme, encoding: .utf8)
-        #expect(text.contains("It covers \(FileSafetyTable.caseCount) cases"), "README.md must say: It covers \(FileSafetyTable.caseCount) cases")
+        #expect(text.contains("It covers \(FileSafetyTable.caseCount) cases"), "docs/commands.md must say: It covers \(FileSafetyTable.caseCount) cases")
     }
 }
 
