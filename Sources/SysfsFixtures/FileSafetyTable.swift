@@ -55,11 +55,11 @@ public enum FileSafetyTable {
     /// Failures with exit 3: evidence a safety check needs could not be read, so the command
     /// refuses (unless --force), as it does for a device in use.
     static let refusesUnlessOrdinary: [Planted: Expected] = failsUnlessOrdinary.mapValues { $0 == .status(1) ? .status(3) : $0 }
-    /// A boot-binding file that cannot be read is reported (`persist check` names it and says
-    /// the next boot is unknown), never waited on or written.
+    /// A boot-binding file that cannot be read is reported (`persist check` names it and cannot
+    /// say the next boot binds the device: exit 2), never waited on or written.
     static let reportedUnlessOrdinary: [Planted: Expected] = [
-        .fifo: .status(1), .directory: .status(1), .characterDevice: .status(1), .symlinkOutOfRoot: .asOrdinary,
-        .unreadable: .status(1), .readOnlyMount: .asOrdinary, .missing: .asOrdinary, .oversized: .status(1),
+        .fifo: .status(2), .directory: .status(2), .characterDevice: .status(2), .symlinkOutOfRoot: .asOrdinary,
+        .unreadable: .status(2), .readOnlyMount: .asOrdinary, .missing: .asOrdinary, .oversized: .status(2),
     ]
 
     static let gpu = "0000:01:00.0"
