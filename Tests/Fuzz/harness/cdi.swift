@@ -14,7 +14,7 @@ public func fuzzCDI(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         return String(decoding: (0..<length).map { _ in input.byte() }, as: UTF8.self)
     }
     let kindText = text()
-    if let kind = CDIKind(argument: kindText) {
+    if let kind = CDIKind(parsing: kindText) {
         require(kind.description == kindText, "kind \(kindText) renders as \(kind)")
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./".utf8)
         require(kindText.utf8.allSatisfy(allowed.contains), "kind \(kindText) has a character CDI does not allow")
