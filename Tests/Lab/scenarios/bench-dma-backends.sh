@@ -9,6 +9,7 @@
 #   iommufd maps a dma-buf of it (export, IOMMU_IOAS_MAP_FILE, close).
 # Also: IOMMU_IOAS_MAP of the BAR's mapping itself, measured by the C program.
 # lab: timeout 420
+# lab: manual (run by hand on VFIOCTL_LAB_KERNEL=7.3-iommufd for BENCHMARKS.md: it takes minutes)
 # lab: extra-memory 1536
 . /lab/bin/lab-lib.sh
 
