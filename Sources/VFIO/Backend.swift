@@ -96,6 +96,13 @@ extension VFIOBackendRequest {
             return .iommufd
         }
     }
+
+    /// The backend to use for `device` on this host: type1 needs no host facts, so they are read
+    /// (sysfs and /dev) only for auto and iommufd.
+    public func resolve(_ device: PCIAddress, sysfsRoot: String = "/sys", devRoot: String = "/dev") throws(VFIOError) -> VFIOBackend {
+        if self == .type1 { return .type1 }
+        return try resolve(VFIOBackendFacts.read(device, sysfsRoot: sysfsRoot, devRoot: devRoot), device: device)
+    }
 }
 
 /// The VFIO device file (cdev) of a PCI device: sysfs `bus/pci/devices/ADDR/vfio-dev/vfioN`

@@ -237,7 +237,7 @@ extension IOMMUFDAddressSpace: DMASpace, DMABookkeeping {
 /// device file bound and attached. `devRoot` is where /dev/iommu is looked for.
 public func openVFIODevice(_ address: PCIAddress, backend: VFIOBackendRequest, sysfsRoot: String = "/sys",
                            devVFIO: String = "/dev/vfio", devRoot: String = "/dev", vfToken: VFToken? = nil) throws(VFIOError) -> VFIODevice {
-    let chosen = backend == .type1 ? .type1 : try backend.resolve(VFIOBackendFacts.read(address, sysfsRoot: sysfsRoot, devRoot: devRoot), device: address)
+    let chosen = try backend.resolve(address, sysfsRoot: sysfsRoot, devRoot: devRoot)
     switch chosen {
     case .type1:
         return try openVFIODevice(address, sysfsRoot: sysfsRoot, devVFIO: devVFIO, vfToken: vfToken)

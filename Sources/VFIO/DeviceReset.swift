@@ -86,8 +86,7 @@ public enum DeviceReset {
         } catch { throw DeviceResetError.reset(address, error) }
         try approve(affected)
         do throws(VFIOError) {
-            let resolved: VFIOBackend = backend == .type1
-                ? .type1 : try backend.resolve(VFIOBackendFacts.read(address, sysfsRoot: sysfsRoot), device: address)
+            let resolved = try backend.resolve(address, sysfsRoot: sysfsRoot)
             // One DMA space holds every affected device: one container with every group (type1),
             // or one iommufd (iommufd).
             let space = try makeDMASpace(resolved, devVFIO: devVFIO)

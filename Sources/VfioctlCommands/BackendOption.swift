@@ -21,7 +21,6 @@ package struct BackendOption: ParsableArguments {
 
     /// The backend `--backend` resolves to for `address` on this host (auto: what the host offers).
     package func resolve(_ address: PCIAddress, sysfsRoot: String) throws(VFIOError) -> VFIOBackend {
-        if backend == .type1 { return .type1 }
-        return try backend.resolve(VFIOBackendFacts.read(address, sysfsRoot: sysfsRoot), device: address)
+        try backend.resolve(address, sysfsRoot: sysfsRoot)
     }
 }
